@@ -1,0 +1,224 @@
+//! The one trait every backend implements, and the plain data it speaks in.
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use lustre_model::{
+    HsmFlags, HsmState, NidRange, NodemapName, NodemapState, ProjectId, QuotaLimits,
+    QuotaReport, RelPath,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::Result;
+
+/// Which implementation stands behind a [`Filesystem`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    Lustre,
+    Local,
+}
+
+/// How far a backend really enforces a project quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuotaEnforcement {
+    /// Writes past the hard limit fail with EDQUOT (Lustre project quota, btrfs qgroup).
+    Enforced,
+    /// Usage is measured, but nothing stops a write: the limit is advisory.
+    AccountedOnly,
+}
+
+/// What a backend really does, so callers never assume a guarantee that is not there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// Byte limits.
+    pub quota: QuotaEnforcement,
+    /// Inode limits (btrfs qgroups have none, so the local backend only counts).
+    pub inode_quota: QuotaEnforcement,
+    /// Nodemaps are enforced by the servers (Lustre) rather than checked by our own node plugin.
+    pub nodemaps_enforced_by_server: bool,
+    pub encryption: bool,
+    pub restore_on_access: bool,
+}
+
+/// Ownership and mode of a new share directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirSpec {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Default for DirSpec {
+    fn default() -> Self {
+        Self {
+            mode: 0o770,
+            uid: 0,
+            gid: 0,
+        }
+    }
+}
+
+/// What `stat` tells about a share directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirInfo {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// The project ID on the directory, if one is set (and the inherit flag with it).
+    pub project: Option<ProjectId>,
+    /// Last modification, in seconds since the Unix epoch.
+    pub modified: u64,
+}
+
+/// Space and inodes of the whole filesystem (the `lfs df` summary, or statvfs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Capacity {
+    pub total_bytes: u64,
+    pub used_bytes: u64,
+    pub available_bytes: u64,
+    pub total_inodes: u64,
+    pub used_inodes: u64,
+    pub free_inodes: u64,
+}
+
+/// One step of a nodemap reconciliation. The share service computes an ordered list of these
+/// from the desired state and the live one; a backend applies them in the order given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum NodemapChange {
+    Create {
+        name: NodemapName,
+    },
+    Delete {
+        name: NodemapName,
+    },
+    AddRange {
+        name: NodemapName,
+        range: NidRange,
+    },
+    DelRange {
+        name: NodemapName,
+        range: NidRange,
+    },
+    /// `lctl nodemap_modify --property P --value V`; `property` is the lctl spelling
+    /// (`admin`, `trusted`, `deny_unknown`, `squash_uid`, `readonly_mount`, ...).
+    SetProperty {
+        name: NodemapName,
+        property: String,
+        value: String,
+    },
+    /// `None` clears the fileset.
+    SetFileset {
+        name: NodemapName,
+        fileset: Option<String>,
+    },
+    Activate {
+        active: bool,
+    },
+}
+
+/// A request to make a share visible at a target path on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountRequest {
+    /// The share directory, relative to the filesystem root.
+    pub share: RelPath,
+    pub target: PathBuf,
+    pub read_only: bool,
+    /// Extra mount options (`-o`), already validated by the caller.
+    pub options: Vec<String>,
+}
+
+/// A filesystem lustrekit manages shares on. Every method is idempotent: a retry after a
+/// timeout or a crash converges without error. Paths are relative to the filesystem root and
+/// are validated [`RelPath`]s, so no caller can name anything outside it.
+#[async_trait]
+pub trait Filesystem: Send + Sync + 'static {
+    fn kind(&self) -> BackendKind;
+    fn capabilities(&self) -> Capabilities;
+    /// The absolute path of `dir` as this host (or the node) sees it.
+    fn host_path(&self, dir: &RelPath) -> PathBuf;
+
+    // ---- directories ----
+    /// Creates the plain directories of `dir` (like `mkdir -p`), for prefixes and trash areas.
+    async fn ensure_dir(&self, dir: &RelPath) -> Result<()>;
+    /// Creates a share directory (a subvolume where the backend has them). Its parent must
+    /// exist. Returns false when it already existed, which is not an error.
+    async fn create_share_dir(&self, dir: &RelPath, spec: &DirSpec) -> Result<bool>;
+    /// Removes a share directory and everything in it. Returns false when it was already gone.
+    async fn remove_share_dir(&self, dir: &RelPath) -> Result<bool>;
+    /// Renames within the filesystem (used by the trash can). Fails if `to` exists.
+    async fn rename(&self, from: &RelPath, to: &RelPath) -> Result<()>;
+    async fn stat_dir(&self, dir: &RelPath) -> Result<Option<DirInfo>>;
+    /// Names of the entries of `dir`; an absent directory lists as empty.
+    async fn list_dir(&self, dir: &RelPath) -> Result<Vec<String>>;
+    /// Atomically claims `marker` (a directory made with a single `mkdir`). True if this call
+    /// made it, false if it already existed. This is how project IDs are allocated
+    /// collision-free across processes and hosts.
+    async fn claim(&self, marker: &RelPath) -> Result<bool>;
+    /// Gives back a claim; a claim already gone is fine.
+    async fn unclaim(&self, marker: &RelPath) -> Result<()>;
+    /// Reads a small state file; `None` when absent.
+    async fn read_file(&self, file: &RelPath) -> Result<Option<Vec<u8>>>;
+    /// Writes a small state file atomically (temporary file, then rename).
+    async fn write_file(&self, file: &RelPath, content: &[u8]) -> Result<()>;
+    async fn remove_file(&self, file: &RelPath) -> Result<()>;
+
+    // ---- projects and quotas ----
+    /// Sets the project ID on `dir` with the inherit flag, so everything made inside counts.
+    async fn set_project(&self, dir: &RelPath, id: ProjectId) -> Result<()>;
+    async fn project_of(&self, dir: &RelPath) -> Result<Option<ProjectId>>;
+    async fn set_quota(&self, dir: &RelPath, id: ProjectId, limits: &QuotaLimits) -> Result<()>;
+    async fn quota(&self, dir: &RelPath, id: ProjectId) -> Result<QuotaReport>;
+
+    // ---- nodemaps ----
+    async fn nodemaps(&self) -> Result<NodemapState>;
+    async fn apply_nodemap_changes(&self, changes: &[NodemapChange]) -> Result<()>;
+
+    // ---- capacity ----
+    async fn capacity(&self) -> Result<Capacity>;
+
+    // ---- HSM ----
+    /// The HSM state of one file, by absolute host path.
+    async fn hsm_state(&self, file: &Path) -> Result<HsmState> {
+        Err(crate::BackendError::unsupported(
+            "hsm_state",
+            format!("{} backend has no HSM state for {}", self.kind_name(), file.display()),
+        ))
+    }
+    /// Sets and clears HSM flags, and records the archive ID when given.
+    async fn hsm_mark(
+        &self,
+        file: &Path,
+        set: HsmFlags,
+        clear: HsmFlags,
+        archive_id: Option<u32>,
+    ) -> Result<()> {
+        let _ = (set, clear, archive_id);
+        Err(crate::BackendError::unsupported(
+            "hsm_mark",
+            format!("{} backend cannot mark {}", self.kind_name(), file.display()),
+        ))
+    }
+    /// Frees the data blocks of an archived file, keeping its size and metadata.
+    async fn hsm_release(&self, file: &Path) -> Result<()> {
+        Err(crate::BackendError::unsupported(
+            "hsm_release",
+            format!("{} backend cannot release {}", self.kind_name(), file.display()),
+        ))
+    }
+
+    // ---- mounts (on the node) ----
+    async fn mount(&self, request: &MountRequest) -> Result<()>;
+    /// Unmounts with a bounded cascade: normal, then forced, then lazy. A target that is not
+    /// mounted (or does not exist) is success.
+    async fn unmount(&self, target: &Path) -> Result<()>;
+
+    fn kind_name(&self) -> &'static str {
+        match self.kind() {
+            BackendKind::Lustre => "lustre",
+            BackendKind::Local => "local",
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! The storage backends of lustrekit.
+//!
+//! Everything above this crate talks to one [`Filesystem`] trait. Two implementations stand
+//! behind it:
+//! - [`lustre`]: drives a real Lustre through `lfs`, `lctl` and `mount -t lustre`, run by a
+//!   [`lustre::runner::CommandRunner`] locally or over SSH to the MGS/MDS;
+//! - [`local`]: the embedded default, on any Linux directory. On btrfs each share is a
+//!   subvolume whose qgroup limit the kernel enforces; elsewhere usage is only accounted, and
+//!   [`Capabilities`] says so.
+
+mod error;
+mod filesystem;
+pub mod local;
+pub mod lustre;
+pub mod mount;
+
+pub use error::{BackendError, Result};
+pub use filesystem::{
+    BackendKind, Capabilities, Capacity, DirInfo, DirSpec, Filesystem, MountRequest,
+    NodemapChange, QuotaEnforcement,
+};

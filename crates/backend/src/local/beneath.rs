@@ -1,0 +1,129 @@
+//! Path resolution that cannot leave the root.
+//!
+//! Every path the local backend touches is opened with `openat2(RESOLVE_BENEATH |
+//! RESOLVE_NO_SYMLINKS)` from the root's descriptor, so a symlink planted anywhere on the way
+//! (say, by a tenant inside a share) can never make us create, remove or mount something
+//! outside the root.
+
+use std::ffi::CString;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use lustre_model::RelPath;
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::Mode;
+
+fn how(flags: OFlag, mode: Mode) -> OpenHow {
+    OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
+        .mode(mode)
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS)
+}
+
+/// Opens `rel` (a directory) beneath `root`; `None` opens the root itself.
+pub fn open_dir(root: BorrowedFd<'_>, rel: Option<&RelPath>) -> Result<OwnedFd, Errno> {
+    let path = rel.map(|r| r.as_str()).unwrap_or(".");
+    nix::fcntl::openat2(
+        root,
+        path,
+        how(OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()),
+    )
+}
+
+/// Opens a file beneath `root` with the given flags (create mode 0600).
+pub fn open_file(root: BorrowedFd<'_>, rel: &RelPath, flags: OFlag) -> Result<OwnedFd, Errno> {
+    // openat2 refuses a mode without O_CREAT.
+    let mode = if flags.contains(OFlag::O_CREAT) {
+        Mode::from_bits_truncate(0o600)
+    } else {
+        Mode::empty()
+    };
+    nix::fcntl::openat2(root, rel.as_str(), how(flags, mode))
+}
+
+/// Opens the parent directory of `rel` and returns it with the last component.
+pub fn open_parent<'a>(
+    root: BorrowedFd<'_>,
+    rel: &'a RelPath,
+) -> Result<(OwnedFd, &'a str), Errno> {
+    let parent = rel.parent();
+    let fd = open_dir(root, parent.as_ref())?;
+    Ok((fd, rel.file_name()))
+}
+
+/// `mkdir -p` beneath the root, one component at a time.
+pub fn mkdir_all(root: BorrowedFd<'_>, rel: &RelPath) -> Result<OwnedFd, Errno> {
+    let mut dir = open_dir(root, None)?;
+    for component in rel.components() {
+        match nix::sys::stat::mkdirat(dir.as_fd(), component, Mode::from_bits_truncate(0o755)) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(e),
+        }
+        dir = nix::fcntl::openat2(
+            dir.as_fd(),
+            component,
+            how(OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()),
+        )?;
+    }
+    Ok(dir)
+}
+
+fn c_name(name: &str) -> Result<CString, Errno> {
+    CString::new(name).map_err(|_| Errno::EINVAL)
+}
+
+/// Reads an xattr of an open file; `None` when it is not set.
+pub fn get_xattr(fd: BorrowedFd<'_>, name: &str) -> Result<Option<Vec<u8>>, Errno> {
+    use std::os::fd::AsRawFd;
+    let cname = c_name(name)?;
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: buf is valid for buf.len() bytes, cname is NUL-terminated.
+    let n = unsafe {
+        libc::fgetxattr(
+            fd.as_raw_fd(),
+            cname.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return match Errno::last() {
+            Errno::ENODATA => Ok(None),
+            e => Err(e),
+        };
+    }
+    buf.truncate(n as usize);
+    Ok(Some(buf))
+}
+
+/// Sets an xattr on an open file.
+pub fn set_xattr(fd: BorrowedFd<'_>, name: &str, value: &[u8]) -> Result<(), Errno> {
+    use std::os::fd::AsRawFd;
+    let cname = c_name(name)?;
+    // SAFETY: value is valid for value.len() bytes, cname is NUL-terminated.
+    let rc = unsafe {
+        libc::fsetxattr(
+            fd.as_raw_fd(),
+            cname.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    Errno::result(rc).map(drop)
+}
+
+/// Names in an open directory, without `.` and `..`.
+pub fn read_dir_names(dir: OwnedFd) -> Result<Vec<String>, Errno> {
+    let mut listing = nix::dir::Dir::from_fd(dir)?;
+    let mut names = Vec::new();
+    for entry in listing.iter() {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy();
+        if name != "." && name != ".." {
+            names.push(name.into_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
+}

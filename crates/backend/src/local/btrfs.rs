@@ -1,0 +1,241 @@
+//! The few btrfs ioctls the local backend needs: subvolumes and qgroups.
+//!
+//! Called directly rather than through `btrfs` (btrfs-progs) so that creating a share costs
+//! two syscalls instead of two process spawns. Layouts follow `include/uapi/linux/btrfs.h`.
+
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use nix::errno::Errno;
+
+const BTRFS_IOCTL_MAGIC: u8 = 0x94;
+const BTRFS_PATH_NAME_MAX: usize = 4087;
+const BTRFS_SUPER_MAGIC: i64 = 0x9123_683E;
+const BTRFS_FIRST_FREE_OBJECTID: u64 = 256;
+const BTRFS_QUOTA_TREE_OBJECTID: u64 = 8;
+const BTRFS_QGROUP_INFO_KEY: u32 = 242;
+const BTRFS_QGROUP_LIMIT_KEY: u32 = 244;
+const BTRFS_QGROUP_LIMIT_MAX_RFER: u64 = 1;
+const BTRFS_QUOTA_CTL_ENABLE: u64 = 1;
+/// Writing this value with the MAX_RFER flag removes the limit.
+const LIMIT_CLEAR: u64 = u64::MAX;
+
+#[repr(C)]
+struct VolArgs {
+    fd: i64,
+    name: [u8; BTRFS_PATH_NAME_MAX + 1],
+}
+
+#[repr(C)]
+struct QuotaCtlArgs {
+    cmd: u64,
+    status: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct QgroupLimit {
+    flags: u64,
+    max_rfer: u64,
+    max_excl: u64,
+    rsv_rfer: u64,
+    rsv_excl: u64,
+}
+
+#[repr(C)]
+struct QgroupLimitArgs {
+    qgroupid: u64,
+    lim: QgroupLimit,
+}
+
+#[repr(C)]
+struct InoLookupArgs {
+    treeid: u64,
+    objectid: u64,
+    name: [u8; 4080],
+}
+
+#[repr(C)]
+#[derive(Default, Clone, Copy)]
+struct SearchKey {
+    tree_id: u64,
+    min_objectid: u64,
+    max_objectid: u64,
+    min_offset: u64,
+    max_offset: u64,
+    min_transid: u64,
+    max_transid: u64,
+    min_type: u32,
+    max_type: u32,
+    nr_items: u32,
+    unused: u32,
+    unused1: u64,
+    unused2: u64,
+    unused3: u64,
+    unused4: u64,
+}
+
+const SEARCH_BUF: usize = 4096 - std::mem::size_of::<SearchKey>();
+
+#[repr(C)]
+struct SearchArgs {
+    key: SearchKey,
+    buf: [u8; SEARCH_BUF],
+}
+
+nix::ioctl_write_ptr!(ioc_subvol_create, BTRFS_IOCTL_MAGIC, 14, VolArgs);
+nix::ioctl_write_ptr!(ioc_snap_destroy, BTRFS_IOCTL_MAGIC, 15, VolArgs);
+nix::ioctl_none!(ioc_sync, BTRFS_IOCTL_MAGIC, 8);
+nix::ioctl_readwrite!(ioc_tree_search, BTRFS_IOCTL_MAGIC, 17, SearchArgs);
+nix::ioctl_readwrite!(ioc_ino_lookup, BTRFS_IOCTL_MAGIC, 18, InoLookupArgs);
+nix::ioctl_readwrite!(ioc_quota_ctl, BTRFS_IOCTL_MAGIC, 40, QuotaCtlArgs);
+nix::ioctl_read!(ioc_qgroup_limit, BTRFS_IOCTL_MAGIC, 43, QgroupLimitArgs);
+
+/// True when `fd` lies on a btrfs filesystem.
+pub fn is_btrfs(fd: BorrowedFd<'_>) -> Result<bool, Errno> {
+    let st = nix::sys::statfs::fstatfs(fd)?;
+    Ok(st.filesystem_type().0 as i64 == BTRFS_SUPER_MAGIC)
+}
+
+fn vol_args(name: &str) -> Result<Box<VolArgs>, Errno> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() > BTRFS_PATH_NAME_MAX || bytes.contains(&0) {
+        return Err(Errno::EINVAL);
+    }
+    let mut args = Box::new(VolArgs {
+        fd: 0,
+        name: [0; BTRFS_PATH_NAME_MAX + 1],
+    });
+    args.name[..bytes.len()].copy_from_slice(bytes);
+    Ok(args)
+}
+
+/// Creates subvolume `name` inside the directory `parent`.
+pub fn create_subvolume(parent: BorrowedFd<'_>, name: &str) -> Result<(), Errno> {
+    let args = vol_args(name)?;
+    // SAFETY: `args` is a properly laid out, NUL-terminated btrfs_ioctl_vol_args.
+    unsafe { ioc_subvol_create(parent.as_raw_fd(), &*args) }.map(drop)
+}
+
+/// Deletes subvolume `name` inside `parent`, with everything in it.
+pub fn destroy_subvolume(parent: BorrowedFd<'_>, name: &str) -> Result<(), Errno> {
+    let args = vol_args(name)?;
+    // SAFETY: as above.
+    unsafe { ioc_snap_destroy(parent.as_raw_fd(), &*args) }.map(drop)
+}
+
+/// Turns quota accounting on (idempotent: a no-op when it is on already).
+pub fn enable_quota(fd: BorrowedFd<'_>) -> Result<(), Errno> {
+    let mut args = QuotaCtlArgs {
+        cmd: BTRFS_QUOTA_CTL_ENABLE,
+        status: 0,
+    };
+    // SAFETY: valid btrfs_ioctl_quota_ctl_args.
+    unsafe { ioc_quota_ctl(fd.as_raw_fd(), &mut args) }.map(drop)
+}
+
+/// Commits the current transaction, so qgroup numbers are up to date.
+pub fn sync(fd: BorrowedFd<'_>) -> Result<(), Errno> {
+    // SAFETY: no argument.
+    unsafe { ioc_sync(fd.as_raw_fd()) }.map(drop)
+}
+
+/// The subvolume (tree) ID of the subvolume `fd` is in.
+pub fn subvolume_id(fd: BorrowedFd<'_>) -> Result<u64, Errno> {
+    let mut args = Box::new(InoLookupArgs {
+        treeid: 0,
+        objectid: BTRFS_FIRST_FREE_OBJECTID,
+        name: [0; 4080],
+    });
+    // SAFETY: valid btrfs_ioctl_ino_lookup_args.
+    unsafe { ioc_ino_lookup(fd.as_raw_fd(), &mut *args) }?;
+    Ok(args.treeid)
+}
+
+/// Sets (or with `None` removes) the referenced-bytes limit of the subvolume `fd` is in.
+pub fn set_limit(fd: BorrowedFd<'_>, max_referenced: Option<u64>) -> Result<(), Errno> {
+    let mut args = QgroupLimitArgs {
+        // 0 means "the subvolume this fd is in".
+        qgroupid: 0,
+        lim: QgroupLimit {
+            flags: BTRFS_QGROUP_LIMIT_MAX_RFER,
+            max_rfer: max_referenced.unwrap_or(LIMIT_CLEAR),
+            ..QgroupLimit::default()
+        },
+    };
+    // SAFETY: valid btrfs_ioctl_qgroup_limit_args; the kernel only reads it.
+    unsafe { ioc_qgroup_limit(fd.as_raw_fd(), &mut args) }.map(drop)
+}
+
+/// Referenced bytes and the referenced limit of one level-0 qgroup.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Qgroup {
+    pub referenced: u64,
+    pub exclusive: u64,
+    pub max_referenced: Option<u64>,
+}
+
+fn read_u64(buf: &[u8], at: usize) -> Option<u64> {
+    buf.get(at..at + 8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+}
+
+fn read_u32(buf: &[u8], at: usize) -> Option<u32> {
+    buf.get(at..at + 4)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_le_bytes)
+}
+
+/// Reads the qgroup info and limit items of subvolume `subvol_id` from the quota tree.
+pub fn qgroup(fd: BorrowedFd<'_>, subvol_id: u64) -> Result<Option<Qgroup>, Errno> {
+    let mut args = Box::new(SearchArgs {
+        key: SearchKey {
+            tree_id: BTRFS_QUOTA_TREE_OBJECTID,
+            min_objectid: 0,
+            max_objectid: 0,
+            min_offset: subvol_id,
+            max_offset: subvol_id,
+            min_transid: 0,
+            max_transid: u64::MAX,
+            min_type: BTRFS_QGROUP_INFO_KEY,
+            max_type: BTRFS_QGROUP_LIMIT_KEY,
+            nr_items: 16,
+            ..SearchKey::default()
+        },
+        buf: [0; SEARCH_BUF],
+    });
+    // SAFETY: valid btrfs_ioctl_search_args.
+    unsafe { ioc_tree_search(fd.as_raw_fd(), &mut *args) }?;
+    let mut found = None::<Qgroup>;
+    let mut at = 0usize;
+    const HEADER: usize = 32;
+    for _ in 0..args.key.nr_items {
+        let (Some(offset), Some(kind), Some(len)) = (
+            read_u64(&args.buf, at + 16),
+            read_u32(&args.buf, at + 24),
+            read_u32(&args.buf, at + 28),
+        ) else {
+            break;
+        };
+        let item = at + HEADER;
+        if offset == subvol_id {
+            let group = found.get_or_insert_with(Qgroup::default);
+            match kind {
+                BTRFS_QGROUP_INFO_KEY => {
+                    group.referenced = read_u64(&args.buf, item + 8).unwrap_or(0);
+                    group.exclusive = read_u64(&args.buf, item + 24).unwrap_or(0);
+                }
+                BTRFS_QGROUP_LIMIT_KEY => {
+                    let flags = read_u64(&args.buf, item).unwrap_or(0);
+                    let max = read_u64(&args.buf, item + 8).unwrap_or(0);
+                    if flags & BTRFS_QGROUP_LIMIT_MAX_RFER != 0 && max != 0 {
+                        group.max_referenced = Some(max);
+                    }
+                }
+                _ => {}
+            }
+        }
+        at = item + len as usize;
+    }
+    Ok(found)
+}

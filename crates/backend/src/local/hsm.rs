@@ -1,0 +1,526 @@
+//! The HSM state of files on the `local` backend.
+//!
+//! A small JSON record in an xattr on the file holds the flags, the archive ID and the data
+//! version the archive was taken at. The xattr is `trusted.lustrekit.hsm` when we may write
+//! trusted xattrs (root), else `user.lustrekit.hsm`; reads try both.
+//!
+//! **Data version.** Lustre has a real data version; a plain Linux file does not, so ours is
+//! (size, mtime, inode number, inode generation from `FS_IOC_GETVERSION`) plus the ctime. Our
+//! own xattr writes move the ctime, so the record keeps `ok_until_ns`, a wall-clock bound just
+//! after our last write: a ctime at or before it is ours, a later one is someone else's (a
+//! write that put the mtime back, a chmod) and makes the file dirty. Data writes always move
+//! the mtime, so they are seen at once; a metadata-only change in the 50 ms after our own
+//! write may be missed, which can never lose data.
+//!
+//! **Dirty is computed.** Nothing in the kernel tells us a local file was written, so
+//! [`hsm_state`] compares the recorded data version with the live one and reports `dirty`
+//! when they differ, for archived and released files alike.
+//!
+//! **Release** holds a write lease on the file (so no other process has it open, and a new
+//! open waits), re-checks the data version, writes the `released` intent first, punches the
+//! data out with `fallocate(PUNCH_HOLE | KEEP_SIZE)`, puts the mtime back, then records the
+//! new data version. A crash in between leaves the file "released" (and perhaps "dirty"),
+//! which restore repairs from the archive; never "archived" with zeros in it.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use lustre_model::{HsmFlags, HsmState};
+use serde::{Deserialize, Serialize};
+
+use crate::{BackendError, Result};
+
+const TRUSTED_XATTR: &str = "trusted.lustrekit.hsm";
+const USER_XATTR: &str = "user.lustrekit.hsm";
+/// How long after our own xattr write a ctime still counts as ours.
+const CTIME_MARGIN_NS: i64 = 50_000_000;
+/// `FS_IOC_GETVERSION` = `_IOR('v', 1, long)`.
+const FS_IOC_GETVERSION: libc::c_ulong = 0x8008_7601;
+
+/// What a file's data looked like when it was archived (or last restored/released by us).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct DataVersion {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub ino: u64,
+    pub generation: u64,
+}
+
+impl DataVersion {
+    fn same_data(&self, other: &DataVersion) -> bool {
+        self.size == other.size
+            && self.mtime_ns == other.mtime_ns
+            && self.ino == other.ino
+            && self.generation == other.generation
+    }
+}
+
+/// The xattr content.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    v: u32,
+    flags: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    archive_id: Option<u32>,
+    dv: DataVersion,
+    /// A ctime up to this wall-clock time (ns) comes from our own write.
+    ok_until_ns: i64,
+}
+
+impl Record {
+    fn matches(&self, cur: &DataVersion) -> bool {
+        self.dv.same_data(cur) && (cur.ctime_ns == self.dv.ctime_ns || cur.ctime_ns <= self.ok_until_ns)
+    }
+
+    fn state(&self, cur: &DataVersion) -> HsmState {
+        let mut flags = HsmFlags::from_bits(self.flags);
+        if (flags.archived || flags.released) && !self.matches(cur) {
+            flags.dirty = true;
+        }
+        HsmState {
+            flags,
+            archive_id: self.archive_id.filter(|id| *id != 0),
+        }
+    }
+}
+
+fn io_err(path: &Path, e: std::io::Error) -> BackendError {
+    BackendError::io(path, e)
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+fn open(path: &Path, write: bool) -> Result<File> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true)
+        .write(write)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+    opts.open(path).map_err(|e| io_err(path, e))
+}
+
+/// The live data version of an open file.
+fn data_version(path: &Path, file: &File) -> Result<DataVersion> {
+    let md = file.metadata().map_err(|e| io_err(path, e))?;
+    let mut generation: libc::c_long = 0;
+    // SAFETY: FS_IOC_GETVERSION writes one `long` through the pointer, which is valid.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_GETVERSION as _, &mut generation) };
+    if rc != 0 {
+        // tmpfs and others have no generation: the inode number and times still tell.
+        generation = 0;
+    }
+    Ok(DataVersion {
+        size: md.size(),
+        mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+        ctime_ns: md.ctime() * 1_000_000_000 + md.ctime_nsec(),
+        ino: md.ino(),
+        generation: generation as u64,
+    })
+}
+
+fn cname(name: &str) -> CString {
+    // The names are constants without NUL.
+    CString::new(name).unwrap_or_default()
+}
+
+fn fget(fd: RawFd, name: &str) -> std::io::Result<Option<Vec<u8>>> {
+    let cname = cname(name);
+    let mut buf = vec![0u8; 512];
+    loop {
+        // SAFETY: the buffer is valid for `buf.len()` bytes; the name is NUL-terminated.
+        let n = unsafe {
+            libc::fgetxattr(fd, cname.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+        };
+        if n >= 0 {
+            buf.truncate(n as usize);
+            return Ok(Some(buf));
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::ENODATA) => return Ok(None),
+            // No permission to read trusted.* is the same as absent for us.
+            Some(libc::EPERM) | Some(libc::EACCES) if name.starts_with("trusted.") => {
+                return Ok(None);
+            }
+            Some(libc::ERANGE) if buf.len() < 65536 => buf.resize(buf.len() * 4, 0),
+            _ => return Err(e),
+        }
+    }
+}
+
+fn fset(fd: RawFd, name: &str, value: &[u8]) -> std::io::Result<()> {
+    let cname = cname(name);
+    // SAFETY: value is valid for its length; the name is NUL-terminated.
+    let rc = unsafe { libc::fsetxattr(fd, cname.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn fremove(fd: RawFd, name: &str) {
+    let cname = cname(name);
+    // SAFETY: the name is NUL-terminated. A missing xattr is fine.
+    unsafe { libc::fremovexattr(fd, cname.as_ptr()) };
+}
+
+fn read_record(path: &Path, file: &File) -> Result<Option<Record>> {
+    let fd = file.as_raw_fd();
+    let raw = match fget(fd, TRUSTED_XATTR).map_err(|e| io_err(path, e))? {
+        Some(raw) => Some(raw),
+        None => fget(fd, USER_XATTR).map_err(|e| io_err(path, e))?,
+    };
+    match raw {
+        None => Ok(None),
+        Some(raw) => serde_json::from_slice(&raw).map(Some).map_err(|e| {
+            BackendError::InvalidState(format!(
+                "{}: unreadable HSM record in xattr: {e}",
+                path.display()
+            ))
+        }),
+    }
+}
+
+/// Writes the record, preferring the trusted namespace; the other copy is dropped so that
+/// reads never see a stale one.
+fn write_record(path: &Path, file: &File, rec: &mut Record) -> Result<()> {
+    rec.ok_until_ns = now_ns() + CTIME_MARGIN_NS;
+    let raw = serde_json::to_vec(rec)
+        .map_err(|e| BackendError::InvalidState(format!("HSM record: {e}")))?;
+    let fd = file.as_raw_fd();
+    match fset(fd, TRUSTED_XATTR, &raw) {
+        Ok(()) => {
+            fremove(fd, USER_XATTR);
+            Ok(())
+        }
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) => {
+            fset(fd, USER_XATTR, &raw).map_err(|e| io_err(path, e))
+        }
+        Err(e) => Err(io_err(path, e)),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| BackendError::InvalidState(format!("blocking task failed: {e}")))?
+}
+
+/// The HSM state of `file`, with `dirty` computed from the live data version.
+pub(crate) async fn hsm_state(file: &Path) -> Result<HsmState> {
+    let path = file.to_path_buf();
+    blocking(move || {
+        let f = open(&path, false)?;
+        let cur = data_version(&path, &f)?;
+        Ok(read_record(&path, &f)?
+            .map(|r| r.state(&cur))
+            .unwrap_or_default())
+    })
+    .await
+}
+
+fn merge(old: HsmFlags, set: HsmFlags, clear: HsmFlags) -> HsmFlags {
+    HsmFlags::from_bits((old.bits() | set.bits()) & !clear.bits())
+}
+
+fn mark_blocking(
+    path: &Path,
+    set: HsmFlags,
+    clear: HsmFlags,
+    archive_id: Option<u32>,
+) -> Result<()> {
+    let f = open(path, false)?;
+    let cur = data_version(path, &f)?;
+    let old = read_record(path, &f)?;
+    let old_state = old.as_ref().map(|r| r.state(&cur)).unwrap_or_default();
+    let flags = merge(old_state.flags, set, clear);
+    // Setting `archived`, or clearing `dirty`/`released`, asserts that the content now on
+    // disk is the archived one: the data version is taken afresh.
+    let rebaseline = set.archived || clear.dirty || clear.released;
+    let dv = match (&old, rebaseline) {
+        (Some(r), false) => r.dv,
+        _ => cur,
+    };
+    let mut rec = Record {
+        v: 1,
+        flags: flags.bits(),
+        archive_id: archive_id.or(old_state.archive_id),
+        dv,
+        ok_until_ns: 0,
+    };
+    write_record(path, &f, &mut rec)?;
+    tracing::debug!(file = %path.display(), flags = format_args!("{:#x}", rec.flags), "hsm mark");
+    Ok(())
+}
+
+/// Sets and clears flags; records `archive_id` when given. See the module doc for when the
+/// data version is taken afresh.
+pub(crate) async fn hsm_mark(
+    file: &Path,
+    set: HsmFlags,
+    clear: HsmFlags,
+    archive_id: Option<u32>,
+) -> Result<()> {
+    let path = file.to_path_buf();
+    blocking(move || mark_blocking(&path, set, clear, archive_id)).await
+}
+
+/// Holds a write lease for as long as it lives: no other process has the file open, and a
+/// new open waits until we let go (or the kernel's lease-break time passes).
+struct Lease<'a> {
+    file: &'a File,
+    held: bool,
+}
+
+impl<'a> Lease<'a> {
+    fn take(path: &Path, file: &'a File) -> Result<Self> {
+        // SAFETY: plain fcntl on a valid fd.
+        let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLEASE, libc::F_WRLCK) };
+        if rc == 0 {
+            return Ok(Self { file, held: true });
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EAGAIN) | Some(libc::EBUSY) => Err(BackendError::InvalidState(format!(
+                "{}: busy: another process has the file open",
+                path.display()
+            ))),
+            _ => {
+                // Leases off, or not the owner without CAP_LEASE: the data-version check
+                // still guards, with a small window.
+                tracing::warn!(file = %path.display(), error = %e, "no write lease; relying on the data-version check");
+                Ok(Self { file, held: false })
+            }
+        }
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if self.held {
+            // SAFETY: plain fcntl on a valid fd.
+            unsafe { libc::fcntl(self.file.as_raw_fd(), libc::F_SETLEASE, libc::F_UNLCK) };
+        }
+    }
+}
+
+fn release_blocking(path: &Path) -> Result<()> {
+    let f = open(path, true)?;
+    let md = f.metadata().map_err(|e| io_err(path, e))?;
+    if !md.is_file() {
+        return Err(BackendError::InvalidState(format!(
+            "{}: only regular files can be released",
+            path.display()
+        )));
+    }
+    let _lease = Lease::take(path, &f)?;
+    let cur = data_version(path, &f)?;
+    let Some(mut rec) = read_record(path, &f)? else {
+        return Err(BackendError::InvalidState(format!(
+            "{}: not archived; refusing to release",
+            path.display()
+        )));
+    };
+    let state = rec.state(&cur);
+    if state.flags.released && !state.flags.dirty {
+        return Ok(());
+    }
+    if !state.flags.archived || !state.flags.exists {
+        return Err(BackendError::InvalidState(format!(
+            "{}: not archived; refusing to release",
+            path.display()
+        )));
+    }
+    if state.flags.no_release {
+        return Err(BackendError::InvalidState(format!(
+            "{}: marked never_release",
+            path.display()
+        )));
+    }
+    if state.flags.dirty || state.flags.released {
+        return Err(BackendError::InvalidState(format!(
+            "{}: data version changed since it was archived; refusing to release",
+            path.display()
+        )));
+    }
+    // 1. Intent first: from here a crash leaves a released file, which restore repairs.
+    let mut flags = HsmFlags::from_bits(rec.flags);
+    flags.released = true;
+    rec.flags = flags.bits();
+    rec.dv = cur;
+    write_record(path, &f, &mut rec)?;
+    // 2. Punch the data out, keeping the size.
+    if cur.size > 0 {
+        // SAFETY: plain fallocate on a valid fd.
+        let rc = unsafe {
+            libc::fallocate(
+                f.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                0,
+                cur.size as libc::off_t,
+            )
+        };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            // Nothing was punched: take the intent back.
+            let mut flags = HsmFlags::from_bits(rec.flags);
+            flags.released = false;
+            rec.flags = flags.bits();
+            rec.dv = data_version(path, &f)?;
+            write_record(path, &f, &mut rec)?;
+            if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP)) {
+                return Err(BackendError::unsupported(
+                    "hsm_release",
+                    format!("{}: the filesystem cannot punch holes", path.display()),
+                ));
+            }
+            return Err(io_err(path, e));
+        }
+    }
+    // 3. Punching moved the mtime: put it back, so the stub shows the archived times.
+    let times = [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: cur.mtime_ns.div_euclid(1_000_000_000) as libc::time_t,
+            tv_nsec: cur.mtime_ns.rem_euclid(1_000_000_000) as _,
+        },
+    ];
+    // SAFETY: `times` is a valid array of two timespecs.
+    if unsafe { libc::futimens(f.as_raw_fd(), times.as_ptr()) } != 0 {
+        return Err(io_err(path, std::io::Error::last_os_error()));
+    }
+    // 4. The stub's own data version.
+    rec.dv = data_version(path, &f)?;
+    write_record(path, &f, &mut rec)?;
+    tracing::info!(file = %path.display(), bytes = cur.size, "released");
+    Ok(())
+}
+
+/// Frees the data blocks of an archived, unchanged file, keeping its size and metadata.
+pub(crate) async fn hsm_release(file: &Path) -> Result<()> {
+    let path: PathBuf = file.to_path_buf();
+    blocking(move || release_blocking(&path)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lustre_model::{HS_ARCHIVED, HS_DIRTY, HS_EXISTS};
+    use std::io::Write;
+
+    fn flags(bits: u32) -> HsmFlags {
+        HsmFlags::from_bits(bits)
+    }
+
+    fn tmpfile(content: &[u8]) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        let mut f = File::create(&path).expect("create");
+        f.write_all(content).expect("write");
+        (dir, path)
+    }
+
+    fn supports_xattr(path: &Path) -> bool {
+        let f = open(path, false).expect("open");
+        match fset(f.as_raw_fd(), USER_XATTR, b"{}") {
+            Ok(()) => {
+                fremove(f.as_raw_fd(), USER_XATTR);
+                true
+            }
+            Err(e) => {
+                eprintln!("skipping: no user xattrs on {}: {e}", path.display());
+                false
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn fresh_file_has_no_state() {
+        let (_d, p) = tmpfile(b"hello");
+        assert_eq!(hsm_state(&p).await.expect("state"), HsmState::default());
+    }
+
+    #[tokio::test]
+    async fn archive_then_write_is_dirty_and_release_refuses() {
+        let (_d, p) = tmpfile(b"hello world");
+        if !supports_xattr(&p) {
+            return;
+        }
+        hsm_mark(&p, flags(HS_ARCHIVED | HS_EXISTS), flags(0), Some(3))
+            .await
+            .expect("mark");
+        let st = hsm_state(&p).await.expect("state");
+        assert!(st.flags.archived && st.flags.exists && !st.flags.dirty);
+        assert_eq!(st.archive_id, Some(3));
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .and_then(|mut f| f.write_all(b"!"))
+            .expect("append");
+        let st = hsm_state(&p).await.expect("state");
+        assert!(st.flags.dirty, "{st}");
+        let before = std::fs::read(&p).expect("read");
+        assert!(hsm_release(&p).await.is_err());
+        assert_eq!(std::fs::read(&p).expect("read"), before);
+    }
+
+    #[tokio::test]
+    async fn release_punches_and_keeps_size_and_mtime() {
+        let content = vec![7u8; 1 << 20];
+        let (_d, p) = tmpfile(&content);
+        if !supports_xattr(&p) {
+            return;
+        }
+        let mtime_before = std::fs::metadata(&p).expect("md").mtime_nsec();
+        hsm_mark(&p, flags(HS_ARCHIVED | HS_EXISTS), flags(0), Some(1))
+            .await
+            .expect("mark");
+        hsm_release(&p).await.expect("release");
+        let md = std::fs::metadata(&p).expect("md");
+        assert_eq!(md.len(), content.len() as u64);
+        assert_eq!(md.mtime_nsec(), mtime_before);
+        assert!(md.blocks() < 64, "blocks still allocated: {}", md.blocks());
+        let st = hsm_state(&p).await.expect("state");
+        assert!(st.flags.released && st.flags.archived && !st.flags.dirty, "{st}");
+        // Idempotent.
+        hsm_release(&p).await.expect("release again");
+    }
+
+    #[tokio::test]
+    async fn release_refuses_unarchived_and_changes_nothing() {
+        let (_d, p) = tmpfile(b"data");
+        assert!(hsm_release(&p).await.is_err());
+        assert_eq!(std::fs::read(&p).expect("read"), b"data");
+    }
+
+    #[tokio::test]
+    async fn clear_dirty_rebaselines() {
+        let (_d, p) = tmpfile(b"abc");
+        if !supports_xattr(&p) {
+            return;
+        }
+        hsm_mark(&p, flags(HS_ARCHIVED | HS_EXISTS), flags(0), None)
+            .await
+            .expect("mark");
+        hsm_mark(&p, flags(HS_DIRTY), flags(0), None).await.expect("dirty");
+        assert!(hsm_state(&p).await.expect("state").flags.dirty);
+        hsm_mark(&p, flags(0), flags(HS_DIRTY), None).await.expect("clean");
+        assert!(!hsm_state(&p).await.expect("state").flags.dirty);
+    }
+}

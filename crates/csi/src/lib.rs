@@ -1,0 +1,2 @@
+//! The lustrekit CSI driver.
+pub mod grpc;

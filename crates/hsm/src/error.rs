@@ -1,0 +1,97 @@
+//! The typed errors of the data mover. Each says which file, object or store it is about.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+pub type Result<T, E = HsmError> = std::result::Result<T, E>;
+
+#[derive(Debug, Error)]
+pub enum HsmError {
+    #[error("invalid store spec `{spec}`: {why}")]
+    StoreSpec { spec: String, why: String },
+    /// The store failed (after the client's own retries with backoff).
+    #[error("store {store}: {op} `{key}` failed: {source}")]
+    Store {
+        store: String,
+        op: &'static str,
+        key: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Backend(#[from] backend::BackendError),
+    #[error("{path}: checksum mismatch: the archive records {expected}, the object has {actual}")]
+    Checksum {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    #[error("{path}: modified while it was being archived; not marked archived")]
+    ModifiedDuringArchive { path: PathBuf },
+    #[error("{path}: refused: {why}")]
+    Refused { path: PathBuf, why: String },
+    #[error("{path}: not beneath the namespace root {root}")]
+    OutsideRoot { path: PathBuf, root: PathBuf },
+    #[error("object `{key}`: unsafe name: {why}")]
+    HostileName { key: String, why: String },
+    #[error("`{key}`: no archived copy in {store}")]
+    NoArchive { store: String, key: String },
+    #[error("`{key}`: bad metadata `{field}`: {why}")]
+    Metadata {
+        key: String,
+        field: String,
+        why: String,
+    },
+    #[error("{path}: already exists (conflict mode {mode})")]
+    Conflict { path: PathBuf, mode: &'static str },
+    #[error("stopped after {count} errors (max_errors {max})")]
+    TooManyErrors { count: usize, max: usize },
+    #[error("policy: {0}")]
+    Policy(String),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl HsmError {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn refused(path: impl Into<PathBuf>, why: impl Into<String>) -> Self {
+        Self::Refused {
+            path: path.into(),
+            why: why.into(),
+        }
+    }
+
+    /// A short machine-readable name of the error kind, for reports and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::StoreSpec { .. } => "store_spec",
+            Self::Store { .. } => "store",
+            Self::Io { .. } => "io",
+            Self::Backend(_) => "backend",
+            Self::Checksum { .. } => "checksum",
+            Self::ModifiedDuringArchive { .. } => "modified_during_archive",
+            Self::Refused { .. } => "refused",
+            Self::OutsideRoot { .. } => "outside_root",
+            Self::HostileName { .. } => "hostile_name",
+            Self::NoArchive { .. } => "no_archive",
+            Self::Metadata { .. } => "metadata",
+            Self::Conflict { .. } => "conflict",
+            Self::TooManyErrors { .. } => "too_many_errors",
+            Self::Policy(_) => "policy",
+            Self::Unsupported(_) => "unsupported",
+        }
+    }
+}

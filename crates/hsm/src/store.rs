@@ -1,0 +1,547 @@
+//! The archive store: an `object_store` backend chosen by a URL-like spec, plus what the
+//! mover needs on top (metadata on every store, streaming uploads, ranged reads).
+//!
+//! Specs:
+//! - `file:///abs/dir` (or a plain absolute path): a local directory, the embedded default;
+//! - `s3://bucket[/prefix]?endpoint=http://127.0.0.1:3900&region=garage&access_key_id=..&secret_access_key=..`;
+//! - `az://container[/prefix]?use_emulator=true` or `?account_name=..&access_key=..&endpoint=..`;
+//! - `gs://bucket[/prefix]?service_account=..`.
+//!
+//! Query keys are the `object_store` builder config keys (`AmazonS3ConfigKey`,
+//! `AzureConfigKey`, `GoogleConfigKey`), and the builders also read the usual environment
+//! variables (`AWS_*`, `AZURE_*`, `GOOGLE_*`). An `http://` endpoint allows plain HTTP.
+//!
+//! The local directory store cannot hold object metadata, so there the metadata of `key`
+//! lives in a sidecar object `.lustrekit-meta/<key>.meta` (JSON) at the store root, which
+//! listings skip. Cloud stores keep it in the object's own user metadata.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use object_store::path::{Path as ObjPath, PathPart};
+use object_store::{
+    Attribute, AttributeValue, Attributes, BackoffConfig, ClientOptions, GetOptions, ObjectMeta,
+    ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, RetryConfig,
+    WriteMultipart,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{HsmError, Result};
+use crate::meta::MetaMap;
+
+/// The sidecar tree of stores without native metadata.
+pub const SIDECAR_ROOT: &str = ".lustrekit-meta";
+
+/// How the store client retries failed requests (connection refused, 5xx, timeouts).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    pub max_retries: usize,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Give up on one request after this long, whatever the retry count.
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_retries: 5,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(15),
+            timeout: Duration::from_secs(180),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What a HEAD tells about an object.
+#[derive(Debug, Clone)]
+pub struct ObjectInfo {
+    pub size: u64,
+    pub last_modified_ns: i64,
+    pub e_tag: Option<String>,
+    pub meta: MetaMap,
+}
+
+/// An archive store with its prefix.
+#[derive(Debug, Clone)]
+pub struct ArchiveStore {
+    inner: Arc<dyn ObjectStore>,
+    prefix: ObjPath,
+    name: String,
+    native_metadata: bool,
+}
+
+fn spec_err(spec: &str, why: impl ToString) -> HsmError {
+    HsmError::StoreSpec {
+        spec: redact(spec),
+        why: why.to_string(),
+    }
+}
+
+/// The spec without its query (which may hold keys).
+fn redact(spec: &str) -> String {
+    spec.split('?').next().unwrap_or(spec).to_string()
+}
+
+fn parse_prefix(spec: &str, p: &str) -> Result<ObjPath> {
+    let p = p.trim_matches('/');
+    if p.is_empty() {
+        return Ok(ObjPath::default());
+    }
+    ObjPath::parse(p).map_err(|e| spec_err(spec, e))
+}
+
+impl ArchiveStore {
+    /// Opens the store a spec names; see the module doc.
+    pub fn open(spec: &str, retry: &RetryPolicy) -> Result<Self> {
+        let spec = spec.trim();
+        if spec.starts_with('/') {
+            return Self::local(spec, std::path::Path::new(spec));
+        }
+        let url = url::Url::parse(spec).map_err(|e| spec_err(spec, e))?;
+        let retry_config = RetryConfig {
+            backoff: BackoffConfig {
+                init_backoff: retry.initial_backoff,
+                max_backoff: retry.max_backoff,
+                base: 2.0,
+            },
+            max_retries: retry.max_retries,
+            retry_timeout: retry.timeout,
+        };
+        let query: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        let insecure = query
+            .iter()
+            .any(|(k, v)| k.contains("endpoint") && v.starts_with("http://"))
+            || query
+                .iter()
+                .any(|(k, v)| k.contains("use_emulator") && v == "true");
+        let client = ClientOptions::new()
+            .with_allow_http(insecure)
+            .with_connect_timeout(retry.connect_timeout)
+            .with_timeout(retry.timeout);
+        let bucket = url.host_str().unwrap_or_default().to_string();
+        let prefix = parse_prefix(spec, url.path())?;
+        let name = redact(spec);
+        let inner: Arc<dyn ObjectStore> = match url.scheme() {
+            "file" => {
+                let dir = url
+                    .to_file_path()
+                    .map_err(|()| spec_err(spec, "not a local path"))?;
+                return Self::local(spec, &dir);
+            }
+            "s3" | "s3a" => {
+                let mut b = object_store::aws::AmazonS3Builder::from_env()
+                    .with_bucket_name(&bucket)
+                    .with_retry(retry_config)
+                    .with_client_options(client);
+                for (k, v) in &query {
+                    let key = k.parse().map_err(|e| spec_err(spec, e))?;
+                    b = b.with_config(key, v);
+                }
+                Arc::new(b.build().map_err(|e| spec_err(spec, e))?)
+            }
+            "az" | "azure" | "abfs" => {
+                let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
+                    .with_container_name(&bucket)
+                    .with_retry(retry_config)
+                    .with_client_options(client);
+                for (k, v) in &query {
+                    let key = k.parse().map_err(|e| spec_err(spec, e))?;
+                    b = b.with_config(key, v);
+                }
+                Arc::new(b.build().map_err(|e| spec_err(spec, e))?)
+            }
+            "gs" | "gcs" => {
+                let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                    .with_bucket_name(&bucket)
+                    .with_retry(retry_config)
+                    .with_client_options(client);
+                for (k, v) in &query {
+                    let key = k.parse().map_err(|e| spec_err(spec, e))?;
+                    b = b.with_config(key, v);
+                }
+                Arc::new(b.build().map_err(|e| spec_err(spec, e))?)
+            }
+            other => return Err(spec_err(spec, format!("unknown scheme `{other}`"))),
+        };
+        Ok(Self {
+            inner,
+            prefix,
+            name,
+            native_metadata: true,
+        })
+    }
+
+    fn local(spec: &str, dir: &std::path::Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| HsmError::io(dir, e))?;
+        let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
+            .map_err(|e| spec_err(spec, e))?
+            .with_automatic_cleanup(true);
+        Ok(Self {
+            inner: Arc::new(store),
+            prefix: ObjPath::default(),
+            name: format!("file://{}", dir.display()),
+            native_metadata: false,
+        })
+    }
+
+    /// Wraps any `object_store` backend. `native_metadata` says whether it keeps user
+    /// metadata (cloud stores do; the local filesystem does not).
+    pub fn from_object_store(
+        inner: Arc<dyn ObjectStore>,
+        prefix: ObjPath,
+        name: impl Into<String>,
+        native_metadata: bool,
+    ) -> Self {
+        Self {
+            inner,
+            prefix,
+            name: name.into(),
+            native_metadata,
+        }
+    }
+
+    /// The store's name for messages (no secrets).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn prefix(&self) -> &ObjPath {
+        &self.prefix
+    }
+
+    /// The key of a path relative to the namespace root: `<prefix>/<components>`.
+    pub fn key_for(&self, rel_components: &[&str]) -> ObjPath {
+        let mut parts: Vec<PathPart<'static>> = self
+            .prefix
+            .parts()
+            .map(|p| PathPart::from(p.as_ref().to_owned()))
+            .collect();
+        // `PathPart::from` escapes what object keys cannot hold, so no component can
+        // become a delimiter or `..`.
+        parts.extend(rel_components.iter().map(|c| PathPart::from(c.to_string())));
+        ObjPath::from_iter(parts)
+    }
+
+    /// The components of `key` below the prefix, percent-decoded (the inverse of
+    /// [`key_for`](Self::key_for)), or `None` when the key is not under the prefix or
+    /// belongs to our sidecar tree. A segment that is not UTF-8 once decoded comes back
+    /// as `Err` so the caller can report it.
+    pub fn rel_of(&self, key: &ObjPath) -> Option<Vec<std::result::Result<String, String>>> {
+        let s: &str = key.as_ref();
+        if s == SIDECAR_ROOT || s.starts_with(&format!("{SIDECAR_ROOT}/")) {
+            return None;
+        }
+        let rest = if self.prefix.as_ref().is_empty() {
+            s
+        } else {
+            s.strip_prefix(self.prefix.as_ref())?.strip_prefix('/')?
+        };
+        Some(
+            rest.split('/')
+                .map(|seg| {
+                    percent_encoding::percent_decode_str(seg)
+                        .decode_utf8()
+                        .map(|c| c.into_owned())
+                        .map_err(|_| seg.to_string())
+                })
+                .collect(),
+        )
+    }
+
+    fn err(&self, op: &'static str, key: &ObjPath, source: object_store::Error) -> HsmError {
+        HsmError::Store {
+            store: self.name.clone(),
+            op,
+            key: key.to_string(),
+            source,
+        }
+    }
+
+    fn sidecar(key: &ObjPath) -> ObjPath {
+        // The key's segments are already valid; `parse` keeps them as they are.
+        ObjPath::parse(format!("{SIDECAR_ROOT}/{key}.meta"))
+            .unwrap_or_else(|_| ObjPath::from(SIDECAR_ROOT))
+    }
+
+    fn attributes(&self, meta: &MetaMap) -> Attributes {
+        if !self.native_metadata {
+            return Attributes::new();
+        }
+        meta.iter()
+            .map(|(k, v)| {
+                (
+                    Attribute::Metadata(k.clone().into()),
+                    AttributeValue::from(v.clone()),
+                )
+            })
+            .collect()
+    }
+
+    async fn put_sidecar(&self, key: &ObjPath, meta: &MetaMap) -> Result<()> {
+        if self.native_metadata {
+            return Ok(());
+        }
+        let json = serde_json::to_vec(meta).map_err(|e| HsmError::Metadata {
+            key: key.to_string(),
+            field: "*".into(),
+            why: e.to_string(),
+        })?;
+        let side = Self::sidecar(key);
+        self.inner
+            .put(&side, PutPayload::from(json))
+            .await
+            .map_err(|e| self.err("put", &side, e))?;
+        Ok(())
+    }
+
+    /// Writes a whole small object with its metadata.
+    pub async fn put(&self, key: &ObjPath, data: Bytes, meta: &MetaMap) -> Result<()> {
+        let opts = PutOptions {
+            attributes: self.attributes(meta),
+            ..Default::default()
+        };
+        self.inner
+            .put_opts(key, PutPayload::from(data), opts)
+            .await
+            .map_err(|e| self.err("put", key, e))?;
+        self.put_sidecar(key, meta).await
+    }
+
+    /// Starts a multipart upload. Metadata that is only known at the end (the checksum) is
+    /// a problem for stores that take it at the start, so the metadata here is the full
+    /// set and the caller streams the content through [`Upload::write`].
+    pub async fn start_upload(
+        &self,
+        key: &ObjPath,
+        meta: &MetaMap,
+        part_size: usize,
+    ) -> Result<Upload> {
+        let opts = PutMultipartOptions {
+            attributes: self.attributes(meta),
+            ..Default::default()
+        };
+        let up = self
+            .inner
+            .put_multipart_opts(key, opts)
+            .await
+            .map_err(|e| self.err("start multipart upload", key, e))?;
+        Ok(Upload {
+            writer: Some(WriteMultipart::new_with_chunk_size(up, part_size)),
+            key: key.clone(),
+        })
+    }
+
+    /// Finishes an upload: completes the multipart and writes the sidecar (local store).
+    pub async fn finish_upload(&self, mut up: Upload, meta: &MetaMap) -> Result<()> {
+        if let Some(w) = up.writer.take() {
+            w.finish()
+                .await
+                .map_err(|e| self.err("complete multipart upload", &up.key, e))?;
+        }
+        self.put_sidecar(&up.key, meta).await
+    }
+
+    /// Replaces the metadata of an existing object (a server-side copy onto itself for
+    /// cloud stores is not portable, so callers re-put small objects; for the local store
+    /// only the sidecar changes).
+    pub async fn head(&self, key: &ObjPath) -> Result<Option<ObjectInfo>> {
+        let opts = GetOptions {
+            head: true,
+            ..Default::default()
+        };
+        let res = match self.inner.get_opts(key, opts).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.err("head", key, e)),
+        };
+        let mut meta = MetaMap::new();
+        for (k, v) in res.attributes.iter() {
+            if let Attribute::Metadata(name) = k {
+                meta.insert(name.to_string(), v.as_ref().to_string());
+            }
+        }
+        if !self.native_metadata {
+            meta = self.read_sidecar(key).await?.unwrap_or_default();
+        }
+        Ok(Some(ObjectInfo {
+            size: res.meta.size,
+            last_modified_ns: res.meta.last_modified.timestamp_nanos_opt().unwrap_or(0),
+            e_tag: res.meta.e_tag,
+            meta,
+        }))
+    }
+
+    async fn read_sidecar(&self, key: &ObjPath) -> Result<Option<MetaMap>> {
+        let side = Self::sidecar(key);
+        match self.inner.get(&side).await {
+            Ok(r) => {
+                let bytes = r.bytes().await.map_err(|e| self.err("get", &side, e))?;
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| HsmError::Metadata {
+                        key: key.to_string(),
+                        field: "sidecar".into(),
+                        why: e.to_string(),
+                    })
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.err("get", &side, e)),
+        }
+    }
+
+    /// Metadata of an entry that may have no data object (a directory on the local store).
+    pub async fn sidecar_only(&self, key: &ObjPath) -> Result<Option<MetaMap>> {
+        if self.native_metadata {
+            return Ok(None);
+        }
+        self.read_sidecar(key).await
+    }
+
+    /// Whether directories need a data object (cloud: an empty blob with
+    /// `hdi_isfolder=true`; local: the sidecar alone, since a file and a directory cannot
+    /// share a name on disk).
+    pub fn folder_blobs(&self) -> bool {
+        self.native_metadata
+    }
+
+    /// Writes the metadata of a directory.
+    pub async fn put_folder(&self, key: &ObjPath, meta: &MetaMap) -> Result<()> {
+        if self.native_metadata {
+            self.put(key, Bytes::new(), meta).await
+        } else {
+            self.put_sidecar(key, meta).await
+        }
+    }
+
+    pub async fn get_range(&self, key: &ObjPath, range: Range<u64>) -> Result<Bytes> {
+        self.inner
+            .get_range(key, range)
+            .await
+            .map_err(|e| self.err("get", key, e))
+    }
+
+    /// Deletes an object and its sidecar; absent is fine.
+    pub async fn delete(&self, key: &ObjPath) -> Result<()> {
+        for k in [key.clone(), Self::sidecar(key)] {
+            if k != *key && self.native_metadata {
+                continue;
+            }
+            match self.inner.delete(&k).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.err("delete", &k, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Every object under `prefix` (the store prefix when `None`), sidecars excluded.
+    pub fn list(&self, prefix: Option<&ObjPath>) -> BoxStream<'static, Result<ObjectMeta>> {
+        let prefix = prefix.cloned().unwrap_or_else(|| self.prefix.clone());
+        let name = self.name.clone();
+        let p = prefix.clone();
+        self.inner
+            .list(if prefix.as_ref().is_empty() {
+                None
+            } else {
+                Some(&prefix)
+            })
+            .filter_map(move |r| {
+                let name = name.clone();
+                let p = p.clone();
+                async move {
+                    match r {
+                        Ok(m) => {
+                            let s: &str = m.location.as_ref();
+                            if s.starts_with(&format!("{SIDECAR_ROOT}/")) {
+                                None
+                            } else {
+                                Some(Ok(m))
+                            }
+                        }
+                        Err(e) => Some(Err(HsmError::Store {
+                            store: name,
+                            op: "list",
+                            key: p.to_string(),
+                            source: e,
+                        })),
+                    }
+                }
+            })
+            .boxed()
+    }
+
+    /// Directory keys known only from sidecars (local store).
+    pub fn list_sidecars(&self) -> BoxStream<'static, Result<ObjPath>> {
+        if self.native_metadata {
+            return futures::stream::empty().boxed();
+        }
+        let root = ObjPath::from(SIDECAR_ROOT);
+        let name = self.name.clone();
+        self.inner
+            .list(Some(&root))
+            .map(move |r| match r {
+                Ok(m) => {
+                    let s: &str = m.location.as_ref();
+                    let key = s
+                        .strip_prefix(&format!("{SIDECAR_ROOT}/"))
+                        .and_then(|k| k.strip_suffix(".meta"))
+                        .unwrap_or_default();
+                    ObjPath::parse(key).map_err(|e| HsmError::Store {
+                        store: name.clone(),
+                        op: "list",
+                        key: s.to_string(),
+                        source: e.into(),
+                    })
+                }
+                Err(e) => Err(HsmError::Store {
+                    store: name.clone(),
+                    op: "list",
+                    key: SIDECAR_ROOT.into(),
+                    source: e,
+                }),
+            })
+            .boxed()
+    }
+
+    /// Direct access for tests and tools.
+    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner
+    }
+}
+
+/// A multipart upload in progress: bounded memory (one part buffered plus the parts in
+/// flight) and bounded concurrency.
+pub struct Upload {
+    writer: Option<WriteMultipart>,
+    key: ObjPath,
+}
+
+impl Upload {
+    /// Queues `data`, first waiting until fewer than `max_in_flight` parts are uploading.
+    pub async fn write(&mut self, store: &ArchiveStore, data: Bytes, max_in_flight: usize) -> Result<()> {
+        if let Some(w) = self.writer.as_mut() {
+            w.wait_for_capacity(max_in_flight)
+                .await
+                .map_err(|e| store.err("upload part", &self.key, e))?;
+            w.put(data);
+        }
+        Ok(())
+    }
+
+    /// Aborts the upload (best effort).
+    pub async fn abort(mut self) {
+        if let Some(w) = self.writer.take() {
+            let _ = w.abort().await;
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! `lustrekit`: one binary, thin front-ends over the share service (and, as they land, the
+//! CSI driver and the HSM mover). Nothing here knows Lustre commands.
+
+mod bench;
+mod demo;
+mod output;
+mod share_cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "lustrekit", version, about = "Lustre shares, CSI volumes and HSM tiering")]
+struct Cli {
+    /// The configuration file.
+    #[arg(long, global = true, env = "LUSTREKIT_CONFIG", default_value = "/etc/lustrekit/lustrekit.toml")]
+    config: PathBuf,
+    /// Print machine-readable JSON (the schema in docs/json-schema.md) instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Log verbosity (RUST_LOG syntax), e.g. `info` or `share=debug`.
+    #[arg(long, global = true, env = "LUSTREKIT_LOG", default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Manage shares: the same lifecycle Manila and operators use.
+    Share(share_cmd::ShareArgs),
+    /// Run the whole share lifecycle on the embedded local backend, with a report.
+    Demo(demo::DemoArgs),
+    /// Measurements behind the benchmark figures.
+    #[command(hide = true)]
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(16)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let json = cli.json;
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Share(args) => share_cmd::run(&cli.config, json, args).await,
+            Command::Demo(args) => demo::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => output::report_error(&e, json),
+    }
+}

@@ -1,0 +1,53 @@
+//! Printing results as text or JSON, and errors with stable exit codes.
+
+use std::process::ExitCode;
+
+use serde::Serialize;
+use share::ShareError;
+
+pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Exit codes scripts can rely on: 2 bad input, 3 not found, 4 conflict or busy, 1 anything
+/// else.
+fn exit_code(code: &str) -> u8 {
+    match code {
+        "invalid_argument" | "config" => 2,
+        "not_found" => 3,
+        "conflict" | "busy" | "access_conflict" | "shrink_below_usage" | "project_ids_in_use"
+        | "project_ids_exhausted" => 4,
+        _ => 1,
+    }
+}
+
+pub fn report_error(error: &anyhow::Error, json: bool) -> ExitCode {
+    let code = error
+        .downcast_ref::<ShareError>()
+        .map(ShareError::code)
+        .unwrap_or("error");
+    let message = format!("{error:#}");
+    if json {
+        let body = serde_json::json!({ "error": { "code": code, "message": message } });
+        println!("{body}");
+    } else {
+        eprintln!("error: {message}");
+    }
+    ExitCode::from(exit_code(code))
+}
+
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}

@@ -1,0 +1,188 @@
+//! The TOML configuration: the options a Manila Lustre deployment has, plus the local
+//! backend's root. Unknown keys are errors, so a typo never silently falls back to a default.
+//!
+//! ```toml
+//! backend = "local"                 # or "lustre"
+//! fsname = "lustre"                 # 1-8 characters
+//! share_prefix = "shares"           # shares are <prefix>/<name> under the filesystem root
+//! project_ids = "10000-19999"       # inclusive range the service allocates from
+//! export_nids = ["10.0.0.1@tcp"]    # MGS NIDs clients mount from
+//! nid_type = "tcp"                  # network of access-rule NIDs: tcp, tcp1, o2ib, o2ib3...
+//! trash_ttl_hours = 168
+//! root_squash = true                # squash root for read-write rules too
+//! activate_nodemaps = false         # run `nodemap_activate 1` when a rule is granted
+//!
+//! [local]
+//! root = "/var/lib/lustrekit"
+//!
+//! [lustre]                          # see backend::lustre::LustreConfig
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use backend::{DirSpec, Filesystem};
+use lustre_model::{FsName, LNet, Nid, ProjectId, ProjectRange, RelPath};
+use serde::Deserialize;
+
+use crate::{Result, ShareError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendChoice {
+    Local,
+    Lustre,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalSection {
+    pub root: PathBuf,
+}
+
+/// The configuration file, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub backend: BackendChoice,
+    pub fsname: String,
+    #[serde(default = "default_prefix")]
+    pub share_prefix: String,
+    pub project_ids: String,
+    #[serde(default)]
+    pub export_nids: Vec<String>,
+    #[serde(default = "default_nid_type")]
+    pub nid_type: String,
+    #[serde(default = "default_trash_ttl_hours")]
+    pub trash_ttl_hours: u64,
+    #[serde(default = "default_true")]
+    pub root_squash: bool,
+    #[serde(default)]
+    pub activate_nodemaps: bool,
+    #[serde(default = "default_mode")]
+    pub share_mode: String,
+    #[serde(default)]
+    pub share_uid: u32,
+    #[serde(default)]
+    pub share_gid: u32,
+    pub local: Option<LocalSection>,
+    pub lustre: Option<backend::lustre::LustreConfig>,
+}
+
+fn default_prefix() -> String {
+    "shares".into()
+}
+fn default_nid_type() -> String {
+    "tcp".into()
+}
+fn default_trash_ttl_hours() -> u64 {
+    168
+}
+fn default_true() -> bool {
+    true
+}
+fn default_mode() -> String {
+    "0770".into()
+}
+
+/// The validated settings the service runs with.
+#[derive(Debug, Clone)]
+pub struct ShareSettings {
+    pub fsname: FsName,
+    pub prefix: RelPath,
+    pub project_ids: ProjectRange,
+    pub export_nids: Vec<Nid>,
+    pub nid_net: LNet,
+    pub trash_ttl_secs: u64,
+    pub root_squash: bool,
+    pub activate_nodemaps: bool,
+    pub dir: DirSpec,
+}
+
+fn config_error(what: &str, e: impl std::fmt::Display) -> ShareError {
+    ShareError::Config(format!("{what}: {e}"))
+}
+
+/// Parses `"10000-19999"`.
+pub fn parse_project_range(text: &str) -> Result<ProjectRange> {
+    let (start, end) = text
+        .split_once('-')
+        .ok_or_else(|| ShareError::Config(format!("project_ids {text:?}: expected START-END")))?;
+    let parse = |s: &str| -> Result<ProjectId> {
+        let n: u32 = s
+            .trim()
+            .parse()
+            .map_err(|e| config_error(&format!("project_ids {text:?}"), e))?;
+        ProjectId::new(n).map_err(|e| config_error(&format!("project_ids {text:?}"), e))
+    };
+    ProjectRange::new(parse(start)?, parse(end)?)
+        .map_err(|e| config_error(&format!("project_ids {text:?}"), e))
+}
+
+impl Config {
+    pub fn from_toml(text: &str) -> Result<Self> {
+        toml::from_str(text).map_err(|e| ShareError::Config(e.to_string()))
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ShareError::Config(format!("{}: {e}", path.display())))?;
+        Self::from_toml(&text).map_err(|e| match e {
+            ShareError::Config(m) => ShareError::Config(format!("{}: {m}", path.display())),
+            other => other,
+        })
+    }
+
+    pub fn settings(&self) -> Result<ShareSettings> {
+        let fsname = FsName::new(&self.fsname).map_err(|e| config_error("fsname", e))?;
+        let prefix =
+            RelPath::parse(&self.share_prefix).map_err(|e| config_error("share_prefix", e))?;
+        let export_nids = self
+            .export_nids
+            .iter()
+            .map(|n| n.parse::<Nid>().map_err(|e| config_error(&format!("export_nids {n:?}"), e)))
+            .collect::<Result<Vec<_>>>()?;
+        let nid_net: LNet = self
+            .nid_type
+            .parse()
+            .map_err(|e| config_error(&format!("nid_type {:?}", self.nid_type), e))?;
+        let mode = u32::from_str_radix(self.share_mode.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o7777)
+            .ok_or_else(|| ShareError::Config(format!("share_mode {:?}: not an octal mode", self.share_mode)))?;
+        Ok(ShareSettings {
+            fsname,
+            prefix,
+            project_ids: parse_project_range(&self.project_ids)?,
+            export_nids,
+            nid_net,
+            trash_ttl_secs: self.trash_ttl_hours.saturating_mul(3600),
+            root_squash: self.root_squash,
+            activate_nodemaps: self.activate_nodemaps,
+            dir: DirSpec {
+                mode,
+                uid: self.share_uid,
+                gid: self.share_gid,
+            },
+        })
+    }
+
+    /// Opens the configured backend.
+    pub async fn open_backend(&self) -> Result<Arc<dyn Filesystem>> {
+        match self.backend {
+            BackendChoice::Local => {
+                let local = self.local.as_ref().ok_or_else(|| {
+                    ShareError::Config("backend = \"local\" needs a [local] section with root".into())
+                })?;
+                Ok(Arc::new(backend::local::LocalBackend::open(&local.root).await?))
+            }
+            BackendChoice::Lustre => {
+                let lustre = self.lustre.as_ref().ok_or_else(|| {
+                    ShareError::Config("backend = \"lustre\" needs a [lustre] section".into())
+                })?;
+                let _ = lustre;
+                Err(ShareError::Config("lustre backend: not wired yet".into()))
+            }
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! The share service: one lifecycle for every front-end.
+//!
+//! A share is a sub-directory of the filesystem with its own project ID, a hard block quota,
+//! optional inode limit, and access rules enforced as nodemaps. The CSI driver, the share CLI
+//! (and through it Manila) and the operator all call [`ShareService`]; none of them knows
+//! which backend is underneath.
+
+pub mod access;
+mod allocator;
+pub mod config;
+mod error;
+mod layout;
+mod lock;
+pub mod model;
+mod record;
+mod service;
+pub mod sizes;
+
+pub use config::{Config, ShareSettings};
+pub use error::{Result, ShareError};
+pub use model::*;
+pub use service::ShareService;

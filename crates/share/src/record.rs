@@ -1,0 +1,29 @@
+//! The per-share record kept on the filesystem, and how a [`Share`] is derived from it.
+
+use std::collections::BTreeMap;
+
+use lustre_model::{ProjectId, ShareName};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{AccessRule, ShareState};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub name: ShareName,
+    pub project_id: ProjectId,
+    pub size_bytes: u64,
+    pub inode_limit: Option<u64>,
+    pub state: ShareState,
+    #[serde(default)]
+    pub access: Vec<AccessRule>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub created_at: u64,
+    /// Set while a delete into the trash is under way, and on trash records.
+    #[serde(default)]
+    pub trash_id: Option<String>,
+    #[serde(default)]
+    pub deleted_at: Option<u64>,
+    #[serde(default)]
+    pub expires_at: Option<u64>,
+}
