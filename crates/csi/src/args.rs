@@ -45,7 +45,11 @@ pub struct CsiArgs {
     #[arg(long, env = "CSI_NODE_ID")]
     pub node_id: Option<String>,
     /// The lustrekit configuration file (the same TOML the share service reads).
-    #[arg(long, env = "LUSTREKIT_CONFIG", default_value = "/etc/lustrekit/lustrekit.toml")]
+    #[arg(
+        long,
+        env = "LUSTREKIT_CONFIG",
+        default_value = "/etc/lustrekit/lustrekit.toml"
+    )]
     pub config: PathBuf,
     /// The name this driver answers GetPluginInfo with.
     #[arg(long, env = "CSI_DRIVER_NAME", default_value = DEFAULT_DRIVER_NAME)]
@@ -65,9 +69,10 @@ impl CsiArgs {
     pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, CsiError> {
         match self.metrics_address.trim() {
             "" | "off" | "none" => Ok(None),
-            text => text.parse().map(Some).map_err(|e| {
-                CsiError::Config(format!("--metrics-address {text:?}: {e}"))
-            }),
+            text => text
+                .parse()
+                .map(Some)
+                .map_err(|e| CsiError::Config(format!("--metrics-address {text:?}: {e}"))),
         }
     }
 
@@ -109,10 +114,24 @@ mod tests {
 
     #[test]
     fn endpoints_parse() {
-        assert_eq!(parse_endpoint("unix:///run/csi/csi.sock").unwrap(), PathBuf::from("/run/csi/csi.sock"));
-        assert_eq!(parse_endpoint("unix:/tmp/x.sock").unwrap(), PathBuf::from("/tmp/x.sock"));
-        assert_eq!(parse_endpoint("/tmp/x.sock").unwrap(), PathBuf::from("/tmp/x.sock"));
-        for bad in ["tcp://127.0.0.1:10000", "unix://relative.sock", "x.sock", ""] {
+        assert_eq!(
+            parse_endpoint("unix:///run/csi/csi.sock").unwrap(),
+            PathBuf::from("/run/csi/csi.sock")
+        );
+        assert_eq!(
+            parse_endpoint("unix:/tmp/x.sock").unwrap(),
+            PathBuf::from("/tmp/x.sock")
+        );
+        assert_eq!(
+            parse_endpoint("/tmp/x.sock").unwrap(),
+            PathBuf::from("/tmp/x.sock")
+        );
+        for bad in [
+            "tcp://127.0.0.1:10000",
+            "unix://relative.sock",
+            "x.sock",
+            "",
+        ] {
             assert!(parse_endpoint(bad).is_err(), "{bad}");
         }
     }
@@ -126,8 +145,15 @@ mod tests {
             csi: CsiArgs,
         }
         let cli = Cli::try_parse_from([
-            "csi", "--mode", "node", "--endpoint", "unix:///tmp/a.sock", "--node-id", "n1",
-            "--metrics-address", "off",
+            "csi",
+            "--mode",
+            "node",
+            "--endpoint",
+            "unix:///tmp/a.sock",
+            "--node-id",
+            "n1",
+            "--metrics-address",
+            "off",
         ])
         .unwrap();
         assert_eq!(cli.csi.mode, Mode::Node);

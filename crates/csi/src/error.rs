@@ -27,6 +27,8 @@ pub enum CsiError {
     #[error("an operation on {0} is already in progress")]
     InFlight(String),
     #[error("{0}")]
+    Aborted(String),
+    #[error("{0}")]
     FailedPrecondition(String),
     #[error("{0}")]
     Unsupported(String),
@@ -58,10 +60,12 @@ impl CsiError {
             Self::NotFound(_) => Code::NotFound,
             Self::AlreadyExists(_) => Code::AlreadyExists,
             Self::OutOfRange(_) => Code::OutOfRange,
-            Self::InFlight(_) => Code::Aborted,
+            Self::InFlight(_) | Self::Aborted(_) => Code::Aborted,
             Self::FailedPrecondition(_) => Code::FailedPrecondition,
             Self::Unsupported(_) => Code::Unimplemented,
-            Self::Config(_) | Self::Internal(_) | Self::Transport(_) | Self::Io(_) => Code::Internal,
+            Self::Config(_) | Self::Internal(_) | Self::Transport(_) | Self::Io(_) => {
+                Code::Internal
+            }
             Self::Share(e) => share_code(e),
             Self::Backend(e) => backend_code(e),
         }
@@ -115,12 +119,27 @@ mod tests {
 
     #[test]
     fn codes_follow_the_spec() {
-        assert_eq!(Status::from(CsiError::Missing("volume_id")).code(), Code::InvalidArgument);
-        assert_eq!(Status::from(CsiError::InFlight("v".into())).code(), Code::Aborted);
-        let conflict = ShareError::Conflict { share: "a".into(), message: "m".into() };
-        assert_eq!(Status::from(CsiError::from(conflict)).code(), Code::AlreadyExists);
+        assert_eq!(
+            Status::from(CsiError::Missing("volume_id")).code(),
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            Status::from(CsiError::InFlight("v".into())).code(),
+            Code::Aborted
+        );
+        let conflict = ShareError::Conflict {
+            share: "a".into(),
+            message: "m".into(),
+        };
+        assert_eq!(
+            Status::from(CsiError::from(conflict)).code(),
+            Code::AlreadyExists
+        );
         let quota = BackendError::io("/x", std::io::Error::from_raw_os_error(libc::EDQUOT));
-        assert_eq!(Status::from(CsiError::from(ShareError::from(quota))).code(), Code::ResourceExhausted);
+        assert_eq!(
+            Status::from(CsiError::from(ShareError::from(quota))).code(),
+            Code::ResourceExhausted
+        );
         let busy = ShareError::Busy { share: "a".into() };
         assert_eq!(Status::from(CsiError::from(busy)).code(), Code::Aborted);
         let gone = ShareError::NotFound { share: "a".into() };

@@ -10,7 +10,7 @@ impl std::fmt::Debug for Redacted {
     }
 }
 
-pub mod csi {
+mod csi {
     pub mod v1 {
         tonic::include_proto!("csi.v1");
         include!(concat!(env!("OUT_DIR"), "/csi_redacted_debug.rs"));
@@ -18,6 +18,7 @@ pub mod csi {
 }
 
 /// The encoded descriptor set of `csi.proto` (with source info), for reflection and tests.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/csi_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/csi_descriptor.bin"));
 
 pub use csi::v1::*;

@@ -17,7 +17,7 @@ pub enum HsmError {
         op: &'static str,
         key: String,
         #[source]
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
     #[error("{path}: {source}")]
     Io {

@@ -1,1 +1,38 @@
-//! placeholder
+//! The HSM data mover of lustrekit.
+//!
+//! It moves file data between a filesystem namespace and an object store (Azure Blob, S3,
+//! GCS, or a local directory, all through the `object_store` crate), and keeps each file's
+//! HSM state through the backend's [`backend::Filesystem`] trait:
+//!
+//! - **archive** streams a file to `<prefix>/<path>` (multipart for large files, memory and
+//!   concurrency bounded), with POSIX metadata under the AMLFS key names and our extras
+//!   (nanosecond times, xattrs, symlink target, a BLAKE3 checksum, the data version);
+//!   the file is marked archived only if its data version did not move during the copy;
+//! - **release** frees the data of an archived, unchanged file (and refuses otherwise,
+//!   changing nothing);
+//! - **restore** fetches with ranged parallel GETs into a temporary file, verifies the
+//!   checksum, and renames it over the stub;
+//! - **remove** deletes the archived copy; **dirty** marks a changed file;
+//! - **import** turns a container or prefix into released stubs, reading every known
+//!   metadata dialect; **export** sends what is new or changed.
+//!
+//! Entry point: [`HsmEngine`]. Every operation returns a serde-serialisable report.
+
+pub mod engine;
+pub mod error;
+pub mod import;
+pub mod meta;
+pub mod metrics;
+pub mod posix;
+pub mod store;
+pub mod walk;
+
+pub use engine::{
+    EngineConfig, HsmEngine, OpReport, Outcome, PathError, Progress, ProgressFn, StateReport,
+    TreeOp, TreeReport,
+};
+pub use error::{HsmError, Result};
+pub use import::{ConflictMode, ImportOptions, ImportReport};
+pub use meta::{EntryKind, FileMeta};
+pub use metrics::Metrics;
+pub use store::{ArchiveStore, RetryPolicy};

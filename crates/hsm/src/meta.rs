@@ -199,7 +199,11 @@ fn parse_any_time(v: &str) -> Option<i64> {
     }
     if let Ok(n) = v.parse::<i64>() {
         // Seconds until year 5138; anything larger is nanoseconds.
-        return Some(if n.abs() < 100_000_000_000 { n * 1_000_000_000 } else { n });
+        return Some(if n.abs() < 100_000_000_000 {
+            n * 1_000_000_000
+        } else {
+            n
+        });
     }
     v.parse::<f64>().ok().map(|f| (f * 1e9) as i64)
 }
@@ -479,7 +483,10 @@ mod tests {
         };
         let (m, _) = meta.to_map();
         assert!(m.values().all(|v| v.is_ascii() && !v.contains('\n')));
-        assert!(m.keys().all(|k| k.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')));
+        assert!(
+            m.keys()
+                .all(|k| k.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_'))
+        );
         assert_eq!(FileMeta::from_map(&m, 0, 0, 0), meta);
     }
 

@@ -263,7 +263,7 @@ impl ArchiveStore {
             store: self.name.clone(),
             op,
             key: key.to_string(),
-            source,
+            source: Box::new(source),
         }
     }
 
@@ -472,7 +472,7 @@ impl ArchiveStore {
                             store: name,
                             op: "list",
                             key: p.to_string(),
-                            source: e,
+                            source: Box::new(e),
                         })),
                     }
                 }
@@ -500,14 +500,14 @@ impl ArchiveStore {
                         store: name.clone(),
                         op: "list",
                         key: s.to_string(),
-                        source: e.into(),
+                        source: Box::new(e.into()),
                     })
                 }
                 Err(e) => Err(HsmError::Store {
                     store: name.clone(),
                     op: "list",
                     key: SIDECAR_ROOT.into(),
-                    source: e,
+                    source: Box::new(e),
                 }),
             })
             .boxed()
@@ -528,7 +528,12 @@ pub struct Upload {
 
 impl Upload {
     /// Queues `data`, first waiting until fewer than `max_in_flight` parts are uploading.
-    pub async fn write(&mut self, store: &ArchiveStore, data: Bytes, max_in_flight: usize) -> Result<()> {
+    pub async fn write(
+        &mut self,
+        store: &ArchiveStore,
+        data: Bytes,
+        max_in_flight: usize,
+    ) -> Result<()> {
         if let Some(w) = self.writer.as_mut() {
             w.wait_for_capacity(max_in_flight)
                 .await

@@ -180,9 +180,78 @@ impl Config {
                 let lustre = self.lustre.as_ref().ok_or_else(|| {
                     ShareError::Config("backend = \"lustre\" needs a [lustre] section".into())
                 })?;
-                let _ = lustre;
-                Err(ShareError::Config("lustre backend: not wired yet".into()))
+                if lustre.fsname.as_str() != self.fsname {
+                    return Err(ShareError::Config(format!(
+                        "fsname {:?} differs from [lustre] fsname {:?}",
+                        self.fsname,
+                        lustre.fsname.as_str()
+                    )));
+                }
+                Ok(Arc::new(backend::lustre::LustreBackend::new(lustre.clone())?))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+backend = "local"
+fsname = "lustre"
+project_ids = "10000-19999"
+export_nids = ["10.0.0.1@tcp", "10.0.0.2@o2ib"]
+nid_type = "o2ib3"
+[local]
+root = "/tmp/x"
+"#;
+
+    #[test]
+    fn a_full_config_gives_settings() {
+        let settings = Config::from_toml(GOOD).unwrap().settings().unwrap();
+        assert_eq!(settings.fsname.as_str(), "lustre");
+        assert_eq!(settings.prefix.as_str(), "shares");
+        assert_eq!(settings.project_ids.start.get(), 10000);
+        assert_eq!(settings.export_nids.len(), 2);
+        assert_eq!(settings.nid_net.to_string(), "o2ib3");
+        assert_eq!(settings.dir.mode, 0o770);
+        assert_eq!(settings.trash_ttl_secs, 168 * 3600);
+    }
+
+    fn settings_error(toml: &str) -> String {
+        match Config::from_toml(toml).and_then(|c| c.settings()) {
+            Ok(_) => panic!("accepted: {toml}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn bad_configs_name_the_problem() {
+        let cases = [
+            (GOOD.replace("nid_type", "nid_typo"), "nid_typo"),
+            (GOOD.replace("\"10000-19999\"", "\"200-100\""), "project_ids"),
+            (GOOD.replace("\"10000-19999\"", "\"0-100\""), "project_ids"),
+            (GOOD.replace("\"10000-19999\"", "\"100\""), "START-END"),
+            (GOOD.replace("\"lustre\"", "\"waytoolongname\""), "fsname"),
+            (GOOD.replace("10.0.0.1@tcp", "10.0.0.300@tcp"), "export_nids"),
+            (GOOD.replace("o2ib3", "ethernet"), "nid_type"),
+            (GOOD.replace("root = \"/tmp/x\"", "root = \"/tmp/x\"\nextra = 1"), "extra"),
+            (format!("{GOOD}\nshare_mode = \"999\""), "share_mode"),
+            (format!("{GOOD}\nshare_prefix = \"../escape\""), "share_prefix"),
+        ];
+        for (toml, needle) in cases {
+            let message = settings_error(&toml);
+            assert!(message.contains(needle), "{needle:?} not in {message:?}");
+        }
+    }
+
+    #[test]
+    fn project_ranges_parse() {
+        let r = parse_project_range("1-1").unwrap();
+        assert_eq!(r.len(), 1);
+        assert!(parse_project_range("5-").is_err());
+        assert!(parse_project_range("x-9").is_err());
+        assert!(parse_project_range("1-4294967295").is_err());
     }
 }

@@ -74,4 +74,19 @@ mod tests {
             assert!(normalize_cidr(bad).is_err(), "{bad}");
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn user_input_never_panics(text in "\\PC*") {
+            let _ = parse_size(&text);
+            let _ = normalize_cidr(&text);
+        }
+
+        #[test]
+        fn normalised_cidrs_are_fixed_points(a in 0u32.., prefix in 0u32..=32) {
+            let text = format!("{}/{prefix}", std::net::Ipv4Addr::from(a));
+            let once = normalize_cidr(&text).unwrap();
+            proptest::prop_assert_eq!(normalize_cidr(&once).unwrap(), once);
+        }
+    }
 }

@@ -74,7 +74,8 @@ struct Record {
 
 impl Record {
     fn matches(&self, cur: &DataVersion) -> bool {
-        self.dv.same_data(cur) && (cur.ctime_ns == self.dv.ctime_ns || cur.ctime_ns <= self.ok_until_ns)
+        self.dv.same_data(cur)
+            && (cur.ctime_ns == self.dv.ctime_ns || cur.ctime_ns <= self.ok_until_ns)
     }
 
     fn state(&self, cur: &DataVersion) -> HsmState {
@@ -137,9 +138,7 @@ fn fget(fd: RawFd, name: &str) -> std::io::Result<Option<Vec<u8>>> {
     let mut buf = vec![0u8; 512];
     loop {
         // SAFETY: the buffer is valid for `buf.len()` bytes; the name is NUL-terminated.
-        let n = unsafe {
-            libc::fgetxattr(fd, cname.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
-        };
+        let n = unsafe { libc::fgetxattr(fd, cname.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
         if n >= 0 {
             buf.truncate(n as usize);
             return Ok(Some(buf));
@@ -210,9 +209,7 @@ fn write_record(path: &Path, file: &File, rec: &mut Record) -> Result<()> {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| BackendError::InvalidState(format!("blocking task failed: {e}")))?
@@ -497,7 +494,10 @@ mod tests {
         assert_eq!(md.mtime_nsec(), mtime_before);
         assert!(md.blocks() < 64, "blocks still allocated: {}", md.blocks());
         let st = hsm_state(&p).await.expect("state");
-        assert!(st.flags.released && st.flags.archived && !st.flags.dirty, "{st}");
+        assert!(
+            st.flags.released && st.flags.archived && !st.flags.dirty,
+            "{st}"
+        );
         // Idempotent.
         hsm_release(&p).await.expect("release again");
     }
@@ -518,9 +518,13 @@ mod tests {
         hsm_mark(&p, flags(HS_ARCHIVED | HS_EXISTS), flags(0), None)
             .await
             .expect("mark");
-        hsm_mark(&p, flags(HS_DIRTY), flags(0), None).await.expect("dirty");
+        hsm_mark(&p, flags(HS_DIRTY), flags(0), None)
+            .await
+            .expect("dirty");
         assert!(hsm_state(&p).await.expect("state").flags.dirty);
-        hsm_mark(&p, flags(0), flags(HS_DIRTY), None).await.expect("clean");
+        hsm_mark(&p, flags(0), flags(HS_DIRTY), None)
+            .await
+            .expect("clean");
         assert!(!hsm_state(&p).await.expect("state").flags.dirty);
     }
 }

@@ -90,6 +90,11 @@ pub struct SshHostConfig {
     /// `ssh -o UserKnownHostsFile=`; when unset, ssh's default (`~/.ssh/known_hosts`).
     #[serde(default)]
     pub known_hosts_file: Option<PathBuf>,
+    /// Reuse one SSH connection for many commands (`ControlMaster=auto`, `ControlPersist`
+    /// 60 s, the socket in a private temporary directory). A handshake costs far more than a
+    /// command; default `true`.
+    #[serde(default = "default_multiplex")]
+    pub multiplex: bool,
 }
 
 /// ssh's `StrictHostKeyChecking`.
@@ -156,6 +161,9 @@ fn default_user() -> String {
 }
 fn default_port() -> u16 {
     22
+}
+fn default_multiplex() -> bool {
+    true
 }
 fn default_connect_timeout() -> u64 {
     10

@@ -1,15 +1,362 @@
-//! PLACEHOLDER written by the lead so the workspace compiles; the lustre backend engineer
-//! replaces this file.
-use serde::Deserialize;
+//! The `lustre` backend: drives a real Lustre through `lfs`, `lctl` and `mount -t lustre`.
+//!
+//! Every operation builds an argv, runs it through a [`runner::CommandRunner`] and parses the
+//! output with `lustre-model`. Which runner depends on the command:
+//! - directory, project, quota, capacity and HSM commands run where the filesystem is mounted
+//!   as a client at [`LustreConfig::mount_point`]: the MDS host over SSH when `mds_host` is
+//!   set, else this host;
+//! - nodemap and version commands (`lctl`) run on the MGS: over SSH when `mgs_host` is set;
+//! - client mounts run on this host (the node).
+//!
+//! The argv is the same whichever runner runs it; only the runner differs. Command formats
+//! follow `shared/lustre-formats/`.
 
-#[derive(Debug, Clone, Deserialize)]
-pub struct LustreConfig {}
+pub mod config;
+mod dirs;
+pub mod fake;
+mod hsm;
+mod mount;
+mod nodemap;
+mod project;
+mod quota;
+pub mod runner;
+pub mod ssh;
 
-pub struct LustreBackend;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
+use async_trait::async_trait;
+use lustre_model::{
+    HsmFlags, HsmState, LustreVersion, Nid, NodemapState, ProjectId, QuotaLimits, QuotaReport,
+    RelPath,
+};
+
+pub use config::{HostKeyChecking, LustreConfig, SshHostConfig};
+pub use fake::FakeRunner;
+pub use runner::{CommandOutput, CommandRunner, LocalRunner};
+pub use ssh::SshRunner;
+
+use crate::{
+    BackendError, BackendKind, Capabilities, Capacity, DirInfo, DirSpec, Filesystem, MountRequest,
+    NodemapChange, QuotaEnforcement, Result,
+};
+
+mod capacity;
+
+/// A [`Filesystem`] on a real Lustre.
+#[derive(Debug, Clone)]
+pub struct LustreBackend {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: LustreConfig,
+    /// `mount_point` as text (it is validated to be UTF-8 and absolute).
+    mount_point: String,
+    /// `<node1>:<node2>` of the mount device.
+    mgs_spec: String,
+    mds: Arc<dyn CommandRunner>,
+    mgs: Arc<dyn CommandRunner>,
+    node: Arc<dyn CommandRunner>,
+}
+
+/// Where a command runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum On {
+    Mds,
+    Mgs,
+    Node,
+}
 
 impl LustreBackend {
-    pub fn new(_config: LustreConfig) -> crate::Result<Self> {
-        Err(crate::BackendError::unsupported("lustre", "placeholder"))
+    /// Builds the backend with the runners the configuration asks for: SSH to `mds_host` /
+    /// `mgs_host` when set, local processes otherwise. Nothing runs yet.
+    pub fn new(config: LustreConfig) -> Result<Self> {
+        let timeout = Duration::from_secs(config.command_timeout_secs.max(1));
+        let local = LocalRunner::new(timeout, config.max_concurrent_commands);
+        let remote = |host: &Option<SshHostConfig>| -> Arc<dyn CommandRunner> {
+            match host {
+                Some(h) => Arc::new(SshRunner::new(
+                    config.ssh.clone(),
+                    h.clone(),
+                    timeout,
+                    local.permits(),
+                )),
+                None => Arc::new(local.clone()),
+            }
+        };
+        let (mds, mgs) = (remote(&config.mds_host), remote(&config.mgs_host));
+        Self::with_runners(config.clone(), mds, mgs, Arc::new(local))
+    }
+
+    /// Builds the backend on the given runners (tests pass one [`FakeRunner`] for all three).
+    pub fn with_runners(
+        config: LustreConfig,
+        mds: Arc<dyn CommandRunner>,
+        mgs: Arc<dyn CommandRunner>,
+        node: Arc<dyn CommandRunner>,
+    ) -> Result<Self> {
+        let mount_point = validate_mount_point(&config.mount_point)?;
+        let mgs_spec = mgs_spec(&config.mgs_nids)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                mount_point,
+                mgs_spec,
+                mds,
+                mgs,
+                node,
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &LustreConfig {
+        &self.inner.config
+    }
+
+    /// The Lustre version of the MGS (`lctl get_param version`).
+    pub async fn version(&self) -> Result<LustreVersion> {
+        let argv = self.lctl(["get_param", "version"]);
+        let out = self.run_ok(On::Mgs, &argv).await?;
+        lustre_model::parse_lctl_version(&out.stdout_text()).map_err(|e| parse_error(&argv, e))
+    }
+
+    /// `<mount_point>/<dir>` as the MDS-side client sees it.
+    fn path(&self, dir: &RelPath) -> String {
+        format!(
+            "{}/{}",
+            self.inner.mount_point.trim_end_matches('/'),
+            dir.as_str()
+        )
+    }
+
+    fn runner(&self, on: On) -> &dyn CommandRunner {
+        match on {
+            On::Mds => self.inner.mds.as_ref(),
+            On::Mgs => self.inner.mgs.as_ref(),
+            On::Node => self.inner.node.as_ref(),
+        }
+    }
+
+    fn lfs<'a>(&self, args: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+        argv(&self.inner.config.lfs, args)
+    }
+
+    fn lctl<'a>(&self, args: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+        argv(&self.inner.config.lctl, args)
+    }
+
+    /// Runs and returns the output whatever the exit status.
+    async fn run(&self, on: On, argv: &[String]) -> Result<CommandOutput> {
+        self.runner(on).run(argv, None).await
+    }
+
+    /// Runs and fails with Lustre's stderr unless the exit status is 0.
+    async fn run_ok(&self, on: On, argv: &[String]) -> Result<CommandOutput> {
+        self.run(on, argv).await?.check(argv)
+    }
+}
+
+fn argv<'a>(program: &str, args: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    std::iter::once(program.to_owned())
+        .chain(args.into_iter().map(str::to_owned))
+        .collect()
+}
+
+fn parse_error(argv: &[String], source: lustre_model::ParseError) -> BackendError {
+    BackendError::Parse {
+        command: runner::display_argv(argv),
+        source,
+    }
+}
+
+/// The stderr says the path is not there (`No such file or directory`, ENOENT).
+fn is_enoent(out: &CommandOutput) -> bool {
+    out.stderr_text().contains("No such file or directory")
+}
+
+fn validate_mount_point(mount_point: &Path) -> Result<String> {
+    let text = mount_point.to_str().ok_or_else(|| {
+        BackendError::InvalidState(format!(
+            "mount_point {} is not valid UTF-8",
+            mount_point.display()
+        ))
+    })?;
+    if !mount_point.is_absolute() || text.contains(['\n', '\0']) {
+        return Err(BackendError::InvalidState(format!(
+            "mount_point {text:?} must be an absolute path"
+        )));
+    }
+    Ok(text.to_owned())
+}
+
+/// `mgs_nids` as the node part of a mount device: failover nodes joined by `:`, each a
+/// `,`-joined list of that node's NIDs. Every NID is validated; IPv6 NIDs are refused since
+/// their `:` would be read as a failover separator.
+fn mgs_spec(nodes: &[String]) -> Result<String> {
+    if nodes.is_empty() {
+        return Err(BackendError::InvalidState(
+            "mgs_nids must name at least one MGS NID".to_owned(),
+        ));
+    }
+    let mut out = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        let mut nids = Vec::new();
+        for nid in node.split(',') {
+            let parsed: Nid = nid.trim().parse()?;
+            if parsed.addr.is_ipv6() {
+                return Err(BackendError::unsupported(
+                    "IPv6 MGS NID",
+                    format!("{nid}: the mount device grammar separates failover nodes with `:`"),
+                ));
+            }
+            nids.push(parsed.to_string());
+        }
+        out.push(nids.join(","));
+    }
+    Ok(out.join(":"))
+}
+
+#[async_trait]
+impl Filesystem for LustreBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Lustre
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            quota: QuotaEnforcement::Enforced,
+            inode_quota: QuotaEnforcement::Enforced,
+            nodemaps_enforced_by_server: true,
+            encryption: true,
+            restore_on_access: true,
+        }
+    }
+
+    fn host_path(&self, dir: &RelPath) -> PathBuf {
+        self.inner.config.mount_point.join(dir.as_str())
+    }
+
+    async fn ensure_dir(&self, dir: &RelPath) -> Result<()> {
+        dirs::ensure_dir(self, dir).await
+    }
+
+    async fn create_share_dir(&self, dir: &RelPath, spec: &DirSpec) -> Result<bool> {
+        dirs::create_share_dir(self, dir, spec).await
+    }
+
+    async fn remove_share_dir(&self, dir: &RelPath) -> Result<bool> {
+        dirs::remove_share_dir(self, dir).await
+    }
+
+    async fn rename(&self, from: &RelPath, to: &RelPath) -> Result<()> {
+        dirs::rename(self, from, to).await
+    }
+
+    async fn stat_dir(&self, dir: &RelPath) -> Result<Option<DirInfo>> {
+        dirs::stat_dir(self, dir).await
+    }
+
+    async fn list_dir(&self, dir: &RelPath) -> Result<Vec<String>> {
+        dirs::list_dir(self, dir).await
+    }
+
+    async fn claim(&self, marker: &RelPath) -> Result<bool> {
+        dirs::claim(self, marker).await
+    }
+
+    async fn unclaim(&self, marker: &RelPath) -> Result<()> {
+        dirs::unclaim(self, marker).await
+    }
+
+    async fn read_file(&self, file: &RelPath) -> Result<Option<Vec<u8>>> {
+        dirs::read_file(self, file).await
+    }
+
+    async fn write_file(&self, file: &RelPath, content: &[u8]) -> Result<()> {
+        dirs::write_file(self, file, content).await
+    }
+
+    async fn remove_file(&self, file: &RelPath) -> Result<()> {
+        dirs::remove_file(self, file).await
+    }
+
+    async fn set_project(&self, dir: &RelPath, id: ProjectId) -> Result<()> {
+        project::set_project(self, dir, id).await
+    }
+
+    async fn project_of(&self, dir: &RelPath) -> Result<Option<ProjectId>> {
+        project::project_of(self, dir).await
+    }
+
+    async fn set_quota(&self, dir: &RelPath, id: ProjectId, limits: &QuotaLimits) -> Result<()> {
+        quota::set_quota(self, dir, id, limits).await
+    }
+
+    async fn quota(&self, dir: &RelPath, id: ProjectId) -> Result<QuotaReport> {
+        quota::quota(self, dir, id).await
+    }
+
+    async fn nodemaps(&self) -> Result<NodemapState> {
+        nodemap::nodemaps(self).await
+    }
+
+    async fn apply_nodemap_changes(&self, changes: &[NodemapChange]) -> Result<()> {
+        nodemap::apply(self, changes).await
+    }
+
+    async fn capacity(&self) -> Result<Capacity> {
+        capacity::capacity(self).await
+    }
+
+    async fn hsm_state(&self, file: &Path) -> Result<HsmState> {
+        hsm::hsm_state(self, file).await
+    }
+
+    async fn hsm_mark(
+        &self,
+        file: &Path,
+        set: HsmFlags,
+        clear: HsmFlags,
+        archive_id: Option<u32>,
+    ) -> Result<()> {
+        hsm::hsm_mark(self, file, set, clear, archive_id).await
+    }
+
+    async fn hsm_release(&self, file: &Path) -> Result<()> {
+        hsm::hsm_release(self, file).await
+    }
+
+    async fn mount(&self, request: &MountRequest) -> Result<()> {
+        mount::mount(self, request).await
+    }
+
+    async fn unmount(&self, target: &Path) -> Result<()> {
+        crate::mount::unmount_cascade(target).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mgs_spec_joins_failover_nodes() {
+        let spec = mgs_spec(&[
+            "10.0.0.1@tcp".into(),
+            "10.0.0.2@tcp,192.168.1.2@o2ib1".into(),
+        ]);
+        assert_eq!(spec.unwrap(), "10.0.0.1@tcp:10.0.0.2@tcp,192.168.1.2@o2ib1");
+        assert!(mgs_spec(&[]).is_err());
+        assert!(mgs_spec(&["mgs1:/evil".into()]).is_err());
+        assert!(mgs_spec(&["2001:db8::1@tcp".into()]).is_err());
+    }
+
+    #[test]
+    fn mount_point_must_be_absolute() {
+        assert!(validate_mount_point(Path::new("mnt/x")).is_err());
+        assert_eq!(validate_mount_point(Path::new("/mnt/x")).unwrap(), "/mnt/x");
     }
 }

@@ -104,7 +104,8 @@ pub trait CommandRunner: Send + Sync + fmt::Debug + 'static {
 
     /// [`CommandRunner::run_with_timeout`] with the runner's default timeout.
     async fn run(&self, argv: &[String], stdin: Option<&[u8]>) -> Result<CommandOutput> {
-        self.run_with_timeout(argv, stdin, self.default_timeout()).await
+        self.run_with_timeout(argv, stdin, self.default_timeout())
+            .await
     }
 }
 

@@ -11,8 +11,9 @@
 //! [`CommandOutput`], which [`CommandOutput::check`] turns into [`BackendError::Command`]
 //! with the remote stderr.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -32,6 +33,73 @@ pub struct SshRunner {
     host: SshHostConfig,
     timeout: Duration,
     permits: Arc<Semaphore>,
+    control: Option<Arc<ControlDir>>,
+}
+
+/// A private (0700) directory for the multiplexing socket. When the last runner using it
+/// goes, the shared connection is closed (`ssh -O exit`) and the directory removed.
+#[derive(Debug)]
+struct ControlDir {
+    path: PathBuf,
+    /// `ssh -o ControlPath=... -O exit -p PORT user@host`, run on drop.
+    exit_argv: Vec<String>,
+}
+
+/// How long an idle shared connection stays up.
+const CONTROL_PERSIST: &str = "ControlPersist=60s";
+/// `sun_path` holds 108 bytes; ssh adds a temporary suffix while binding.
+const MAX_CONTROL_PATH: usize = 80;
+
+impl ControlDir {
+    fn create(ssh: &str, host: &SshHostConfig) -> Option<Self> {
+        use std::os::unix::fs::DirBuilderExt;
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "lustrekit-ssh.{}.{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        // `%C` is a 40-character hash of the connection.
+        if path.as_os_str().len() + 42 > MAX_CONTROL_PATH {
+            tracing::warn!(dir = %path.display(), "temporary directory path too long for an ssh control socket; not multiplexing");
+            return None;
+        }
+        match std::fs::DirBuilder::new().mode(0o700).create(&path) {
+            Ok(()) => {
+                let exit_argv = vec![
+                    ssh.to_owned(),
+                    "-o".to_owned(),
+                    format!("ControlPath={}/%C", path.display()),
+                    "-O".to_owned(),
+                    "exit".to_owned(),
+                    "-p".to_owned(),
+                    host.port.to_string(),
+                    format!("{}@{}", host.user, host.host),
+                ];
+                Some(Self { path, exit_argv })
+            }
+            Err(e) => {
+                tracing::warn!(dir = %path.display(), error = %e, "cannot create the ssh control directory; not multiplexing");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for ControlDir {
+    fn drop(&mut self) {
+        // Only when a master is there: a local socket round trip, no network.
+        let has_socket = std::fs::read_dir(&self.path).is_ok_and(|mut d| d.next().is_some());
+        if has_socket && let Some((program, args)) = self.exit_argv.split_first() {
+            let _ = std::process::Command::new(program)
+                .args(args)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
 }
 
 impl SshRunner {
@@ -43,11 +111,18 @@ impl SshRunner {
         timeout: Duration,
         permits: Arc<Semaphore>,
     ) -> Self {
+        let ssh = ssh.into();
+        let control = if host.multiplex {
+            ControlDir::create(&ssh, &host).map(Arc::new)
+        } else {
+            None
+        };
         Self {
-            ssh: ssh.into(),
+            ssh,
             host,
             timeout,
             permits,
+            control,
         }
     }
 
@@ -75,11 +150,24 @@ impl SshRunner {
             "-o".to_owned(),
             format!("ConnectTimeout={}", h.connect_timeout_secs.max(1)),
             "-o".to_owned(),
-            format!("StrictHostKeyChecking={}", h.strict_host_key_checking.as_ssh()),
+            format!(
+                "StrictHostKeyChecking={}",
+                h.strict_host_key_checking.as_ssh()
+            ),
         ];
         if let Some(known_hosts) = &h.known_hosts_file {
             out.push("-o".to_owned());
             out.push(format!("UserKnownHostsFile={}", known_hosts.display()));
+        }
+        if let Some(control) = &self.control {
+            out.extend([
+                "-o".to_owned(),
+                "ControlMaster=auto".to_owned(),
+                "-o".to_owned(),
+                format!("ControlPath={}/%C", control.path.display()),
+                "-o".to_owned(),
+                CONTROL_PERSIST.to_owned(),
+            ]);
         }
         if h.strict_host_key_checking == HostKeyChecking::No && h.known_hosts_file.is_none() {
             // Never write unverified keys into the user's own known_hosts.
@@ -236,16 +324,29 @@ mod tests {
             connect_timeout_secs: 5,
             strict_host_key_checking: HostKeyChecking::Yes,
             known_hosts_file: Some("/etc/lustrekit/known_hosts".into()),
+            multiplex: false,
         }
     }
 
     #[test]
     fn ssh_argv_is_key_only_and_quoted() {
-        let r = SshRunner::new("ssh", host(), Duration::from_secs(30), Arc::new(Semaphore::new(1)));
-        let argv: Vec<String> = ["lctl", "nodemap_set_fileset", "--name", "t1", "--fileset", ""]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
+        let r = SshRunner::new(
+            "ssh",
+            host(),
+            Duration::from_secs(30),
+            Arc::new(Semaphore::new(1)),
+        );
+        let argv: Vec<String> = [
+            "lctl",
+            "nodemap_set_fileset",
+            "--name",
+            "t1",
+            "--fileset",
+            "",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
         let line = r.ssh_argv(&argv).join(" ");
         assert_eq!(
             line,
@@ -258,13 +359,43 @@ mod tests {
     }
 
     #[test]
+    fn multiplexing_uses_a_private_control_socket() {
+        let mut h = host();
+        h.multiplex = true;
+        let r = SshRunner::new(
+            "ssh",
+            h,
+            Duration::from_secs(30),
+            Arc::new(Semaphore::new(1)),
+        );
+        let dir = r.control.as_ref().map(|c| c.path.clone()).unwrap();
+        let line = r.ssh_argv(&["true".to_owned()]).join(" ");
+        assert!(
+            line.contains(&format!(
+                "-o ControlMaster=auto -o ControlPath={}/%C -o ControlPersist=60s",
+                dir.display()
+            )),
+            "{line}"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        drop(r);
+        assert!(!dir.exists());
+    }
+
+    #[test]
     fn ssh_failures_are_told_apart_from_remote_failures() {
         assert!(matches!(
             ssh_failure("root@127.0.0.1: Permission denied (publickey)."),
             Some(SshFailure::Other)
         ));
         assert!(matches!(
-            ssh_failure("Connection timed out during banner exchange\nConnection to 127.0.0.1 port 1 timed out"),
+            ssh_failure(
+                "Connection timed out during banner exchange\nConnection to 127.0.0.1 port 1 timed out"
+            ),
             Some(SshFailure::Timeout)
         ));
         assert!(matches!(

@@ -1,0 +1,508 @@
+//! The Controller service: shares made, deleted, grown and listed through the share service.
+//!
+//! The filesystem is the only state. A volume ID names its share
+//! (`v1/<fsname>/<project>/<prefix>/<name>`), and the share's record keeps the request name
+//! and reclaim policy as labels, so a restarted or second replica answers every call the same.
+
+use std::sync::Arc;
+
+use share::{CreateShare, DeleteMode, Share};
+use tonic::{Request, Response, Status};
+
+use super::Driver;
+use crate::capacity;
+use crate::error::{CsiError, Result};
+use crate::grpc::controller_server::Controller;
+use crate::grpc::controller_service_capability::{self, rpc};
+use crate::grpc::*;
+use crate::params::{ReclaimPolicy, VolumeParams, labels};
+use crate::volume::{check_capabilities, check_capability, context_for, share_of};
+
+/// What the controller offers. No PUBLISH_UNPUBLISH (nothing to attach), no snapshots.
+pub const CAPABILITIES: &[rpc::Type] = &[
+    rpc::Type::CreateDeleteVolume,
+    rpc::Type::ExpandVolume,
+    rpc::Type::ListVolumes,
+    rpc::Type::GetCapacity,
+];
+
+const TOKEN_PREFIX: &str = "v1:";
+
+pub struct ControllerService {
+    driver: Arc<Driver>,
+}
+
+impl ControllerService {
+    pub fn new(driver: Arc<Driver>) -> Self {
+        Self { driver }
+    }
+
+    fn volume_key(volume_id: &str) -> String {
+        format!("volume:{volume_id}")
+    }
+
+    /// The share a volume ID names, if it exists and is the same share (same project) the ID
+    /// was made for: a later share that reused the name is not this volume.
+    async fn lookup(&self, volume_id: &str) -> Result<Option<Share>> {
+        let Some((id, name)) = share_of(volume_id, self.driver.service.settings()) else {
+            return Ok(None);
+        };
+        Ok(self
+            .driver
+            .service
+            .find(&name)
+            .await?
+            .filter(|share| share.project_id == id.project))
+    }
+
+    async fn lookup_existing(&self, volume_id: &str) -> Result<Share> {
+        self.lookup(volume_id)
+            .await?
+            .ok_or_else(|| CsiError::NotFound(format!("volume {volume_id:?} does not exist")))
+    }
+
+    fn volume(&self, share: &Share, mount_mode: &str) -> Volume {
+        Volume {
+            capacity_bytes: capacity::to_i64(share.size_bytes),
+            volume_id: share.volume_id.to_string(),
+            volume_context: context_for(share, self.driver.service.settings(), mount_mode),
+            content_source: None,
+            accessible_topology: Vec::new(),
+        }
+    }
+
+    async fn create(&self, req: CreateVolumeRequest) -> Result<CreateVolumeResponse> {
+        if req.name.is_empty() {
+            return Err(CsiError::Missing("name"));
+        }
+        check_capabilities(&req.volume_capabilities)?;
+        if req.volume_content_source.is_some() {
+            return Err(CsiError::invalid(
+                "volume content sources (snapshots, clones) are not supported",
+            ));
+        }
+        if !req.mutable_parameters.is_empty() {
+            return Err(CsiError::invalid(
+                "mutable parameters (VolumeAttributesClass) are not supported",
+            ));
+        }
+        let params = VolumeParams::parse(&req.parameters)?;
+        let size = capacity::size_for(req.capacity_range.as_ref())?;
+        let (required, limit) = match &req.capacity_range {
+            Some(range) => capacity::validate(range)?,
+            None => (0, 0),
+        };
+        let name = params.share_name(&req.name)?;
+        let wanted_labels = params.labels(&req.name);
+        let _guard = self
+            .driver
+            .inflight
+            .claim([format!("create:{}", req.name), format!("share:{name}")])?;
+
+        let service = &self.driver.service;
+        let share = match service.find(&name).await? {
+            Some(existing) => {
+                check_compatible(
+                    &existing,
+                    &req.name,
+                    &wanted_labels,
+                    required,
+                    limit,
+                    params.inode_limit,
+                )?;
+                if existing.state == share::ShareState::Ready {
+                    existing
+                } else {
+                    // A create that crashed half-way: the share service finishes it.
+                    service
+                        .create(CreateShare {
+                            name: name.clone(),
+                            size_bytes: existing.size_bytes,
+                            inode_limit: existing.inode_limit,
+                            labels: existing.labels.clone(),
+                        })
+                        .await?
+                }
+            }
+            None => {
+                service
+                    .create(CreateShare {
+                        name: name.clone(),
+                        size_bytes: size,
+                        inode_limit: params.inode_limit,
+                        labels: wanted_labels.clone(),
+                    })
+                    .await?
+            }
+        };
+        // Another replica may have made the share first, for another request.
+        check_compatible(
+            &share,
+            &req.name,
+            &wanted_labels,
+            required,
+            limit,
+            params.inode_limit,
+        )?;
+        let volume = self.volume(&share, params.mount_mode.name());
+        if volume.volume_id.len() > 128 {
+            tracing::warn!(volume_id = %volume.volume_id,
+                "volume ID is longer than the 128 bytes the CSI spec recommends; use a shorter subdirTemplate");
+        }
+        tracing::info!(request = %req.name, share = %name, volume_id = %volume.volume_id,
+            size = share.size_bytes, "volume ready");
+        Ok(CreateVolumeResponse {
+            volume: Some(volume),
+        })
+    }
+
+    async fn delete(&self, req: DeleteVolumeRequest) -> Result<DeleteVolumeResponse> {
+        if req.volume_id.is_empty() {
+            return Err(CsiError::Missing("volume_id"));
+        }
+        let _guard = self
+            .driver
+            .inflight
+            .claim([Self::volume_key(&req.volume_id)])?;
+        let Some(share) = self.lookup(&req.volume_id).await? else {
+            tracing::info!(volume_id = %req.volume_id, "volume does not exist (or is not ours): nothing to delete");
+            return Ok(DeleteVolumeResponse {});
+        };
+        let _share_guard = self
+            .driver
+            .inflight
+            .claim([format!("share:{}", share.name)])?;
+        let service = &self.driver.service;
+        match ReclaimPolicy::from_labels(&share.labels)? {
+            ReclaimPolicy::Retain => {
+                tracing::info!(volume_id = %req.volume_id, share = %share.name,
+                    "reclaim policy retain: the share and its data are kept");
+            }
+            ReclaimPolicy::Delete => service.delete(&share.name, DeleteMode::Purge).await?,
+            ReclaimPolicy::Trash { ttl_secs } => {
+                service
+                    .delete(&share.name, DeleteMode::Trash { ttl_secs })
+                    .await?
+            }
+        }
+        Ok(DeleteVolumeResponse {})
+    }
+
+    async fn expand(
+        &self,
+        req: ControllerExpandVolumeRequest,
+    ) -> Result<ControllerExpandVolumeResponse> {
+        if req.volume_id.is_empty() {
+            return Err(CsiError::Missing("volume_id"));
+        }
+        let range = req
+            .capacity_range
+            .as_ref()
+            .ok_or(CsiError::Missing("capacity_range"))?;
+        let (required, limit) = capacity::validate(range)?;
+        if let Some(cap) = &req.volume_capability {
+            check_capability(cap)?;
+        }
+        let _guard = self
+            .driver
+            .inflight
+            .claim([Self::volume_key(&req.volume_id)])?;
+        let share = self.lookup_existing(&req.volume_id).await?;
+        if required <= share.size_bytes {
+            return Ok(ControllerExpandVolumeResponse {
+                capacity_bytes: capacity::to_i64(share.size_bytes),
+                node_expansion_required: false,
+            });
+        }
+        let size = capacity::fit(required, limit)?;
+        let grown = self.driver.service.extend(&share.name, size).await?;
+        tracing::info!(volume_id = %req.volume_id, from = share.size_bytes, to = grown.size_bytes, "volume expanded");
+        Ok(ControllerExpandVolumeResponse {
+            capacity_bytes: capacity::to_i64(grown.size_bytes),
+            // The quota is the size: nothing to do on the node.
+            node_expansion_required: false,
+        })
+    }
+
+    async fn validate(
+        &self,
+        req: ValidateVolumeCapabilitiesRequest,
+    ) -> Result<ValidateVolumeCapabilitiesResponse> {
+        if req.volume_id.is_empty() {
+            return Err(CsiError::Missing("volume_id"));
+        }
+        if req.volume_capabilities.is_empty() {
+            return Err(CsiError::Missing("volume_capabilities"));
+        }
+        self.lookup_existing(&req.volume_id).await?;
+        let problem = check_capabilities(&req.volume_capabilities)
+            .err()
+            .or_else(|| {
+                (!req.parameters.is_empty())
+                    .then(|| VolumeParams::parse(&req.parameters).err())
+                    .flatten()
+            })
+            .or_else(|| {
+                (!req.mutable_parameters.is_empty())
+                    .then(|| CsiError::invalid("mutable parameters are not supported"))
+            });
+        Ok(match problem {
+            Some(problem) => ValidateVolumeCapabilitiesResponse {
+                confirmed: None,
+                message: problem.to_string(),
+            },
+            None => ValidateVolumeCapabilitiesResponse {
+                confirmed: Some(validate_volume_capabilities_response::Confirmed {
+                    volume_context: req.volume_context,
+                    volume_capabilities: req.volume_capabilities,
+                    parameters: req.parameters,
+                    mutable_parameters: req.mutable_parameters,
+                }),
+                message: String::new(),
+            },
+        })
+    }
+
+    async fn list(&self, req: ListVolumesRequest) -> Result<ListVolumesResponse> {
+        if req.max_entries < 0 {
+            return Err(CsiError::invalid(format!(
+                "max_entries {} is negative",
+                req.max_entries
+            )));
+        }
+        let after = if req.starting_token.is_empty() {
+            None
+        } else {
+            Some(decode_token(&req.starting_token).ok_or_else(|| {
+                CsiError::Aborted(format!(
+                    "starting_token {:?} is not one this driver issued",
+                    req.starting_token
+                ))
+            })?)
+        };
+        let mut shares: Vec<Share> = self
+            .driver
+            .service
+            .list()
+            .await?
+            .into_iter()
+            .filter(|s| s.state == share::ShareState::Ready)
+            .filter(|s| after.as_deref().is_none_or(|a| s.name.as_str() > a))
+            .collect();
+        shares.sort_by(|a, b| a.name.cmp(&b.name));
+        let max = if req.max_entries == 0 {
+            usize::MAX
+        } else {
+            req.max_entries as usize
+        };
+        let next_token = if shares.len() > max {
+            shares.truncate(max);
+            shares
+                .last()
+                .map(|s| encode_token(s.name.as_str()))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let entries = shares
+            .iter()
+            .map(|share| {
+                let mode = share
+                    .labels
+                    .get(labels::MOUNT_MODE)
+                    .map_or("direct", String::as_str);
+                list_volumes_response::Entry {
+                    volume: Some(self.volume(share, mode)),
+                    status: None,
+                }
+            })
+            .collect();
+        Ok(ListVolumesResponse {
+            entries,
+            next_token,
+        })
+    }
+
+    async fn capacity(&self, req: GetCapacityRequest) -> Result<GetCapacityResponse> {
+        if !req.volume_capabilities.is_empty()
+            && check_capabilities(&req.volume_capabilities).is_err()
+        {
+            // Capacity for volumes we cannot make is none.
+            return Ok(GetCapacityResponse {
+                available_capacity: 0,
+                maximum_volume_size: None,
+                minimum_volume_size: None,
+            });
+        }
+        if !req.parameters.is_empty() {
+            VolumeParams::parse(&req.parameters)?;
+        }
+        let report = self.driver.service.capacity().await?;
+        Ok(GetCapacityResponse {
+            available_capacity: capacity::to_i64(report.available_bytes),
+            maximum_volume_size: None,
+            minimum_volume_size: Some(capacity::KIB as i64),
+        })
+    }
+}
+
+/// Whether an existing share can answer a create: the same request, the same parameters,
+/// and a size inside the requested range. Anything else is ALREADY_EXISTS.
+fn check_compatible(
+    share: &Share,
+    request_name: &str,
+    wanted_labels: &std::collections::BTreeMap<String, String>,
+    required: u64,
+    limit: u64,
+    inode_limit: Option<u64>,
+) -> Result<()> {
+    let owner = share.labels.get(labels::REQUEST_NAME).map(String::as_str);
+    if owner != Some(request_name) {
+        return Err(CsiError::AlreadyExists(format!(
+            "share {:?} already exists for {}; pick a subdirTemplate that gives each volume its own name",
+            share.name.as_str(),
+            owner.map_or_else(
+                || "something other than this driver".to_string(),
+                |o| format!("volume request {o:?}")
+            ),
+        )));
+    }
+    if &share.labels != wanted_labels {
+        return Err(CsiError::AlreadyExists(format!(
+            "volume {request_name:?} already exists with other parameters"
+        )));
+    }
+    if share.size_bytes < required || (limit > 0 && share.size_bytes > limit) {
+        return Err(CsiError::AlreadyExists(format!(
+            "volume {request_name:?} already exists with {} bytes, outside the requested range",
+            share.size_bytes
+        )));
+    }
+    if share.inode_limit != inode_limit {
+        return Err(CsiError::AlreadyExists(format!(
+            "volume {request_name:?} already exists with inode limit {:?}",
+            share.inode_limit
+        )));
+    }
+    Ok(())
+}
+
+fn encode_token(name: &str) -> String {
+    let mut out = String::from(TOKEN_PREFIX);
+    for b in name.bytes() {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+fn decode_token(token: &str) -> Option<String> {
+    let hex = token.strip_prefix(TOKEN_PREFIX)?;
+    if hex.is_empty() || hex.len() % 2 != 0 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect();
+    String::from_utf8(bytes?).ok()
+}
+
+#[tonic::async_trait]
+impl Controller for ControllerService {
+    async fn create_volume(
+        &self,
+        request: Request<CreateVolumeRequest>,
+    ) -> Result<Response<CreateVolumeResponse>, Status> {
+        let req = request.into_inner();
+        let subject = req.name.clone();
+        self.driver
+            .call("CreateVolume", &subject, self.create(req))
+            .await
+    }
+
+    async fn delete_volume(
+        &self,
+        request: Request<DeleteVolumeRequest>,
+    ) -> Result<Response<DeleteVolumeResponse>, Status> {
+        let req = request.into_inner();
+        let subject = req.volume_id.clone();
+        self.driver
+            .call("DeleteVolume", &subject, self.delete(req))
+            .await
+    }
+
+    async fn validate_volume_capabilities(
+        &self,
+        request: Request<ValidateVolumeCapabilitiesRequest>,
+    ) -> Result<Response<ValidateVolumeCapabilitiesResponse>, Status> {
+        let req = request.into_inner();
+        let subject = req.volume_id.clone();
+        self.driver
+            .call("ValidateVolumeCapabilities", &subject, self.validate(req))
+            .await
+    }
+
+    async fn list_volumes(
+        &self,
+        request: Request<ListVolumesRequest>,
+    ) -> Result<Response<ListVolumesResponse>, Status> {
+        self.driver
+            .call("ListVolumes", "", self.list(request.into_inner()))
+            .await
+    }
+
+    async fn get_capacity(
+        &self,
+        request: Request<GetCapacityRequest>,
+    ) -> Result<Response<GetCapacityResponse>, Status> {
+        self.driver
+            .call("GetCapacity", "", self.capacity(request.into_inner()))
+            .await
+    }
+
+    async fn controller_get_capabilities(
+        &self,
+        _request: Request<ControllerGetCapabilitiesRequest>,
+    ) -> Result<Response<ControllerGetCapabilitiesResponse>, Status> {
+        self.driver
+            .call("ControllerGetCapabilities", "", async {
+                Ok(ControllerGetCapabilitiesResponse {
+                    capabilities: CAPABILITIES
+                        .iter()
+                        .map(|t| ControllerServiceCapability {
+                            r#type: Some(controller_service_capability::Type::Rpc(
+                                controller_service_capability::Rpc { r#type: *t as i32 },
+                            )),
+                        })
+                        .collect(),
+                })
+            })
+            .await
+    }
+
+    async fn controller_expand_volume(
+        &self,
+        request: Request<ControllerExpandVolumeRequest>,
+    ) -> Result<Response<ControllerExpandVolumeResponse>, Status> {
+        let req = request.into_inner();
+        let subject = req.volume_id.clone();
+        self.driver
+            .call("ControllerExpandVolume", &subject, self.expand(req))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_reject_garbage() {
+        for name in ["pvc-1", "team a", "ünï"] {
+            assert_eq!(decode_token(&encode_token(name)).as_deref(), Some(name));
+        }
+        for bad in ["invalid-token", "v1:", "v1:zz", "v1:abc", "v1:ff"] {
+            assert_eq!(decode_token(bad), None, "{bad}");
+        }
+    }
+}

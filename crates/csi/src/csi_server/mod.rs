@@ -1,0 +1,101 @@
+//! The three CSI services, one file each, over one shared [`Driver`].
+
+mod controller;
+mod identity;
+mod node;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use share::ShareService;
+use tonic::{Response, Status};
+
+use crate::args::Mode;
+use crate::error::CsiError;
+use crate::inflight::InFlight;
+use crate::metrics::Metrics;
+
+pub use controller::ControllerService;
+pub use identity::IdentityService;
+pub use node::NodeService;
+
+/// What the services share: the share service, the per-volume in-flight set and the metrics.
+pub struct Driver {
+    pub(crate) service: Arc<ShareService>,
+    pub(crate) inflight: InFlight,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) name: String,
+    pub(crate) node_id: String,
+    pub(crate) mode: Mode,
+}
+
+/// How a [`Driver`] is set up, apart from its share service.
+#[derive(Debug, Clone)]
+pub struct DriverOptions {
+    pub name: String,
+    pub node_id: String,
+    pub mode: Mode,
+}
+
+impl Driver {
+    pub fn new(service: Arc<ShareService>, options: DriverOptions) -> Arc<Self> {
+        Arc::new(Self {
+            service,
+            inflight: InFlight::default(),
+            metrics: Arc::new(Metrics::default()),
+            name: options.name,
+            node_id: options.node_id,
+            mode: options.mode,
+        })
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The per-volume in-flight set (tests hold a key to see a second call ABORTED).
+    pub fn in_flight(&self) -> &InFlight {
+        &self.inflight
+    }
+
+    pub fn service(&self) -> &Arc<ShareService> {
+        &self.service
+    }
+
+    /// Runs one RPC: counts it, times it, logs its outcome (never its request: that may hold
+    /// secrets), and turns a [`CsiError`] into the gRPC status.
+    pub(crate) async fn call<T>(
+        &self,
+        method: &'static str,
+        subject: &str,
+        f: impl Future<Output = Result<T, CsiError>>,
+    ) -> Result<Response<T>, Status> {
+        let start = Instant::now();
+        self.metrics.started();
+        let result = f.await;
+        let elapsed = start.elapsed();
+        let code = match &result {
+            Ok(_) => tonic::Code::Ok,
+            Err(e) => e.code(),
+        };
+        self.metrics.finished(method, code, elapsed);
+        match result {
+            Ok(value) => {
+                tracing::debug!(method, subject, ?elapsed, "ok");
+                Ok(Response::new(value))
+            }
+            Err(error) => {
+                match code {
+                    tonic::Code::Internal
+                    | tonic::Code::Unknown
+                    | tonic::Code::DeadlineExceeded => {
+                        tracing::error!(method, subject, %error, ?elapsed, "failed")
+                    }
+                    _ => tracing::info!(method, subject, %error, code = ?code, ?elapsed, "refused"),
+                }
+                Err(error.into())
+            }
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! The Node service: publish-only (no STAGE_UNSTAGE; see ARCHITECTURE.md, CSI node model).
+//!
+//! NodePublishVolume asks the backend to mount the share at the target (a Lustre fileset
+//! mount, or a bind mount on `local`); NodeUnpublishVolume runs the backend's bounded unmount
+//! cascade. The target's own checks live in [`crate::node_ops`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use backend::MountRequest;
+use lustre_model::VolumeId;
+use tonic::{Request, Response, Status};
+
+use super::Driver;
+use crate::capacity::to_i64;
+use crate::error::{CsiError, Result};
+use crate::grpc::node_server::Node;
+use crate::grpc::node_service_capability::{self, rpc};
+use crate::grpc::*;
+use crate::node_ops::{self, FsStats, Target};
+use crate::volume::{check_capability, is_read_only_mode, mount_flags, node_volume, share_of};
+
+pub const CAPABILITIES: &[rpc::Type] = &[rpc::Type::GetVolumeStats, rpc::Type::VolumeCondition];
+
+pub struct NodeService {
+    driver: Arc<Driver>,
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| CsiError::Internal(format!("blocking task failed: {e}")))?
+}
+
+/// Usage in CSI terms, and whether something is wrong.
+struct Stats {
+    bytes: VolumeUsage,
+    inodes: VolumeUsage,
+    abnormal: Option<String>,
+}
+
+fn usage(unit: volume_usage::Unit, total: u64, used: u64, available: u64) -> VolumeUsage {
+    VolumeUsage {
+        available: to_i64(available),
+        total: to_i64(total),
+        used: to_i64(used),
+        unit: unit as i32,
+    }
+}
+
+fn fs_usage(fs: &FsStats) -> (VolumeUsage, VolumeUsage) {
+    (
+        usage(
+            volume_usage::Unit::Bytes,
+            fs.total_bytes,
+            fs.used_bytes,
+            fs.available_bytes,
+        ),
+        usage(
+            volume_usage::Unit::Inodes,
+            fs.total_inodes,
+            fs.total_inodes.saturating_sub(fs.free_inodes),
+            fs.free_inodes,
+        ),
+    )
+}
+
+/// Usage from a project quota; a limit of 0 (none) falls back to the filesystem's totals.
+fn quota_usage(
+    fs: &FsStats,
+    used_bytes: u64,
+    limit_bytes: u64,
+    used_inodes: u64,
+    inode_limit: Option<u64>,
+) -> (VolumeUsage, VolumeUsage) {
+    let bytes = if limit_bytes > 0 {
+        usage(
+            volume_usage::Unit::Bytes,
+            limit_bytes,
+            used_bytes,
+            limit_bytes.saturating_sub(used_bytes),
+        )
+    } else {
+        usage(
+            volume_usage::Unit::Bytes,
+            fs.total_bytes,
+            used_bytes,
+            fs.available_bytes,
+        )
+    };
+    let inodes = match inode_limit.filter(|l| *l > 0) {
+        Some(limit) => usage(
+            volume_usage::Unit::Inodes,
+            limit,
+            used_inodes,
+            limit.saturating_sub(used_inodes),
+        ),
+        None => usage(
+            volume_usage::Unit::Inodes,
+            used_inodes.saturating_add(fs.free_inodes),
+            used_inodes,
+            fs.free_inodes,
+        ),
+    };
+    (bytes, inodes)
+}
+
+fn exceeded(bytes: bool, inodes: bool) -> Option<String> {
+    match (bytes, inodes) {
+        (true, true) => Some("project quota exceeded: bytes and inodes".into()),
+        (true, false) => Some("project quota exceeded: bytes".into()),
+        (false, true) => Some("project quota exceeded: inodes".into()),
+        (false, false) => None,
+    }
+}
+
+impl NodeService {
+    pub fn new(driver: Arc<Driver>) -> Self {
+        Self { driver }
+    }
+
+    fn volume_key(volume_id: &str) -> String {
+        format!("volume:{volume_id}")
+    }
+
+    async fn publish(&self, req: NodePublishVolumeRequest) -> Result<NodePublishVolumeResponse> {
+        if req.volume_id.is_empty() {
+            return Err(CsiError::Missing("volume_id"));
+        }
+        if req.target_path.is_empty() {
+            return Err(CsiError::Missing("target_path"));
+        }
+        let cap = req
+            .volume_capability
+            .as_ref()
+            .ok_or(CsiError::Missing("volume_capability"))?;
+        check_capability(cap)?;
+        let target = node_ops::check_target(&req.target_path)?;
+        let settings = self.driver.service.settings();
+        let volume = node_volume(&req.volume_id, &req.volume_context, settings)?;
+        let read_only = req.readonly || is_read_only_mode(cap);
+        let options = mount_flags(cap)?;
+        let _guard = self
+            .driver
+            .inflight
+            .claim([Self::volume_key(&req.volume_id)])?;
+
+        let backend = Arc::clone(self.driver.service.backend());
+        if backend.stat_dir(&volume.path).await?.is_none() {
+            return Err(CsiError::NotFound(format!(
+                "volume {:?}: its directory {} does not exist",
+                req.volume_id,
+                volume.path.as_str()
+            )));
+        }
+        let source = backend.host_path(&volume.path);
+        let probe = target.clone();
+        let (target, created) = match blocking(move || node_ops::inspect(&probe)).await? {
+            Target::Dir {
+                path,
+                mounted: true,
+            } => {
+                let (s, t) = (source.clone(), path.clone());
+                return if blocking(move || node_ops::mount_matches(&s, &t, read_only)).await? {
+                    Ok(NodePublishVolumeResponse {})
+                } else {
+                    Err(CsiError::AlreadyExists(format!(
+                        "target {} already has another mount (another volume, or read-only differs)",
+                        path.display()
+                    )))
+                };
+            }
+            Target::Dir {
+                path,
+                mounted: false,
+            } => (path, false),
+            Target::Absent => {
+                let t = target.clone();
+                (blocking(move || node_ops::create_target(&t)).await?, true)
+            }
+        };
+        let request = MountRequest {
+            share: volume.path.clone(),
+            target: target.clone(),
+            read_only,
+            options,
+        };
+        if let Err(e) = backend.mount(&request).await {
+            if created {
+                let t = target.clone();
+                let _ = blocking(move || node_ops::remove_target(&t)).await;
+            }
+            return Err(e.into());
+        }
+        tracing::info!(volume_id = %req.volume_id, share = %volume.path, target = %target.display(),
+            read_only, is_static = volume.is_static, "volume published");
+        Ok(NodePublishVolumeResponse {})
+    }
+
+    async fn unpublish(
+        &self,
+        req: NodeUnpublishVolumeRequest,
+    ) -> Result<NodeUnpublishVolumeResponse> {
+        if req.volume_id.is_empty() {
+            return Err(CsiError::Missing("volume_id"));
+        }
+        if req.target_path.is_empty() {
+            return Err(CsiError::Missing("target_path"));
+        }
+        let target = node_ops::check_target(&req.target_path)?;
+        let _guard = self
+            .driver
+            .inflight
+            .claim([Self::volume_key(&req.volume_id)])?;
+        let probe = target.clone();
+        let path: PathBuf = match blocking(move || node_ops::inspect(&probe)).await? {
+            Target::Absent => return Ok(NodeUnpublishVolumeResponse {}),
+            Target::Dir { path, .. } => path,
+        };
+        self.driver.service.backend().unmount(&path).await?;
+        let p = path.clone();
+        blocking(move || node_ops::remove_target(&p)).await?;
+        tracing::info!(volume_id = %req.volume_id, target = %path.display(), "volume unpublished");
+        Ok(NodeUnpublishVolumeResponse {})
+    }
+
+    async fn stats(&self, req: NodeGetVolumeStatsRequest) -> Result<NodeGetVolumeStatsResponse> {
+        if req.volume_id.is_empty() {
+            return Err(CsiError::Missing("volume_id"));
+        }
+        if req.volume_path.is_empty() {
+            return Err(CsiError::Missing("volume_path"));
+        }
+        let volume_path = PathBuf::from(&req.volume_path);
+        let probe = volume_path.clone();
+        let fs = match blocking(move || match std::fs::symlink_metadata(&probe) {
+            Ok(_) => node_ops::fs_stats(&probe).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        })
+        .await?
+        {
+            Some(fs) => fs,
+            None => {
+                return Err(CsiError::NotFound(format!(
+                    "volume {:?} is not at {:?}",
+                    req.volume_id, req.volume_path
+                )));
+            }
+        };
+        let stats = self.quota_stats(&req.volume_id, &fs).await?;
+        Ok(NodeGetVolumeStatsResponse {
+            usage: vec![stats.bytes, stats.inodes],
+            volume_condition: Some(VolumeCondition {
+                abnormal: stats.abnormal.is_some(),
+                message: stats.abnormal.unwrap_or_else(|| "ok".into()),
+            }),
+        })
+    }
+
+    /// The share's project quota; the filesystem's own numbers when the volume has no quota
+    /// we know of (a static volume with a handle of its own).
+    async fn quota_stats(&self, volume_id: &str, fs: &FsStats) -> Result<Stats> {
+        let service = &self.driver.service;
+        let settings = service.settings();
+        if let Some((id, name)) = share_of(volume_id, settings) {
+            let share = service
+                .find(&name)
+                .await?
+                .filter(|s| s.project_id == id.project);
+            if share.is_some() {
+                let u = service.usage(&name).await?;
+                let (bytes, inodes) = quota_usage(
+                    fs,
+                    u.used_bytes,
+                    u.limit_bytes,
+                    u.used_inodes,
+                    u.inode_limit,
+                );
+                return Ok(Stats {
+                    bytes,
+                    inodes,
+                    abnormal: exceeded(u.bytes_exceeded, u.inodes_exceeded),
+                });
+            }
+            let (bytes, inodes) = fs_usage(fs);
+            return Ok(Stats {
+                bytes,
+                inodes,
+                abnormal: Some(format!("share {:?} is missing", name.as_str())),
+            });
+        }
+        if let Ok(id) = volume_id.parse::<VolumeId>()
+            && id.fs_key == settings.fsname.as_str()
+        {
+            // A static volume named by a v1 ID: its directory and project quota, no record.
+            let backend = service.backend();
+            if backend.stat_dir(&id.path).await?.is_none() {
+                let (bytes, inodes) = fs_usage(fs);
+                return Ok(Stats {
+                    bytes,
+                    inodes,
+                    abnormal: Some(format!("directory {} is missing", id.path.as_str())),
+                });
+            }
+            let q = backend.quota(&id.path, id.project).await?;
+            let inode_limit = (q.limits.inode_hard > 0).then_some(q.limits.inode_hard);
+            let (bytes, inodes) = quota_usage(
+                fs,
+                q.usage.used_bytes,
+                q.limits.block_hard_bytes,
+                q.usage.inodes,
+                inode_limit,
+            );
+            return Ok(Stats {
+                bytes,
+                inodes,
+                abnormal: exceeded(q.block_exceeded, q.inode_exceeded),
+            });
+        }
+        let (bytes, inodes) = fs_usage(fs);
+        Ok(Stats {
+            bytes,
+            inodes,
+            abnormal: None,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Node for NodeService {
+    async fn node_publish_volume(
+        &self,
+        request: Request<NodePublishVolumeRequest>,
+    ) -> Result<Response<NodePublishVolumeResponse>, Status> {
+        let req = request.into_inner();
+        let subject = req.volume_id.clone();
+        self.driver
+            .call("NodePublishVolume", &subject, self.publish(req))
+            .await
+    }
+
+    async fn node_unpublish_volume(
+        &self,
+        request: Request<NodeUnpublishVolumeRequest>,
+    ) -> Result<Response<NodeUnpublishVolumeResponse>, Status> {
+        let req = request.into_inner();
+        let subject = req.volume_id.clone();
+        self.driver
+            .call("NodeUnpublishVolume", &subject, self.unpublish(req))
+            .await
+    }
+
+    async fn node_get_volume_stats(
+        &self,
+        request: Request<NodeGetVolumeStatsRequest>,
+    ) -> Result<Response<NodeGetVolumeStatsResponse>, Status> {
+        let req = request.into_inner();
+        let subject = req.volume_id.clone();
+        self.driver
+            .call("NodeGetVolumeStats", &subject, self.stats(req))
+            .await
+    }
+
+    async fn node_get_capabilities(
+        &self,
+        _request: Request<NodeGetCapabilitiesRequest>,
+    ) -> Result<Response<NodeGetCapabilitiesResponse>, Status> {
+        self.driver
+            .call("NodeGetCapabilities", "", async {
+                Ok(NodeGetCapabilitiesResponse {
+                    capabilities: CAPABILITIES
+                        .iter()
+                        .map(|t| NodeServiceCapability {
+                            r#type: Some(node_service_capability::Type::Rpc(
+                                node_service_capability::Rpc { r#type: *t as i32 },
+                            )),
+                        })
+                        .collect(),
+                })
+            })
+            .await
+    }
+
+    async fn node_get_info(
+        &self,
+        _request: Request<NodeGetInfoRequest>,
+    ) -> Result<Response<NodeGetInfoResponse>, Status> {
+        let d = &self.driver;
+        d.call("NodeGetInfo", "", async {
+            Ok(NodeGetInfoResponse {
+                node_id: d.node_id.clone(),
+                max_volumes_per_node: 0,
+                accessible_topology: None,
+            })
+        })
+        .await
+    }
+}

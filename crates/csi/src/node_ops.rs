@@ -1,0 +1,219 @@
+//! The node's filesystem steps, kept apart from the gRPC code: checking and making the target
+//! directory, telling whether a mount there is ours, and statvfs.
+//!
+//! All of these block, so callers run them on the blocking pool.
+
+use std::io::ErrorKind;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+
+use crate::error::{CsiError, Result};
+
+/// A target path from the CO: absolute, no `..`, no NUL.
+pub fn check_target(path: &str) -> Result<PathBuf> {
+    if path.contains('\0') {
+        return Err(CsiError::invalid("target path contains NUL"));
+    }
+    let p = Path::new(path);
+    if !p.is_absolute() {
+        return Err(CsiError::invalid(format!(
+            "target path {path:?} is not absolute"
+        )));
+    }
+    if p.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(CsiError::invalid(format!(
+            "target path {path:?} contains '..'"
+        )));
+    }
+    Ok(p.to_path_buf())
+}
+
+/// What is at a target path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Nothing: the path does not exist.
+    Absent,
+    /// A directory, mounted on or not; the path is canonical (symlinks in the parents
+    /// resolved, which is how mountinfo shows it).
+    Dir { path: PathBuf, mounted: bool },
+}
+
+/// Looks at the target without following a symlink there: a target that is itself a symlink
+/// is refused, wherever it points, since a mount would follow it out of kubelet's directory.
+pub fn inspect(target: &Path) -> Result<Target> {
+    let meta = match std::fs::symlink_metadata(target) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Target::Absent),
+        Err(e) => return Err(e.into()),
+    };
+    if meta.file_type().is_symlink() {
+        return Err(CsiError::invalid(format!(
+            "target path {} is a symlink; refused",
+            target.display()
+        )));
+    }
+    if !meta.is_dir() {
+        return Err(CsiError::FailedPrecondition(format!(
+            "target path {} exists and is not a directory",
+            target.display()
+        )));
+    }
+    let path = std::fs::canonicalize(target)?;
+    let mounted = backend::mount::is_mount_point(&path);
+    Ok(Target::Dir { path, mounted })
+}
+
+/// Makes the target directory (its parent must exist: the CO makes it). Returns its
+/// canonical path.
+pub fn create_target(target: &Path) -> Result<PathBuf> {
+    match std::fs::create_dir(target) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            return Err(CsiError::FailedPrecondition(format!(
+                "the parent of target path {} does not exist",
+                target.display()
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    match inspect(target)? {
+        Target::Dir { path, .. } => Ok(path),
+        Target::Absent => Err(CsiError::Internal(format!(
+            "{} vanished after mkdir",
+            target.display()
+        ))),
+    }
+}
+
+/// Removes the (unmounted) target directory; gone already is fine. A directory that still
+/// has entries is left alone: it is not ours to empty.
+pub fn remove_target(target: &Path) -> Result<()> {
+    match std::fs::remove_dir(target) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => {
+            Err(CsiError::FailedPrecondition(format!(
+                "target path {} is not empty after unmount; left in place",
+                target.display()
+            )))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether the mount at `target` shows `source` with the wanted read-only flag. A bind mount
+/// (or a Lustre fileset mount seen from the same client) has the source's device and inode.
+/// When the source is not visible on this host, only the read-only flag is compared.
+pub fn mount_matches(source: &Path, target: &Path, read_only: bool) -> Result<bool> {
+    let target_meta = std::fs::metadata(target)?;
+    if let Ok(source_meta) = std::fs::metadata(source)
+        && (source_meta.dev(), source_meta.ino()) != (target_meta.dev(), target_meta.ino())
+    {
+        return Ok(false);
+    }
+    let flags = nix::sys::statvfs::statvfs(target).map_err(std::io::Error::from)?;
+    let is_ro = flags
+        .flags()
+        .contains(nix::sys::statvfs::FsFlags::ST_RDONLY);
+    Ok(is_ro == read_only)
+}
+
+/// Bytes and inodes of the filesystem under `path`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsStats {
+    pub total_bytes: u64,
+    pub available_bytes: u64,
+    pub used_bytes: u64,
+    pub total_inodes: u64,
+    pub free_inodes: u64,
+}
+
+pub fn fs_stats(path: &Path) -> Result<FsStats> {
+    let s = nix::sys::statvfs::statvfs(path).map_err(std::io::Error::from)?;
+    let frag = s.fragment_size() as u64;
+    let total_bytes = (s.blocks() as u64).saturating_mul(frag);
+    let free_bytes = (s.blocks_free() as u64).saturating_mul(frag);
+    Ok(FsStats {
+        total_bytes,
+        available_bytes: (s.blocks_available() as u64).saturating_mul(frag),
+        used_bytes: total_bytes.saturating_sub(free_bytes),
+        total_inodes: s.files() as u64,
+        free_inodes: s.files_free() as u64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_must_be_absolute_without_dotdot() {
+        assert!(check_target("/var/lib/kubelet/pods/x/mount").is_ok());
+        for bad in ["relative/path", "/a/../b", "/a/\0b", ""] {
+            assert_eq!(
+                check_target(bad).unwrap_err().code(),
+                tonic::Code::InvalidArgument,
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn symlinked_targets_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let link = dir.path().join("mount");
+        std::os::unix::fs::symlink(outside.path(), &link).unwrap();
+        assert_eq!(
+            inspect(&link).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(
+            create_target(&link).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        // A dangling symlink is refused too.
+        let dangling = dir.path().join("dangling");
+        std::os::unix::fs::symlink("/nonexistent/x", &dangling).unwrap();
+        assert_eq!(
+            inspect(&dangling).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+    }
+
+    #[test]
+    fn targets_are_made_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("t");
+        assert_eq!(inspect(&target).unwrap(), Target::Absent);
+        let made = create_target(&target).unwrap();
+        assert!(made.is_dir());
+        assert!(matches!(
+            inspect(&target).unwrap(),
+            Target::Dir { mounted: false, .. }
+        ));
+        remove_target(&target).unwrap();
+        remove_target(&target).unwrap();
+        assert_eq!(
+            create_target(&dir.path().join("missing/t"))
+                .unwrap_err()
+                .code(),
+            tonic::Code::FailedPrecondition
+        );
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"x").unwrap();
+        assert_eq!(
+            inspect(&file).unwrap_err().code(),
+            tonic::Code::FailedPrecondition
+        );
+        let full = dir.path().join("full");
+        std::fs::create_dir(&full).unwrap();
+        std::fs::write(full.join("data"), b"x").unwrap();
+        assert_eq!(
+            remove_target(&full).unwrap_err().code(),
+            tonic::Code::FailedPrecondition
+        );
+        assert!(fs_stats(dir.path()).unwrap().total_bytes > 0);
+    }
+}

@@ -1,0 +1,141 @@
+//! Serving: the private unix socket, the optional metrics port, and a clean stop on SIGTERM.
+
+use std::future::Future;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::net::UnixListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::csi_server::{ControllerService, Driver, IdentityService, NodeService};
+use crate::error::{CsiError, Result};
+use crate::grpc::controller_server::ControllerServer;
+use crate::grpc::identity_server::IdentityServer;
+use crate::grpc::node_server::NodeServer;
+use crate::metrics;
+
+/// Binds the CSI socket with mode 0600. A stale socket at the path is removed; a live one (a
+/// driver still answering there) or anything that is not a socket is an error.
+pub async fn bind_socket(path: &Path) -> Result<UnixListener> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if tokio::net::UnixStream::connect(path).await.is_ok() {
+                return Err(CsiError::Config(format!(
+                    "{} is in use by a running server",
+                    path.display()
+                )));
+            }
+            std::fs::remove_file(path)?;
+        }
+        Ok(_) => {
+            return Err(CsiError::Config(format!(
+                "{} exists and is not a socket; refusing to replace it",
+                path.display()
+            )));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    // The socket is private from the moment it exists: bind under a umask that leaves only
+    // the owner's bits, then make sure of 0600 (umask is process-wide, so restore it at once).
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let bound = UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    let listener = bound?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// A running driver's handles, for tests and the binary.
+pub struct Served {
+    pub socket: PathBuf,
+    pub metrics_addr: Option<std::net::SocketAddr>,
+}
+
+/// Serves `driver` on `socket` (and metrics on `metrics_addr`) until `shutdown` completes,
+/// then removes the socket. `on_ready` is called once both listeners are bound.
+pub async fn serve(
+    driver: Arc<Driver>,
+    socket: &Path,
+    metrics_addr: Option<std::net::SocketAddr>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce(&Served),
+) -> Result<()> {
+    let listener = bind_socket(socket).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let metrics_task = match metrics_addr {
+        Some(addr) => {
+            let (tcp, local) = metrics::bind(addr).await?;
+            let mut rx = stop_rx.clone();
+            let m = Arc::clone(driver.metrics());
+            Some((
+                local,
+                tokio::spawn(metrics::serve(m, tcp, async move {
+                    let _ = rx.wait_for(|stop| *stop).await;
+                })),
+            ))
+        }
+        None => None,
+    };
+    let served = Served {
+        socket: socket.to_path_buf(),
+        metrics_addr: metrics_task.as_ref().map(|(a, _)| *a),
+    };
+
+    let mode = driver.mode;
+    let router = tonic::transport::Server::builder()
+        .add_service(IdentityServer::new(IdentityService::new(Arc::clone(
+            &driver,
+        ))))
+        .add_optional_service(
+            mode.controller()
+                .then(|| ControllerServer::new(ControllerService::new(Arc::clone(&driver)))),
+        )
+        .add_optional_service(
+            mode.node()
+                .then(|| NodeServer::new(NodeService::new(Arc::clone(&driver)))),
+        );
+
+    driver.metrics().set_ready(true);
+    tracing::info!(socket = %socket.display(), ?mode, metrics = ?served.metrics_addr, driver = %driver.name,
+        "CSI driver serving");
+    on_ready(&served);
+    let metrics_ref = Arc::clone(driver.metrics());
+    let result = router
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+            shutdown.await;
+            metrics_ref.set_ready(false);
+            tracing::info!("shutting down: finishing calls in flight");
+        })
+        .await;
+    let _ = stop_tx.send(true);
+    if let Some((_, task)) = metrics_task {
+        let _ = task.await;
+    }
+    let _ = std::fs::remove_file(socket);
+    result?;
+    tracing::info!("CSI driver stopped");
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

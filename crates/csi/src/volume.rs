@@ -1,0 +1,320 @@
+//! What a volume is to the driver: how a volume ID or a volume context names a share, which
+//! capabilities it accepts, and what the context carries to the node.
+
+use std::collections::HashMap;
+
+use lustre_model::{ProjectId, RelPath, ShareName, VolumeId};
+use share::{Share, ShareSettings};
+
+use crate::error::{CsiError, Result};
+use crate::grpc::{VolumeCapability, volume_capability};
+
+/// Volume context keys. CreateVolume writes them; a static PV's `volumeAttributes` names at
+/// least [`context::SHARE_PATH`] (and `static: "true"`).
+pub mod context {
+    /// The share directory relative to the filesystem root (`shares/pvc-1234`).
+    pub const SHARE_PATH: &str = "sharePath";
+    pub const PROJECT_ID: &str = "projectId";
+    pub const FS_NAME: &str = "fsName";
+    /// `<nids>:/<fsname>/<path>`, or the host path on `local`.
+    pub const EXPORT: &str = "exportLocation";
+    pub const MOUNT_MODE: &str = "mountMode";
+    pub const STATIC: &str = "static";
+    /// Kubernetes adds these to every NodePublishVolume context (podInfoOnMount); they are
+    /// accepted and ignored.
+    pub const POD_PREFIX: &str = "csi.storage.k8s.io/";
+    /// csi-provisioner adds `storage.kubernetes.io/csiProvisionerIdentity` to every PV.
+    pub const PROVISIONER_PREFIX: &str = "storage.kubernetes.io/";
+
+    pub const ALL: &[&str] = &[SHARE_PATH, PROJECT_ID, FS_NAME, EXPORT, MOUNT_MODE, STATIC];
+}
+
+/// The context CreateVolume returns for a share.
+pub fn context_for(
+    share: &Share,
+    settings: &ShareSettings,
+    mount_mode: &str,
+) -> HashMap<String, String> {
+    HashMap::from([
+        (
+            context::SHARE_PATH.to_string(),
+            share.path.as_str().to_string(),
+        ),
+        (
+            context::PROJECT_ID.to_string(),
+            share.project_id.get().to_string(),
+        ),
+        (context::FS_NAME.to_string(), settings.fsname.to_string()),
+        (context::EXPORT.to_string(), share.export_location.clone()),
+        (context::MOUNT_MODE.to_string(), mount_mode.to_string()),
+    ])
+}
+
+/// The share a volume ID names, if it is one of ours: `v1/<fsname>/<project>/<prefix>/<name>`.
+/// Anything else (another format, another filesystem, a path outside the prefix) is `None`.
+pub fn share_of(volume_id: &str, settings: &ShareSettings) -> Option<(VolumeId, ShareName)> {
+    let id: VolumeId = volume_id.parse().ok()?;
+    if id.fs_key != settings.fsname.as_str() || id.path.parent().as_ref() != Some(&settings.prefix)
+    {
+        return None;
+    }
+    let name = ShareName::new(id.path.file_name()).ok()?;
+    Some((id, name))
+}
+
+/// Where the node finds a volume's data, and its project (for stats).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeVolume {
+    pub path: RelPath,
+    pub project: Option<ProjectId>,
+    pub is_static: bool,
+}
+
+/// Resolves the share path for the node: the volume context's `sharePath` (always present for
+/// volumes we created, and what a static PV names), else the volume ID. Unknown context keys
+/// are refused, so a typo in a static PV is an error and not a mount of the wrong thing.
+pub fn node_volume(
+    volume_id: &str,
+    ctx: &HashMap<String, String>,
+    settings: &ShareSettings,
+) -> Result<NodeVolume> {
+    let mut unknown: Vec<&str> = ctx
+        .keys()
+        .map(String::as_str)
+        .filter(|k| {
+            !context::ALL.contains(k)
+                && !k.starts_with(context::POD_PREFIX)
+                && !k.starts_with(context::PROVISIONER_PREFIX)
+        })
+        .collect();
+    if !unknown.is_empty() {
+        unknown.sort_unstable();
+        return Err(CsiError::invalid(format!(
+            "unknown volume context key(s) {unknown:?}; known: {:?}",
+            context::ALL
+        )));
+    }
+    let is_static = match ctx.get(context::STATIC).map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(CsiError::invalid(format!(
+                "volume context {}={other:?}: expected true or false",
+                context::STATIC
+            )));
+        }
+    };
+    if let Some(fs) = ctx.get(context::FS_NAME)
+        && fs != settings.fsname.as_str()
+    {
+        return Err(CsiError::invalid(format!(
+            "volume context {}={fs:?}, but this driver serves {:?}",
+            context::FS_NAME,
+            settings.fsname.as_str()
+        )));
+    }
+    let project = match ctx.get(context::PROJECT_ID) {
+        Some(text) => Some(text.parse::<ProjectId>().map_err(|e| {
+            CsiError::invalid(format!("volume context {}: {e}", context::PROJECT_ID))
+        })?),
+        None => None,
+    };
+    if let Some(path) = ctx.get(context::SHARE_PATH) {
+        let path = RelPath::parse(path.trim_start_matches("./")).map_err(|e| {
+            CsiError::invalid(format!("volume context {}: {e}", context::SHARE_PATH))
+        })?;
+        let id_project = volume_id.parse::<VolumeId>().ok().map(|id| id.project);
+        return Ok(NodeVolume {
+            path,
+            project: project.or(id_project),
+            is_static,
+        });
+    }
+    if is_static {
+        return Err(CsiError::invalid(format!(
+            "a static volume needs {} in its volume context",
+            context::SHARE_PATH
+        )));
+    }
+    match volume_id.parse::<VolumeId>() {
+        Ok(id) if id.fs_key == settings.fsname.as_str() => Ok(NodeVolume {
+            path: id.path,
+            project: Some(id.project),
+            is_static: false,
+        }),
+        Ok(id) => Err(CsiError::NotFound(format!(
+            "volume {volume_id:?} is on filesystem {:?}, not {:?}",
+            id.fs_key,
+            settings.fsname.as_str()
+        ))),
+        Err(e) => Err(CsiError::NotFound(format!("volume {volume_id:?}: {e}"))),
+    }
+}
+
+/// Whether a capability is one we serve: a mount (a share is a directory, never a block
+/// device) with a known access mode. All access modes work, since every node sees the same
+/// filesystem.
+pub fn check_capability(cap: &VolumeCapability) -> Result<()> {
+    match &cap.access_type {
+        Some(volume_capability::AccessType::Mount(_)) => {}
+        Some(volume_capability::AccessType::Block(_)) => {
+            return Err(CsiError::invalid(
+                "block access is not supported: lustrekit volumes are directories",
+            ));
+        }
+        None => return Err(CsiError::invalid("volume capability has no access type")),
+    }
+    let mode = cap
+        .access_mode
+        .as_ref()
+        .ok_or_else(|| CsiError::invalid("volume capability has no access mode"))?;
+    match volume_capability::access_mode::Mode::try_from(mode.mode) {
+        Ok(volume_capability::access_mode::Mode::Unknown) | Err(_) => Err(CsiError::invalid(
+            format!("access mode {} is not supported", mode.mode),
+        )),
+        Ok(_) => Ok(()),
+    }
+}
+
+pub fn check_capabilities(caps: &[VolumeCapability]) -> Result<()> {
+    if caps.is_empty() {
+        return Err(CsiError::Missing("volume_capabilities"));
+    }
+    caps.iter().try_for_each(check_capability)
+}
+
+/// Whether a capability asks for read-only access.
+pub fn is_read_only_mode(cap: &VolumeCapability) -> bool {
+    use volume_capability::access_mode::Mode;
+    cap.access_mode
+        .as_ref()
+        .and_then(|m| Mode::try_from(m.mode).ok())
+        .is_some_and(|m| matches!(m, Mode::SingleNodeReaderOnly | Mode::MultiNodeReaderOnly))
+}
+
+/// The mount flags of a capability, each checked to be a plain option (no commas, no
+/// control characters), so one flag cannot smuggle in others.
+pub fn mount_flags(cap: &VolumeCapability) -> Result<Vec<String>> {
+    let Some(volume_capability::AccessType::Mount(mount)) = &cap.access_type else {
+        return Ok(Vec::new());
+    };
+    let mut flags = Vec::new();
+    for flag in &mount.mount_flags {
+        for part in flag.split(',') {
+            let part = part.trim();
+            if part.is_empty() {
+                continue;
+            }
+            if part.chars().any(char::is_control) || part.len() > 256 {
+                return Err(CsiError::invalid(format!(
+                    "mount flag {flag:?} is not a valid option"
+                )));
+            }
+            flags.push(part.to_string());
+        }
+    }
+    Ok(flags)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grpc::volume_capability::{AccessMode, AccessType, BlockVolume, MountVolume};
+
+    fn settings() -> ShareSettings {
+        let config = share::Config::from_toml(
+            "backend = \"local\"\nfsname = \"lfs1\"\nproject_ids = \"1000-1999\"\n[local]\nroot = \"/tmp/x\"\n",
+        )
+        .unwrap();
+        config.settings().unwrap()
+    }
+
+    fn cap(access: AccessType, mode: i32) -> VolumeCapability {
+        VolumeCapability {
+            access_type: Some(access),
+            access_mode: Some(AccessMode { mode }),
+        }
+    }
+
+    #[test]
+    fn volume_ids_map_to_shares_only_under_the_prefix() {
+        let s = settings();
+        let (id, name) = share_of("v1/lfs1/1001/shares/pvc-1", &s).unwrap();
+        assert_eq!(name.as_str(), "pvc-1");
+        assert_eq!(id.project.get(), 1001);
+        for other in [
+            "v1/other/1001/shares/pvc-1",
+            "v1/lfs1/1001/elsewhere/pvc-1",
+            "v1/lfs1/1001/shares",
+            "v1/lfs1/1001/shares/a/b",
+            "v2/lfs1/1001/shares/pvc-1",
+            "some-vol-id",
+            "",
+        ] {
+            assert!(share_of(other, &s).is_none(), "{other}");
+        }
+    }
+
+    #[test]
+    fn node_volumes_come_from_the_context_or_the_id() {
+        let s = settings();
+        let v = node_volume("v1/lfs1/1001/shares/pvc-1", &HashMap::new(), &s).unwrap();
+        assert_eq!(v.path.as_str(), "shares/pvc-1");
+        let ctx = HashMap::from([
+            (context::STATIC.to_string(), "true".to_string()),
+            (
+                context::SHARE_PATH.to_string(),
+                "datasets/imagenet".to_string(),
+            ),
+            ("csi.storage.k8s.io/pod.name".to_string(), "p".to_string()),
+        ]);
+        let v = node_volume("my-static-pv", &ctx, &s).unwrap();
+        assert_eq!(v.path.as_str(), "datasets/imagenet");
+        assert!(v.is_static && v.project.is_none());
+        for bad in ["../etc", "/etc", "a/../../b", "a\0b", ""] {
+            let ctx = HashMap::from([(context::SHARE_PATH.to_string(), bad.to_string())]);
+            assert_eq!(
+                node_volume("x", &ctx, &s).unwrap_err().code(),
+                tonic::Code::InvalidArgument,
+                "{bad:?}"
+            );
+        }
+        let typo = HashMap::from([("sharepath".to_string(), "a".to_string())]);
+        assert_eq!(
+            node_volume("x", &typo, &s).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        let static_without_path =
+            HashMap::from([(context::STATIC.to_string(), "true".to_string())]);
+        assert!(node_volume("x", &static_without_path, &s).is_err());
+        assert_eq!(
+            node_volume("garbage", &HashMap::new(), &s)
+                .unwrap_err()
+                .code(),
+            tonic::Code::NotFound
+        );
+    }
+
+    #[test]
+    fn capabilities() {
+        let mount = AccessType::Mount(MountVolume {
+            fs_type: String::new(),
+            mount_flags: vec!["noatime,nosuid".into()],
+            volume_mount_group: String::new(),
+        });
+        assert!(check_capability(&cap(mount.clone(), 5)).is_ok());
+        assert!(check_capability(&cap(mount.clone(), 0)).is_err());
+        assert!(check_capability(&cap(mount.clone(), 99)).is_err());
+        assert!(check_capability(&cap(AccessType::Block(BlockVolume {}), 1)).is_err());
+        assert!(check_capabilities(&[]).is_err());
+        assert!(is_read_only_mode(&cap(mount.clone(), 3)));
+        assert!(!is_read_only_mode(&cap(mount.clone(), 1)));
+        assert_eq!(mount_flags(&cap(mount, 1)).unwrap(), ["noatime", "nosuid"]);
+        let evil = AccessType::Mount(MountVolume {
+            fs_type: String::new(),
+            mount_flags: vec!["ro\nrw".into()],
+            volume_mount_group: String::new(),
+        });
+        assert!(mount_flags(&cap(evil, 1)).is_err());
+    }
+}

@@ -1,0 +1,156 @@
+//! A driver served in-process on a unix socket over the `local` backend in a temporary
+//! directory, and gRPC clients for it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use csi::grpc::controller_client::ControllerClient;
+use csi::grpc::identity_client::IdentityClient;
+use csi::grpc::node_client::NodeClient;
+use csi::grpc::*;
+use csi::{Driver, DriverOptions, Mode};
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+pub struct Running {
+    pub driver: Arc<Driver>,
+    pub socket: PathBuf,
+    pub metrics: Option<std::net::SocketAddr>,
+    pub channel: Channel,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<csi::Result<()>>>,
+}
+
+pub fn config_text(root: &Path) -> String {
+    format!(
+        "backend = \"local\"\nfsname = \"testfs\"\nshare_prefix = \"shares\"\nproject_ids = \"5000-5999\"\n\
+         trash_ttl_hours = 1\n[local]\nroot = \"{}\"\n",
+        root.display()
+    )
+}
+
+pub async fn service(root: &Path) -> Arc<share::ShareService> {
+    let config = share::Config::from_toml(&config_text(root)).unwrap();
+    let fs = config.open_backend().await.unwrap();
+    Arc::new(
+        share::ShareService::open(fs, config.settings().unwrap())
+            .await
+            .unwrap(),
+    )
+}
+
+pub async fn connect(socket: &Path) -> Channel {
+    let socket = socket.to_path_buf();
+    tonic::transport::Endpoint::try_from("http://[::]:50051")
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }))
+        .await
+        .unwrap()
+}
+
+impl Running {
+    pub async fn start(root: &Path, socket: &Path, mode: Mode, metrics: bool) -> Running {
+        let service = service(root).await;
+        let driver = Driver::new(
+            service,
+            DriverOptions {
+                name: "test.csi.lustrekit.io".into(),
+                node_id: "node-1".into(),
+                mode,
+            },
+        );
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let d = Arc::clone(&driver);
+        let sock = socket.to_path_buf();
+        let metrics_addr = metrics.then(|| "127.0.0.1:0".parse().unwrap());
+        let task = tokio::spawn(async move {
+            csi::server::serve(
+                d,
+                &sock,
+                metrics_addr,
+                async move {
+                    let _ = stopped.await;
+                },
+                move |served| {
+                    let _ = ready_tx.send(served.metrics_addr);
+                },
+            )
+            .await
+        });
+        let metrics = ready_rx.await.expect("driver did not start");
+        let channel = connect(socket).await;
+        Running {
+            driver,
+            socket: socket.to_path_buf(),
+            metrics,
+            channel,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn controller(&self) -> ControllerClient<Channel> {
+        ControllerClient::new(self.channel.clone())
+    }
+
+    pub fn node(&self) -> NodeClient<Channel> {
+        NodeClient::new(self.channel.clone())
+    }
+
+    pub fn identity(&self) -> IdentityClient<Channel> {
+        IdentityClient::new(self.channel.clone())
+    }
+
+    pub async fn stop(mut self) -> csi::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.take().unwrap().await.unwrap()
+    }
+}
+
+pub fn mount_cap(mode: volume_capability::access_mode::Mode) -> VolumeCapability {
+    VolumeCapability {
+        access_type: Some(volume_capability::AccessType::Mount(
+            volume_capability::MountVolume {
+                fs_type: String::new(),
+                mount_flags: Vec::new(),
+                volume_mount_group: String::new(),
+            },
+        )),
+        access_mode: Some(volume_capability::AccessMode { mode: mode as i32 }),
+    }
+}
+
+pub fn rwx() -> VolumeCapability {
+    mount_cap(volume_capability::access_mode::Mode::MultiNodeMultiWriter)
+}
+
+pub fn create_req(name: &str, bytes: i64, params: &[(&str, &str)]) -> CreateVolumeRequest {
+    CreateVolumeRequest {
+        name: name.into(),
+        capacity_range: Some(CapacityRange {
+            required_bytes: bytes,
+            limit_bytes: 0,
+        }),
+        volume_capabilities: vec![rwx()],
+        parameters: params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..Default::default()
+    }
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}

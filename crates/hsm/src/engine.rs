@@ -1,0 +1,823 @@
+//! The engine: archive, release, restore, remove, state and dirty marking of single files,
+//! over one archive store and one backend.
+
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backend::Filesystem;
+use bytes::{Bytes, BytesMut};
+use futures::{StreamExt, TryStreamExt};
+use lustre_model::{HS_ARCHIVED, HS_DIRTY, HS_EXISTS, HS_LOST, HS_RELEASED, HsmFlags, HsmState};
+use object_store::path::Path as ObjPath;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{HsmError, Result};
+use crate::meta::{EntryKind, FileMeta};
+use crate::metrics::Metrics;
+use crate::posix::{self, DataVersion};
+use crate::store::{ArchiveStore, RetryPolicy};
+
+/// How the engine moves data.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EngineConfig {
+    /// The namespace root: keys are `<store prefix>/<path below root>`.
+    pub root: PathBuf,
+    /// The HSM archive ID recorded on files (Lustre's `archive_id`).
+    pub archive_id: u32,
+    /// Multipart part size and ranged-GET size (bytes). S3 needs at least 5 MiB.
+    pub part_size: usize,
+    /// Parts in flight per file (upload and download).
+    pub concurrency: usize,
+    /// Files worked on at once by tree operations.
+    pub file_concurrency: usize,
+    /// Cap on bytes per second per file copy; `None` for no cap.
+    pub rate_limit_bytes_per_sec: Option<u64>,
+    pub retry: RetryPolicy,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            root: PathBuf::from("/"),
+            archive_id: 1,
+            part_size: 8 << 20,
+            concurrency: 4,
+            file_concurrency: 8,
+            rate_limit_bytes_per_sec: None,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// Progress of a long copy.
+#[derive(Debug, Clone, Serialize)]
+pub struct Progress {
+    pub op: &'static str,
+    pub path: PathBuf,
+    pub done_bytes: u64,
+    pub total_bytes: u64,
+}
+
+pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
+
+/// What happened to one path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Done,
+    Skipped,
+}
+
+/// The report of one operation on one path (`--json` output).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OpReport {
+    pub op: String,
+    pub path: PathBuf,
+    pub key: String,
+    pub outcome: Outcome,
+    /// Why it was skipped, or notes (e.g. xattrs too big for the store's metadata).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    pub bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
+    pub elapsed_ms: u64,
+}
+
+/// The state of one file (`lustrekit hsm state --json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StateReport {
+    pub path: PathBuf,
+    pub state: HsmState,
+    /// As `lfs hsm_state` prints it after `path: `.
+    pub text: String,
+}
+
+fn flags(bits: u32) -> HsmFlags {
+    HsmFlags::from_bits(bits)
+}
+
+/// The data mover.
+pub struct HsmEngine {
+    store: ArchiveStore,
+    backend: Arc<dyn Filesystem>,
+    cfg: EngineConfig,
+    progress: Option<ProgressFn>,
+    metrics: Arc<Metrics>,
+}
+
+impl HsmEngine {
+    pub fn new(store: ArchiveStore, backend: Arc<dyn Filesystem>, cfg: EngineConfig) -> Self {
+        let mut cfg = cfg;
+        cfg.part_size = cfg.part_size.max(64 << 10);
+        cfg.concurrency = cfg.concurrency.max(1);
+        cfg.file_concurrency = cfg.file_concurrency.max(1);
+        Self {
+            store,
+            backend,
+            cfg,
+            progress: None,
+            metrics: Arc::new(Metrics::new()),
+        }
+    }
+
+    /// Calls `f` as long copies advance.
+    pub fn with_progress(mut self, f: ProgressFn) -> Self {
+        self.progress = Some(f);
+        self
+    }
+
+    /// Shares a metrics registry.
+    pub fn with_metrics(mut self, m: Arc<Metrics>) -> Self {
+        self.metrics = m;
+        self
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn store(&self) -> &ArchiveStore {
+        &self.store
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Filesystem> {
+        &self.backend
+    }
+
+    /// The absolute path and the components below the root; `path` may be relative to
+    /// the root. `..` is refused outright.
+    pub fn resolve(&self, path: &Path) -> Result<(PathBuf, Vec<String>)> {
+        let abs = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.cfg.root.join(path)
+        };
+        let outside = || HsmError::OutsideRoot {
+            path: abs.clone(),
+            root: self.cfg.root.clone(),
+        };
+        let rel = abs.strip_prefix(&self.cfg.root).map_err(|_| outside())?;
+        let mut comps = Vec::new();
+        for c in rel.components() {
+            match c {
+                Component::Normal(n) => comps.push(
+                    n.to_str()
+                        .ok_or_else(|| HsmError::refused(&abs, "name is not UTF-8"))?
+                        .to_string(),
+                ),
+                Component::CurDir => {}
+                _ => return Err(outside()),
+            }
+        }
+        Ok((abs, comps))
+    }
+
+    /// The object key of a path.
+    pub fn key_of(&self, path: &Path) -> Result<ObjPath> {
+        let (_, comps) = self.resolve(path)?;
+        let refs: Vec<&str> = comps.iter().map(String::as_str).collect();
+        Ok(self.store.key_for(&refs))
+    }
+
+    fn emit(&self, op: &'static str, path: &Path, done: u64, total: u64) {
+        if let Some(p) = &self.progress {
+            p(&Progress {
+                op,
+                path: path.to_path_buf(),
+                done_bytes: done,
+                total_bytes: total,
+            });
+        }
+    }
+
+    async fn throttle(&self, started: Instant, done: u64) {
+        if let Some(rate) = self.cfg.rate_limit_bytes_per_sec.filter(|r| *r > 0) {
+            let due = Duration::from_secs_f64(done as f64 / rate as f64);
+            let el = started.elapsed();
+            if due > el {
+                tokio::time::sleep(due - el).await;
+            }
+        }
+    }
+
+    fn finish(
+        &self,
+        op: &'static str,
+        started: Instant,
+        res: Result<OpReport>,
+    ) -> Result<OpReport> {
+        let took = started.elapsed();
+        match &res {
+            Ok(r) => {
+                self.metrics.record(op, true, r.bytes, took);
+                tracing::info!(op, path = %r.path.display(), outcome = ?r.outcome, bytes = r.bytes, ms = took.as_millis() as u64, "hsm");
+            }
+            Err(e) => {
+                self.metrics.record(op, false, 0, took);
+                tracing::warn!(op, error = %e, "hsm operation failed");
+            }
+        }
+        res.map(|mut r| {
+            r.elapsed_ms = took.as_millis() as u64;
+            r
+        })
+    }
+
+    fn report(
+        op: &str,
+        path: &Path,
+        key: &ObjPath,
+        outcome: Outcome,
+        detail: Option<String>,
+    ) -> OpReport {
+        OpReport {
+            op: op.to_string(),
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            outcome,
+            detail,
+            bytes: 0,
+            checksum: None,
+            elapsed_ms: 0,
+        }
+    }
+
+    // ---------------------------------------------------------------- state
+
+    /// The HSM state of a file.
+    pub async fn state(&self, path: &Path) -> Result<StateReport> {
+        let (abs, _) = self.resolve(path)?;
+        let state = self.backend.hsm_state(&abs).await?;
+        Ok(StateReport {
+            text: state.to_string(),
+            path: abs,
+            state,
+        })
+    }
+
+    /// Marks a file dirty (it changed since it was archived).
+    pub async fn mark_dirty(&self, path: &Path) -> Result<OpReport> {
+        let (abs, _) = self.resolve(path)?;
+        let key = self.key_of(&abs)?;
+        self.backend
+            .hsm_mark(&abs, flags(HS_DIRTY), flags(0), None)
+            .await?;
+        Ok(Self::report("dirty", &abs, &key, Outcome::Done, None))
+    }
+
+    // ---------------------------------------------------------------- archive
+
+    /// Archives a file, directory (its own metadata, not its content) or symlink.
+    pub async fn archive(&self, path: &Path) -> Result<OpReport> {
+        let started = Instant::now();
+        let res = self.archive_inner(path).await;
+        self.finish("archive", started, res)
+    }
+
+    async fn archive_inner(&self, path: &Path) -> Result<OpReport> {
+        let (abs, _) = self.resolve(path)?;
+        let key = self.key_of(&abs)?;
+        let meta = {
+            let abs = abs.clone();
+            blocking(move || posix::capture(&abs)).await?
+        };
+        match meta.kind {
+            EntryKind::Dir => {
+                let (map, dropped) = meta.to_map();
+                self.store.put_folder(&key, &map).await?;
+                let mut r = Self::report("archive", &abs, &key, Outcome::Done, None);
+                r.detail = dropped.then(|| "xattrs too large for object metadata; not kept".into());
+                Ok(r)
+            }
+            EntryKind::Symlink => {
+                let (map, _) = meta.to_map();
+                self.store.put(&key, Bytes::new(), &map).await?;
+                Ok(Self::report("archive", &abs, &key, Outcome::Done, None))
+            }
+            EntryKind::File => self.archive_file(&abs, &key, meta).await,
+        }
+    }
+
+    async fn archive_file(
+        &self,
+        abs: &Path,
+        key: &ObjPath,
+        mut meta: FileMeta,
+    ) -> Result<OpReport> {
+        let st = self.backend.hsm_state(abs).await?;
+        if st.flags.no_archive {
+            return Err(HsmError::refused(abs, "marked never_archive"));
+        }
+        if st.flags.released {
+            return Ok(Self::report(
+                "archive",
+                abs,
+                key,
+                Outcome::Skipped,
+                Some("released: the archive already holds its data".into()),
+            ));
+        }
+        if st.flags.archived && st.flags.exists && !st.flags.dirty && !st.flags.lost {
+            return Ok(Self::report(
+                "archive",
+                abs,
+                key,
+                Outcome::Skipped,
+                Some("already archived and unchanged".into()),
+            ));
+        }
+        let file = Arc::new(posix::open_nofollow(abs, false)?);
+        let v0 = DataVersion::of_file(abs, &file)?;
+        let size = v0.size;
+        meta.size = Some(size);
+        meta.data_version = Some(v0.token());
+        let part = self.cfg.part_size;
+        let started = Instant::now();
+
+        if size as usize <= part {
+            // One PUT: read, hash, send.
+            let (f, p) = (file.clone(), abs.to_path_buf());
+            let data = blocking(move || {
+                let mut buf = Vec::with_capacity(size as usize);
+                (&*f)
+                    .take(size)
+                    .read_to_end(&mut buf)
+                    .map_err(|e| HsmError::io(&p, e))?;
+                Ok(buf)
+            })
+            .await?;
+            meta.checksum = Some(format!("blake3:{}", blake3::hash(&data).to_hex()));
+            let (map, _) = meta.to_map();
+            self.throttle(started, data.len() as u64).await;
+            self.store.put(key, Bytes::from(data), &map).await?;
+            self.emit("archive", abs, size, size);
+        } else {
+            // Pass 1 hashes (stores want the metadata when the upload starts), pass 2
+            // streams parts. A change between them is caught by the data-version check.
+            let (f, p) = (file.clone(), abs.to_path_buf());
+            let sum = blocking(move || {
+                let mut h = blake3::Hasher::new();
+                let mut r = std::io::BufReader::with_capacity(1 << 20, &*f);
+                std::io::copy(&mut r, &mut h).map_err(|e| HsmError::io(&p, e))?;
+                Ok(h.finalize().to_hex().to_string())
+            })
+            .await?;
+            meta.checksum = Some(format!("blake3:{sum}"));
+            let (map, _) = meta.to_map();
+            let mut up = self.store.start_upload(key, &map, part).await?;
+            let mut off = 0u64;
+            let res: Result<()> = async {
+                while off < size {
+                    let n = part.min((size - off) as usize);
+                    let (f, p) = (file.clone(), abs.to_path_buf());
+                    let chunk = blocking(move || {
+                        let mut b = BytesMut::zeroed(n);
+                        std::os::unix::fs::FileExt::read_exact_at(&*f, &mut b, off)
+                            .map_err(|e| HsmError::io(&p, e))?;
+                        Ok(b.freeze())
+                    })
+                    .await?;
+                    up.write(&self.store, chunk, self.cfg.concurrency).await?;
+                    off += n as u64;
+                    self.emit("archive", abs, off, size);
+                    self.throttle(started, off).await;
+                }
+                Ok(())
+            }
+            .await;
+            match res {
+                Ok(()) => self.store.finish_upload(up, &map).await?,
+                Err(e) => {
+                    up.abort().await;
+                    return Err(e);
+                }
+            }
+        }
+
+        // The file must not have changed while we read it (fd and path both).
+        let v1 = DataVersion::of_file(abs, &file)?;
+        let v1p = DataVersion::of_path(abs)?;
+        if v1 != v0 || !v1p.same_data(&v0) {
+            return Err(HsmError::ModifiedDuringArchive {
+                path: abs.to_path_buf(),
+            });
+        }
+        self.backend
+            .hsm_mark(
+                abs,
+                flags(HS_ARCHIVED | HS_EXISTS),
+                flags(HS_DIRTY | HS_LOST),
+                Some(self.cfg.archive_id),
+            )
+            .await?;
+        // A write between the check and the mark: take the mark back.
+        let v2 = DataVersion::of_path(abs)?;
+        if !v2.same_data(&v0) {
+            self.backend
+                .hsm_mark(abs, flags(HS_DIRTY), flags(0), None)
+                .await?;
+            return Err(HsmError::ModifiedDuringArchive {
+                path: abs.to_path_buf(),
+            });
+        }
+        let mut r = Self::report("archive", abs, key, Outcome::Done, None);
+        r.bytes = size;
+        r.checksum = meta.checksum;
+        Ok(r)
+    }
+
+    // ---------------------------------------------------------------- release
+
+    /// Frees the data of an archived, unchanged file. Refuses (changing nothing) unless the
+    /// archived copy exists and matches the file's current data version.
+    pub async fn release(&self, path: &Path) -> Result<OpReport> {
+        let started = Instant::now();
+        let res = self.release_inner(path).await;
+        self.finish("release", started, res)
+    }
+
+    async fn release_inner(&self, path: &Path) -> Result<OpReport> {
+        let (abs, _) = self.resolve(path)?;
+        let key = self.key_of(&abs)?;
+        let st = self.backend.hsm_state(&abs).await?;
+        if st.flags.released && !st.flags.dirty {
+            return Ok(Self::report(
+                "release",
+                &abs,
+                &key,
+                Outcome::Skipped,
+                Some("already released".into()),
+            ));
+        }
+        if !(st.flags.archived && st.flags.exists) {
+            return Err(HsmError::refused(&abs, "not archived"));
+        }
+        if st.flags.dirty {
+            return Err(HsmError::refused(
+                &abs,
+                "changed since it was archived (dirty)",
+            ));
+        }
+        if st.flags.no_release {
+            return Err(HsmError::refused(&abs, "marked never_release"));
+        }
+        let info = self.store.head(&key).await?.ok_or_else(|| {
+            HsmError::refused(
+                &abs,
+                format!(
+                    "the archived copy `{key}` is missing from {}",
+                    self.store.name()
+                ),
+            )
+        })?;
+        let cur = DataVersion::of_path(&abs)?;
+        let meta = FileMeta::from_map(&info.meta, 0, 0, 0);
+        // The backend's state already says the content is the archived one (its data
+        // version is taken afresh on restore, when the inode changes); here the object
+        // must agree on size and mtime, so a copy overwritten by another file is caught.
+        let matches = info.size == cur.size
+            && (meta.data_version.is_none() || meta.mtime_ns == cur.mtime_ns || meta.mtime_ns == 0);
+        if !matches {
+            return Err(HsmError::refused(
+                &abs,
+                "the archived copy does not match the file's data version",
+            ));
+        }
+        self.backend.hsm_release(&abs).await?;
+        let mut r = Self::report("release", &abs, &key, Outcome::Done, None);
+        r.bytes = cur.size;
+        Ok(r)
+    }
+
+    // ---------------------------------------------------------------- restore
+
+    /// Brings a released file's data back: ranged parallel GETs into a temporary file
+    /// beside it, checksum verified, then an atomic rename over the stub. On a checksum
+    /// mismatch the stub is untouched and stays released.
+    pub async fn restore(&self, path: &Path) -> Result<OpReport> {
+        let started = Instant::now();
+        let res = self.restore_inner(path).await;
+        self.finish("restore", started, res)
+    }
+
+    async fn restore_inner(&self, path: &Path) -> Result<OpReport> {
+        let (abs, _) = self.resolve(path)?;
+        let key = self.key_of(&abs)?;
+        let st = self.backend.hsm_state(&abs).await?;
+        if !st.flags.released {
+            return Ok(Self::report(
+                "restore",
+                &abs,
+                &key,
+                Outcome::Skipped,
+                Some("not released".into()),
+            ));
+        }
+        let info = self
+            .store
+            .head(&key)
+            .await?
+            .ok_or_else(|| HsmError::NoArchive {
+                store: self.store.name().to_string(),
+                key: key.to_string(),
+            })?;
+        let stub = Arc::new(posix::open_nofollow(&abs, false)?);
+        posix::try_flock(&abs, &stub)?;
+        let stub_v0 = DataVersion::of_file(&abs, &stub)?;
+        if info.size != stub_v0.size {
+            return Err(HsmError::refused(
+                &abs,
+                format!(
+                    "archived copy has {} bytes, the stub {}",
+                    info.size, stub_v0.size
+                ),
+            ));
+        }
+        let archived = FileMeta::from_map(&info.meta, 0, 0, 0);
+        let dir = abs
+            .parent()
+            .ok_or_else(|| HsmError::refused(&abs, "no parent directory"))?;
+        // One temporary name per inode: a rerun after a crash reuses (truncates) it.
+        let tmp = dir.join(format!(".lustrekit-restore.{}", stub_v0.ino));
+        let tmpf = {
+            let tmp = tmp.clone();
+            blocking(move || {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                    .open(&tmp)
+                    .map_err(|e| HsmError::io(&tmp, e))
+            })
+            .await?
+        };
+        let res = self
+            .restore_into(
+                &abs, &key, &info.size, &archived, &tmp, tmpf, &stub, stub_v0, st,
+            )
+            .await;
+        if res.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        res
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn restore_into(
+        &self,
+        abs: &Path,
+        key: &ObjPath,
+        size: &u64,
+        archived: &FileMeta,
+        tmp: &Path,
+        tmpf: std::fs::File,
+        stub: &Arc<std::fs::File>,
+        stub_v0: DataVersion,
+        st: HsmState,
+    ) -> Result<OpReport> {
+        let size = *size;
+        let part = self.cfg.part_size as u64;
+        let ranges: Vec<_> = (0..size.div_ceil(part))
+            .map(|i| i * part..((i + 1) * part).min(size))
+            .collect();
+        let started = Instant::now();
+        let mut hasher = blake3::Hasher::new();
+        let tmpf = Arc::new(tmpf);
+        let mut gets = futures::stream::iter(ranges.into_iter().map(|r| {
+            let store = self.store.clone();
+            let key = key.clone();
+            async move { store.get_range(&key, r.clone()).await.map(|b| (r, b)) }
+        }))
+        .buffered(self.cfg.concurrency);
+        while let Some((r, data)) = gets.try_next().await? {
+            if data.len() as u64 != r.end - r.start {
+                return Err(HsmError::refused(abs, "short read from the store"));
+            }
+            hasher.update(&data);
+            let (f, p) = (tmpf.clone(), tmp.to_path_buf());
+            blocking(move || {
+                std::os::unix::fs::FileExt::write_all_at(&*f, &data, r.start)
+                    .map_err(|e| HsmError::io(&p, e))
+            })
+            .await?;
+            self.emit("restore", abs, r.end, size);
+            self.throttle(started, r.end).await;
+        }
+        drop(gets);
+        let actual = format!("blake3:{}", hasher.finalize().to_hex());
+        let mut detail = None;
+        match &archived.checksum {
+            Some(expected) if *expected != actual => {
+                return Err(HsmError::Checksum {
+                    path: abs.to_path_buf(),
+                    expected: expected.clone(),
+                    actual,
+                });
+            }
+            Some(_) => {}
+            None => detail = Some("the archived copy has no checksum; size checked only".into()),
+        }
+        // Metadata comes from the stub (it may have been chmod'ed since the archive).
+        let (f, p, a) = (tmpf.clone(), tmp.to_path_buf(), abs.to_path_buf());
+        blocking(move || {
+            f.set_len(size).map_err(|e| HsmError::io(&p, e))?;
+            let mut m = posix::capture(&a)?;
+            m.atime_ns = None;
+            posix::apply_fd(&p, f.as_raw_fd(), &m)?;
+            f.sync_all().map_err(|e| HsmError::io(&p, e))
+        })
+        .await?;
+        self.backend
+            .hsm_mark(
+                tmp,
+                flags(HS_ARCHIVED | HS_EXISTS),
+                flags(HS_RELEASED | HS_DIRTY),
+                st.archive_id.or(Some(self.cfg.archive_id)),
+            )
+            .await?;
+        // The flip: nobody else may have the stub open, and it must be the stub we saw.
+        {
+            let (stub, a, t) = (stub.clone(), abs.to_path_buf(), tmp.to_path_buf());
+            blocking(move || {
+                let _lease = posix::Lease::take(&a, &stub)?;
+                let now = DataVersion::of_file(&a, &stub)?;
+                if !now.same_data(&stub_v0) {
+                    return Err(HsmError::refused(&a, "the stub changed during restore"));
+                }
+                std::fs::rename(&t, &a).map_err(|e| HsmError::io(&a, e))?;
+                if let Some(dir) = a.parent().and_then(|d| std::fs::File::open(d).ok()) {
+                    let _ = dir.sync_all();
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        // The rename moved the ctime: take the data version afresh.
+        self.backend
+            .hsm_mark(abs, flags(0), flags(HS_DIRTY), None)
+            .await?;
+        let mut r = Self::report("restore", abs, key, Outcome::Done, detail);
+        r.bytes = size;
+        r.checksum = Some(actual);
+        Ok(r)
+    }
+
+    // ---------------------------------------------------------------- remove
+
+    /// Deletes the archived copy. Refuses for a released file (the archive holds its only
+    /// copy); works for a path that no longer exists.
+    pub async fn remove(&self, path: &Path) -> Result<OpReport> {
+        let started = Instant::now();
+        let res = self.remove_inner(path).await;
+        self.finish("remove", started, res)
+    }
+
+    async fn remove_inner(&self, path: &Path) -> Result<OpReport> {
+        let (abs, _) = self.resolve(path)?;
+        let key = self.key_of(&abs)?;
+        let md = std::fs::symlink_metadata(&abs).ok();
+        let is_file = md.as_ref().is_some_and(|m| m.is_file());
+        if is_file {
+            let st = self.backend.hsm_state(&abs).await?;
+            if st.flags.released {
+                return Err(HsmError::refused(
+                    &abs,
+                    "released: the archive holds its only copy; restore it first",
+                ));
+            }
+        }
+        self.store.delete(&key).await?;
+        if is_file {
+            self.backend
+                .hsm_mark(
+                    &abs,
+                    flags(0),
+                    flags(HS_ARCHIVED | HS_EXISTS | HS_DIRTY),
+                    None,
+                )
+                .await?;
+        }
+        Ok(Self::report("remove", &abs, &key, Outcome::Done, None))
+    }
+
+    // ---------------------------------------------------------------- trees
+
+    /// Archives everything under `dir` (directories first), `file_concurrency` at a time.
+    /// Errors are collected per path, not fatal.
+    pub async fn archive_tree(&self, dir: &Path) -> Result<TreeReport> {
+        let (abs, _) = self.resolve(dir)?;
+        let paths = {
+            let abs = abs.clone();
+            blocking(move || crate::walk::walk(&abs)).await?
+        };
+        let mut report = TreeReport::default();
+        let results: Vec<_> = futures::stream::iter(paths.into_iter().map(|p| async move {
+            let r = self.archive(&p).await;
+            (p, r)
+        }))
+        .buffer_unordered(self.cfg.file_concurrency)
+        .collect()
+        .await;
+        for (p, r) in results {
+            report.add(p, r);
+        }
+        Ok(report)
+    }
+
+    /// Applies `op` to every regular file under `dir`.
+    pub async fn tree_op(&self, dir: &Path, op: TreeOp) -> Result<TreeReport> {
+        let (abs, _) = self.resolve(dir)?;
+        let paths = {
+            let abs = abs.clone();
+            blocking(move || crate::walk::walk(&abs)).await?
+        };
+        let mut report = TreeReport::default();
+        let results: Vec<_> = futures::stream::iter(
+            paths
+                .into_iter()
+                .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file()))
+                .map(|p| async move {
+                    let r = match op {
+                        TreeOp::Release => self.release(&p).await,
+                        TreeOp::Restore => self.restore(&p).await,
+                        TreeOp::Remove => self.remove(&p).await,
+                    };
+                    (p, r)
+                }),
+        )
+        .buffer_unordered(self.cfg.file_concurrency)
+        .collect()
+        .await;
+        for (p, r) in results {
+            report.add(p, r);
+        }
+        Ok(report)
+    }
+}
+
+/// Tree-wide operations other than archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TreeOp {
+    Release,
+    Restore,
+    Remove,
+}
+
+/// One failed path.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PathError {
+    pub path: PathBuf,
+    pub kind: String,
+    pub error: String,
+}
+
+/// The report of a tree operation.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TreeReport {
+    pub done: usize,
+    pub skipped: usize,
+    pub bytes: u64,
+    pub errors: Vec<PathError>,
+    pub items: Vec<OpReport>,
+}
+
+impl TreeReport {
+    fn add(&mut self, p: PathBuf, r: Result<OpReport>) {
+        match r {
+            Ok(rep) => {
+                match rep.outcome {
+                    Outcome::Done => self.done += 1,
+                    Outcome::Skipped => self.skipped += 1,
+                }
+                self.bytes += rep.bytes;
+                self.items.push(rep);
+            }
+            Err(e) => self.errors.push(PathError {
+                path: p,
+                kind: e.kind().into(),
+                error: e.to_string(),
+            }),
+        }
+    }
+}
+
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| HsmError::Unsupported(format!("blocking task failed: {e}")))?
+}
