@@ -24,13 +24,7 @@ fn config(mount_point: &str) -> LustreConfig {
 }
 
 fn backend_at(fake: &Arc<FakeRunner>, mount_point: &str) -> LustreBackend {
-    LustreBackend::with_runners(
-        config(mount_point),
-        fake.clone(),
-        fake.clone(),
-        fake.clone(),
-    )
-    .unwrap()
+    LustreBackend::with_runner(config(mount_point), fake.clone()).unwrap()
 }
 
 fn backend(fake: &Arc<FakeRunner>) -> LustreBackend {

@@ -16,6 +16,9 @@ use crate::grpc::identity_server::IdentityServer;
 use crate::grpc::node_server::NodeServer;
 use crate::metrics;
 
+/// How often the controller purges trashed volumes whose TTL has passed.
+pub const TRASH_PURGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Binds the CSI socket with mode 0600. A stale socket at the path is removed; a live one (a
 /// driver still answering there) or anything that is not a socket is an error.
 pub async fn bind_socket(path: &Path) -> Result<UnixListener> {
@@ -82,6 +85,29 @@ pub async fn serve(
         }
         None => None,
     };
+    // The controller empties the trash can of volumes whose TTL has passed.
+    let purge_task = driver.mode.controller().then(|| {
+        let service = Arc::clone(driver.service());
+        let mut rx = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(TRASH_PURGE_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = rx.changed() => break,
+                    _ = tick.tick() => {}
+                }
+                match service.purge_expired_trash().await {
+                    Ok(purged) if !purged.is_empty() => {
+                        tracing::info!(?purged, "expired trash purged")
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "purging expired trash failed; retrying later")
+                    }
+                }
+            }
+        })
+    });
     let served = Served {
         socket: socket.to_path_buf(),
         metrics_addr: metrics_task.as_ref().map(|(a, _)| *a),
@@ -115,6 +141,9 @@ pub async fn serve(
         .await;
     let _ = stop_tx.send(true);
     if let Some((_, task)) = metrics_task {
+        let _ = task.await;
+    }
+    if let Some(task) = purge_task {
         let _ = task.await;
     }
     let _ = std::fs::remove_file(socket);

@@ -341,6 +341,52 @@ impl HsmEngine {
         let size = v0.size;
         meta.size = Some(size);
         meta.data_version = Some(v0.token());
+        self.upload_file(abs, key, &file, size, &mut meta).await?;
+
+        // The file must not have changed while we read it (fd and path both).
+        let v1 = DataVersion::of_file(abs, &file)?;
+        let v1p = DataVersion::of_path(abs)?;
+        if v1 != v0 || !v1p.same_data(&v0) {
+            return Err(HsmError::ModifiedDuringArchive {
+                path: abs.to_path_buf(),
+            });
+        }
+        self.backend
+            .hsm_mark(
+                abs,
+                flags(HS_ARCHIVED | HS_EXISTS),
+                flags(HS_DIRTY | HS_LOST),
+                Some(self.cfg.archive_id),
+            )
+            .await?;
+        // A write between the check and the mark: take the mark back.
+        let v2 = DataVersion::of_path(abs)?;
+        if !v2.same_data(&v0) {
+            self.backend
+                .hsm_mark(abs, flags(HS_DIRTY), flags(0), None)
+                .await?;
+            return Err(HsmError::ModifiedDuringArchive {
+                path: abs.to_path_buf(),
+            });
+        }
+        let mut r = Self::report("archive", abs, key, Outcome::Done, None);
+        r.bytes = size;
+        r.checksum = meta.checksum;
+        Ok(r)
+    }
+
+
+    /// Streams `size` bytes of an open file to `key` with `meta` (the checksum is filled in
+    /// first): one PUT for a small file, else a multipart upload with bounded memory and
+    /// `concurrency` parts in flight. Used by archive and by the Lustre copytool.
+    pub async fn upload_file(
+        &self,
+        abs: &Path,
+        key: &ObjPath,
+        file: &Arc<std::fs::File>,
+        size: u64,
+        meta: &mut FileMeta,
+    ) -> Result<()> {
         let part = self.cfg.part_size;
         let started = Instant::now();
 
@@ -404,36 +450,7 @@ impl HsmEngine {
             }
         }
 
-        // The file must not have changed while we read it (fd and path both).
-        let v1 = DataVersion::of_file(abs, &file)?;
-        let v1p = DataVersion::of_path(abs)?;
-        if v1 != v0 || !v1p.same_data(&v0) {
-            return Err(HsmError::ModifiedDuringArchive {
-                path: abs.to_path_buf(),
-            });
-        }
-        self.backend
-            .hsm_mark(
-                abs,
-                flags(HS_ARCHIVED | HS_EXISTS),
-                flags(HS_DIRTY | HS_LOST),
-                Some(self.cfg.archive_id),
-            )
-            .await?;
-        // A write between the check and the mark: take the mark back.
-        let v2 = DataVersion::of_path(abs)?;
-        if !v2.same_data(&v0) {
-            self.backend
-                .hsm_mark(abs, flags(HS_DIRTY), flags(0), None)
-                .await?;
-            return Err(HsmError::ModifiedDuringArchive {
-                path: abs.to_path_buf(),
-            });
-        }
-        let mut r = Self::report("archive", abs, key, Outcome::Done, None);
-        r.bytes = size;
-        r.checksum = meta.checksum;
-        Ok(r)
+        Ok(())
     }
 
     // ---------------------------------------------------------------- release
@@ -574,6 +591,48 @@ impl HsmEngine {
         res
     }
 
+    /// Fetches `key` (`size` bytes) with ranged parallel GETs and writes it at the same
+    /// offsets into `file` (shown as `write_path` in errors), hashing in order. Returns the
+    /// `blake3:` checksum of what was written; the caller compares it with the archive's.
+    pub async fn download_into(
+        &self,
+        abs: &Path,
+        key: &ObjPath,
+        size: u64,
+        file: &Arc<std::fs::File>,
+        write_path: &Path,
+    ) -> Result<String> {
+        let part = self.cfg.part_size as u64;
+        let ranges: Vec<_> = (0..size.div_ceil(part))
+            .map(|i| i * part..((i + 1) * part).min(size))
+            .collect();
+        let started = Instant::now();
+        let mut hasher = blake3::Hasher::new();
+        let mut gets = futures::stream::iter(ranges.into_iter().map(|r| {
+            let store = self.store.clone();
+            let key = key.clone();
+            async move { store.get_range(&key, r.clone()).await.map(|b| (r, b)) }
+        }))
+        .buffered(self.cfg.concurrency);
+        while let Some((r, data)) = gets.try_next().await? {
+            if data.len() as u64 != r.end - r.start {
+                return Err(HsmError::refused(abs, "short read from the store"));
+            }
+            hasher.update(&data);
+            let (f, p) = (file.clone(), write_path.to_path_buf());
+            blocking(move || {
+                std::os::unix::fs::FileExt::write_all_at(&*f, &data, r.start)
+                    .map_err(|e| HsmError::io(&p, e))
+            })
+            .await?;
+            self.emit("restore", abs, r.end, size);
+            self.throttle(started, r.end).await;
+        }
+        drop(gets);
+        let actual = format!("blake3:{}", hasher.finalize().to_hex());
+        Ok(actual)
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn restore_into(
         &self,
@@ -588,35 +647,8 @@ impl HsmEngine {
         st: HsmState,
     ) -> Result<OpReport> {
         let size = *size;
-        let part = self.cfg.part_size as u64;
-        let ranges: Vec<_> = (0..size.div_ceil(part))
-            .map(|i| i * part..((i + 1) * part).min(size))
-            .collect();
-        let started = Instant::now();
-        let mut hasher = blake3::Hasher::new();
         let tmpf = Arc::new(tmpf);
-        let mut gets = futures::stream::iter(ranges.into_iter().map(|r| {
-            let store = self.store.clone();
-            let key = key.clone();
-            async move { store.get_range(&key, r.clone()).await.map(|b| (r, b)) }
-        }))
-        .buffered(self.cfg.concurrency);
-        while let Some((r, data)) = gets.try_next().await? {
-            if data.len() as u64 != r.end - r.start {
-                return Err(HsmError::refused(abs, "short read from the store"));
-            }
-            hasher.update(&data);
-            let (f, p) = (tmpf.clone(), tmp.to_path_buf());
-            blocking(move || {
-                std::os::unix::fs::FileExt::write_all_at(&*f, &data, r.start)
-                    .map_err(|e| HsmError::io(&p, e))
-            })
-            .await?;
-            self.emit("restore", abs, r.end, size);
-            self.throttle(started, r.end).await;
-        }
-        drop(gets);
-        let actual = format!("blake3:{}", hasher.finalize().to_hex());
+        let actual = self.download_into(abs, key, size, &tmpf, tmp).await?;
         let mut detail = None;
         match &archived.checksum {
             Some(expected) if *expected != actual => {
@@ -670,6 +702,113 @@ impl HsmEngine {
             .await?;
         let mut r = Self::report("restore", abs, key, Outcome::Done, detail);
         r.bytes = size;
+        r.checksum = Some(actual);
+        Ok(r)
+    }
+
+    /// Restores a released file **in place**, through an already open descriptor (the
+    /// restore-on-access daemon's event fd, whose I/O raises no fanotify events): ranged
+    /// GETs written with `pwrite` at their offsets, the checksum verified, the stub's mtime
+    /// put back, then the state flipped to archived-and-present. The inode stays the same,
+    /// so a process blocked reading it sees the data when it is let go.
+    ///
+    /// A crash or an error leaves the file released (the state is flipped last), so the
+    /// next access restores it again; on a checksum mismatch the written range is punched
+    /// out again.
+    pub async fn restore_in_place(
+        &self,
+        path: &Path,
+        file: Arc<std::fs::File>,
+    ) -> Result<OpReport> {
+        let started = Instant::now();
+        let res = self.restore_in_place_inner(path, file).await;
+        self.finish("restore", started, res)
+    }
+
+    async fn restore_in_place_inner(
+        &self,
+        path: &Path,
+        file: Arc<std::fs::File>,
+    ) -> Result<OpReport> {
+        let (abs, _) = self.resolve(path)?;
+        let key = self.key_of(&abs)?;
+        let st = self.backend.hsm_state(&abs).await?;
+        if !st.flags.released {
+            return Ok(Self::report(
+                "restore",
+                &abs,
+                &key,
+                Outcome::Skipped,
+                Some("not released".into()),
+            ));
+        }
+        let info = self
+            .store
+            .head(&key)
+            .await?
+            .ok_or_else(|| HsmError::NoArchive {
+                store: self.store.name().to_string(),
+                key: key.to_string(),
+            })?;
+        let v0 = DataVersion::of_file(&abs, &file)?;
+        if info.size != v0.size {
+            return Err(HsmError::refused(
+                &abs,
+                format!("archived copy has {} bytes, the stub {}", info.size, v0.size),
+            ));
+        }
+        let archived = FileMeta::from_map(&info.meta, 0, 0, 0);
+        let res = self.download_into(&abs, &key, v0.size, &file, &abs).await;
+        let punch_back = |file: Arc<std::fs::File>, abs: PathBuf| {
+            blocking(move || {
+                if v0.size > 0 {
+                    // SAFETY: plain fallocate on a valid fd.
+                    unsafe {
+                        libc::fallocate(
+                            file.as_raw_fd(),
+                            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                            0,
+                            v0.size as libc::off_t,
+                        )
+                    };
+                }
+                posix::set_times_fd(&abs, file.as_raw_fd(), None, v0.mtime_ns)
+            })
+        };
+        let actual = match res {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = punch_back(file.clone(), abs.clone()).await;
+                return Err(e);
+            }
+        };
+        let mut detail = None;
+        match &archived.checksum {
+            Some(expected) if *expected != actual => {
+                let _ = punch_back(file.clone(), abs.clone()).await;
+                return Err(HsmError::Checksum {
+                    path: abs,
+                    expected: expected.clone(),
+                    actual,
+                });
+            }
+            Some(_) => {}
+            None => detail = Some("the archived copy has no checksum; size checked only".into()),
+        }
+        {
+            let (f, a) = (file.clone(), abs.clone());
+            blocking(move || {
+                f.sync_data().map_err(|e| HsmError::io(&a, e))?;
+                // Our writes moved the mtime: the stub shows the archived times again.
+                posix::set_times_fd(&a, f.as_raw_fd(), None, v0.mtime_ns)
+            })
+            .await?;
+        }
+        self.backend
+            .hsm_mark(&abs, flags(0), flags(HS_RELEASED | HS_DIRTY), None)
+            .await?;
+        let mut r = Self::report("restore", &abs, &key, Outcome::Done, detail);
+        r.bytes = v0.size;
         r.checksum = Some(actual);
         Ok(r)
     }
@@ -767,6 +906,79 @@ impl HsmEngine {
     }
 }
 
+/// One operation on many paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileOp {
+    Archive,
+    Release,
+    Restore,
+    Remove,
+    Dirty,
+}
+
+impl FileOp {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Archive => "archive",
+            Self::Release => "release",
+            Self::Restore => "restore",
+            Self::Remove => "remove",
+            Self::Dirty => "dirty",
+        }
+    }
+}
+
+impl HsmEngine {
+    /// Runs `op` on one path.
+    pub async fn run_op(&self, op: FileOp, path: &Path) -> Result<OpReport> {
+        match op {
+            FileOp::Archive => self.archive(path).await,
+            FileOp::Release => self.release(path).await,
+            FileOp::Restore => self.restore(path).await,
+            FileOp::Remove => self.remove(path).await,
+            FileOp::Dirty => self.mark_dirty(path).await,
+        }
+    }
+
+    /// Runs `op` on every path, `file_concurrency` at a time, calling `each` as each one
+    /// finishes. Stops starting new ones once more than `max_errors` failed (`None`: never);
+    /// `TreeReport::stopped` says so.
+    pub async fn apply(
+        &self,
+        op: FileOp,
+        paths: Vec<PathBuf>,
+        max_errors: Option<usize>,
+        each: &(dyn Fn(&Path, &Result<OpReport>) + Send + Sync),
+    ) -> TreeReport {
+        let mut report = TreeReport::default();
+        let errors = std::sync::atomic::AtomicUsize::new(0);
+        let over = || max_errors.is_some_and(|m| errors.load(std::sync::atomic::Ordering::Relaxed) > m);
+        let mut stream = futures::stream::iter(paths.into_iter().map(|p| {
+            let errors = &errors;
+            async move {
+                if over() {
+                    return None;
+                }
+                let r = self.run_op(op, &p).await;
+                if r.is_err() {
+                    errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                each(&p, &r);
+                Some((p, r))
+            }
+        }))
+        .buffer_unordered(self.cfg.file_concurrency);
+        while let Some(item) = stream.next().await {
+            match item {
+                Some((p, r)) => report.add(p, r),
+                None => report.stopped = true,
+            }
+        }
+        report
+    }
+}
+
 /// Tree-wide operations other than archive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -792,6 +1004,9 @@ pub struct TreeReport {
     pub bytes: u64,
     pub errors: Vec<PathError>,
     pub items: Vec<OpReport>,
+    /// True when `max_errors` stopped the operation early.
+    #[serde(default)]
+    pub stopped: bool,
 }
 
 impl TreeReport {

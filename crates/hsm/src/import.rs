@@ -27,7 +27,7 @@ use crate::error::{HsmError, Result};
 use crate::meta::{EntryKind, FileMeta};
 use crate::posix;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum ConflictMode {
     #[default]

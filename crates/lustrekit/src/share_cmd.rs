@@ -21,7 +21,7 @@ enum ShareCommand {
     /// Create a share of SIZE (e.g. 10G); an existing identical share is returned as is.
     Create {
         name: String,
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         size: String,
         /// Optional inode (file count) limit.
         #[arg(long)]
@@ -42,13 +42,13 @@ enum ShareCommand {
     /// Grow a share to SIZE.
     Extend {
         name: String,
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         size: String,
     },
     /// Shrink a share to SIZE; refused while it uses more.
     Shrink {
         name: String,
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         size: String,
     },
     /// List shares.

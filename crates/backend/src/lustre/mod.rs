@@ -91,7 +91,14 @@ impl LustreBackend {
         Self::with_runners(config.clone(), mds, mgs, Arc::new(local))
     }
 
-    /// Builds the backend on the given runners (tests pass one [`FakeRunner`] for all three).
+    /// Builds the backend with one runner for everything (tests pass a [`FakeRunner`], whose
+    /// script then lists MDS, MGS and node commands in one order).
+    pub fn with_runner(config: LustreConfig, runner: Arc<dyn CommandRunner>) -> Result<Self> {
+        Self::with_runners(config, runner.clone(), runner.clone(), runner)
+    }
+
+    /// Builds the backend on the given runners: `mds` for directory, project, quota,
+    /// capacity and HSM commands, `mgs` for nodemaps and the version, `node` for mounts.
     pub fn with_runners(
         config: LustreConfig,
         mds: Arc<dyn CommandRunner>,

@@ -226,10 +226,22 @@ pub(crate) async fn run_process(
         _ => None,
     };
 
-    let waited = tokio::time::timeout(timeout, child.wait_with_output()).await;
+    let mut wait = Box::pin(child.wait_with_output());
+    let waited = tokio::time::timeout(timeout, &mut wait).await;
     if let Some(feed) = feed {
         feed.abort();
     }
+    if waited.is_err() {
+        // Kill the whole group while its leader is still ours (not yet reaped), then drop
+        // the child, which kills it too (kill_on_drop).
+        if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    drop(wait);
     match waited {
         Ok(Ok(output)) => {
             let out = CommandOutput {
@@ -246,14 +258,6 @@ pub(crate) async fn run_process(
             stderr: e.to_string(),
         }),
         Err(_) => {
-            // The child itself is killed when its future is dropped (kill_on_drop); kill the
-            // rest of its group as well.
-            if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
             tracing::warn!(command = %command_line, ?timeout, "timed out, killed");
             Err(BackendError::Timeout {
                 command: command_line,
