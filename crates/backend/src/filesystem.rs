@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use lustre_model::{
-    HsmFlags, HsmState, NidRange, NodemapName, NodemapState, ProjectId, QuotaLimits,
-    QuotaReport, RelPath,
+    HsmFlags, HsmState, NidRange, NodemapName, NodemapState, ProjectId, QuotaLimits, QuotaReport,
+    RelPath,
 };
 use serde::{Deserialize, Serialize};
 
@@ -184,7 +184,11 @@ pub trait Filesystem: Send + Sync + 'static {
     async fn hsm_state(&self, file: &Path) -> Result<HsmState> {
         Err(crate::BackendError::unsupported(
             "hsm_state",
-            format!("{} backend has no HSM state for {}", self.kind_name(), file.display()),
+            format!(
+                "{} backend has no HSM state for {}",
+                self.kind_name(),
+                file.display()
+            ),
         ))
     }
     /// Sets and clears HSM flags, and records the archive ID when given.
@@ -198,14 +202,22 @@ pub trait Filesystem: Send + Sync + 'static {
         let _ = (set, clear, archive_id);
         Err(crate::BackendError::unsupported(
             "hsm_mark",
-            format!("{} backend cannot mark {}", self.kind_name(), file.display()),
+            format!(
+                "{} backend cannot mark {}",
+                self.kind_name(),
+                file.display()
+            ),
         ))
     }
     /// Frees the data blocks of an archived file, keeping its size and metadata.
     async fn hsm_release(&self, file: &Path) -> Result<()> {
         Err(crate::BackendError::unsupported(
             "hsm_release",
-            format!("{} backend cannot release {}", self.kind_name(), file.display()),
+            format!(
+                "{} backend cannot release {}",
+                self.kind_name(),
+                file.display()
+            ),
         ))
     }
 

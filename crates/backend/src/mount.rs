@@ -112,7 +112,8 @@ pub async fn bind_mount(source: PathBuf, target: PathBuf, flags: MsFlags) -> Res
         )?;
         if !flags.is_empty() {
             let remount = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags;
-            if let Err(e) = nix::mount::mount(None::<&str>, &tgt, None::<&str>, remount, None::<&str>)
+            if let Err(e) =
+                nix::mount::mount(None::<&str>, &tgt, None::<&str>, remount, None::<&str>)
             {
                 // Leave nothing half-made: a mount without its read-only flag is worse than none.
                 let _ = nix::mount::umount2(&tgt, MntFlags::MNT_DETACH);

@@ -41,7 +41,11 @@ enum BenchCommand {
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.command {
-        BenchCommand::Shares { root, count, concurrency } => shares(root, count, concurrency).await,
+        BenchCommand::Shares {
+            root,
+            count,
+            concurrency,
+        } => shares(root, count, concurrency).await,
         BenchCommand::Parse { kind, file, rounds } => parse(&kind, &file, rounds),
     }
 }
@@ -60,7 +64,9 @@ async fn shares(root: PathBuf, count: u32, concurrency: usize) -> anyhow::Result
         dir: backend::DirSpec::default(),
     };
     let service = Arc::new(ShareService::open(fs, settings).await?);
-    let names: Vec<ShareName> = (0..count).map(|i| ShareName::new(&format!("b{i:05}"))).collect::<Result<_, _>>()?;
+    let names: Vec<ShareName> = (0..count)
+        .map(|i| ShareName::new(&format!("b{i:05}")))
+        .collect::<Result<_, _>>()?;
     let gate = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -68,7 +74,14 @@ async fn shares(root: PathBuf, count: u32, concurrency: usize) -> anyhow::Result
         let (service, gate) = (Arc::clone(&service), Arc::clone(&gate));
         tasks.spawn(async move {
             let _permit = gate.acquire_owned().await?;
-            service.create(CreateShare { name, size_bytes: 10 << 20, inode_limit: None, labels: Default::default() }).await?;
+            service
+                .create(CreateShare {
+                    name,
+                    size_bytes: 10 << 20,
+                    inode_limit: None,
+                    labels: Default::default(),
+                })
+                .await?;
             anyhow::Ok(())
         });
     }

@@ -52,7 +52,11 @@ fn run_cmd(program: &str, args: &[&str]) -> anyhow::Result<()> {
         .output()
         .with_context(|| format!("running {program}"))?;
     if !out.status.success() {
-        bail!("{program} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -60,7 +64,10 @@ fn run_cmd(program: &str, args: &[&str]) -> anyhow::Result<()> {
 fn scratch(no_btrfs: bool) -> anyhow::Result<(Scratch, PathBuf, String)> {
     let dir = std::env::temp_dir().join(format!("lustrekit-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let mut scratch = Scratch { dir: dir.clone(), mount: None };
+    let mut scratch = Scratch {
+        dir: dir.clone(),
+        mount: None,
+    };
     let root_user = nix::unistd::geteuid().is_root();
     let have_mkfs = Command::new("mkfs.btrfs").arg("--version").output().is_ok();
     if !no_btrfs && root_user && have_mkfs {
@@ -73,7 +80,11 @@ fn scratch(no_btrfs: bool) -> anyhow::Result<(Scratch, PathBuf, String)> {
         run_cmd("mkfs.btrfs", &["-q", &image_s])?;
         run_cmd("mount", &["-o", "loop", &image_s, &mount_s])?;
         scratch.mount = Some(mount.clone());
-        return Ok((scratch, mount, "a fresh 512 MiB btrfs image on a loop device (kernel-enforced qgroups)".into()));
+        return Ok((
+            scratch,
+            mount,
+            "a fresh 512 MiB btrfs image on a loop device (kernel-enforced qgroups)".into(),
+        ));
     }
     let why = if no_btrfs {
         "--no-btrfs"
@@ -83,12 +94,20 @@ fn scratch(no_btrfs: bool) -> anyhow::Result<(Scratch, PathBuf, String)> {
         "mkfs.btrfs not installed"
     };
     let root = dir.join("root");
-    Ok((scratch, root, format!("a plain directory ({why}): quotas are accounted, not enforced")))
+    Ok((
+        scratch,
+        root,
+        format!("a plain directory ({why}): quotas are accounted, not enforced"),
+    ))
 }
 
 /// Writes `bytes` into `file` in 1 MiB chunks; returns how much was written before an error.
 fn fill(file: &Path, bytes: u64) -> (u64, Option<std::io::Error>) {
-    let mut out = match std::fs::OpenOptions::new().create(true).append(true).open(file) {
+    let mut out = match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)
+    {
         Ok(f) => f,
         Err(e) => return (0, Some(e)),
     };
@@ -127,7 +146,11 @@ impl Demo {
         let took = started.elapsed();
         self.bar.inc(1);
         self.bar.println(format!("  ✓ {what}: {outcome}"));
-        self.steps.push(Step { what: what.to_string(), outcome, took });
+        self.steps.push(Step {
+            what: what.to_string(),
+            outcome,
+            took,
+        });
         Ok(())
     }
 }
@@ -144,7 +167,10 @@ fn share_file(fs: &dyn Filesystem, share: &ShareName, file: &str) -> anyhow::Res
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let (_scratch, root, where_) = match &args.root {
         Some(root) => (
-            Scratch { dir: std::env::temp_dir().join("lustrekit-demo-unused"), mount: None },
+            Scratch {
+                dir: std::env::temp_dir().join("lustrekit-demo-unused"),
+                mount: None,
+            },
             root.clone(),
             format!("{} (given with --root)", root.display()),
         ),
@@ -171,89 +197,180 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     bar.enable_steady_tick(Duration::from_millis(100));
-    let mut demo = Demo { service, fs: Arc::clone(&fs), steps: Vec::new(), bar };
+    let mut demo = Demo {
+        service,
+        fs: Arc::clone(&fs),
+        steps: Vec::new(),
+        bar,
+    };
     let (alpha, beta, gamma) = (n("alpha")?, n("beta")?, n("gamma")?);
 
     demo.step("create three shares", async |s, _| {
         let mut out = Vec::new();
         for (name, size) in [(&alpha, 10 * MIB), (&beta, 20 * MIB), (&gamma, 10 * MIB)] {
             let share = s
-                .create(CreateShare { name: name.clone(), size_bytes: size, inode_limit: Some(10_000), labels: Default::default() })
+                .create(CreateShare {
+                    name: name.clone(),
+                    size_bytes: size,
+                    inode_limit: Some(10_000),
+                    labels: Default::default(),
+                })
                 .await?;
-            out.push(format!("{} {} (project {})", share.name, human_bytes(size), share.project_id.get()));
+            out.push(format!(
+                "{} {} (project {})",
+                share.name,
+                human_bytes(size),
+                share.project_id.get()
+            ));
         }
         Ok(out.join(", "))
-    }).await?;
+    })
+    .await?;
 
     demo.step("create alpha again (idempotent)", async |s, _| {
-        let again = s.create(CreateShare { name: alpha.clone(), size_bytes: 10 * MIB, inode_limit: Some(10_000), labels: Default::default() }).await?;
-        let conflict = s.create(CreateShare { name: alpha.clone(), size_bytes: 99 * MIB, inode_limit: None, labels: Default::default() }).await;
-        Ok(format!("same share back (project {}); a different size is refused: {}",
+        let again = s
+            .create(CreateShare {
+                name: alpha.clone(),
+                size_bytes: 10 * MIB,
+                inode_limit: Some(10_000),
+                labels: Default::default(),
+            })
+            .await?;
+        let conflict = s
+            .create(CreateShare {
+                name: alpha.clone(),
+                size_bytes: 99 * MIB,
+                inode_limit: None,
+                labels: Default::default(),
+            })
+            .await;
+        Ok(format!(
+            "same share back (project {}); a different size is refused: {}",
             again.project_id.get(),
-            match conflict { Err(ShareError::Conflict { .. }) => "yes", _ => "NO" }))
-    }).await?;
+            match conflict {
+                Err(ShareError::Conflict { .. }) => "yes",
+                _ => "NO",
+            }
+        ))
+    })
+    .await?;
 
     demo.step("write 4 MiB into alpha", async |s, fs| {
         let (written, err) = fill(&share_file(fs, &alpha, "data.bin")?, 4 * MIB);
-        if let Some(e) = err { bail!("writing alpha: {e}") }
+        if let Some(e) = err {
+            bail!("writing alpha: {e}")
+        }
         let usage = s.usage(&alpha).await?;
-        Ok(format!("wrote {}, quota reports {} used of {}", human_bytes(written), human_bytes(usage.used_bytes), human_bytes(usage.limit_bytes)))
-    }).await?;
+        Ok(format!(
+            "wrote {}, quota reports {} used of {}",
+            human_bytes(written),
+            human_bytes(usage.used_bytes),
+            human_bytes(usage.limit_bytes)
+        ))
+    })
+    .await?;
 
     demo.step("write 16 MiB into gamma (10 MiB quota)", async |s, fs| {
         let file = share_file(fs, &gamma, "big.bin")?;
         let (written, err) = tokio::task::spawn_blocking(move || fill(&file, 16 * MIB)).await?;
         let usage = s.usage(&gamma).await?;
         Ok(match err {
-            Some(e) if e.raw_os_error() == Some(nix::libc::EDQUOT) =>
-                format!("stopped by the kernel at {} with EDQUOT (quota hit)", human_bytes(written)),
+            Some(e) if e.raw_os_error() == Some(nix::libc::EDQUOT) => format!(
+                "stopped by the kernel at {} with EDQUOT (quota hit)",
+                human_bytes(written)
+            ),
             Some(e) => bail!("unexpected error writing gamma: {e}"),
             None if enforced => bail!("16 MiB fit in a 10 MiB quota: quota not enforced"),
-            None => format!("wrote {} (limit accounted only: exceeded = {})", human_bytes(written), usage.bytes_exceeded),
+            None => format!(
+                "wrote {} (limit accounted only: exceeded = {})",
+                human_bytes(written),
+                usage.bytes_exceeded
+            ),
         })
-    }).await?;
+    })
+    .await?;
 
-    demo.step("shrink gamma to 1 MiB (refused while full)", async |s, _| {
-        match s.shrink(&gamma, MIB).await {
+    demo.step(
+        "shrink gamma to 1 MiB (refused while full)",
+        async |s, _| match s.shrink(&gamma, MIB).await {
             Err(ShareError::ShrinkBelowUsage { used_bytes, .. }) => {
                 let size = s.get(&gamma).await?.size_bytes;
-                Ok(format!("refused: it uses {}; size still {}", human_bytes(used_bytes), human_bytes(size)))
+                Ok(format!(
+                    "refused: it uses {}; size still {}",
+                    human_bytes(used_bytes),
+                    human_bytes(size)
+                ))
             }
             Err(e) => Err(e.into()),
             Ok(_) => bail!("shrink below usage was accepted"),
-        }
-    }).await?;
+        },
+    )
+    .await?;
 
-    demo.step("extend gamma to 30 MiB and write 8 MiB more", async |s, fs| {
-        s.extend(&gamma, 30 * MIB).await?;
-        let (written, err) = fill(&share_file(fs, &gamma, "more.bin")?, 8 * MIB);
-        if let Some(e) = err { bail!("writing after extend: {e}") }
-        let usage = s.usage(&gamma).await?;
-        Ok(format!("wrote {} more; {} used of {}", human_bytes(written), human_bytes(usage.used_bytes), human_bytes(usage.limit_bytes)))
-    }).await?;
+    demo.step(
+        "extend gamma to 30 MiB and write 8 MiB more",
+        async |s, fs| {
+            s.extend(&gamma, 30 * MIB).await?;
+            let (written, err) = fill(&share_file(fs, &gamma, "more.bin")?, 8 * MIB);
+            if let Some(e) = err {
+                bail!("writing after extend: {e}")
+            }
+            let usage = s.usage(&gamma).await?;
+            Ok(format!(
+                "wrote {} more; {} used of {}",
+                human_bytes(written),
+                human_bytes(usage.used_bytes),
+                human_bytes(usage.limit_bytes)
+            ))
+        },
+    )
+    .await?;
 
     demo.step("grant access to alpha", async |s, fs| {
         s.allow(&alpha, "10.0.0.0/24", AccessLevel::Rw).await?;
         let share = s.allow(&alpha, "10.0.1.5", AccessLevel::Ro).await?;
         let maps = fs.nodemaps().await?;
-        let names: Vec<String> = maps.nodemaps.iter().filter(|m| m.name != "default")
-            .map(|m| format!("{} fileset={} ranges={}", m.name, m.fileset.clone().unwrap_or_default(), m.ranges.len())).collect();
-        Ok(format!("{} rules; nodemaps: {}", share.access.len(), names.join("; ")))
-    }).await?;
+        let names: Vec<String> = maps
+            .nodemaps
+            .iter()
+            .filter(|m| m.name != "default")
+            .map(|m| {
+                format!(
+                    "{} fileset={} ranges={}",
+                    m.name,
+                    m.fileset.clone().unwrap_or_default(),
+                    m.ranges.len()
+                )
+            })
+            .collect();
+        Ok(format!(
+            "{} rules; nodemaps: {}",
+            share.access.len(),
+            names.join("; ")
+        ))
+    })
+    .await?;
 
     demo.step("a conflicting grant is refused", async |s, _| {
         match s.allow(&beta, "10.0.0.7", AccessLevel::Rw).await {
-            Err(ShareError::AccessConflict { nodemap, .. }) => Ok(format!("10.0.0.7 is already in nodemap {nodemap}")),
+            Err(ShareError::AccessConflict { nodemap, .. }) => {
+                Ok(format!("10.0.0.7 is already in nodemap {nodemap}"))
+            }
             Err(e) => Err(e.into()),
             Ok(_) => bail!("overlapping grant accepted"),
         }
-    }).await?;
+    })
+    .await?;
 
     demo.step("revoke read-only access", async |s, _| {
         let share = s.deny(&alpha, "10.0.1.5").await?;
         s.deny(&alpha, "10.9.9.9").await?;
-        Ok(format!("{} rule left; denying a rule never granted is fine", share.access.len()))
-    }).await?;
+        Ok(format!(
+            "{} rule left; denying a rule never granted is fine",
+            share.access.len()
+        ))
+    })
+    .await?;
 
     demo.step("trash beta, then restore it", async |s, fs| {
         fill(&share_file(fs, &beta, "keep.txt")?, MIB);
@@ -267,11 +384,25 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     demo.step("ensure repairs a lost quota", async |s, fs| {
         let share = s.get(&alpha).await?;
-        fs.set_quota(&share.path, share.project_id, &lustre_model::QuotaLimits::default()).await?;
+        fs.set_quota(
+            &share.path,
+            share.project_id,
+            &lustre_model::QuotaLimits::default(),
+        )
+        .await?;
         let report = s.ensure().await?;
-        Ok(format!("checked {}, repaired: {}", report.checked,
-            report.repaired.iter().map(|r| format!("{} ({})", r.share, r.what)).collect::<Vec<_>>().join(", ")))
-    }).await?;
+        Ok(format!(
+            "checked {}, repaired: {}",
+            report.checked,
+            report
+                .repaired
+                .iter()
+                .map(|r| format!("{} ({})", r.share, r.what))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })
+    .await?;
 
     demo.step("delete every share", async |s, _| {
         for name in [&alpha, &beta, &gamma] {
@@ -280,15 +411,30 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         s.delete(&alpha, DeleteMode::Purge).await?;
         let left = s.list().await?.len();
         let maps = s.backend().nodemaps().await?.nodemaps.len();
-        Ok(format!("{left} shares left, {maps} nodemap(s) left (default); deleting again is fine"))
-    }).await?;
+        Ok(format!(
+            "{left} shares left, {maps} nodemap(s) left (default); deleting again is fine"
+        ))
+    })
+    .await?;
     demo.bar.finish_and_clear();
 
     println!("\nReport ({where_})");
     println!("{:<46} {:>8}  outcome", "step", "time");
     for step in &demo.steps {
-        println!("{:<46} {:>6}ms  {}", step.what, step.took.as_millis(), step.outcome);
+        println!(
+            "{:<46} {:>6}ms  {}",
+            step.what,
+            step.took.as_millis(),
+            step.outcome
+        );
     }
-    println!("quotas: {}", if enforced { "enforced by the kernel (btrfs qgroups)" } else { "accounted only" });
+    println!(
+        "quotas: {}",
+        if enforced {
+            "enforced by the kernel (btrfs qgroups)"
+        } else {
+            "accounted only"
+        }
+    );
     Ok(())
 }

@@ -12,10 +12,19 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "lustrekit", version, about = "Lustre shares, CSI volumes and HSM tiering")]
+#[command(
+    name = "lustrekit",
+    version,
+    about = "Lustre shares, CSI volumes and HSM tiering"
+)]
 struct Cli {
     /// The configuration file.
-    #[arg(long, global = true, env = "LUSTREKIT_CONFIG", default_value = "/etc/lustrekit/lustrekit.toml")]
+    #[arg(
+        long,
+        global = true,
+        env = "LUSTREKIT_CONFIG",
+        default_value = "/etc/lustrekit/lustrekit.toml"
+    )]
     config: PathBuf,
     /// Print machine-readable JSON (the schema in docs/json-schema.md) instead of text.
     #[arg(long, global = true)]

@@ -16,7 +16,11 @@ fn exit_code(code: &str) -> u8 {
     match code {
         "invalid_argument" | "config" => 2,
         "not_found" => 3,
-        "conflict" | "busy" | "access_conflict" | "shrink_below_usage" | "project_ids_in_use"
+        "conflict"
+        | "busy"
+        | "access_conflict"
+        | "shrink_below_usage"
+        | "project_ids_in_use"
         | "project_ids_exhausted" => 4,
         _ => 1,
     }

@@ -123,7 +123,11 @@ fn print_share(share: &Share) {
     println!("  path:        {}", share.path.as_str());
     println!("  export:      {}", share.export_location);
     println!("  project id:  {}", share.project_id.get());
-    println!("  size:        {} ({} bytes)", human_bytes(share.size_bytes), share.size_bytes);
+    println!(
+        "  size:        {} ({} bytes)",
+        human_bytes(share.size_bytes),
+        share.size_bytes
+    );
     if let Some(inodes) = share.inode_limit {
         println!("  inode limit: {inodes}");
     }
@@ -138,7 +142,12 @@ pub async fn run(config: &Path, json: bool, args: ShareArgs) -> anyhow::Result<(
     // nothing.
     let service = || open(config);
     match args.command {
-        ShareCommand::Create { name: n, size, inodes, labels } => {
+        ShareCommand::Create {
+            name: n,
+            size,
+            inodes,
+            labels,
+        } => {
             let request = CreateShare {
                 name: name(&n)?,
                 size_bytes: parse_size(&size)?,
@@ -146,12 +155,22 @@ pub async fn run(config: &Path, json: bool, args: ShareArgs) -> anyhow::Result<(
                 labels: labels.into_iter().collect::<BTreeMap<_, _>>(),
             };
             let share = service().await?.create(request).await?;
-            if json { print_json(&share)? } else { print_share(&share) }
+            if json {
+                print_json(&share)?
+            } else {
+                print_share(&share)
+            }
         }
-        ShareCommand::Delete { name: n, trash, ttl_hours } => {
+        ShareCommand::Delete {
+            name: n,
+            trash,
+            ttl_hours,
+        } => {
             let n = name(&n)?;
             let mode = if trash {
-                DeleteMode::Trash { ttl_secs: ttl_hours.map(|h| h.saturating_mul(3600)) }
+                DeleteMode::Trash {
+                    ttl_secs: ttl_hours.map(|h| h.saturating_mul(3600)),
+                }
             } else {
                 DeleteMode::Purge
             };
@@ -167,12 +186,20 @@ pub async fn run(config: &Path, json: bool, args: ShareArgs) -> anyhow::Result<(
         ShareCommand::Extend { name: n, size } => {
             let (n, size) = (name(&n)?, parse_size(&size)?);
             let share = service().await?.extend(&n, size).await?;
-            if json { print_json(&share)? } else { print_share(&share) }
+            if json {
+                print_json(&share)?
+            } else {
+                print_share(&share)
+            }
         }
         ShareCommand::Shrink { name: n, size } => {
             let (n, size) = (name(&n)?, parse_size(&size)?);
             let share = service().await?.shrink(&n, size).await?;
-            if json { print_json(&share)? } else { print_share(&share) }
+            if json {
+                print_json(&share)?
+            } else {
+                print_share(&share)
+            }
         }
         ShareCommand::List => {
             let shares = service().await?.list().await?;
@@ -181,7 +208,13 @@ pub async fn run(config: &Path, json: bool, args: ShareArgs) -> anyhow::Result<(
             } else {
                 println!("{:<32} {:>10} {:>8}  EXPORT", "NAME", "SIZE", "PROJECT");
                 for s in &shares {
-                    println!("{:<32} {:>10} {:>8}  {}", s.name, human_bytes(s.size_bytes), s.project_id.get(), s.export_location);
+                    println!(
+                        "{:<32} {:>10} {:>8}  {}",
+                        s.name,
+                        human_bytes(s.size_bytes),
+                        s.project_id.get(),
+                        s.export_location
+                    );
                 }
             }
         }
@@ -198,8 +231,16 @@ pub async fn run(config: &Path, json: bool, args: ShareArgs) -> anyhow::Result<(
                     "  used:        {} of {}{}{}",
                     human_bytes(usage.used_bytes),
                     human_bytes(usage.limit_bytes),
-                    if usage.bytes_exceeded { " (EXCEEDED)" } else { "" },
-                    if usage.enforced { "" } else { " (limit accounted, not enforced)" },
+                    if usage.bytes_exceeded {
+                        " (EXCEEDED)"
+                    } else {
+                        ""
+                    },
+                    if usage.enforced {
+                        ""
+                    } else {
+                        " (limit accounted, not enforced)"
+                    },
                 );
                 println!("  inodes:      {}", usage.used_inodes);
             }
@@ -208,17 +249,29 @@ pub async fn run(config: &Path, json: bool, args: ShareArgs) -> anyhow::Result<(
             AccessCommand::Allow { name: n, to, level } => {
                 let (n, level) = (name(&n)?, level.parse::<AccessLevel>()?);
                 let share = service().await?.allow(&n, &to, level).await?;
-                if json { print_json(&share.access)? } else { print_rules(&share) }
+                if json {
+                    print_json(&share.access)?
+                } else {
+                    print_rules(&share)
+                }
             }
             AccessCommand::Deny { name: n, to } => {
                 let n = name(&n)?;
                 let share = service().await?.deny(&n, &to).await?;
-                if json { print_json(&share.access)? } else { print_rules(&share) }
+                if json {
+                    print_json(&share.access)?
+                } else {
+                    print_rules(&share)
+                }
             }
             AccessCommand::List { name: n } => {
                 let n = name(&n)?;
                 let share = service().await?.get(&n).await?;
-                if json { print_json(&share.access)? } else { print_rules(&share) }
+                if json {
+                    print_json(&share.access)?
+                } else {
+                    print_rules(&share)
+                }
             }
         },
         ShareCommand::Capacity => {
@@ -229,8 +282,19 @@ pub async fn run(config: &Path, json: bool, args: ShareArgs) -> anyhow::Result<(
                 println!("total:       {}", human_bytes(c.total_bytes));
                 println!("used:        {}", human_bytes(c.used_bytes));
                 println!("available:   {}", human_bytes(c.available_bytes));
-                println!("provisioned: {} in {} shares", human_bytes(c.provisioned_bytes), c.share_count);
-                println!("quotas:      {}", if c.quota_enforced { "enforced" } else { "accounted only" });
+                println!(
+                    "provisioned: {} in {} shares",
+                    human_bytes(c.provisioned_bytes),
+                    c.share_count
+                );
+                println!(
+                    "quotas:      {}",
+                    if c.quota_enforced {
+                        "enforced"
+                    } else {
+                        "accounted only"
+                    }
+                );
             }
         }
         ShareCommand::Ensure => {
@@ -256,7 +320,11 @@ pub async fn run(config: &Path, json: bool, args: ShareArgs) -> anyhow::Result<(
         ShareCommand::Restore { name: n } => {
             let n = name(&n)?;
             let share = service().await?.restore(&n).await?;
-            if json { print_json(&share)? } else { print_share(&share) }
+            if json {
+                print_json(&share)?
+            } else {
+                print_share(&share)
+            }
         }
         ShareCommand::Trash { command } => match command {
             TrashCommand::List => {
@@ -265,13 +333,22 @@ pub async fn run(config: &Path, json: bool, args: ShareArgs) -> anyhow::Result<(
                     print_json(&entries)?
                 } else {
                     for e in &entries {
-                        println!("{}  {}  expires at {}", e.id, human_bytes(e.size_bytes), e.expires_at);
+                        println!(
+                            "{}  {}  expires at {}",
+                            e.id,
+                            human_bytes(e.size_bytes),
+                            e.expires_at
+                        );
                     }
                 }
             }
             TrashCommand::Purge => {
                 let purged = service().await?.purge_expired_trash().await?;
-                if json { print_json(&purged)? } else { println!("purged {} trashed share(s)", purged.len()) }
+                if json {
+                    print_json(&purged)?
+                } else {
+                    println!("purged {} trashed share(s)", purged.len())
+                }
             }
         },
     }
@@ -283,6 +360,12 @@ fn print_rules(share: &Share) {
         println!("{}: no access rules", share.name);
     }
     for rule in &share.access {
-        println!("{}: {} {} ({})", share.name, rule.to, rule.level.as_str(), rule.nid_range);
+        println!(
+            "{}: {} {} ({})",
+            share.name,
+            rule.to,
+            rule.level.as_str(),
+            rule.nid_range
+        );
     }
 }

@@ -34,25 +34,58 @@ fn json(out: &Output) -> serde_json::Value {
 fn share_lifecycle_through_the_cli_with_json() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
-    let out = lustrekit(&cfg, &["--json", "share", "create", "alpha", "--size", "10M", "--inodes", "1000", "--label", "team=x"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = lustrekit(
+        &cfg,
+        &[
+            "--json", "share", "create", "alpha", "--size", "10M", "--inodes", "1000", "--label",
+            "team=x",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let share = json(&out);
     assert_eq!(share["name"], "alpha");
     assert_eq!(share["size_bytes"], 10 << 20);
     assert_eq!(share["inode_limit"], 1000);
     assert_eq!(share["state"], "ready");
-    assert_eq!(share["export_location"], "10.0.0.1@tcp:/testfs/shares/alpha");
+    assert_eq!(
+        share["export_location"],
+        "10.0.0.1@tcp:/testfs/shares/alpha"
+    );
     assert_eq!(share["labels"]["team"], "x");
 
-    let out = lustrekit(&cfg, &["--json", "share", "access", "allow", "alpha", "--to", "10.1.0.0/16", "--level", "ro"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = lustrekit(
+        &cfg,
+        &[
+            "--json",
+            "share",
+            "access",
+            "allow",
+            "alpha",
+            "--to",
+            "10.1.0.0/16",
+            "--level",
+            "ro",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(json(&out)[0]["to"], "10.1.0.0/16");
 
     let out = lustrekit(&cfg, &["--json", "share", "show", "alpha"]);
     let shown = json(&out);
     assert_eq!(shown["usage"]["limit_bytes"], 10 << 20);
 
-    let out = lustrekit(&cfg, &["--json", "share", "extend", "alpha", "--size", "20M"]);
+    let out = lustrekit(
+        &cfg,
+        &["--json", "share", "extend", "alpha", "--size", "20M"],
+    );
     assert_eq!(json(&out)["size_bytes"], 20 << 20);
 
     let out = lustrekit(&cfg, &["--json", "share", "list"]);
@@ -83,31 +116,90 @@ fn bad_input_gets_a_clear_error_code_and_creates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
     let cases: [(&[&str], i32, &str); 8] = [
-        (&["share", "create", "a/b", "--size", "1M"], 2, "invalid_argument"),
-        (&["share", "create", "..", "--size", "1M"], 2, "invalid_argument"),
-        (&["share", "create", "ok", "--size", "0"], 2, "invalid_argument"),
-        (&["share", "create", "ok", "--size", "-5M"], 2, "invalid_argument"),
-        (&["share", "create", "ok", "--size", "lots"], 2, "invalid_argument"),
-        (&["share", "create", "ok", "--size", "99999999999999999999"], 2, "invalid_argument"),
+        (
+            &["share", "create", "a/b", "--size", "1M"],
+            2,
+            "invalid_argument",
+        ),
+        (
+            &["share", "create", "..", "--size", "1M"],
+            2,
+            "invalid_argument",
+        ),
+        (
+            &["share", "create", "ok", "--size", "0"],
+            2,
+            "invalid_argument",
+        ),
+        (
+            &["share", "create", "ok", "--size", "-5M"],
+            2,
+            "invalid_argument",
+        ),
+        (
+            &["share", "create", "ok", "--size", "lots"],
+            2,
+            "invalid_argument",
+        ),
+        (
+            &["share", "create", "ok", "--size", "99999999999999999999"],
+            2,
+            "invalid_argument",
+        ),
         (&["share", "show", "missing"], 3, "not_found"),
-        (&["share", "access", "allow", "missing", "--to", "10.0.0.1"], 3, "not_found"),
+        (
+            &["share", "access", "allow", "missing", "--to", "10.0.0.1"],
+            3,
+            "not_found",
+        ),
     ];
     for (args, code, kind) in cases {
         let mut full = vec!["--json"];
         full.extend_from_slice(args);
         let out = lustrekit(&cfg, &full);
-        assert_eq!(out.status.code(), Some(code), "{args:?}: {}", String::from_utf8_lossy(&out.stdout));
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         assert_eq!(json(&out)["error"]["code"], kind, "{args:?}");
     }
     lustrekit(&cfg, &["share", "create", "ok", "--size", "1M"]);
-    let out = lustrekit(&cfg, &["--json", "share", "access", "allow", "ok", "--to", "10.0.0.300"]);
+    let out = lustrekit(
+        &cfg,
+        &[
+            "--json",
+            "share",
+            "access",
+            "allow",
+            "ok",
+            "--to",
+            "10.0.0.300",
+        ],
+    );
     assert_eq!(out.status.code(), Some(2));
     let out = lustrekit(&cfg, &["--json", "share", "list"]);
-    assert_eq!(json(&out).as_array().unwrap().len(), 1, "bad input created something");
+    assert_eq!(
+        json(&out).as_array().unwrap().len(),
+        1,
+        "bad input created something"
+    );
     // An unknown config key is refused.
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, std::fs::read_to_string(&cfg).unwrap().replace("fsname", "fs_name")).unwrap();
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("fsname", "fs_name"),
+    )
+    .unwrap();
     let out = lustrekit(&bad, &["--json", "share", "list"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(json(&out)["error"]["message"].as_str().unwrap().contains("fs_name"));
+    assert!(
+        json(&out)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("fs_name")
+    );
 }

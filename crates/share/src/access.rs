@@ -26,7 +26,11 @@ pub struct NodemapSpec {
 }
 
 pub fn nodemap_name(project: ProjectId, level: AccessLevel) -> Result<NodemapName> {
-    Ok(NodemapName::new(&format!("lk{}{}", project.get(), level.as_str()))?)
+    Ok(NodemapName::new(&format!(
+        "lk{}{}",
+        project.get(),
+        level.as_str()
+    ))?)
 }
 
 /// The nodemaps a share's rules call for (none when it has no rules).
@@ -93,7 +97,8 @@ pub fn check_conflicts(
     for spec in desired {
         for range in &spec.ranges {
             if let Some(other) = live.nodemaps.iter().find(|m| {
-                !own.iter().any(|o| o.as_str() == m.name) && m.ranges.iter().any(|r| r.overlaps(range))
+                !own.iter().any(|o| o.as_str() == m.name)
+                    && m.ranges.iter().any(|r| r.overlaps(range))
             }) {
                 return Err(ShareError::AccessConflict {
                     rule: range.to_string(),
@@ -105,7 +110,11 @@ pub fn check_conflicts(
     // Two levels of one share may not claim the same clients either.
     for (i, a) in desired.iter().enumerate() {
         for b in desired.iter().skip(i + 1) {
-            if let Some(range) = a.ranges.iter().find(|r| b.ranges.iter().any(|s| s.overlaps(r))) {
+            if let Some(range) = a
+                .ranges
+                .iter()
+                .find(|r| b.ranges.iter().any(|s| s.overlaps(r)))
+            {
                 return Err(ShareError::AccessConflict {
                     rule: range.to_string(),
                     nodemap: b.name.to_string(),
@@ -166,7 +175,10 @@ pub fn plan(
             });
         }
     }
-    for name in own.iter().filter(|n| !desired.iter().any(|s| &s.name == *n)) {
+    for name in own
+        .iter()
+        .filter(|n| !desired.iter().any(|s| &s.name == *n))
+    {
         if let Some(map) = find(name) {
             for range in &map.ranges {
                 removals.push(NodemapChange::DelRange {
@@ -224,7 +236,13 @@ mod tests {
     #[test]
     fn a_new_map_is_restricted_before_any_client_joins_it() {
         let path = RelPath::parse("shares/web").unwrap();
-        let desired = desired(project(), &path, &[rule("10.0.0.0/24", AccessLevel::Ro)], true).unwrap();
+        let desired = desired(
+            project(),
+            &path,
+            &[rule("10.0.0.0/24", AccessLevel::Ro)],
+            true,
+        )
+        .unwrap();
         let changes = plan(&empty(), &own(), &desired, true);
         let first_range = changes
             .iter()
@@ -232,15 +250,27 @@ mod tests {
             .unwrap();
         let last_setup = changes
             .iter()
-            .rposition(|c| matches!(c, NodemapChange::SetFileset { .. } | NodemapChange::SetProperty { .. }))
+            .rposition(|c| {
+                matches!(
+                    c,
+                    NodemapChange::SetFileset { .. } | NodemapChange::SetProperty { .. }
+                )
+            })
             .unwrap();
         assert!(last_setup < first_range, "{changes:?}");
         assert!(matches!(changes[0], NodemapChange::Create { .. }));
-        assert!(matches!(changes.last(), Some(NodemapChange::Activate { active: true })));
-        assert!(changes.iter().any(|c| matches!(c, NodemapChange::SetProperty { property, value, .. }
-            if property == "readonly_mount" && value == "1")));
-        assert!(changes.iter().any(|c| matches!(c, NodemapChange::SetFileset { fileset: Some(f), .. }
-            if f == "/shares/web")));
+        assert!(matches!(
+            changes.last(),
+            Some(NodemapChange::Activate { active: true })
+        ));
+        assert!(changes.iter().any(
+            |c| matches!(c, NodemapChange::SetProperty { property, value, .. }
+            if property == "readonly_mount" && value == "1")
+        ));
+        assert!(changes.iter().any(
+            |c| matches!(c, NodemapChange::SetFileset { fileset: Some(f), .. }
+            if f == "/shares/web")
+        ));
     }
 
     #[test]
@@ -261,7 +291,13 @@ mod tests {
         });
         assert!(plan(&live, &own(), &want, false).is_empty());
         let changes = plan(&live, &own(), &[], false);
-        assert!(matches!(changes.as_slice(), [NodemapChange::DelRange { .. }, NodemapChange::Delete { .. }]), "{changes:?}");
+        assert!(
+            matches!(
+                changes.as_slice(),
+                [NodemapChange::DelRange { .. }, NodemapChange::Delete { .. }]
+            ),
+            "{changes:?}"
+        );
     }
 
     #[test]
@@ -274,11 +310,17 @@ mod tests {
             ..Nodemap::default()
         });
         let want = desired(project(), &path, &[rule("10.9.1.1", AccessLevel::Rw)], true).unwrap();
-        assert!(matches!(check_conflicts(&live, &own(), &want), Err(ShareError::AccessConflict { .. })));
+        assert!(matches!(
+            check_conflicts(&live, &own(), &want),
+            Err(ShareError::AccessConflict { .. })
+        ));
         let both = desired(
             project(),
             &path,
-            &[rule("10.1.0.0/24", AccessLevel::Rw), rule("10.1.0.7", AccessLevel::Ro)],
+            &[
+                rule("10.1.0.0/24", AccessLevel::Rw),
+                rule("10.1.0.7", AccessLevel::Ro),
+            ],
             true,
         )
         .unwrap();

@@ -22,7 +22,11 @@ pub async fn claimed(fs: &dyn Filesystem, layout: &Layout) -> Result<HashSet<u32
 
 /// Claims the first free ID of `range`. Another process may claim the same candidate first;
 /// then the next one is tried.
-pub async fn allocate(fs: &dyn Filesystem, layout: &Layout, range: &ProjectRange) -> Result<ProjectId> {
+pub async fn allocate(
+    fs: &dyn Filesystem,
+    layout: &Layout,
+    range: &ProjectRange,
+) -> Result<ProjectId> {
     let taken = claimed(fs, layout).await?;
     for id in range.iter() {
         if taken.contains(&id.get()) {

@@ -140,7 +140,10 @@ impl Config {
         let export_nids = self
             .export_nids
             .iter()
-            .map(|n| n.parse::<Nid>().map_err(|e| config_error(&format!("export_nids {n:?}"), e)))
+            .map(|n| {
+                n.parse::<Nid>()
+                    .map_err(|e| config_error(&format!("export_nids {n:?}"), e))
+            })
             .collect::<Result<Vec<_>>>()?;
         let nid_net: LNet = self
             .nid_type
@@ -149,7 +152,12 @@ impl Config {
         let mode = u32::from_str_radix(self.share_mode.trim_start_matches("0o"), 8)
             .ok()
             .filter(|m| *m <= 0o7777)
-            .ok_or_else(|| ShareError::Config(format!("share_mode {:?}: not an octal mode", self.share_mode)))?;
+            .ok_or_else(|| {
+                ShareError::Config(format!(
+                    "share_mode {:?}: not an octal mode",
+                    self.share_mode
+                ))
+            })?;
         Ok(ShareSettings {
             fsname,
             prefix,
@@ -172,9 +180,13 @@ impl Config {
         match self.backend {
             BackendChoice::Local => {
                 let local = self.local.as_ref().ok_or_else(|| {
-                    ShareError::Config("backend = \"local\" needs a [local] section with root".into())
+                    ShareError::Config(
+                        "backend = \"local\" needs a [local] section with root".into(),
+                    )
                 })?;
-                Ok(Arc::new(backend::local::LocalBackend::open(&local.root).await?))
+                Ok(Arc::new(
+                    backend::local::LocalBackend::open(&local.root).await?,
+                ))
             }
             BackendChoice::Lustre => {
                 let lustre = self.lustre.as_ref().ok_or_else(|| {
@@ -187,7 +199,9 @@ impl Config {
                         lustre.fsname.as_str()
                     )));
                 }
-                Ok(Arc::new(backend::lustre::LustreBackend::new(lustre.clone())?))
+                Ok(Arc::new(backend::lustre::LustreBackend::new(
+                    lustre.clone(),
+                )?))
             }
         }
     }
@@ -230,15 +244,27 @@ root = "/tmp/x"
     fn bad_configs_name_the_problem() {
         let cases = [
             (GOOD.replace("nid_type", "nid_typo"), "nid_typo"),
-            (GOOD.replace("\"10000-19999\"", "\"200-100\""), "project_ids"),
+            (
+                GOOD.replace("\"10000-19999\"", "\"200-100\""),
+                "project_ids",
+            ),
             (GOOD.replace("\"10000-19999\"", "\"0-100\""), "project_ids"),
             (GOOD.replace("\"10000-19999\"", "\"100\""), "START-END"),
             (GOOD.replace("\"lustre\"", "\"waytoolongname\""), "fsname"),
-            (GOOD.replace("10.0.0.1@tcp", "10.0.0.300@tcp"), "export_nids"),
+            (
+                GOOD.replace("10.0.0.1@tcp", "10.0.0.300@tcp"),
+                "export_nids",
+            ),
             (GOOD.replace("o2ib3", "ethernet"), "nid_type"),
-            (GOOD.replace("root = \"/tmp/x\"", "root = \"/tmp/x\"\nextra = 1"), "extra"),
+            (
+                GOOD.replace("root = \"/tmp/x\"", "root = \"/tmp/x\"\nextra = 1"),
+                "extra",
+            ),
             (format!("{GOOD}\nshare_mode = \"999\""), "share_mode"),
-            (format!("{GOOD}\nshare_prefix = \"../escape\""), "share_prefix"),
+            (
+                format!("{GOOD}\nshare_prefix = \"../escape\""),
+                "share_prefix",
+            ),
         ];
         for (toml, needle) in cases {
             let message = settings_error(&toml);

@@ -29,7 +29,9 @@ pub enum ShareError {
     ProjectIdsInUse { range: String, in_use: String },
     #[error("share {share:?} is busy: another operation holds it")]
     Busy { share: String },
-    #[error("access rule {rule} conflicts with nodemap {nodemap}: a client can be in one nodemap only")]
+    #[error(
+        "access rule {rule} conflicts with nodemap {nodemap}: a client can be in one nodemap only"
+    )]
     AccessConflict { rule: String, nodemap: String },
     #[error("configuration: {0}")]
     Config(String),

@@ -71,7 +71,9 @@ impl ShareService {
             if entry == META_DIR {
                 continue;
             }
-            let Ok(name) = ShareName::new(&entry) else { continue };
+            let Ok(name) = ShareName::new(&entry) else {
+                continue;
+            };
             let dir = self.layout.share_dir(&name);
             if self.fs.stat_dir(&dir).await?.is_none() {
                 continue; // a file, not a directory
@@ -104,9 +106,9 @@ impl ShareService {
         let Some(bytes) = self.fs.read_file(&self.layout.record(name)?).await? else {
             return Ok(None);
         };
-        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            ShareError::Config(format!("record of share {name} is corrupt: {e}"))
-        })
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| ShareError::Config(format!("record of share {name} is corrupt: {e}")))
     }
 
     async fn write_record(&self, record: &Record) -> Result<()> {
@@ -123,8 +125,18 @@ impl ShareService {
         let export_location = if self.settings.export_nids.is_empty() {
             self.fs.host_path(&path).display().to_string()
         } else {
-            let nids: Vec<String> = self.settings.export_nids.iter().map(|n| n.to_string()).collect();
-            format!("{}:/{}/{}", nids.join(":"), self.settings.fsname, path.as_str())
+            let nids: Vec<String> = self
+                .settings
+                .export_nids
+                .iter()
+                .map(|n| n.to_string())
+                .collect();
+            format!(
+                "{}:/{}/{}",
+                nids.join(":"),
+                self.settings.fsname,
+                path.as_str()
+            )
         };
         Share {
             name: record.name.clone(),
@@ -161,11 +173,7 @@ impl ShareService {
     }
 
     /// Runs `f` under the share's lock, releasing it whatever `f` returns.
-    async fn locked<T>(
-        &self,
-        name: &ShareName,
-        f: impl AsyncFnOnce() -> Result<T>,
-    ) -> Result<T> {
+    async fn locked<T>(&self, name: &ShareName, f: impl AsyncFnOnce() -> Result<T>) -> Result<T> {
         let held = self.lock(name).await?;
         let result = f().await;
         let released = held.release(self.fs()).await;
@@ -202,8 +210,12 @@ impl ShareService {
     async fn records(&self) -> Result<Vec<Record>> {
         let mut records = Vec::new();
         for file in self.fs.list_dir(&self.layout.records_dir()?).await? {
-            let Some(stem) = file.strip_suffix(".json") else { continue };
-            let Ok(name) = ShareName::new(stem) else { continue };
+            let Some(stem) = file.strip_suffix(".json") else {
+                continue;
+            };
+            let Ok(name) = ShareName::new(stem) else {
+                continue;
+            };
             if let Some(record) = self.read_record(&name).await? {
                 records.push(record);
             }
@@ -256,7 +268,10 @@ impl ShareService {
             Some(r) if r.state == ShareState::Ready => Ok(r),
             Some(r) => Err(ShareError::Conflict {
                 share: name.to_string(),
-                message: format!("it is {:?}; retry the interrupted operation or run ensure", r.state),
+                message: format!(
+                    "it is {:?}; retry the interrupted operation or run ensure",
+                    r.state
+                ),
             }),
             None => Err(ShareError::NotFound {
                 share: name.to_string(),
@@ -306,13 +321,21 @@ impl ShareService {
                     record // creating: a crashed create, finished below
                 }
                 None => {
-                    if self.fs.stat_dir(&self.layout.share_dir(&name)).await?.is_some() {
+                    if self
+                        .fs
+                        .stat_dir(&self.layout.share_dir(&name))
+                        .await?
+                        .is_some()
+                    {
                         return Err(ShareError::Conflict {
                             share: name.to_string(),
-                            message: "a directory of that name exists and is not a lustrekit share".into(),
+                            message: "a directory of that name exists and is not a lustrekit share"
+                                .into(),
                         });
                     }
-                    let project = allocator::allocate(self.fs(), &self.layout, &self.settings.project_ids).await?;
+                    let project =
+                        allocator::allocate(self.fs(), &self.layout, &self.settings.project_ids)
+                            .await?;
                     let record = Record {
                         name: name.clone(),
                         project_id: project,
@@ -363,8 +386,12 @@ impl ShareService {
     }
 
     async fn roll_back_create(&self, record: &Record) -> Result<()> {
-        self.fs.remove_share_dir(&self.layout.share_dir(&record.name)).await?;
-        self.fs.remove_file(&self.layout.record(&record.name)?).await?;
+        self.fs
+            .remove_share_dir(&self.layout.share_dir(&record.name))
+            .await?;
+        self.fs
+            .remove_file(&self.layout.record(&record.name)?)
+            .await?;
         allocator::release(self.fs(), &self.layout, record.project_id).await
     }
 
@@ -466,7 +493,11 @@ impl ShareService {
     /// Makes the live nodemaps of one share match its rules (none if `record` is being
     /// deleted); returns the changes applied. With `check_only_conflicts` false this never
     /// refuses, so revoking always works.
-    async fn reconcile_access(&self, record: &Record, check_conflicts: bool) -> Result<Vec<backend::NodemapChange>> {
+    async fn reconcile_access(
+        &self,
+        record: &Record,
+        check_conflicts: bool,
+    ) -> Result<Vec<backend::NodemapChange>> {
         let rules: &[AccessRule] = if record.state == ShareState::Ready {
             &record.access
         } else {
@@ -532,20 +563,28 @@ impl ShareService {
         match &record.trash_id {
             Some(id) => {
                 let trashed = self.layout.trash_entry(id)?;
-                if self.fs.stat_dir(&dir).await?.is_some() && self.fs.stat_dir(&trashed).await?.is_none() {
+                if self.fs.stat_dir(&dir).await?.is_some()
+                    && self.fs.stat_dir(&trashed).await?.is_none()
+                {
                     self.fs.rename(&dir, &trashed).await?;
                 }
                 let mut trash_record = record.clone();
                 trash_record.state = ShareState::Trashed;
                 let bytes = serde_json::to_vec_pretty(&trash_record)
                     .map_err(|e| ShareError::Config(format!("serialising record: {e}")))?;
-                self.fs.write_file(&self.layout.trash_record(id)?, &bytes).await?;
-                self.fs.remove_file(&self.layout.record(&record.name)?).await?;
+                self.fs
+                    .write_file(&self.layout.trash_record(id)?, &bytes)
+                    .await?;
+                self.fs
+                    .remove_file(&self.layout.record(&record.name)?)
+                    .await?;
                 tracing::info!(share = %record.name, trash = %id, "share moved to the trash");
             }
             None => {
                 self.purge(&dir, record.project_id).await?;
-                self.fs.remove_file(&self.layout.record(&record.name)?).await?;
+                self.fs
+                    .remove_file(&self.layout.record(&record.name)?)
+                    .await?;
                 tracing::info!(share = %record.name, "share deleted");
             }
         }
@@ -557,7 +596,9 @@ impl ShareService {
     async fn purge(&self, dir: &lustre_model::RelPath, project: ProjectId) -> Result<()> {
         self.fs.remove_share_dir(dir).await?;
         if self.fs.kind() == backend::BackendKind::Lustre {
-            self.fs.set_quota(dir, project, &QuotaLimits::default()).await?;
+            self.fs
+                .set_quota(dir, project, &QuotaLimits::default())
+                .await?;
         }
         allocator::release(self.fs(), &self.layout, project).await
     }
@@ -565,8 +606,12 @@ impl ShareService {
     async fn trash_records(&self) -> Result<Vec<Record>> {
         let mut records = Vec::new();
         for file in self.fs.list_dir(&self.layout.trash_dir()?).await? {
-            let Some(id) = file.strip_suffix(".json") else { continue };
-            let Some(bytes) = self.fs.read_file(&self.layout.trash_record(id)?).await? else { continue };
+            let Some(id) = file.strip_suffix(".json") else {
+                continue;
+            };
+            let Some(bytes) = self.fs.read_file(&self.layout.trash_record(id)?).await? else {
+                continue;
+            };
             match serde_json::from_slice::<Record>(&bytes) {
                 Ok(r) => records.push(r),
                 Err(e) => tracing::warn!(trash = id, error = %e, "skipping a corrupt trash record"),
@@ -608,7 +653,10 @@ impl ShareService {
                     share: format!("{name} (in the trash)"),
                 });
             };
-            let id = record.trash_id.clone().ok_or_else(|| ShareError::Config("trash record without id".into()))?;
+            let id = record
+                .trash_id
+                .clone()
+                .ok_or_else(|| ShareError::Config("trash record without id".into()))?;
             if self.read_record(name).await?.is_some() {
                 return Err(ShareError::Conflict {
                     share: name.to_string(),
@@ -631,7 +679,9 @@ impl ShareService {
             record.expires_at = None;
             self.write_record(&record).await?;
             self.fs.remove_file(&self.layout.trash_record(&id)?).await?;
-            self.fs.set_quota(&dir, record.project_id, &Self::limits(&record)).await?;
+            self.fs
+                .set_quota(&dir, record.project_id, &Self::limits(&record))
+                .await?;
             self.reconcile_access(&record, true).await?;
             tracing::info!(share = %name, trash = %id, "share restored from the trash");
             Ok(self.to_share(&record))
@@ -644,11 +694,14 @@ impl ShareService {
         let now = now_secs();
         let mut purged = Vec::new();
         for record in self.trash_records().await? {
-            let Some(id) = record.trash_id.clone() else { continue };
+            let Some(id) = record.trash_id.clone() else {
+                continue;
+            };
             if record.expires_at.is_some_and(|t| t > now) {
                 continue;
             }
-            self.purge(&self.layout.trash_entry(&id)?, record.project_id).await?;
+            self.purge(&self.layout.trash_entry(&id)?, record.project_id)
+                .await?;
             self.fs.remove_file(&self.layout.trash_record(&id)?).await?;
             tracing::info!(trash = %id, "expired trash purged");
             purged.push(id);
@@ -672,7 +725,9 @@ impl ShareService {
             report.checked += 1;
             let name = record.name.clone();
             let outcome = self
-                .locked(&name, async || self.ensure_one(record.clone(), &mut report.repaired).await)
+                .locked(&name, async || {
+                    self.ensure_one(record.clone(), &mut report.repaired).await
+                })
                 .await;
             if let Err(e) = outcome {
                 report.problems.push(Problem {
@@ -709,7 +764,11 @@ impl ShareService {
         let dir = self.layout.share_dir(&record.name);
         if self.fs.stat_dir(&dir).await?.is_none() {
             return Err(ShareError::NotFound {
-                share: format!("{} (its directory {} is missing)", record.name, dir.as_str()),
+                share: format!(
+                    "{} (its directory {} is missing)",
+                    record.name,
+                    dir.as_str()
+                ),
             });
         }
         if self.fs.project_of(&dir).await? != Some(record.project_id) {
@@ -723,10 +782,16 @@ impl ShareService {
                 && live.inode_hard != want.inode_hard)
         {
             self.fs.set_quota(&dir, record.project_id, &want).await?;
-            note(format!("restored the quota of {} bytes", want.block_hard_bytes));
+            note(format!(
+                "restored the quota of {} bytes",
+                want.block_hard_bytes
+            ));
         }
         for change in self.reconcile_access(&record, false).await? {
-            note(format!("nodemap: {}", serde_json::to_string(&change).unwrap_or_default()));
+            note(format!(
+                "nodemap: {}",
+                serde_json::to_string(&change).unwrap_or_default()
+            ));
         }
         Ok(())
     }

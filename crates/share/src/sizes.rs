@@ -60,7 +60,10 @@ mod tests {
         assert_eq!(parse_size("10M").unwrap(), 10 << 20);
         for bad in ["0", "-1", "", "ten", "99999999999999999999999", "16E"] {
             let err = parse_size(bad).unwrap_err();
-            assert!(matches!(err, ShareError::InvalidArgument(_)), "{bad}: {err}");
+            assert!(
+                matches!(err, ShareError::InvalidArgument(_)),
+                "{bad}: {err}"
+            );
         }
     }
 
@@ -70,7 +73,14 @@ mod tests {
         assert_eq!(normalize_cidr("10.0.0.7").unwrap(), "10.0.0.7/32");
         assert_eq!(normalize_cidr("10.0.0.7/0").unwrap(), "0.0.0.0/0");
         assert_eq!(normalize_cidr("2001:db8::1/64").unwrap(), "2001:db8::/64");
-        for bad in ["10.0.0.256", "10.0.0.1/33", "10.0.0.1/x", "host", "", "10.0.0.1/-1"] {
+        for bad in [
+            "10.0.0.256",
+            "10.0.0.1/33",
+            "10.0.0.1/x",
+            "host",
+            "",
+            "10.0.0.1/-1",
+        ] {
             assert!(normalize_cidr(bad).is_err(), "{bad}");
         }
     }

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use backend::Filesystem;
-use backend::lustre::{CommandOutput, CommandRunner, FakeRunner, LocalRunner, LustreBackend, LustreConfig};
+use backend::lustre::{
+    CommandOutput, CommandRunner, FakeRunner, LocalRunner, LustreBackend, LustreConfig,
+};
 use lustre_model::{FsName, LNet, ProjectId, ProjectRange, RelPath, ShareName};
 use share::{AccessLevel, CreateShare, DeleteMode, ShareError, ShareService, ShareSettings};
 
@@ -27,7 +29,12 @@ impl CommandRunner for Split {
     fn default_timeout(&self) -> Duration {
         Duration::from_secs(20)
     }
-    async fn run_with_timeout(&self, argv: &[String], stdin: Option<&[u8]>, timeout: Duration) -> backend::Result<CommandOutput> {
+    async fn run_with_timeout(
+        &self,
+        argv: &[String],
+        stdin: Option<&[u8]>,
+        timeout: Duration,
+    ) -> backend::Result<CommandOutput> {
         match argv.first().map(String::as_str) {
             Some("lfs" | "lctl") => self.fake.run_with_timeout(argv, stdin, timeout).await,
             _ => self.local.run_with_timeout(argv, stdin, timeout).await,
@@ -89,7 +96,11 @@ fn settings() -> ShareSettings {
     ShareSettings {
         fsname: FsName::new("testfs").unwrap(),
         prefix: RelPath::parse("shares").unwrap(),
-        project_ids: ProjectRange::new(ProjectId::new(1000).unwrap(), ProjectId::new(1999).unwrap()).unwrap(),
+        project_ids: ProjectRange::new(
+            ProjectId::new(1000).unwrap(),
+            ProjectId::new(1999).unwrap(),
+        )
+        .unwrap(),
         export_nids: vec!["10.0.0.1@tcp".parse().unwrap()],
         nid_net: LNet::TCP,
         trash_ttl_secs: 60,
@@ -100,7 +111,10 @@ fn settings() -> ShareSettings {
 }
 
 fn lctl(args: &[&str]) -> Vec<String> {
-    std::iter::once("lctl").chain(args.iter().copied()).map(String::from).collect()
+    std::iter::once("lctl")
+        .chain(args.iter().copied())
+        .map(String::from)
+        .collect()
 }
 
 #[tokio::test]
@@ -108,47 +122,168 @@ async fn share_lifecycle_drives_exact_lfs_and_lctl_commands() {
     let scratch = tempfile::tempdir().unwrap();
     let mnt = scratch.path().to_str().unwrap().to_string();
     let dir = format!("{mnt}/shares/web");
-    let modify = |p: &str, v: &str| lctl(&["nodemap_modify", "--name", "lk1000ro", "--property", p, "--value", v]);
+    let modify = |p: &str, v: &str| {
+        lctl(&[
+            "nodemap_modify",
+            "--name",
+            "lk1000ro",
+            "--property",
+            p,
+            "--value",
+            v,
+        ])
+    };
     let fake = Arc::new(
         FakeRunner::new()
             // create
-            .expect(["lfs", "project", "-p", "1000", "-s", dir.as_str()], "", "", 0)
-            .expect(["lfs", "setquota", "-p", "1000", "-b", "0", "-B", "10240", "-i", "0", "-I", "5000", mnt.as_str()], "", "", 0)
+            .expect(
+                ["lfs", "project", "-p", "1000", "-s", dir.as_str()],
+                "",
+                "",
+                0,
+            )
+            .expect(
+                [
+                    "lfs",
+                    "setquota",
+                    "-p",
+                    "1000",
+                    "-b",
+                    "0",
+                    "-B",
+                    "10240",
+                    "-i",
+                    "0",
+                    "-I",
+                    "5000",
+                    mnt.as_str(),
+                ],
+                "",
+                "",
+                0,
+            )
             // a grant overlapping another nodemap's clients: read, refuse, change nothing
-            .expect(lctl(&["get_param", "nodemap.active", "nodemap.*.*"]), LIVE_BEFORE, "", 0)
+            .expect(
+                lctl(&["get_param", "nodemap.active", "nodemap.*.*"]),
+                LIVE_BEFORE,
+                "",
+                0,
+            )
             // a good read-only grant: restrictions before the range
-            .expect(lctl(&["get_param", "nodemap.active", "nodemap.*.*"]), LIVE_BEFORE, "", 0)
+            .expect(
+                lctl(&["get_param", "nodemap.active", "nodemap.*.*"]),
+                LIVE_BEFORE,
+                "",
+                0,
+            )
             .expect(lctl(&["nodemap_add", "lk1000ro"]), "", "", 0)
-            .expect(lctl(&["nodemap_set_fileset", "--name", "lk1000ro", "--fileset", "/shares/web"]), "", "", 0)
+            .expect(
+                lctl(&[
+                    "nodemap_set_fileset",
+                    "--name",
+                    "lk1000ro",
+                    "--fileset",
+                    "/shares/web",
+                ]),
+                "",
+                "",
+                0,
+            )
             .expect(modify("deny_unknown", "1"), "", "", 0)
             .expect(modify("admin", "0"), "", "", 0)
             .expect(modify("trusted", "0"), "", "", 0)
             .expect(modify("squash_uid", "65534"), "", "", 0)
             .expect(modify("squash_gid", "65534"), "", "", 0)
             .expect(modify("readonly_mount", "1"), "", "", 0)
-            .expect(lctl(&["nodemap_add_range", "--name", "lk1000ro", "--range", "10.0.0.[0-255]@tcp"]), "", "", 0)
+            .expect(
+                lctl(&[
+                    "nodemap_add_range",
+                    "--name",
+                    "lk1000ro",
+                    "--range",
+                    "10.0.0.[0-255]@tcp",
+                ]),
+                "",
+                "",
+                0,
+            )
             // delete: access goes first, then the tree, then the quota
-            .expect(lctl(&["get_param", "nodemap.active", "nodemap.*.*"]), live_after_grant(), "", 0)
-            .expect(lctl(&["nodemap_del_range", "--name", "lk1000ro", "--range", "10.0.0.[0-255]@tcp"]), "", "", 0)
+            .expect(
+                lctl(&["get_param", "nodemap.active", "nodemap.*.*"]),
+                live_after_grant(),
+                "",
+                0,
+            )
+            .expect(
+                lctl(&[
+                    "nodemap_del_range",
+                    "--name",
+                    "lk1000ro",
+                    "--range",
+                    "10.0.0.[0-255]@tcp",
+                ]),
+                "",
+                "",
+                0,
+            )
             .expect(lctl(&["nodemap_del", "lk1000ro"]), "", "", 0)
-            .expect(["lfs", "setquota", "-p", "1000", "-b", "0", "-B", "0", "-i", "0", "-I", "0", mnt.as_str()], "", "", 0),
+            .expect(
+                [
+                    "lfs",
+                    "setquota",
+                    "-p",
+                    "1000",
+                    "-b",
+                    "0",
+                    "-B",
+                    "0",
+                    "-i",
+                    "0",
+                    "-I",
+                    "0",
+                    mnt.as_str(),
+                ],
+                "",
+                "",
+                0,
+            ),
     );
-    let runner = Arc::new(Split { local: LocalRunner::new(Duration::from_secs(20), 4), fake: fake.clone() });
-    let config = LustreConfig::new(FsName::new("testfs").unwrap(), vec!["10.0.0.1@tcp".into()], &mnt);
+    let runner = Arc::new(Split {
+        local: LocalRunner::new(Duration::from_secs(20), 4),
+        fake: fake.clone(),
+    });
+    let config = LustreConfig::new(
+        FsName::new("testfs").unwrap(),
+        vec!["10.0.0.1@tcp".into()],
+        &mnt,
+    );
     let fs: Arc<dyn Filesystem> = Arc::new(LustreBackend::with_runner(config, runner).unwrap());
     let svc = ShareService::open(fs, settings()).await.unwrap();
     let name = ShareName::new("web").unwrap();
 
     let share = svc
-        .create(CreateShare { name: name.clone(), size_bytes: 10 << 20, inode_limit: Some(5000), labels: Default::default() })
+        .create(CreateShare {
+            name: name.clone(),
+            size_bytes: 10 << 20,
+            inode_limit: Some(5000),
+            labels: Default::default(),
+        })
         .await
         .unwrap();
     assert_eq!(share.export_location, "10.0.0.1@tcp:/testfs/shares/web");
     assert!(std::path::Path::new(&dir).is_dir());
 
-    let err = svc.allow(&name, "192.168.0.0/24", AccessLevel::Rw).await.unwrap_err();
-    assert!(matches!(&err, ShareError::AccessConflict { nodemap, .. } if nodemap == "BirdResearchSite"), "{err}");
-    svc.allow(&name, "10.0.0.0/24", AccessLevel::Ro).await.unwrap();
+    let err = svc
+        .allow(&name, "192.168.0.0/24", AccessLevel::Rw)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ShareError::AccessConflict { nodemap, .. } if nodemap == "BirdResearchSite"),
+        "{err}"
+    );
+    svc.allow(&name, "10.0.0.0/24", AccessLevel::Ro)
+        .await
+        .unwrap();
 
     svc.delete(&name, DeleteMode::Purge).await.unwrap();
     assert!(!std::path::Path::new(&dir).exists());
@@ -163,21 +298,67 @@ async fn a_failing_lfs_command_rolls_the_create_back_and_surfaces_lustre_stderr(
     let stderr = "lfs setquota: quotactl failed: No such device\n";
     let fake = Arc::new(
         FakeRunner::new()
-            .expect(["lfs", "project", "-p", "1000", "-s", dir.as_str()], "", "", 0)
-            .expect(["lfs", "setquota", "-p", "1000", "-b", "0", "-B", "1024", "-i", "0", "-I", "0", mnt.as_str()], "", stderr, 19),
+            .expect(
+                ["lfs", "project", "-p", "1000", "-s", dir.as_str()],
+                "",
+                "",
+                0,
+            )
+            .expect(
+                [
+                    "lfs",
+                    "setquota",
+                    "-p",
+                    "1000",
+                    "-b",
+                    "0",
+                    "-B",
+                    "1024",
+                    "-i",
+                    "0",
+                    "-I",
+                    "0",
+                    mnt.as_str(),
+                ],
+                "",
+                stderr,
+                19,
+            ),
     );
-    let runner = Arc::new(Split { local: LocalRunner::new(Duration::from_secs(20), 4), fake: fake.clone() });
-    let config = LustreConfig::new(FsName::new("testfs").unwrap(), vec!["10.0.0.1@tcp".into()], &mnt);
-    let svc = ShareService::open(Arc::new(LustreBackend::with_runner(config, runner).unwrap()), settings()).await.unwrap();
+    let runner = Arc::new(Split {
+        local: LocalRunner::new(Duration::from_secs(20), 4),
+        fake: fake.clone(),
+    });
+    let config = LustreConfig::new(
+        FsName::new("testfs").unwrap(),
+        vec!["10.0.0.1@tcp".into()],
+        &mnt,
+    );
+    let svc = ShareService::open(
+        Arc::new(LustreBackend::with_runner(config, runner).unwrap()),
+        settings(),
+    )
+    .await
+    .unwrap();
     let err = svc
-        .create(CreateShare { name: ShareName::new("bad").unwrap(), size_bytes: 1 << 20, inode_limit: None, labels: Default::default() })
+        .create(CreateShare {
+            name: ShareName::new("bad").unwrap(),
+            size_bytes: 1 << 20,
+            inode_limit: None,
+            labels: Default::default(),
+        })
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("quotactl failed: No such device"), "{err}");
+    assert!(
+        err.to_string().contains("quotactl failed: No such device"),
+        "{err}"
+    );
     fake.assert_done();
     // Nothing is left half-made: no directory, no record, no project claim.
     assert!(!std::path::Path::new(&dir).exists());
     assert!(svc.list().await.unwrap().is_empty());
-    let claims = std::fs::read_dir(format!("{mnt}/shares/.lustrekit/projects")).unwrap().count();
+    let claims = std::fs::read_dir(format!("{mnt}/shares/.lustrekit/projects"))
+        .unwrap()
+        .count();
     assert_eq!(claims, 0);
 }

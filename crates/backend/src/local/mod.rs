@@ -29,8 +29,8 @@ use nix::unistd::{Gid, Uid, UnlinkatFlags};
 
 use crate::mount::{bind_flags, bind_mount, unmount_cascade};
 use crate::{
-    BackendError, BackendKind, Capabilities, Capacity, DirInfo, DirSpec, Filesystem,
-    MountRequest, NodemapChange, QuotaEnforcement, Result,
+    BackendError, BackendKind, Capabilities, Capacity, DirInfo, DirSpec, Filesystem, MountRequest,
+    NodemapChange, QuotaEnforcement, Result,
 };
 
 const PROJECT_XATTR: &str = "user.lustrekit.project";
@@ -67,7 +67,9 @@ impl LocalBackend {
 
     fn open_blocking(root: PathBuf) -> Result<Self> {
         std::fs::create_dir_all(&root).map_err(|e| BackendError::io(&root, e))?;
-        let root = root.canonicalize().map_err(|e| BackendError::io(&root, e))?;
+        let root = root
+            .canonicalize()
+            .map_err(|e| BackendError::io(&root, e))?;
         let root_fd = nix::fcntl::open(
             &root,
             OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
@@ -183,8 +185,8 @@ impl Filesystem for LocalBackend {
     async fn create_share_dir(&self, dir: &RelPath, spec: &DirSpec) -> Result<bool> {
         let (dir, spec) = (dir.clone(), *spec);
         self.run(move |inner| {
-            let (parent, name) =
-                beneath::open_parent(inner.root_fd.as_fd(), &dir).map_err(|e| io(dir.as_str(), e))?;
+            let (parent, name) = beneath::open_parent(inner.root_fd.as_fd(), &dir)
+                .map_err(|e| io(dir.as_str(), e))?;
             let made = if inner.btrfs {
                 btrfs::create_subvolume(parent.as_fd(), name)
             } else {
@@ -196,9 +198,13 @@ impl Filesystem for LocalBackend {
                 Err(e) => return Err(io(dir.as_str(), e)),
             }
             let fd = inner.open_dir(&dir)?;
-            nix::unistd::fchown(fd.as_fd(), Some(Uid::from_raw(spec.uid)), Some(Gid::from_raw(spec.gid)))
-                .and_then(|()| nix::sys::stat::fchmod(fd.as_fd(), Mode::from_bits_truncate(spec.mode)))
-                .map_err(|e| io(dir.as_str(), e))?;
+            nix::unistd::fchown(
+                fd.as_fd(),
+                Some(Uid::from_raw(spec.uid)),
+                Some(Gid::from_raw(spec.gid)),
+            )
+            .and_then(|()| nix::sys::stat::fchmod(fd.as_fd(), Mode::from_bits_truncate(spec.mode)))
+            .map_err(|e| io(dir.as_str(), e))?;
             Ok(true)
         })
         .await
@@ -212,8 +218,8 @@ impl Filesystem for LocalBackend {
             };
             let subvolume = inner.is_subvolume(&fd)?;
             drop(fd);
-            let (parent, name) =
-                beneath::open_parent(inner.root_fd.as_fd(), &dir).map_err(|e| io(dir.as_str(), e))?;
+            let (parent, name) = beneath::open_parent(inner.root_fd.as_fd(), &dir)
+                .map_err(|e| io(dir.as_str(), e))?;
             if subvolume {
                 btrfs::destroy_subvolume(parent.as_fd(), name).map_err(|e| io(dir.as_str(), e))?;
             } else {
@@ -230,8 +236,8 @@ impl Filesystem for LocalBackend {
     async fn rename(&self, from: &RelPath, to: &RelPath) -> Result<()> {
         let (from, to) = (from.clone(), to.clone());
         self.run(move |inner| {
-            let (from_parent, from_name) =
-                beneath::open_parent(inner.root_fd.as_fd(), &from).map_err(|e| io(from.as_str(), e))?;
+            let (from_parent, from_name) = beneath::open_parent(inner.root_fd.as_fd(), &from)
+                .map_err(|e| io(from.as_str(), e))?;
             let (to_parent, to_name) =
                 beneath::open_parent(inner.root_fd.as_fd(), &to).map_err(|e| io(to.as_str(), e))?;
             nix::fcntl::renameat2(
@@ -397,12 +403,17 @@ impl Filesystem for LocalBackend {
     async fn quota(&self, dir: &RelPath, _id: ProjectId) -> Result<QuotaReport> {
         let dir = dir.clone();
         self.run(move |inner| {
-            let fd = inner.open_dir_opt(&dir)?.ok_or_else(|| BackendError::NotFound {
-                path: dir.as_str().to_string(),
-            })?;
+            let fd = inner
+                .open_dir_opt(&dir)?
+                .ok_or_else(|| BackendError::NotFound {
+                    path: dir.as_str().to_string(),
+                })?;
             let mut limits = inner.limits_of(&fd, &dir)?;
-            let walked = usage::walk(fd.try_clone().map_err(|e| BackendError::io(dir.as_str(), e))?)
-                .map_err(|e| io(dir.as_str(), e))?;
+            let walked = usage::walk(
+                fd.try_clone()
+                    .map_err(|e| BackendError::io(dir.as_str(), e))?,
+            )
+            .map_err(|e| io(dir.as_str(), e))?;
             let mut used_bytes = walked.bytes;
             if inner.quota_enforced && inner.is_subvolume(&fd)? {
                 // The kernel's numbers are the ones it enforces; commit first so they are current.
@@ -415,7 +426,8 @@ impl Filesystem for LocalBackend {
                 // Report the limit the kernel enforces, so a lost limit shows as one.
                 limits.block_hard_bytes = group.max_referenced.unwrap_or(0);
             }
-            let block_exceeded = limits.block_hard_bytes > 0 && used_bytes >= limits.block_hard_bytes;
+            let block_exceeded =
+                limits.block_hard_bytes > 0 && used_bytes >= limits.block_hard_bytes;
             let inode_exceeded = limits.inode_hard > 0 && walked.inodes >= limits.inode_hard;
             Ok(QuotaReport {
                 usage: QuotaUsage {
@@ -434,7 +446,8 @@ impl Filesystem for LocalBackend {
     }
 
     async fn nodemaps(&self) -> Result<NodemapState> {
-        self.run(|inner| nodemaps::load(inner.root_fd.as_fd())).await
+        self.run(|inner| nodemaps::load(inner.root_fd.as_fd()))
+            .await
     }
 
     async fn apply_nodemap_changes(&self, changes: &[NodemapChange]) -> Result<()> {
@@ -490,7 +503,10 @@ impl Filesystem for LocalBackend {
                 let fd = inner.open_dir(&share)?;
                 let st = nix::sys::stat::fstat(fd.as_fd()).map_err(|e| io(share.as_str(), e))?;
                 if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFDIR {
-                    return Err(BackendError::InvalidState(format!("{} is not a directory", share.as_str())));
+                    return Err(BackendError::InvalidState(format!(
+                        "{} is not a directory",
+                        share.as_str()
+                    )));
                 }
                 Ok(inner.root.join(share.as_str()))
             })
@@ -512,12 +528,17 @@ impl Filesystem for LocalBackend {
 }
 
 fn read_project(fd: &OwnedFd, dir: &RelPath) -> Result<Option<ProjectId>> {
-    let Some(raw) = beneath::get_xattr(fd.as_fd(), PROJECT_XATTR).map_err(|e| io(dir.as_str(), e))? else {
+    let Some(raw) =
+        beneath::get_xattr(fd.as_fd(), PROJECT_XATTR).map_err(|e| io(dir.as_str(), e))?
+    else {
         return Ok(None);
     };
     let text = String::from_utf8_lossy(&raw);
     let id: u32 = text.trim().parse().map_err(|_| {
-        BackendError::InvalidState(format!("{}: bad {PROJECT_XATTR} value {text:?}", dir.as_str()))
+        BackendError::InvalidState(format!(
+            "{}: bad {PROJECT_XATTR} value {text:?}",
+            dir.as_str()
+        ))
     })?;
     Ok(Some(ProjectId::new(id)?))
 }

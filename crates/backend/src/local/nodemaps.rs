@@ -94,9 +94,9 @@ fn flag(value: &str) -> Result<bool> {
 }
 
 fn id(value: &str) -> Result<u32> {
-    value
-        .parse()
-        .map_err(|_| BackendError::InvalidState(format!("nodemap id value {value:?} is not a number")))
+    value.parse().map_err(|_| {
+        BackendError::InvalidState(format!("nodemap id value {value:?} is not a number"))
+    })
 }
 
 fn apply_one(state: &mut NodemapState, change: &NodemapChange) -> Result<()> {
@@ -173,7 +173,11 @@ fn apply_one(state: &mut NodemapState, change: &NodemapChange) -> Result<()> {
 }
 
 /// Writes a file beneath the root atomically: a unique temporary file, fsync, rename.
-pub fn write_atomic(root: std::os::fd::BorrowedFd<'_>, file: &RelPath, content: &[u8]) -> Result<()> {
+pub fn write_atomic(
+    root: std::os::fd::BorrowedFd<'_>,
+    file: &RelPath,
+    content: &[u8],
+) -> Result<()> {
     let (parent, name) = beneath::open_parent(root, file).map_err(|e| errno(file.as_str(), e))?;
     let tmp_name = format!(".{name}.tmp.{}.{}", std::process::id(), unique());
     let tmp_fd = nix::fcntl::openat(
@@ -186,7 +190,11 @@ pub fn write_atomic(root: std::os::fd::BorrowedFd<'_>, file: &RelPath, content: 
     let mut tmp = std::fs::File::from(tmp_fd);
     let written = tmp.write_all(content).and_then(|()| tmp.sync_all());
     if let Err(e) = written {
-        let _ = nix::unistd::unlinkat(parent.as_fd(), tmp_name.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
+        let _ = nix::unistd::unlinkat(
+            parent.as_fd(),
+            tmp_name.as_str(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        );
         return Err(BackendError::io(file.as_str(), e));
     }
     nix::fcntl::renameat(parent.as_fd(), tmp_name.as_str(), parent.as_fd(), name)

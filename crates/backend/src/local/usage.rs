@@ -24,20 +24,26 @@ pub fn walk(dir: OwnedFd) -> Result<Walked, Errno> {
     let mut stack = vec![dir];
     while let Some(fd) = stack.pop() {
         let mut listing = nix::dir::Dir::from_fd(fd)?;
-        let parent = listing.as_fd().try_clone_to_owned().map_err(|_| Errno::EMFILE)?;
+        let parent = listing
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|_| Errno::EMFILE)?;
         for entry in listing.iter() {
             let entry = entry?;
             let name = entry.file_name();
             if name.to_bytes() == b"." || name.to_bytes() == b".." {
                 continue;
             }
-            let st = match nix::sys::stat::fstatat(parent.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-                Ok(st) => st,
-                Err(Errno::ENOENT) => continue, // removed while we walked
-                Err(e) => return Err(e),
-            };
+            let st =
+                match nix::sys::stat::fstatat(parent.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+                    Ok(st) => st,
+                    Err(Errno::ENOENT) => continue, // removed while we walked
+                    Err(e) => return Err(e),
+                };
             total.inodes += 1;
-            total.bytes = total.bytes.saturating_add((st.st_blocks as u64).saturating_mul(512));
+            total.bytes = total
+                .bytes
+                .saturating_add((st.st_blocks as u64).saturating_mul(512));
             let is_dir = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR;
             if is_dir && st.st_dev == top.st_dev {
                 match nix::fcntl::openat(

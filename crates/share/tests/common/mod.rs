@@ -44,30 +44,53 @@ pub fn btrfs_root(size_mib: u64) -> Option<TestRoot> {
     let image = dir.path().join("fs.img");
     let root = dir.path().join("mnt");
     std::fs::create_dir_all(&root).ok()?;
-    std::fs::File::create(&image).ok()?.set_len(size_mib << 20).ok()?;
+    std::fs::File::create(&image)
+        .ok()?
+        .set_len(size_mib << 20)
+        .ok()?;
     if !ok(Command::new("mkfs.btrfs").arg("-q").arg(&image)) {
         eprintln!("SKIP: mkfs.btrfs failed");
         return None;
     }
-    if !ok(Command::new("mount").arg("-o").arg("loop").arg(&image).arg(&root)) {
+    if !ok(Command::new("mount")
+        .arg("-o")
+        .arg("loop")
+        .arg(&image)
+        .arg(&root))
+    {
         eprintln!("SKIP: cannot mount a loop device here");
         return None;
     }
-    Some(TestRoot { dir, root, mounted: true })
+    Some(TestRoot {
+        dir,
+        root,
+        mounted: true,
+    })
 }
 
 pub fn plain_root() -> TestRoot {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("root");
-    TestRoot { dir, root, mounted: false }
+    TestRoot {
+        dir,
+        root,
+        mounted: false,
+    }
 }
 
 pub fn settings(first: u32, last: u32) -> ShareSettings {
     ShareSettings {
         fsname: FsName::new("testfs").unwrap(),
         prefix: RelPath::parse("shares").unwrap(),
-        project_ids: ProjectRange::new(ProjectId::new(first).unwrap(), ProjectId::new(last).unwrap()).unwrap(),
-        export_nids: vec!["10.1.0.1@tcp".parse().unwrap(), "10.1.0.2@tcp".parse().unwrap()],
+        project_ids: ProjectRange::new(
+            ProjectId::new(first).unwrap(),
+            ProjectId::new(last).unwrap(),
+        )
+        .unwrap(),
+        export_nids: vec![
+            "10.1.0.1@tcp".parse().unwrap(),
+            "10.1.0.2@tcp".parse().unwrap(),
+        ],
         nid_net: "tcp".parse::<LNet>().unwrap(),
         trash_ttl_secs: 3600,
         root_squash: true,
@@ -81,5 +104,7 @@ pub async fn local(root: &Path) -> Arc<dyn Filesystem> {
 }
 
 pub async fn service(root: &Path) -> ShareService {
-    ShareService::open(local(root).await, settings(1000, 1999)).await.expect("open service")
+    ShareService::open(local(root).await, settings(1000, 1999))
+        .await
+        .expect("open service")
 }
