@@ -1307,3 +1307,41 @@ strict_host_key_checking = "accept-new"
     let config: LustreConfig = toml::from_str(&bad_nid).unwrap();
     assert!(LustreBackend::new(config).is_err());
 }
+
+#[tokio::test]
+async fn commands_on_the_mds_use_its_mount_point_and_host_paths_stay_local() {
+    // Manila's layout: this host mounts the filesystem at /mnt/lustre, the MDS at /lustre/mds.
+    let mut config = config("/mnt/lustre");
+    config.mds_mount_point = Some("/lustre/mds".into());
+    let fake = Arc::new(
+        FakeRunner::new()
+            .expect(
+                ["lfs", "project", "-p", "7", "-s", "/lustre/mds/shares/a"],
+                "",
+                "",
+                0,
+            )
+            .expect(
+                ["lfs", "hsm_state", "/lustre/mds/shares/a/f"],
+                "/lustre/mds/shares/a/f: (0x00000001) exists, archive_id:0\n",
+                "",
+                0,
+            ),
+    );
+    let b = LustreBackend::with_runner(config, fake.clone()).unwrap();
+    assert_eq!(
+        b.host_path(&rel("shares/a")),
+        Path::new("/mnt/lustre/shares/a")
+    );
+    b.set_project(&rel("shares/a"), pid(7)).await.unwrap();
+    b.hsm_state(Path::new("/mnt/lustre/shares/a/f"))
+        .await
+        .unwrap();
+    assert!(
+        b.hsm_state(Path::new("/lustre/mds/shares/a/f"))
+            .await
+            .is_err(),
+        "a path outside the local mount"
+    );
+    fake.assert_done();
+}

@@ -203,3 +203,28 @@ fn bad_input_gets_a_clear_error_code_and_creates_nothing() {
             .contains("fs_name")
     );
 }
+
+#[test]
+fn two_processes_creating_the_same_share_end_with_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_lustrekit"))
+            .arg("--config")
+            .arg(&cfg)
+            .args(["--json", "share", "create", "race", "--size", "1M"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(a.status.success() && b.status.success());
+    assert_eq!(json(&a)["project_id"], json(&b)["project_id"]);
+    let out = lustrekit(&cfg, &["--json", "share", "list"]);
+    assert_eq!(json(&out).as_array().unwrap().len(), 1);
+    let claims = std::fs::read_dir(dir.path().join("root/shares/.lustrekit/projects"))
+        .unwrap()
+        .count();
+    assert_eq!(claims, 1);
+}

@@ -272,6 +272,41 @@ root = "/tmp/x"
         }
     }
 
+    #[tokio::test]
+    async fn a_lustre_config_opens_the_lustre_backend_and_checks_the_fsname() {
+        let text = r#"
+backend = "lustre"
+fsname = "scratch"
+project_ids = "10000-19999"
+export_nids = ["10.0.0.1@tcp"]
+[lustre]
+fsname = "scratch"
+mgs_nids = ["10.0.0.1@tcp"]
+mount_point = "/mnt/scratch"
+mds_mount_point = "/lustre/scratch"
+lfs = "/opt/lustre/bin/lfs"
+[lustre.mgs_host]
+host = "mgs1"
+key = "/etc/lustrekit/id"
+"#;
+        let config = Config::from_toml(text).unwrap();
+        let fs = config.open_backend().await.unwrap();
+        assert_eq!(fs.kind(), backend::BackendKind::Lustre);
+        let mismatched =
+            Config::from_toml(&text.replacen("fsname = \"scratch\"", "fsname = \"other\"", 1))
+                .unwrap();
+        let err = mismatched
+            .open_backend()
+            .await
+            .err()
+            .expect("fsname mismatch refused");
+        assert!(err.to_string().contains("fsname"), "{err}");
+        let missing =
+            Config::from_toml("backend = \"lustre\"\nfsname = \"x\"\nproject_ids = \"1-2\"\n")
+                .unwrap();
+        assert!(missing.open_backend().await.is_err());
+    }
+
     #[test]
     fn project_ranges_parse() {
         let r = parse_project_range("1-1").unwrap();

@@ -44,10 +44,15 @@ pub struct LustreConfig {
     /// (`10.0.0.1@tcp`) or several NIDs of the same node joined by `,`
     /// (`10.0.0.1@tcp,10.1.0.1@o2ib`). Mounts use `<node1>:<node2>:/<fsname>/<share>`.
     pub mgs_nids: Vec<String>,
-    /// Where the filesystem root is mounted as a Lustre client on the host that runs the
-    /// directory and `lfs` commands (the MDS host when `mds_host` is set, else this host).
-    /// Share paths are `<mount_point>/<share path>`.
+    /// Where the filesystem root is mounted as a Lustre client on this host (Manila's
+    /// `lustre_mount_point`). Host paths of shares, and the HSM mover's files, are
+    /// `<mount_point>/<share path>`.
     pub mount_point: PathBuf,
+    /// Where the host that runs the directory and `lfs` commands (the MDS host when
+    /// `mds_host` is set) has the filesystem mounted, when that differs from `mount_point`.
+    /// Defaults to `mount_point`.
+    #[serde(default)]
+    pub mds_mount_point: Option<PathBuf>,
     /// When set, directory, project, quota, capacity and HSM commands run on this host over
     /// SSH; otherwise they run on this host.
     #[serde(default)]
@@ -132,6 +137,7 @@ impl LustreConfig {
             fsname,
             mgs_nids,
             mount_point: mount_point.into(),
+            mds_mount_point: None,
             mds_host: None,
             mgs_host: None,
             command_timeout_secs: default_command_timeout(),

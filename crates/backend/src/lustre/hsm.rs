@@ -1,8 +1,8 @@
 //! HSM: `lfs hsm_state FILE`, `lfs hsm_set [flags] [--archive-id N] FILE`,
 //! `lfs hsm_clear [flags] FILE` and `lfs hsm_release FILE` (`lfs-hsm.md`).
 //!
-//! Files are absolute paths as the MDS-side client sees them, and must lie under
-//! `mount_point`.
+//! Files are absolute paths under `mount_point` on this host; commands name them as the
+//! command host sees them (under `mds_mount_point` when that is set).
 
 use std::path::Path;
 
@@ -11,21 +11,33 @@ use lustre_model::{HsmFlags, HsmState, ParseError};
 use super::{LustreBackend, On, is_enoent, parse_error};
 use crate::{BackendError, Result};
 
-/// The file as text, checked to lie under the mount point.
+/// The file as the command host names it, checked to lie under the mount point.
 fn file_arg(b: &LustreBackend, file: &Path) -> Result<String> {
-    let inside = file.is_absolute()
-        && file.starts_with(&b.inner.config.mount_point)
-        && !file
-            .components()
-            .any(|c| matches!(c, std::path::Component::ParentDir));
-    let text = file.to_str().filter(|_| inside).ok_or_else(|| {
+    let outside = || {
         BackendError::InvalidState(format!(
             "{} is not a file under the Lustre mount {}",
             file.display(),
-            b.inner.mount_point
+            b.inner.config.mount_point.display()
         ))
-    })?;
-    Ok(text.to_owned())
+    };
+    if !file.is_absolute()
+        || file
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(outside());
+    }
+    let relative = file
+        .strip_prefix(&b.inner.config.mount_point)
+        .map_err(|_| outside())?
+        .to_str()
+        .ok_or_else(outside)?;
+    let base = b.inner.mount_point.trim_end_matches('/');
+    Ok(if relative.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}/{relative}")
+    })
 }
 
 fn not_found(file: &str) -> BackendError {

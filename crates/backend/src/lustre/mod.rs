@@ -53,7 +53,8 @@ pub struct LustreBackend {
 #[derive(Debug)]
 struct Inner {
     config: LustreConfig,
-    /// `mount_point` as text (it is validated to be UTF-8 and absolute).
+    /// Where the command host sees the filesystem (`mds_mount_point`, else `mount_point`),
+    /// as text (validated to be UTF-8 and absolute).
     mount_point: String,
     /// `<node1>:<node2>` of the mount device.
     mgs_spec: String,
@@ -105,7 +106,13 @@ impl LustreBackend {
         mgs: Arc<dyn CommandRunner>,
         node: Arc<dyn CommandRunner>,
     ) -> Result<Self> {
-        let mount_point = validate_mount_point(&config.mount_point)?;
+        validate_mount_point(&config.mount_point)?;
+        let mount_point = validate_mount_point(
+            config
+                .mds_mount_point
+                .as_ref()
+                .unwrap_or(&config.mount_point),
+        )?;
         let mgs_spec = mgs_spec(&config.mgs_nids)?;
         Ok(Self {
             inner: Arc::new(Inner {
