@@ -22,6 +22,8 @@ btrfs quota enable "$work/mnt"
 
 ours=$("$BIN" bench shares --root "$work/mnt/lk" --count "$COUNT")
 echo "lustrekit: $ours"
+ours16=$("$BIN" bench shares --root "$work/mnt/lk16" --count "$COUNT" --concurrency 16)
+echo "lustrekit (16 at once): $ours16"
 
 mkdir -p "$work/mnt/peer"
 start=$(date +%s.%N)
@@ -36,11 +38,13 @@ done
 end=$(date +%s.%N)
 peer=$(python3 -c "import json;c=$COUNT;a=$mid-$start;b=$end-$mid;print(json.dumps({'count':c,'create_per_sec':c/a,'delete_per_sec':c/b}))")
 echo "shell loop: $peer"
-python3 - "$ours" "$peer" <<'PY'
+python3 - "$ours" "$ours16" "$peer" <<'PY'
 import json, sys
-o, p = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-print(f"create: {o['create_per_sec']:.0f} shares/s vs {p['create_per_sec']:.0f}/s bare btrfs = {o['create_per_sec']/p['create_per_sec']:.2f}x")
-print(f"delete: {o['delete_per_sec']:.0f} shares/s vs {p['delete_per_sec']:.0f}/s bare btrfs = {o['delete_per_sec']/p['delete_per_sec']:.2f}x")
+o, o16, p = (json.loads(a) for a in sys.argv[1:4])
+for label, r in (("sequential", o), ("16 at once", o16)):
+    for op in ("create", "delete"):
+        k = f"{op}_per_sec"
+        print(f"{op} ({label}): {r[k]:.0f} shares/s vs {p[k]:.0f}/s bare btrfs shell loop = {r[k]/p[k]:.2f}x")
 PY
 
 # Parser throughput: 10,000-line dumps built from the real formats.

@@ -281,20 +281,20 @@ fn expand(op: FileOp, args: &PathArgs) -> anyhow::Result<Vec<(PathBuf, u64)>> {
         let is_dir = md.as_ref().is_ok_and(|m| m.is_dir());
         if is_dir && args.recursive {
             let archive = op == FileOp::Archive;
-            let (found, errors) = crate::walk::walk_with(
-                &abs,
-                crate::walk::DEFAULT_WALK_WORKERS,
-                |p, m| {
+            let (found, errors) =
+                crate::walk::walk_with(&abs, crate::walk::DEFAULT_WALK_WORKERS, |p, m| {
                     (m.is_file() || (archive && (m.is_dir() || m.is_symlink())))
                         .then(|| (p.to_path_buf(), if m.is_file() { m.len() } else { 0 }))
-                },
-            )?;
+                })?;
             for (p, e) in errors {
                 tracing::warn!(path = %p.display(), error = %e, "walk");
             }
             out.extend(found);
         } else if is_dir && op != FileOp::Archive && op != FileOp::Remove {
-            bail!("{}: is a directory (use -r for the files in it)", abs.display());
+            bail!(
+                "{}: is a directory (use -r for the files in it)",
+                abs.display()
+            );
         } else {
             out.push((abs, md.map(|m| m.len()).unwrap_or(0)));
         }
@@ -468,7 +468,8 @@ async fn file_op(
             };
             b.finish_path(p, n);
             if let Err(e) = r {
-                b.files.suspend(|| tracing::warn!(path = %p.display(), error = %e, "failed"));
+                b.files
+                    .suspend(|| tracing::warn!(path = %p.display(), error = %e, "failed"));
             }
         })
         .await;
@@ -777,7 +778,17 @@ mod tests {
     #[test]
     fn command_line_parses() {
         let t = Top::try_parse_from([
-            "lk", "hsm", "archive", "-r", "a", "b", "--store", "file:///x", "-j", "3", "--json",
+            "lk",
+            "hsm",
+            "archive",
+            "-r",
+            "a",
+            "b",
+            "--store",
+            "file:///x",
+            "-j",
+            "3",
+            "--json",
         ])
         .expect("parse");
         assert!(t.json);

@@ -113,6 +113,7 @@ pub struct HsmEngine {
 
 impl HsmEngine {
     pub fn new(store: ArchiveStore, backend: Arc<dyn Filesystem>, cfg: EngineConfig) -> Self {
+        ignore_lease_break_signal();
         let mut cfg = cfg;
         cfg.part_size = cfg.part_size.max(64 << 10);
         cfg.concurrency = cfg.concurrency.max(1);
@@ -336,7 +337,7 @@ impl HsmEngine {
                 Some("already archived and unchanged".into()),
             ));
         }
-        let file = Arc::new(posix::open_nofollow(abs, false)?);
+        let file = Arc::new(posix::open_noatime(abs)?);
         let v0 = DataVersion::of_file(abs, &file)?;
         let size = v0.size;
         meta.size = Some(size);
@@ -374,7 +375,6 @@ impl HsmEngine {
         r.checksum = meta.checksum;
         Ok(r)
     }
-
 
     /// Streams `size` bytes of an open file to `key` with `meta` (the checksum is filled in
     /// first): one PUT for a small file, else a multipart upload with bounded memory and
@@ -754,7 +754,10 @@ impl HsmEngine {
         if info.size != v0.size {
             return Err(HsmError::refused(
                 &abs,
-                format!("archived copy has {} bytes, the stub {}", info.size, v0.size),
+                format!(
+                    "archived copy has {} bytes, the stub {}",
+                    info.size, v0.size
+                ),
             ));
         }
         let archived = FileMeta::from_map(&info.meta, 0, 0, 0);
@@ -953,7 +956,8 @@ impl HsmEngine {
     ) -> TreeReport {
         let mut report = TreeReport::default();
         let errors = std::sync::atomic::AtomicUsize::new(0);
-        let over = || max_errors.is_some_and(|m| errors.load(std::sync::atomic::Ordering::Relaxed) > m);
+        let over =
+            || max_errors.is_some_and(|m| errors.load(std::sync::atomic::Ordering::Relaxed) > m);
         let mut stream = futures::stream::iter(paths.into_iter().map(|p| {
             let errors = &errors;
             async move {
@@ -1027,6 +1031,26 @@ impl TreeReport {
             }),
         }
     }
+}
+
+/// Release and restore hold write leases (`F_SETLEASE`). When another open breaks one, the
+/// kernel signals the holder with SIGIO, whose default action ends the process: a reader
+/// opening a file mid-release (or a fanotify listener opening an event fd) would kill the
+/// mover. Ignoring SIGIO keeps lease breaks working (the kernel still waits for us to let
+/// go, up to `lease-break-time`). A handler someone else installed is left alone.
+pub fn ignore_lease_break_signal() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: reading and setting the disposition of SIGIO; SIG_IGN needs no handler.
+        unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(libc::SIGIO, std::ptr::null(), &mut old) == 0
+                && old.sa_sigaction == libc::SIG_DFL
+            {
+                libc::signal(libc::SIGIO, libc::SIG_IGN);
+            }
+        }
+    });
 }
 
 pub(crate) async fn blocking<T: Send + 'static>(

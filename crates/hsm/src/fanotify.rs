@@ -86,8 +86,9 @@ impl Group {
         let c = CString::new(path.as_os_str().as_bytes())
             .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
         // SAFETY: valid fd and NUL-terminated path.
-        let rc =
-            unsafe { libc::fanotify_mark(self.fd.as_raw_fd(), flags, mask, libc::AT_FDCWD, c.as_ptr()) };
+        let rc = unsafe {
+            libc::fanotify_mark(self.fd.as_raw_fd(), flags, mask, libc::AT_FDCWD, c.as_ptr())
+        };
         if rc != 0 {
             return Err(last_err());
         }
@@ -97,9 +98,8 @@ impl Group {
     /// `fanotify_mark(flags, mask, fd, NULL)`: a mark on the inode of an open file.
     pub fn mark_fd(&self, flags: u32, mask: u64, fd: RawFd) -> std::io::Result<()> {
         // SAFETY: valid fds; a NULL path means "the object `fd` refers to".
-        let rc = unsafe {
-            libc::fanotify_mark(self.fd.as_raw_fd(), flags, mask, fd, std::ptr::null())
-        };
+        let rc =
+            unsafe { libc::fanotify_mark(self.fd.as_raw_fd(), flags, mask, fd, std::ptr::null()) };
         if rc != 0 {
             return Err(last_err());
         }
@@ -205,10 +205,11 @@ pub fn parse_events(buf: &[u8]) -> Vec<Event> {
                 break;
             }
             // struct fanotify_event_info_range { hdr; u32 pad; u64 offset; u64 count; }
-            if info_type == FAN_EVENT_INFO_TYPE_RANGE && len >= 24 {
-                if let (Some(o), Some(c)) = (u64_at(b, i + 8), u64_at(b, i + 16)) {
-                    range = Some((o, c));
-                }
+            if info_type == FAN_EVENT_INFO_TYPE_RANGE
+                && len >= 24
+                && let (Some(o), Some(c)) = (u64_at(b, i + 8), u64_at(b, i + 16))
+            {
+                range = Some((o, c));
             }
             i += len;
         }

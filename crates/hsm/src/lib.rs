@@ -16,20 +16,30 @@
 //! - **import** turns a container or prefix into released stubs, reading every known
 //!   metadata dialect; **export** sends what is new or changed.
 //!
+//! Around it: [`cli`] (`lustrekit hsm ...`, entry point [`cli::run`]), [`policy`] (rules
+//! in TOML, `policy run|watch`), [`restore_daemon`] (restore on access with fanotify
+//! pre-content events) and [`copytool`] (the Lustre HSM coordinator's agent, through
+//! `liblustreapi` loaded at run time).
+//!
 //! Entry point: [`HsmEngine`]. Every operation returns a serde-serialisable report.
 
+pub mod cli;
+pub mod copytool;
 pub mod engine;
 pub mod error;
+pub mod fanotify;
 pub mod import;
 pub mod meta;
 pub mod metrics;
+pub mod policy;
 pub mod posix;
+pub mod restore_daemon;
 pub mod store;
 pub mod walk;
 
 pub use engine::{
-    EngineConfig, HsmEngine, OpReport, Outcome, PathError, Progress, ProgressFn, StateReport,
-    TreeOp, TreeReport,
+    EngineConfig, FileOp, HsmEngine, OpReport, Outcome, PathError, Progress, ProgressFn,
+    StateReport, TreeOp, TreeReport,
 };
 pub use error::{HsmError, Result};
 pub use import::{ConflictMode, ImportOptions, ImportReport};

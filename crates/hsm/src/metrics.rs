@@ -200,7 +200,10 @@ mod tests {
         };
         let ok = get("/metrics").await;
         assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
-        assert!(ok.contains("lustrekit_hsm_bytes_total{op=\"restore\"} 42"), "{ok}");
+        assert!(
+            ok.contains("lustrekit_hsm_bytes_total{op=\"restore\"} 42"),
+            "{ok}"
+        );
         assert!(get("/other").await.starts_with("HTTP/1.1 404"));
         task.abort();
     }

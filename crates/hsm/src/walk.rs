@@ -37,15 +37,14 @@ struct Queue {
     busy: usize,
 }
 
+/// Entries a walk could not read, with why.
+pub type WalkErrors = Vec<(PathBuf, HsmError)>;
+
 /// Walks `root` with `workers` threads, calling `keep` on every entry (root included) with
 /// its `lstat` metadata; the values it returns are collected, in no particular order.
 /// Entries that vanish during the walk are skipped; other per-entry errors are collected
 /// and the walk goes on. An unreadable `root` is an error.
-pub fn walk_with<T, F>(
-    root: &Path,
-    workers: usize,
-    keep: F,
-) -> Result<(Vec<T>, Vec<(PathBuf, HsmError)>)>
+pub fn walk_with<T, F>(root: &Path, workers: usize, keep: F) -> Result<(Vec<T>, WalkErrors)>
 where
     T: Send,
     F: Fn(&Path, &Metadata) -> Option<T> + Sync,
@@ -183,8 +182,8 @@ mod tests {
         let f = d.path().join("f");
         std::fs::write(&f, b"x").expect("write");
         assert_eq!(walk(&f).expect("walk"), vec![f.clone()]);
-        let (v, e) = walk_with(d.path(), 1, |p, m| m.is_file().then(|| p.to_path_buf()))
-            .expect("walk");
+        let (v, e) =
+            walk_with(d.path(), 1, |p, m| m.is_file().then(|| p.to_path_buf())).expect("walk");
         assert_eq!(v, vec![f]);
         assert!(e.is_empty());
         assert!(walk(&d.path().join("missing")).is_err());

@@ -188,7 +188,18 @@ pub fn write_atomic(
     )
     .map_err(|e| errno(file.as_str(), e))?;
     let mut tmp = std::fs::File::from(tmp_fd);
-    let written = tmp.write_all(content).and_then(|()| tmp.sync_all());
+    // A rename over an existing file makes ext4 (auto_da_alloc) and btrfs flush the new data
+    // before the rename is committed, so a replace is never torn without an fsync. A first
+    // write has no such guard: fsync it, or a crash could leave an empty file behind.
+    let replacing = nix::sys::stat::fstatat(
+        parent.as_fd(),
+        name,
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .is_ok();
+    let written = tmp
+        .write_all(content)
+        .and_then(|()| if replacing { Ok(()) } else { tmp.sync_all() });
     if let Err(e) = written {
         let _ = nix::unistd::unlinkat(
             parent.as_fd(),

@@ -190,7 +190,9 @@ impl PolicyConfig {
         if let Some(r) = self.rate_limit
             && !(r.is_finite() && r > 0.0)
         {
-            return Err(perr(format!("rate_limit must be a positive number, not {r}")));
+            return Err(perr(format!(
+                "rate_limit must be a positive number, not {r}"
+            )));
         }
         if self.scan_workers == 0 || self.scan_workers > 64 {
             return Err(perr("scan_workers must be between 1 and 64"));
@@ -237,7 +239,9 @@ impl PolicyConfig {
     pub fn usage_scope(&self) -> Option<UsageScope> {
         self.release.as_ref().map(|r| match (&r.share, r.capacity) {
             (Some(s), _) => UsageScope::Share { dir: s.clone() },
-            (None, Some(c)) => UsageScope::Tree { capacity_bytes: c.0 },
+            (None, Some(c)) => UsageScope::Tree {
+                capacity_bytes: c.0,
+            },
             (None, None) => UsageScope::Filesystem,
         })
     }
@@ -281,7 +285,9 @@ mod tests {
     }
 
     fn err(text: &str) -> String {
-        PolicyConfig::parse(text).expect_err("must fail").to_string()
+        PolicyConfig::parse(text)
+            .expect_err("must fail")
+            .to_string()
     }
 
     #[test]
@@ -301,7 +307,9 @@ mod tests {
         assert!(e.contains("rate_limit"), "{e}");
         let e = err("[archive]\n");
         assert!(e.contains("older_than_minutes"), "{e}");
-        let e = err("[release]\nhigh_watermark = 90\nlow_watermark = 10\nshare = \"a\"\ncapacity = 5\n");
+        let e = err(
+            "[release]\nhigh_watermark = 90\nlow_watermark = 10\nshare = \"a\"\ncapacity = 5\n",
+        );
         assert!(e.contains("not both"), "{e}");
     }
 }

@@ -36,8 +36,7 @@ impl ChangeWatcher {
         )
         .map_err(|e| format!("fanotify_init: {e}"))?;
         let mask = fan::FAN_MODIFY | fan::FAN_CLOSE_WRITE;
-        let mark = match group.mark_path(fan::FAN_MARK_ADD | fan::FAN_MARK_FILESYSTEM, mask, dir)
-        {
+        let mark = match group.mark_path(fan::FAN_MARK_ADD | fan::FAN_MARK_FILESYSTEM, mask, dir) {
             Ok(()) => "filesystem",
             Err(e1) => match group.mark_path(fan::FAN_MARK_ADD | fan::FAN_MARK_MOUNT, mask, dir) {
                 Ok(()) => "mount",
