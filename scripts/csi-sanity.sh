@@ -8,8 +8,7 @@
 # cleanly on SIGTERM.
 #
 # Environment:
-#   LUSTREKIT_BIN   the lustrekit binary (default target/debug/lustrekit; when it has no `csi`
-#                   subcommand, the csi crate's example driver is built and used instead)
+#   LUSTREKIT_BIN   a prebuilt lustrekit binary (default: build target/debug/lustrekit)
 #   CSI_SANITY_ARGS extra arguments for csi-sanity (e.g. --ginkgo.focus=Node)
 #   KEEP_WORKDIR=1  keep the work directory for inspection
 set -euo pipefail
@@ -30,16 +29,10 @@ done
 
 sanity="$(scripts/install-csi-sanity.sh)"
 
-# The driver: `lustrekit csi` when the binary has it, else the csi crate's example.
+# The driver: the real binary, `lustrekit csi`.
 bin="${LUSTREKIT_BIN:-target/debug/lustrekit}"
-driver=()
-if [[ -x "$bin" ]] && "$bin" csi --help >/dev/null 2>&1; then
-    driver=("$bin" csi)
-else
-    echo "csi-sanity: building the csi crate's example driver" >&2
-    nice cargo build -q -p csi --example csi-driver
-    driver=(target/debug/examples/csi-driver)
-fi
+[[ -n "${LUSTREKIT_BIN:-}" ]] || nice cargo build -q -p lustrekit
+driver=("$bin" csi)
 
 work="$(mktemp -d /tmp/lustrekit-csi-sanity.XXXXXX)"
 driver_pid=""

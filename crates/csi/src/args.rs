@@ -44,13 +44,6 @@ pub struct CsiArgs {
     /// all modes; defaults to the host name.
     #[arg(long, env = "CSI_NODE_ID")]
     pub node_id: Option<String>,
-    /// The lustrekit configuration file (the same TOML the share service reads).
-    #[arg(
-        long,
-        env = "LUSTREKIT_CONFIG",
-        default_value = "/etc/lustrekit/lustrekit.toml"
-    )]
-    pub config: PathBuf,
     /// The name this driver answers GetPluginInfo with.
     #[arg(long, env = "CSI_DRIVER_NAME", default_value = DEFAULT_DRIVER_NAME)]
     pub driver_name: String,

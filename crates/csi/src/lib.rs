@@ -29,9 +29,9 @@ pub use args::{CsiArgs, Mode};
 pub use csi_server::{Driver, DriverOptions};
 pub use error::{CsiError, Result};
 
-/// `lustrekit csi`: loads the configuration, opens the backend and the share service, and
-/// serves until SIGTERM or SIGINT.
-pub async fn run(args: CsiArgs) -> Result<()> {
+/// `lustrekit csi`: loads the configuration (the same TOML the share service reads), opens
+/// the backend and the share service, and serves until SIGTERM or SIGINT.
+pub async fn run(args: CsiArgs, config: &std::path::Path) -> Result<()> {
     let socket = args.socket_path()?;
     let metrics_addr = args.metrics_addr()?;
     let node_id = if args.mode.node() {
@@ -39,7 +39,7 @@ pub async fn run(args: CsiArgs) -> Result<()> {
     } else {
         args.node_id().unwrap_or_default()
     };
-    let config = share::Config::load(&args.config)?;
+    let config = share::Config::load(config)?;
     let settings = config.settings()?;
     let fs = config.open_backend().await?;
     let service = Arc::new(share::ShareService::open(fs, settings).await?);

@@ -1,5 +1,5 @@
-//! `lustrekit`: one binary, thin front-ends over the share service (and, as they land, the
-//! CSI driver and the HSM mover). Nothing here knows Lustre commands.
+//! `lustrekit`: one binary, thin front-ends over the share service, the CSI driver and the
+//! HSM mover. Nothing here knows Lustre commands.
 
 mod bench;
 mod demo;
@@ -40,6 +40,8 @@ struct Cli {
 enum Command {
     /// Manage shares: the same lifecycle Manila and operators use.
     Share(share_cmd::ShareArgs),
+    /// Serve the CSI driver (spec v1.12) on a unix socket.
+    Csi(csi::CsiArgs),
     /// Run the whole share lifecycle on the embedded local backend, with a report.
     Demo(demo::DemoArgs),
     /// Measurements behind the benchmark figures.
@@ -69,6 +71,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Share(args) => share_cmd::run(&cli.config, json, args).await,
+            Command::Csi(args) => Ok(csi::run(args, &cli.config).await?),
             Command::Demo(args) => demo::run(args).await,
             Command::Bench(args) => bench::run(args).await,
         }
