@@ -218,6 +218,7 @@ impl Shared {
             fd.as_raw_fd(),
         ) {
             tracing::debug!(error = %e, "ignore mark refused; later reads will ask again");
+            eprintln!("IGNORE FAILED {e}");
         }
     }
 
@@ -230,6 +231,7 @@ impl Shared {
     async fn handle(self: Arc<Self>, ev: Event) {
         let Some(fd) = ev.fd else { return };
         self.stats.events.fetch_add(1, Ordering::Relaxed);
+        eprintln!("EVENT pid={} mask={:#x} range={:?} path={:?}", ev.pid, ev.mask, ev.range, fan::fd_path(fd.as_raw_fd()));
         if ev.mask & fan::FAN_PRE_ACCESS == 0 {
             self.answer_fd(Some(&fd), fan::FAN_ALLOW);
             return;

@@ -116,11 +116,13 @@ async fn released_file_is_restored_when_read() {
         Err(e) => panic!("daemon: {e}"),
     };
 
+    let t0 = std::time::Instant::now();
     // A file that needs nothing is answered at once.
     let out = cat(&plain).await;
     assert!(out.status.success());
     assert_eq!(out.stdout, b"never archived\n");
 
+    eprintln!("t={:?}", t0.elapsed());
     // The released file: the reader gets the original bytes.
     let out = cat(&big).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -131,14 +133,17 @@ async fn released_file_is_restored_when_read() {
         !st.flags.released && st.flags.archived && !st.flags.dirty,
         "{st}"
     );
+    eprintln!("t={:?}", t0.elapsed());
     // Read again (now ignored by the daemon, served from disk).
     let out = cat(&big).await;
     assert!(out.stdout == big_data);
+    eprintln!("t={:?}", t0.elapsed());
     // Release works again after an on-access restore (the data version was rebaselined).
     engine.release(&big).await.expect("release again");
     let out = cat(&big).await;
     assert!(out.stdout == big_data, "second restore on access");
 
+    eprintln!("t={:?}", t0.elapsed());
     // A corrupted archive: the read fails, the stub stays released.
     let out = cat(&bad).await;
     assert!(!out.status.success(), "read of a corrupt archive succeeded");
@@ -148,6 +153,7 @@ async fn released_file_is_restored_when_read() {
     assert!(st.flags.released, "{st}");
     assert!(blocks(&bad) < 64, "corrupt bytes left in the stub");
 
+    eprintln!("t={:?}", t0.elapsed());
     let stats = daemon.stats();
     assert!(stats.restored.load(std::sync::atomic::Ordering::Relaxed) >= 2);
     daemon.stop().await;

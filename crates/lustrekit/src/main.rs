@@ -42,6 +42,8 @@ enum Command {
     Share(share_cmd::ShareArgs),
     /// Serve the CSI driver (spec v1.12) on a unix socket.
     Csi(csi::CsiArgs),
+    /// Tier files to object storage: archive, release, restore, import, export, policies.
+    Hsm(hsm::cli::HsmArgs),
     /// Run the whole share lifecycle on the embedded local backend, with a report.
     Demo(demo::DemoArgs),
     /// Measurements behind the benchmark figures.
@@ -72,6 +74,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Share(args) => share_cmd::run(&cli.config, json, args).await,
             Command::Csi(args) => Ok(csi::run(args, &cli.config).await?),
+            Command::Hsm(args) => hsm::cli::run(args, json).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Bench(args) => bench::run(args).await,
         }

@@ -298,7 +298,19 @@ pub async fn run(config: &Path, json: bool, args: ShareArgs) -> anyhow::Result<(
             }
         }
         ShareCommand::Ensure => {
-            let report = service().await?.ensure().await?;
+            let bar = indicatif::ProgressBar::new(0).with_style(
+                indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} ensuring {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let report = service()
+                .await?
+                .ensure_with_progress(|done, total, share| {
+                    bar.set_length(total as u64);
+                    bar.set_position(done as u64);
+                    bar.set_message(share.to_string());
+                })
+                .await?;
+            bar.finish_and_clear();
             if json {
                 print_json(&report)?
             } else {

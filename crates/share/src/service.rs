@@ -715,13 +715,24 @@ impl ShareService {
     /// repairs a missing project ID, quota or nodemap, reports what it cannot repair (a
     /// missing directory), and purges expired trash.
     pub async fn ensure(&self) -> Result<EnsureReport> {
+        self.ensure_with_progress(|_, _, _| {}).await
+    }
+
+    /// [`ShareService::ensure`], calling `progress(done, total, share)` before each share.
+    pub async fn ensure_with_progress(
+        &self,
+        progress: impl Fn(usize, usize, &str),
+    ) -> Result<EnsureReport> {
         let mut report = EnsureReport {
             checked: 0,
             repaired: Vec::new(),
             problems: Vec::new(),
             purged_trash: Vec::new(),
         };
-        for record in self.records().await? {
+        let records = self.records().await?;
+        let total = records.len();
+        for record in records {
+            progress(report.checked, total, record.name.as_str());
             report.checked += 1;
             let name = record.name.clone();
             let outcome = self
