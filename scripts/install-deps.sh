@@ -25,6 +25,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 [ "${1:-}" = "--demo" ] && exit 0
 
+python3 -m pytest --version >/dev/null 2>&1 || python3 -m pip install -q pytest
+
 # Test servers and tools each have their own idempotent installer.
 for installer in scripts/install-*.sh; do
   [ "$installer" = scripts/install-deps.sh ] && continue
