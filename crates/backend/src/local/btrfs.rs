@@ -90,6 +90,7 @@ nix::ioctl_readwrite!(ioc_ino_lookup, BTRFS_IOCTL_MAGIC, 18, InoLookupArgs);
 nix::ioctl_readwrite!(ioc_quota_ctl, BTRFS_IOCTL_MAGIC, 40, QuotaCtlArgs);
 nix::ioctl_read!(ioc_qgroup_limit, BTRFS_IOCTL_MAGIC, 43, QgroupLimitArgs);
 
+
 /// True when `fd` lies on a btrfs filesystem.
 pub fn is_btrfs(fd: BorrowedFd<'_>) -> Result<bool, Errno> {
     let st = nix::sys::statfs::fstatfs(fd)?;
@@ -186,56 +187,124 @@ fn read_u32(buf: &[u8], at: usize) -> Option<u32> {
         .map(u32::from_le_bytes)
 }
 
+/// One item found by a tree search.
+struct Item {
+    kind: u32,
+    offset: u64,
+    data: Vec<u8>,
+}
+
+/// All items of `tree` whose composite key (objectid, type, offset) lies between the lower and
+/// upper bounds (the kernel compares whole keys, not each field), fetched a buffer at a time;
+/// the next call starts just past the last key seen.
+fn search(
+    fd: BorrowedFd<'_>,
+    tree: u64,
+    objectids: (u64, u64),
+    types: (u32, u32),
+    offsets: (u64, u64),
+) -> Result<Vec<Item>, Errno> {
+    let mut items = Vec::new();
+    let mut key = SearchKey {
+        tree_id: tree,
+        min_objectid: objectids.0,
+        max_objectid: objectids.1,
+        min_offset: offsets.0,
+        max_offset: offsets.1,
+        min_transid: 0,
+        max_transid: u64::MAX,
+        min_type: types.0,
+        max_type: types.1,
+        ..SearchKey::default()
+    };
+    loop {
+        key.nr_items = 512;
+        let mut args = Box::new(SearchArgs {
+            key,
+            buf: [0; SEARCH_BUF],
+        });
+        // SAFETY: valid btrfs_ioctl_search_args.
+        unsafe { ioc_tree_search(fd.as_raw_fd(), &mut *args) }?;
+        let found = args.key.nr_items;
+        if found == 0 {
+            return Ok(items);
+        }
+        let mut at = 0usize;
+        let mut last = None;
+        for _ in 0..found {
+            let (Some(objectid), Some(offset), Some(kind), Some(len)) = (
+                read_u64(&args.buf, at + 8),
+                read_u64(&args.buf, at + 16),
+                read_u32(&args.buf, at + 24),
+                read_u32(&args.buf, at + 28),
+            ) else {
+                return Ok(items);
+            };
+            let start = at + 32;
+            let data = args
+                .buf
+                .get(start..start + len as usize)
+                .map(<[u8]>::to_vec)
+                .unwrap_or_default();
+            items.push(Item {
+                kind,
+                offset,
+                data,
+            });
+            last = Some((objectid, kind, offset));
+            at = start + len as usize;
+        }
+        let Some((objectid, kind, offset)) = last else {
+            return Ok(items);
+        };
+        // Advance past the last key: offset, then type, then objectid.
+        if offset < u64::MAX {
+            key.min_objectid = objectid;
+            key.min_type = kind;
+            key.min_offset = offset + 1;
+        } else if kind < u32::MAX {
+            key.min_objectid = objectid;
+            key.min_type = kind + 1;
+            key.min_offset = 0;
+        } else if objectid < u64::MAX {
+            key.min_objectid = objectid + 1;
+            key.min_type = 0;
+            key.min_offset = 0;
+        } else {
+            return Ok(items);
+        }
+        if key.min_objectid > key.max_objectid {
+            return Ok(items);
+        }
+    }
+}
+
 /// Reads the qgroup info and limit items of subvolume `subvol_id` from the quota tree.
 pub fn qgroup(fd: BorrowedFd<'_>, subvol_id: u64) -> Result<Option<Qgroup>, Errno> {
-    let mut args = Box::new(SearchArgs {
-        key: SearchKey {
-            tree_id: BTRFS_QUOTA_TREE_OBJECTID,
-            min_objectid: 0,
-            max_objectid: 0,
-            min_offset: subvol_id,
-            max_offset: subvol_id,
-            min_transid: 0,
-            max_transid: u64::MAX,
-            min_type: BTRFS_QGROUP_INFO_KEY,
-            max_type: BTRFS_QGROUP_LIMIT_KEY,
-            nr_items: 16,
-            ..SearchKey::default()
-        },
-        buf: [0; SEARCH_BUF],
-    });
-    // SAFETY: valid btrfs_ioctl_search_args.
-    unsafe { ioc_tree_search(fd.as_raw_fd(), &mut *args) }?;
+    let items = search(
+        fd,
+        BTRFS_QUOTA_TREE_OBJECTID,
+        (0, 0),
+        (BTRFS_QGROUP_INFO_KEY, BTRFS_QGROUP_LIMIT_KEY),
+        (subvol_id, subvol_id),
+    )?;
     let mut found = None::<Qgroup>;
-    let mut at = 0usize;
-    const HEADER: usize = 32;
-    for _ in 0..args.key.nr_items {
-        let (Some(offset), Some(kind), Some(len)) = (
-            read_u64(&args.buf, at + 16),
-            read_u32(&args.buf, at + 24),
-            read_u32(&args.buf, at + 28),
-        ) else {
-            break;
-        };
-        let item = at + HEADER;
-        if offset == subvol_id {
-            let group = found.get_or_insert_with(Qgroup::default);
-            match kind {
-                BTRFS_QGROUP_INFO_KEY => {
-                    group.referenced = read_u64(&args.buf, item + 8).unwrap_or(0);
-                    group.exclusive = read_u64(&args.buf, item + 24).unwrap_or(0);
-                }
-                BTRFS_QGROUP_LIMIT_KEY => {
-                    let flags = read_u64(&args.buf, item).unwrap_or(0);
-                    let max = read_u64(&args.buf, item + 8).unwrap_or(0);
-                    if flags & BTRFS_QGROUP_LIMIT_MAX_RFER != 0 && max != 0 {
-                        group.max_referenced = Some(max);
-                    }
-                }
-                _ => {}
+    for item in items.iter().filter(|i| i.offset == subvol_id) {
+        let group = found.get_or_insert_with(Qgroup::default);
+        match item.kind {
+            BTRFS_QGROUP_INFO_KEY => {
+                group.referenced = read_u64(&item.data, 8).unwrap_or(0);
+                group.exclusive = read_u64(&item.data, 24).unwrap_or(0);
             }
+            BTRFS_QGROUP_LIMIT_KEY => {
+                let flags = read_u64(&item.data, 0).unwrap_or(0);
+                let max = read_u64(&item.data, 8).unwrap_or(0);
+                if flags & BTRFS_QGROUP_LIMIT_MAX_RFER != 0 && max != 0 && max != LIMIT_CLEAR {
+                    group.max_referenced = Some(max);
+                }
+            }
+            _ => {}
         }
-        at = item + len as usize;
     }
     Ok(found)
 }
