@@ -30,5 +30,6 @@ cargo test --workspace -- --test-threads=2
 # The Manila shim, against the real binary.
 (cd contrib/manila && python3 -m pytest -q tests)
 
+scripts/validate-chart.sh
 # Conformance: the upstream csi-sanity against `lustrekit csi` on a btrfs loop image.
 scripts/csi-sanity.sh

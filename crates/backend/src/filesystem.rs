@@ -119,6 +119,30 @@ pub enum NodemapChange {
     },
 }
 
+/// How a node makes a share visible at a target (ARCHITECTURE.md, CSI node model). The
+/// choice matters only on `lustre`; on `local` both are bind mounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountMode {
+    /// A Lustre fileset mount of the share itself at the target: one client instance per
+    /// volume, and what a nodemap that restricts the node to that fileset requires.
+    #[default]
+    Direct,
+    /// A bind mount of the share's directory from one reference-counted client mount of the
+    /// filesystem per node: light with many volumes on a node.
+    Bind,
+}
+
+impl MountMode {
+    /// The name used in StorageClass parameters and volume contexts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::Bind => "bind",
+        }
+    }
+}
+
 /// A request to make a share visible at a target path on this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountRequest {
@@ -128,6 +152,8 @@ pub struct MountRequest {
     pub read_only: bool,
     /// Extra mount options (`-o`), already validated by the caller.
     pub options: Vec<String>,
+    /// Direct fileset mount or bind mount from the node's shared client mount.
+    pub mode: MountMode,
 }
 
 /// A filesystem lustrekit manages shares on. Every method is idempotent: a retry after a

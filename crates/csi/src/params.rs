@@ -90,32 +90,20 @@ impl ReclaimPolicy {
     }
 }
 
-/// How the node makes the share visible at the target (see ARCHITECTURE.md, CSI node model).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MountMode {
-    /// A Lustre fileset mount of the share itself.
-    Direct,
-    /// A bind mount of the share from a shared client mount.
-    Bind,
-}
+/// How the node makes the share visible at the target (see ARCHITECTURE.md, CSI node model):
+/// the backend's own type, so what the StorageClass says is what the node's mount request
+/// carries.
+pub use backend::MountMode;
 
-impl MountMode {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Direct => "direct",
-            Self::Bind => "bind",
-        }
-    }
-
-    pub fn parse(text: &str) -> Result<Self> {
-        match text {
-            "direct" => Ok(Self::Direct),
-            "bind" => Ok(Self::Bind),
-            other => Err(CsiError::invalid(format!(
-                "parameter {}={other:?}: expected direct or bind",
-                keys::MOUNT_MODE
-            ))),
-        }
+/// `direct` or `bind`, as a StorageClass parameter or volume context value.
+pub fn parse_mount_mode(text: &str) -> Result<MountMode> {
+    match text {
+        "direct" => Ok(MountMode::Direct),
+        "bind" => Ok(MountMode::Bind),
+        other => Err(CsiError::invalid(format!(
+            "{}={other:?}: expected direct or bind",
+            keys::MOUNT_MODE
+        ))),
     }
 }
 
@@ -187,7 +175,10 @@ impl VolumeParams {
                 keys::RECLAIM_POLICY
             )));
         }
-        let mount_mode = MountMode::parse(get(keys::MOUNT_MODE).unwrap_or("direct"))?;
+        let mount_mode = get(keys::MOUNT_MODE)
+            .map(parse_mount_mode)
+            .transpose()?
+            .unwrap_or_default();
         let metadata = ClaimMetadata {
             pvc_name: get(keys::PVC_NAME).map(str::to_string),
             pvc_namespace: get(keys::PVC_NAMESPACE).map(str::to_string),
@@ -218,7 +209,7 @@ impl VolumeParams {
         {
             out.insert(labels::TRASH_TTL_SECS.into(), ttl.to_string());
         }
-        out.insert(labels::MOUNT_MODE.into(), self.mount_mode.name().into());
+        out.insert(labels::MOUNT_MODE.into(), self.mount_mode.as_str().into());
         if let (Some(ns), Some(name)) = (&self.metadata.pvc_namespace, &self.metadata.pvc_name) {
             out.insert(labels::PVC.into(), format!("{ns}/{name}"));
         }
@@ -406,6 +397,8 @@ mod tests {
         let labels = p.labels("pvc-123");
         assert_eq!(ReclaimPolicy::from_labels(&labels).unwrap(), p.reclaim);
         assert_eq!(labels[labels::PVC], "team-a/data");
+        assert_eq!(p.mount_mode, MountMode::Bind);
+        assert_eq!(labels[labels::MOUNT_MODE], "bind");
     }
 
     #[test]

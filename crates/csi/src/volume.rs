@@ -8,6 +8,7 @@ use share::{Share, ShareSettings};
 
 use crate::error::{CsiError, Result};
 use crate::grpc::{VolumeCapability, volume_capability};
+use crate::params::{MountMode, parse_mount_mode};
 
 /// Volume context keys. CreateVolume writes them; a static PV's `volumeAttributes` names at
 /// least [`context::SHARE_PATH`] (and `static: "true"`).
@@ -68,6 +69,8 @@ pub struct NodeVolume {
     pub path: RelPath,
     pub project: Option<ProjectId>,
     pub is_static: bool,
+    /// From the context's `mountMode` (a static PV may name it too); `direct` when absent.
+    pub mount_mode: MountMode,
 }
 
 /// Resolves the share path for the node: the volume context's `sharePath` (always present for
@@ -113,6 +116,12 @@ pub fn node_volume(
             settings.fsname.as_str()
         )));
     }
+    let mount_mode = ctx
+        .get(context::MOUNT_MODE)
+        .map(|m| parse_mount_mode(m))
+        .transpose()
+        .map_err(|e| CsiError::invalid(format!("volume context: {e}")))?
+        .unwrap_or_default();
     let project = match ctx.get(context::PROJECT_ID) {
         Some(text) => Some(text.parse::<ProjectId>().map_err(|e| {
             CsiError::invalid(format!("volume context {}: {e}", context::PROJECT_ID))
@@ -128,6 +137,7 @@ pub fn node_volume(
             path,
             project: project.or(id_project),
             is_static,
+            mount_mode,
         });
     }
     if is_static {
@@ -141,6 +151,7 @@ pub fn node_volume(
             path: id.path,
             project: Some(id.project),
             is_static: false,
+            mount_mode,
         }),
         Ok(id) => Err(CsiError::NotFound(format!(
             "volume {volume_id:?} is on filesystem {:?}, not {:?}",
@@ -292,6 +303,23 @@ mod tests {
                 .unwrap_err()
                 .code(),
             tonic::Code::NotFound
+        );
+    }
+
+    #[test]
+    fn the_mount_mode_comes_from_the_context() {
+        let s = settings();
+        let id = "v1/lfs1/1001/shares/pvc-1";
+        let v = node_volume(id, &HashMap::new(), &s).unwrap();
+        assert_eq!(v.mount_mode, MountMode::Direct, "absent means direct");
+        for (text, mode) in [("direct", MountMode::Direct), ("bind", MountMode::Bind)] {
+            let ctx = HashMap::from([(context::MOUNT_MODE.to_string(), text.to_string())]);
+            assert_eq!(node_volume(id, &ctx, &s).unwrap().mount_mode, mode);
+        }
+        let bad = HashMap::from([(context::MOUNT_MODE.to_string(), "Bind".to_string())]);
+        assert_eq!(
+            node_volume(id, &bad, &s).unwrap_err().code(),
+            tonic::Code::InvalidArgument
         );
     }
 

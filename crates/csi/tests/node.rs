@@ -363,3 +363,55 @@ async fn stats_are_abnormal_over_quota() {
         .unwrap();
     d.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bind_mount_mode_reaches_the_node_and_bad_modes_are_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let pods = dir.path().join("pods");
+    std::fs::create_dir(&pods).unwrap();
+    let d = Running::start(&root, &dir.path().join("csi.sock"), Mode::All, false).await;
+    let (mut c, mut n) = (d.controller(), d.node());
+    let a = c
+        .create_volume(create_req("pvc-a", MIB, &[("mountMode", "bind")]))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    assert_eq!(a.volume_context["mountMode"], "bind");
+
+    // On `local` a bind-mode volume is a bind mount, like a direct one; retries are fine.
+    let ta = pods.join("a");
+    for _ in 0..2 {
+        n.node_publish_volume(publish_req(&a, &ta, false))
+            .await
+            .unwrap();
+    }
+    std::fs::write(ta.join("hello"), b"bind").unwrap();
+    assert_eq!(
+        std::fs::read(root.join("shares/pvc-a/hello")).unwrap(),
+        b"bind"
+    );
+    n.node_unpublish_volume(unpublish_req(&a.volume_id, &ta))
+        .await
+        .unwrap();
+    assert!(!ta.exists());
+
+    // A mode the driver does not know, in a volume context: INVALID_ARGUMENT, nothing mounted.
+    let mut bad = a.clone();
+    bad.volume_context
+        .insert("mountMode".into(), "loopback".into());
+    let tb = pods.join("b");
+    let err = n
+        .node_publish_volume(publish_req(&bad, &tb, false))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("mountMode"), "{err}");
+    assert!(!tb.exists());
+    d.stop().await.unwrap();
+}

@@ -90,7 +90,6 @@ nix::ioctl_readwrite!(ioc_ino_lookup, BTRFS_IOCTL_MAGIC, 18, InoLookupArgs);
 nix::ioctl_readwrite!(ioc_quota_ctl, BTRFS_IOCTL_MAGIC, 40, QuotaCtlArgs);
 nix::ioctl_read!(ioc_qgroup_limit, BTRFS_IOCTL_MAGIC, 43, QgroupLimitArgs);
 
-
 /// True when `fd` lies on a btrfs filesystem.
 pub fn is_btrfs(fd: BorrowedFd<'_>) -> Result<bool, Errno> {
     let st = nix::sys::statfs::fstatfs(fd)?;
@@ -246,11 +245,7 @@ fn search(
                 .get(start..start + len as usize)
                 .map(<[u8]>::to_vec)
                 .unwrap_or_default();
-            items.push(Item {
-                kind,
-                offset,
-                data,
-            });
+            items.push(Item { kind, offset, data });
             last = Some((objectid, kind, offset));
             at = start + len as usize;
         }

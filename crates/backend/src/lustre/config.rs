@@ -6,6 +6,7 @@
 //! mgs_nids = ["10.0.0.1@tcp", "10.0.0.2@tcp"]   # two failover MGS nodes
 //! mount_point = "/mnt/testfs"
 //! command_timeout_secs = 60
+//! node_mount_root = "/var/lib/lustrekit/mnt"      # shared client mounts of `bind` volumes
 //!
 //! [mgs_host]                                      # nodemap commands go over SSH
 //! host = "mgs1.example.org"
@@ -70,6 +71,17 @@ pub struct LustreConfig {
     /// At most this many commands (local processes or `ssh` clients) run at once (default 8).
     #[serde(default = "default_max_concurrent")]
     pub max_concurrent_commands: usize,
+    /// Where a node keeps its one shared client mount of the filesystem for `bind` mount
+    /// mode volumes: `<node_mount_root>/<fsname>` (default `/var/lib/lustrekit/mnt`). It is
+    /// outside kubelet's directories, so kubelet never takes it for a staged device.
+    #[serde(default = "default_node_mount_root")]
+    pub node_mount_root: PathBuf,
+    /// Client options (`-o`) of that shared mount (default none). One client mount serves
+    /// every `bind` volume of the node, so per-volume Lustre client options cannot apply:
+    /// a volume may repeat one of these, or use options a bind mount honours (`ro`,
+    /// `nosuid`, `nodev`, `noexec`, `noatime`, ...), and anything else is refused.
+    #[serde(default)]
+    pub node_mount_options: Vec<String>,
 }
 
 /// One server reached over SSH, with key-based authentication only.
@@ -143,6 +155,8 @@ impl LustreConfig {
             command_timeout_secs: default_command_timeout(),
             remove_timeout_secs: default_remove_timeout(),
             max_concurrent_commands: default_max_concurrent(),
+            node_mount_root: default_node_mount_root(),
+            node_mount_options: Vec::new(),
         }
     }
 }
@@ -182,4 +196,7 @@ fn default_remove_timeout() -> u64 {
 }
 fn default_max_concurrent() -> usize {
     8
+}
+fn default_node_mount_root() -> PathBuf {
+    PathBuf::from("/var/lib/lustrekit/mnt")
 }

@@ -6,7 +6,9 @@
 //!   as a client at [`LustreConfig::mount_point`]: the MDS host over SSH when `mds_host` is
 //!   set, else this host;
 //! - nodemap and version commands (`lctl`) run on the MGS: over SSH when `mgs_host` is set;
-//! - client mounts run on this host (the node).
+//! - client mounts run on this host (the node): fileset mounts per volume in `direct` mode,
+//!   or bind mounts from one reference-counted client mount per node in `bind` mode (see
+//!   [`mount`](self::mount) and ARCHITECTURE.md, CSI node model).
 //!
 //! The argv is the same whichever runner runs it; only the runner differs. Command formats
 //! follow `shared/lustre-formats/`.
@@ -34,6 +36,7 @@ use lustre_model::{
 
 pub use config::{HostKeyChecking, LustreConfig, SshHostConfig};
 pub use fake::FakeRunner;
+pub use mount::{MountInfoEntry, parse_mountinfo, shared_mount_users, top_mount};
 pub use runner::{CommandOutput, CommandRunner, LocalRunner};
 pub use ssh::SshRunner;
 
@@ -107,6 +110,7 @@ impl LustreBackend {
         node: Arc<dyn CommandRunner>,
     ) -> Result<Self> {
         validate_mount_point(&config.mount_point)?;
+        validate_mount_point(&config.node_mount_root)?;
         let mount_point = validate_mount_point(
             config
                 .mds_mount_point
@@ -128,6 +132,24 @@ impl LustreBackend {
 
     pub fn config(&self) -> &LustreConfig {
         &self.inner.config
+    }
+
+    /// Where this node keeps the shared client mount of `bind` mode volumes:
+    /// `<node_mount_root>/<fsname>`.
+    pub fn shared_mount_path(&self) -> PathBuf {
+        self.inner
+            .config
+            .node_mount_root
+            .join(self.inner.config.fsname.as_str())
+    }
+
+    /// How many bind mounts use the shared client mount, read from `/proc/self/mountinfo`
+    /// (so a restarted node plugin gets the same answer); `None` when it is not mounted.
+    pub fn shared_mount_users(&self) -> Result<Option<usize>> {
+        Ok(shared_mount_users(
+            &mount::read_mountinfo()?,
+            &self.shared_mount_path(),
+        ))
     }
 
     /// The Lustre version of the MGS (`lctl get_param version`).
@@ -347,8 +369,11 @@ impl Filesystem for LustreBackend {
         mount::mount(self, request).await
     }
 
+    /// The bounded cascade on the target, then the shared client mount of bind mode if that
+    /// was its last user (whatever mode the target was: this also removes a shared mount a
+    /// crash left without users).
     async fn unmount(&self, target: &Path) -> Result<()> {
-        crate::mount::unmount_cascade(target).await
+        mount::unmount(self, target).await
     }
 }
 
@@ -372,5 +397,22 @@ mod tests {
     fn mount_point_must_be_absolute() {
         assert!(validate_mount_point(Path::new("mnt/x")).is_err());
         assert_eq!(validate_mount_point(Path::new("/mnt/x")).unwrap(), "/mnt/x");
+    }
+
+    #[test]
+    fn node_mount_root_must_be_absolute() {
+        let mut config = LustreConfig::new(
+            lustre_model::FsName::new("testfs").unwrap(),
+            vec!["10.0.0.1@tcp".into()],
+            "/mnt/testfs",
+        );
+        let runner: Arc<dyn CommandRunner> = Arc::new(FakeRunner::new());
+        let b = LustreBackend::with_runner(config.clone(), runner.clone()).unwrap();
+        assert_eq!(
+            b.shared_mount_path(),
+            Path::new("/var/lib/lustrekit/mnt/testfs")
+        );
+        config.node_mount_root = "relative/mnt".into();
+        assert!(LustreBackend::with_runner(config, runner).is_err());
     }
 }

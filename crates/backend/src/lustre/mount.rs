@@ -1,11 +1,41 @@
-//! Client mounts on the node: `mount -t lustre -o OPTS <mgs nodes>:/<fsname>/<share> TARGET`
-//! (`mount-lustre.md`: failover MGS nodes joined by `:`, the share a fileset sub-mount).
-//! Unmounting is the shared bounded cascade of [`crate::mount::unmount_cascade`].
+//! Client mounts on the node, in the two modes of ARCHITECTURE.md (CSI node model):
+//! - **direct**: `mount -t lustre -o OPTS <mgs nodes>:/<fsname>/<share> TARGET`, a fileset
+//!   sub-mount (`mount-lustre.md` (a): failover MGS nodes joined by `:`);
+//! - **bind**: one client mount of the whole filesystem per node, `mount -t lustre
+//!   [-o node_mount_options] <mgs nodes>:/<fsname> <node_mount_root>/<fsname>`, and a bind
+//!   mount of `<shared>/<share>` at each target, made read-only by a remount.
+//!
+//! The shared mount is reference counted by the kernel's own mount table: its users are the
+//! mounts in `/proc/self/mountinfo` with the shared mount's device whose root is a directory
+//! beneath the shared mount's root, i.e. the bind mounts made from it. Nothing is counted in
+//! memory, so a restarted node plugin sees exactly what is mounted, and the unmount that
+//! leaves no user behind removes the shared mount.
+//!
+//! One async mutex per shared mount serialises "mount it if needed, then bind" against "count
+//! its users, then unmount it". Every step taken under it is bounded (the runner's command
+//! timeout, [`crate::mount`]'s step timeouts, [`bounded`] for the rest), so a hung server
+//! delays other publishes of that filesystem by at most those timeouts and never wedges them.
+//!
+//! Unmounting a target is the shared bounded cascade of [`crate::mount::unmount_cascade`].
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::time::Duration;
+
+use lustre_model::RelPath;
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::Mode;
 
 use super::{LustreBackend, On};
-use crate::{BackendError, MountRequest, Result};
+use crate::mount::{UNMOUNT_STEP_TIMEOUT, bind_flags, bind_mount, unmount_cascade};
+use crate::{BackendError, MountMode, MountRequest, Result};
 
-/// `<mgs nodes>:/<fsname>/<share>`.
+/// `<mgs nodes>:/<fsname>/<share>`: the device of a direct (fileset) mount.
 pub(super) fn device(b: &LustreBackend, request: &MountRequest) -> String {
     format!(
         "{}:/{}/{}",
@@ -15,18 +45,30 @@ pub(super) fn device(b: &LustreBackend, request: &MountRequest) -> String {
     )
 }
 
-/// The `-o` list: `ro` first when read-only, then the caller's options, without repeats.
+/// `<mgs nodes>:/<fsname>`: the device of the shared client mount of bind mode.
+pub(super) fn shared_device(b: &LustreBackend) -> String {
+    format!("{}:/{}", b.inner.mgs_spec, b.inner.config.fsname.as_str())
+}
+
+/// Refuses an option that is not one word: it would smuggle others into the `-o` list.
+fn check_option(option: &str) -> Result<()> {
+    if option.is_empty() || option.contains([',', ' ', '\t', '\n', '\0']) {
+        return Err(BackendError::InvalidState(format!(
+            "mount option {option:?} is not one option"
+        )));
+    }
+    Ok(())
+}
+
+/// The `-o` list of a direct mount: `ro` first when read-only, then the caller's options,
+/// without repeats.
 pub(super) fn options(request: &MountRequest) -> Result<Vec<String>> {
     let mut out: Vec<String> = Vec::new();
     if request.read_only {
         out.push("ro".to_owned());
     }
     for option in &request.options {
-        if option.is_empty() || option.contains([',', ' ', '\t', '\n', '\0']) {
-            return Err(BackendError::InvalidState(format!(
-                "mount option {option:?} is not one option"
-            )));
-        }
+        check_option(option)?;
         if request.read_only && option == "rw" {
             return Err(BackendError::InvalidState(
                 "a read-only mount cannot also be `rw`".to_owned(),
@@ -39,18 +81,79 @@ pub(super) fn options(request: &MountRequest) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// The options a bind-mode volume applies to its own bind mount. One client mount serves
+/// every bind volume of the node, so a Lustre client option cannot differ per volume: one
+/// the shared mount already has (`node_mount_options`) is satisfied and dropped, and any
+/// other is refused rather than silently ignored.
+pub(super) fn bind_options(
+    request: &MountRequest,
+    shared_options: &[String],
+) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for option in &request.options {
+        check_option(option)?;
+        if request.read_only && option == "rw" {
+            return Err(BackendError::InvalidState(
+                "a read-only mount cannot also be `rw`".to_owned(),
+            ));
+        }
+        if bind_flags(false, std::slice::from_ref(option)).is_ok() {
+            out.push(option.clone());
+        } else if !shared_options.contains(option) {
+            return Err(BackendError::unsupported(
+                "mount option",
+                format!(
+                    "{option:?} is a Lustre client option; in bind mode one client mount serves \
+                     every volume of the node, so set it in the lustre backend's \
+                     node_mount_options, or use mountMode direct"
+                ),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// The argv of the shared client mount.
+pub(super) fn shared_mount_argv(b: &LustreBackend, shared: &Path) -> Result<Vec<String>> {
+    let shared = utf8(shared, "shared mount point")?;
+    let mut argv = vec![
+        b.inner.config.mount.clone(),
+        "-t".to_owned(),
+        "lustre".to_owned(),
+    ];
+    let options = &b.inner.config.node_mount_options;
+    for option in options {
+        check_option(option)?;
+    }
+    if !options.is_empty() {
+        argv.push("-o".to_owned());
+        argv.push(options.join(","));
+    }
+    argv.push(shared_device(b));
+    argv.push(shared.to_owned());
+    Ok(argv)
+}
+
+fn utf8<'a>(path: &'a Path, what: &str) -> Result<&'a str> {
+    path.to_str().ok_or_else(|| {
+        BackendError::InvalidState(format!("{what} {} is not valid UTF-8", path.display()))
+    })
+}
+
 pub(super) async fn mount(b: &LustreBackend, request: &MountRequest) -> Result<()> {
-    let target = request.target.to_str().ok_or_else(|| {
-        BackendError::InvalidState(format!(
-            "mount target {} is not valid UTF-8",
-            request.target.display()
-        ))
-    })?;
+    let target = utf8(&request.target, "mount target")?;
     if !request.target.is_absolute() {
         return Err(BackendError::InvalidState(format!(
             "mount target {target:?} must be absolute"
         )));
     }
+    match request.mode {
+        MountMode::Direct => mount_direct(b, request, target).await,
+        MountMode::Bind => mount_bind(b, request).await,
+    }
+}
+
+async fn mount_direct(b: &LustreBackend, request: &MountRequest, target: &str) -> Result<()> {
     if crate::mount::is_mount_point(&request.target) {
         tracing::debug!(target, "already mounted");
         return Ok(());
@@ -70,4 +173,430 @@ pub(super) async fn mount(b: &LustreBackend, request: &MountRequest) -> Result<(
     argv.push(target.to_owned());
     b.run_ok(On::Node, &argv).await?;
     Ok(())
+}
+
+/// Bind mode: make sure the shared client mount is there, then bind the share from it.
+async fn mount_bind(b: &LustreBackend, request: &MountRequest) -> Result<()> {
+    let shared = b.shared_mount_path();
+    let bind_opts = bind_options(request, &b.inner.config.node_mount_options)?;
+    let flags = bind_flags(request.read_only, &bind_opts)?;
+    let read_only = flags.contains(nix::mount::MsFlags::MS_RDONLY);
+    let target = request.target.clone();
+
+    let lock = shared_lock(&shared);
+    let _serialised = lock.lock().await;
+
+    let entries = parse_mountinfo(&read_mountinfo()?);
+    if let Some(existing) = top_mount(&entries, &target) {
+        // A retry of a publish that worked: it must be this share, with this read-only flag.
+        return match top_mount(&entries, &shared) {
+            Some(s)
+                if existing.device == s.device
+                    && existing.root == s.root.join(request.share.as_str())
+                    && existing.read_only == read_only =>
+            {
+                tracing::debug!(target = %target.display(), "already bind-mounted");
+                Ok(())
+            }
+            _ => Err(BackendError::AlreadyExists {
+                path: format!(
+                    "{} (mounted, but not as a {} bind mount of {})",
+                    target.display(),
+                    if read_only { "read-only" } else { "read-write" },
+                    request.share.as_str()
+                ),
+            }),
+        };
+    }
+    check_target_dir(&target)?;
+
+    if top_mount(&entries, &shared).is_none() {
+        mount_shared(b, &shared).await?;
+    }
+    let timeout = b.runner(On::Node).default_timeout();
+    let result = bind_share(&shared, &request.share, target.clone(), flags, timeout).await;
+    match &result {
+        Ok(()) => tracing::info!(share = %request.share, target = %target.display(),
+            shared = %shared.display(), read_only, "bind-mounted from the shared client mount"),
+        Err(error) => {
+            // The shared mount may have been made for this volume alone: do not leave it.
+            if let Err(cleanup) = release_if_unused_locked(&shared).await {
+                tracing::warn!(shared = %shared.display(), %cleanup,
+                    "could not remove the unused shared client mount after a failed bind");
+            }
+            tracing::warn!(share = %request.share, target = %target.display(), %error,
+                "bind mount failed");
+        }
+    }
+    result
+}
+
+/// The target must be a real directory: a symlink there would carry the mount elsewhere.
+fn check_target_dir(target: &Path) -> Result<()> {
+    let meta = std::fs::symlink_metadata(target).map_err(|e| BackendError::io(target, e))?;
+    if !meta.file_type().is_dir() {
+        return Err(BackendError::InvalidState(format!(
+            "mount target {} is not a directory (symlinks are refused)",
+            target.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Mounts the filesystem at `shared` and checks the kernel now lists a mount there (a
+/// mount helper that exits 0 without mounting would otherwise leave us binding from the
+/// empty directory underneath).
+async fn mount_shared(b: &LustreBackend, shared: &Path) -> Result<()> {
+    let dir = shared.to_path_buf();
+    bounded(
+        format!("mkdir -p {}", shared.display()),
+        UNMOUNT_STEP_TIMEOUT,
+        move || std::fs::create_dir_all(&dir).map_err(|e| BackendError::io(dir, e)),
+    )
+    .await??;
+    let argv = shared_mount_argv(b, shared)?;
+    tracing::info!(shared = %shared.display(), device = %shared_device(b),
+        "mounting the shared client mount for bind-mode volumes");
+    b.run_ok(On::Node, &argv).await?;
+    if top_mount(&parse_mountinfo(&read_mountinfo()?), shared).is_none() {
+        return Err(BackendError::InvalidState(format!(
+            "{} is not a mount point after `{}` succeeded",
+            shared.display(),
+            super::runner::display_argv(&argv)
+        )));
+    }
+    Ok(())
+}
+
+/// Binds `<shared>/<share>` on `target`. The share is opened beneath the shared mount with
+/// `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV)` and the bind made from
+/// that descriptor, so a symlink planted on the way (or swapped in meanwhile) cannot make us
+/// mount something outside the filesystem into a pod.
+async fn bind_share(
+    shared: &Path,
+    share: &RelPath,
+    target: PathBuf,
+    flags: nix::mount::MsFlags,
+    timeout: Duration,
+) -> Result<()> {
+    let (root, rel) = (shared.to_path_buf(), share.clone());
+    let what = format!("open {} beneath {}", share.as_str(), shared.display());
+    let fd = bounded(what, timeout, move || open_beneath(&root, &rel)).await??;
+    let source = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    let result = bind_mount(source, target, flags).await;
+    drop(fd);
+    result
+}
+
+fn open_beneath(root: &Path, share: &RelPath) -> Result<OwnedFd> {
+    let dir_flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let root_fd = nix::fcntl::open(root, dir_flags, Mode::empty())
+        .map_err(|e| BackendError::io(root, e.into()))?;
+    // No O_NOFOLLOW here: with O_PATH it would open a final symlink itself (ENOTDIR), where
+    // RESOLVE_NO_SYMLINKS refuses it, like every other symlink on the way, with ELOOP.
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+        .resolve(
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_XDEV,
+        );
+    nix::fcntl::openat2(&root_fd, share.as_str(), how).map_err(|errno| match errno {
+        Errno::ELOOP | Errno::EXDEV => BackendError::InvalidState(format!(
+            "share {} crosses a symlink or another mount under {}; refused",
+            share.as_str(),
+            root.display()
+        )),
+        Errno::ENOTDIR => BackendError::InvalidState(format!(
+            "share {} under {} is not a directory",
+            share.as_str(),
+            root.display()
+        )),
+        other => BackendError::io(root.join(share.as_str()), other.into()),
+    })
+}
+
+/// Unmounts `target` (bounded cascade), then the shared client mount if no bind mount from
+/// it is left. The target is unmounted without the lock: it is the caller's alone (the CSI
+/// node serialises per volume), and only the shared mount is contended.
+pub(super) async fn unmount(b: &LustreBackend, target: &Path) -> Result<()> {
+    unmount_cascade(target).await?;
+    let shared = b.shared_mount_path();
+    let lock = shared_lock(&shared);
+    let _serialised = lock.lock().await;
+    release_if_unused_locked(&shared).await
+}
+
+/// With the shared mount's lock held: unmounts it when it has no user. Not mounted is fine.
+async fn release_if_unused_locked(shared: &Path) -> Result<()> {
+    match shared_mount_users(&read_mountinfo()?, shared) {
+        None => Ok(()),
+        Some(0) => {
+            tracing::info!(shared = %shared.display(),
+                "no bind mount is left: unmounting the shared client mount");
+            unmount_cascade(shared).await
+        }
+        Some(users) => {
+            tracing::debug!(shared = %shared.display(), users, "shared client mount still in use");
+            Ok(())
+        }
+    }
+}
+
+/// The lock of one shared mount. Process-wide and keyed by path, so two backends on the same
+/// filesystem (or a backend rebuilt after a configuration reload) still exclude each other.
+fn shared_lock(shared: &Path) -> Arc<tokio::sync::Mutex<()>> {
+    static LOCKS: LazyLock<Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>> =
+        LazyLock::new(Mutex::default);
+    let mut locks = LOCKS.lock().unwrap_or_else(PoisonError::into_inner);
+    Arc::clone(locks.entry(shared.to_path_buf()).or_default())
+}
+
+/// Runs a blocking step on the blocking pool under a timeout: a path lookup on a hung Lustre
+/// server blocks in the kernel, and the caller (holding a lock) must not wait for it.
+async fn bounded<T: Send + 'static>(
+    what: String,
+    timeout: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    match tokio::time::timeout(timeout, tokio::task::spawn_blocking(f)).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(join)) => Err(BackendError::InvalidState(format!("{what}: {join}"))),
+        Err(_) => Err(BackendError::Timeout {
+            command: what,
+            after: timeout,
+        }),
+    }
+}
+
+/// This process's mount table. procfs never blocks on a filesystem server.
+pub(super) fn read_mountinfo() -> Result<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| BackendError::io("/proc/self/mountinfo", e))
+}
+
+// ---------------------------------------------------------------- mountinfo
+
+/// The fields of one `/proc/self/mountinfo` line that reference counting needs
+/// (`proc_pid_mountinfo(5)`: `ID PARENT MAJ:MIN ROOT MOUNT_POINT OPTIONS [OPTIONAL...] -
+/// FSTYPE SOURCE SUPER_OPTIONS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountInfoEntry {
+    /// `MAJ:MIN` of the filesystem instance; every Lustre client mount is its own instance.
+    pub device: String,
+    /// The directory of that filesystem mounted here (`/` for a whole-filesystem mount,
+    /// `/shares/a` for a bind mount of that directory), unescaped.
+    pub root: PathBuf,
+    /// Where it is mounted, unescaped.
+    pub mount_point: PathBuf,
+    /// The per-mount options include `ro`.
+    pub read_only: bool,
+    pub fs_type: String,
+}
+
+/// Parses mountinfo text; malformed lines are skipped (the kernel writes none).
+pub fn parse_mountinfo(text: &str) -> Vec<MountInfoEntry> {
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let separator = fields.iter().position(|f| *f == "-")?;
+            if separator < 6 || fields.len() < separator + 2 {
+                return None;
+            }
+            Some(MountInfoEntry {
+                device: fields[2].to_owned(),
+                root: unescape(fields[3]),
+                mount_point: unescape(fields[4]),
+                read_only: fields[5].split(',').any(|o| o == "ro"),
+                fs_type: fields[separator + 1].to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// mountinfo writes space, tab, newline and backslash as `\ooo` (octal); the other bytes of
+/// a path, UTF-8 or not, are as they are.
+fn unescape(field: &str) -> PathBuf {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)))
+            .map(|d| d.iter().fold(0u32, |n, c| n * 8 + u32::from(c - b'0')))
+            .and_then(|n| u8::try_from(n).ok());
+        match octal {
+            Some(byte) => {
+                out.push(byte);
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    PathBuf::from(OsString::from_vec(out))
+}
+
+/// The mount visible at `mount_point`: the last one listed there (mounts stack).
+pub fn top_mount<'a>(
+    entries: &'a [MountInfoEntry],
+    mount_point: &Path,
+) -> Option<&'a MountInfoEntry> {
+    entries.iter().rev().find(|e| e.mount_point == mount_point)
+}
+
+/// How many bind mounts use the shared client mount at `shared`: mounts of the same
+/// filesystem instance (device) whose root is a directory strictly beneath the shared
+/// mount's root, wherever they are mounted. `None` when nothing is mounted at `shared`.
+///
+/// Another mount of the whole filesystem instance (its root equal to the shared mount's) is
+/// not a user: only bind mounts of sub-directories, which is what bind mode makes, count.
+pub fn shared_mount_users(mountinfo: &str, shared: &Path) -> Option<usize> {
+    let entries = parse_mountinfo(mountinfo);
+    let top = top_mount(&entries, shared)?;
+    Some(
+        entries
+            .iter()
+            .filter(|e| {
+                e.device == top.device
+                    && e.mount_point != shared
+                    && e.root != top.root
+                    && e.root.starts_with(&top.root)
+            })
+            .count(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node with the shared mount of `testfs` and three bind mounts from it (one with a
+    /// space and one with a backslash in its paths), plus mounts that must not count: the
+    /// controller-style client mount of the same filesystem (another instance), a direct
+    /// fileset mount, and a second mount of the shared instance's root.
+    const MOUNTINFO: &str = "\
+22 27 0:21 / /proc rw,relatime shared:12 - proc proc rw
+27 1 259:2 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p2 rw
+60 27 0:52 / /mnt/lustre rw,relatime shared:30 - lustre 10.0.0.1@tcp:/testfs rw,flock,lazystatfs
+61 27 0:53 / /var/lib/lustrekit/mnt/testfs rw,relatime shared:31 - lustre 10.0.0.1@tcp:/testfs rw,flock,lazystatfs
+70 27 0:53 /shares/a /var/lib/kubelet/pods/p1/volumes/kubernetes.io~csi/pv-a/mount rw,relatime shared:31 - lustre 10.0.0.1@tcp:/testfs rw,flock
+71 27 0:53 /shares/my\\040vol /var/lib/kubelet/pods/p2/volumes/kubernetes.io~csi/pv\\040b/mount ro,relatime shared:31 - lustre 10.0.0.1@tcp:/testfs rw,flock
+72 27 0:53 /shares/back\\134slash /var/lib/kubelet/pods/p3/mount rw,nosuid,relatime - lustre 10.0.0.1@tcp:/testfs rw
+80 27 0:54 / /var/lib/kubelet/pods/p4/mount rw,relatime - lustre 10.0.0.1@tcp:/testfs/shares/c rw
+81 27 0:53 / /srv/whole rw,relatime - lustre 10.0.0.1@tcp:/testfs rw
+";
+
+    #[test]
+    fn mountinfo_fields_are_parsed_and_unescaped() {
+        let entries = parse_mountinfo(MOUNTINFO);
+        assert_eq!(entries.len(), 9);
+        let b = &entries[5];
+        assert_eq!(b.device, "0:53");
+        assert_eq!(b.root, Path::new("/shares/my vol"));
+        assert_eq!(
+            b.mount_point,
+            Path::new("/var/lib/kubelet/pods/p2/volumes/kubernetes.io~csi/pv b/mount")
+        );
+        assert!(b.read_only);
+        assert_eq!(b.fs_type, "lustre");
+        assert_eq!(entries[6].root, Path::new(r"/shares/back\slash"));
+        assert!(!entries[6].read_only);
+        // No optional fields at all, and garbage, are handled.
+        assert_eq!(
+            parse_mountinfo("1 2 0:1 / /x rw - tmpfs t rw\nnot a line\n").len(),
+            1
+        );
+        assert!(parse_mountinfo("1 2 0:1 / /x rw tmpfs t rw\n").is_empty());
+    }
+
+    #[test]
+    fn escapes_follow_the_kernel() {
+        assert_eq!(
+            unescape(r"/a\040b\011c\012d\134e"),
+            Path::new("/a b\tc\nd\\e")
+        );
+        // Not an escape: kept as written.
+        assert_eq!(unescape(r"/a\9"), Path::new(r"/a\9"));
+        assert_eq!(unescape(r"/a\"), Path::new(r"/a\"));
+        assert_eq!(unescape(r"/a\777"), Path::new(r"/a\777"));
+        // Non-UTF-8 and UTF-8 bytes pass through unchanged.
+        assert_eq!(unescape("/données"), Path::new("/données"));
+    }
+
+    #[test]
+    fn users_are_the_bind_mounts_of_the_shared_instance() {
+        let shared = Path::new("/var/lib/lustrekit/mnt/testfs");
+        assert_eq!(shared_mount_users(MOUNTINFO, shared), Some(3));
+        // Not mounted: None, whatever else is there.
+        assert_eq!(
+            shared_mount_users(MOUNTINFO, Path::new("/var/lib/lustrekit/mnt/other")),
+            None
+        );
+        // After unmounting two of the three: one user left; after the last: zero.
+        let fewer: String = MOUNTINFO
+            .lines()
+            .filter(|l| !l.starts_with("70 ") && !l.starts_with("71 "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(shared_mount_users(&fewer, shared), Some(1));
+        let none: String = fewer
+            .lines()
+            .filter(|l| !l.starts_with("72 "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(shared_mount_users(&none, shared), Some(0));
+    }
+
+    #[test]
+    fn a_shared_mount_with_an_escaped_path_is_found() {
+        let text = "\
+61 27 0:53 / /var/lib/lustre\\040kit/mnt/testfs rw - lustre m:/testfs rw
+70 27 0:53 /shares/a /k/p1 rw - lustre m:/testfs rw
+";
+        assert_eq!(
+            shared_mount_users(text, Path::new("/var/lib/lustre kit/mnt/testfs")),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn stacked_mounts_count_from_the_visible_one() {
+        // Two client mounts stacked on the shared path: the later one is what binds see.
+        let text = "\
+61 27 0:53 / /m/testfs rw - lustre m:/testfs rw
+62 61 0:54 / /m/testfs rw - lustre m:/testfs rw
+70 27 0:53 /shares/a /k/p1 rw - lustre m:/testfs rw
+71 27 0:54 /shares/b /k/p2 rw - lustre m:/testfs rw
+72 27 0:54 /shares/c /k/p3 rw - lustre m:/testfs rw
+";
+        assert_eq!(shared_mount_users(text, Path::new("/m/testfs")), Some(2));
+    }
+
+    fn request(options: &[&str], read_only: bool) -> MountRequest {
+        MountRequest {
+            share: RelPath::parse("shares/a").unwrap(),
+            target: "/t".into(),
+            read_only,
+            options: options.iter().map(|o| o.to_string()).collect(),
+            mode: MountMode::Bind,
+        }
+    }
+
+    #[test]
+    fn bind_options_keep_bind_flags_and_refuse_other_client_options() {
+        let shared = vec!["flock".to_owned()];
+        assert_eq!(
+            bind_options(&request(&["nosuid", "flock", "noatime"], false), &shared).unwrap(),
+            vec!["nosuid".to_owned(), "noatime".to_owned()]
+        );
+        let err = bind_options(&request(&["user_xattr"], false), &shared).unwrap_err();
+        assert!(matches!(err, BackendError::Unsupported { .. }), "{err}");
+        assert!(err.to_string().contains("node_mount_options"), "{err}");
+        assert!(bind_options(&request(&["ro,suid"], false), &shared).is_err());
+        assert!(bind_options(&request(&["rw"], true), &shared).is_err());
+    }
 }

@@ -144,7 +144,7 @@ impl ControllerService {
             limit,
             params.inode_limit,
         )?;
-        let volume = self.volume(&share, params.mount_mode.name());
+        let volume = self.volume(&share, params.mount_mode.as_str());
         if volume.volume_id.len() > 128 {
             tracing::warn!(volume_id = %volume.volume_id,
                 "volume ID is longer than the 128 bytes the CSI spec recommends; use a shorter subdirTemplate");

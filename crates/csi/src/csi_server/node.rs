@@ -1,13 +1,15 @@
 //! The Node service: publish-only (no STAGE_UNSTAGE; see ARCHITECTURE.md, CSI node model).
 //!
-//! NodePublishVolume asks the backend to mount the share at the target (a Lustre fileset
-//! mount, or a bind mount on `local`); NodeUnpublishVolume runs the backend's bounded unmount
-//! cascade. The target's own checks live in [`crate::node_ops`].
+//! NodePublishVolume asks the backend to mount the share at the target in the volume's mount
+//! mode (on `lustre`, a fileset mount for `direct` or a bind mount from the node's shared
+//! client mount for `bind`; on `local`, a bind mount either way); NodeUnpublishVolume runs the
+//! backend's bounded unmount cascade, which on `lustre` also drops the shared client mount
+//! after its last bind. The target's own checks live in [`crate::node_ops`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use backend::MountRequest;
+use backend::{BackendKind, MountMode, MountRequest};
 use lustre_model::VolumeId;
 use tonic::{Request, Response, Status};
 
@@ -146,6 +148,13 @@ impl NodeService {
             .claim([Self::volume_key(&req.volume_id)])?;
 
         let backend = Arc::clone(self.driver.service.backend());
+        let request = MountRequest {
+            share: volume.path.clone(),
+            target: target.clone(),
+            read_only,
+            options,
+            mode: volume.mount_mode,
+        };
         if backend.stat_dir(&volume.path).await?.is_none() {
             return Err(CsiError::NotFound(format!(
                 "volume {:?}: its directory {} does not exist",
@@ -156,6 +165,20 @@ impl NodeService {
         let source = backend.host_path(&volume.path);
         let probe = target.clone();
         let (target, created) = match blocking(move || node_ops::inspect(&probe)).await? {
+            Target::Dir {
+                path,
+                mounted: true,
+            } if volume.mount_mode == MountMode::Bind && backend.kind() == BackendKind::Lustre => {
+                // The bind comes from the node's shared client mount, not from the host path
+                // the controller sees: the backend checks it against its mount table.
+                backend
+                    .mount(&MountRequest {
+                        target: path,
+                        ..request
+                    })
+                    .await?;
+                return Ok(NodePublishVolumeResponse {});
+            }
             Target::Dir {
                 path,
                 mounted: true,
@@ -180,10 +203,8 @@ impl NodeService {
             }
         };
         let request = MountRequest {
-            share: volume.path.clone(),
             target: target.clone(),
-            read_only,
-            options,
+            ..request
         };
         if let Err(e) = backend.mount(&request).await {
             if created {
@@ -193,7 +214,8 @@ impl NodeService {
             return Err(e.into());
         }
         tracing::info!(volume_id = %req.volume_id, share = %volume.path, target = %target.display(),
-            read_only, is_static = volume.is_static, "volume published");
+            read_only, is_static = volume.is_static, mount_mode = volume.mount_mode.as_str(),
+            "volume published");
         Ok(NodePublishVolumeResponse {})
     }
 

@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# Validates the Helm chart the way the API server would see it: `helm lint --strict`, then
+# `helm template` for each backend (deploy/helm/lustrekit/ci/*-values.yaml) and Kubernetes
+# version, with every rendered manifest, and the chart's examples/, checked by
+# kubernetes-validate in strict mode (unknown fields are errors) against the Kubernetes JSON
+# schemas that package bundles, so it runs offline. The driver's TOML in the ConfigMap is
+# parsed too. Before any of that, self-checks feed the validator a Deployment with an unknown
+# field, and a manifest of a kind it has no schema for, and fail unless both are rejected: a
+# validator that accepts everything proves nothing.
+#
+# Usage: scripts/validate-chart.sh
+#   KUBE_VERSIONS  Kubernetes versions to validate against (default: "1.26.0 1.37.0", the
+#                  chart's minimum kubeVersion and the newest schemas kubernetes-validate ships)
+# Exits non-zero on any failure; the last line is a one-line summary.
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo_root"
+
+KV_VERSION="${KUBERNETES_VALIDATE_VERSION:-1.37.0}"
+read -r -a kube_versions <<< "${KUBE_VERSIONS:-1.26.0 1.37.0}"
+chart="deploy/helm/lustrekit"
+venv="$repo_root/.cache/kubernetes-validate"
+release="lustrekit"
+namespace="kube-system"
+
+# The summary line goes to stdout (the details of a failure went to stderr before it).
+fail() {
+    echo "validate-chart: FAILED: $*"
+    exit 1
+}
+
+# ---- tools (both idempotent and cached under .cache/) ----
+helm="$(scripts/install-helm.sh)" || fail "could not install helm"
+kv="$venv/bin/kubernetes-validate"
+kv_stamp="$venv/.kubernetes-validate.version"
+if [[ ! -x "$kv" || ! -f "$kv_stamp" || "$(cat "$kv_stamp")" != "$KV_VERSION" ]]; then
+    echo "validate-chart: installing kubernetes-validate $KV_VERSION into $venv" >&2
+    python3 -m venv "$venv" >&2 || fail "python3 -m venv $venv"
+    "$venv/bin/pip" install --quiet "kubernetes-validate==$KV_VERSION" >&2 \
+        || fail "pip install kubernetes-validate==$KV_VERSION"
+    echo "$KV_VERSION" > "$kv_stamp"
+fi
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+# validate FILE LABEL VERSION...: runs kubernetes-validate --strict on FILE for each Kubernetes
+# VERSION. Passes only when every document passed: kubernetes-validate exits 0 on a WARN (a
+# kind it has no schema for), and a manifest nobody checked must not count as valid. Adds the
+# number of documents to $validated.
+validated=0
+validate() {
+    local file="$1" label="$2" out docs passed args=(--strict)
+    shift 2
+    for v in "$@"; do args+=(-k "$v"); done
+    docs="$("$venv/bin/python" - "$file" <<'PY'
+import sys, yaml
+with open(sys.argv[1]) as f:
+    print(sum(1 for d in yaml.safe_load_all(f) if d))
+PY
+)" || fail "$label: not YAML"
+    [[ "$docs" -gt 0 ]] || fail "$label: no manifests"
+    if ! out="$("$kv" "${args[@]}" "$file" 2>&1)"; then
+        grep -v '^INFO' <<< "$out" >&2
+        fail "$label: rejected by kubernetes-validate"
+    fi
+    # Here-strings, not `echo | grep -q`: grep -q may exit before echo is done, and with
+    # pipefail echo's SIGPIPE would make a found warning look like none.
+    if grep -qv '^INFO' <<< "$out"; then
+        grep -v '^INFO' <<< "$out" >&2
+        fail "$label: kubernetes-validate warned (unknown kind or schema)"
+    fi
+    passed="$(grep -c '^INFO .* passed for resource' <<< "$out" || true)"
+    [[ "$passed" -eq $((docs * $#)) ]] \
+        || fail "$label: $passed of $((docs * $#)) document checks passed"
+    validated=$((validated + docs))
+}
+
+# ---- self-check: the validator must reject an unknown field in a Deployment spec ----
+cat > "$work/good-deployment.yaml" <<'YAML'
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: self-check
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: self-check}
+  template:
+    metadata:
+      labels: {app: self-check}
+    spec:
+      containers:
+        - name: app
+          image: busybox:1.36
+YAML
+sed 's/^  replicas: 1$/  replicas: 1\n  replicaz: 2/' "$work/good-deployment.yaml" > "$work/bad-deployment.yaml"
+grep -q replicaz "$work/bad-deployment.yaml" || fail "self-check: could not build the broken manifest"
+"$kv" --strict -k "${kube_versions[-1]}" --quiet "$work/good-deployment.yaml" >/dev/null \
+    || fail "self-check: a valid Deployment was rejected"
+if bad_out="$("$kv" --strict -k "${kube_versions[-1]}" --quiet "$work/bad-deployment.yaml" 2>&1)"; then
+    fail "self-check: a Deployment with an unknown field (spec.replicaz) was accepted"
+fi
+grep -q "replicaz" <<< "$bad_out" \
+    || fail "self-check: the rejection does not name the unknown field: $bad_out"
+# kubernetes-validate itself only warns (exit 0) on a kind it has no schema for; the
+# wrapper below must turn that into a failure.
+sed 's/^kind: Deployment$/kind: Deploymnet/' "$work/good-deployment.yaml" > "$work/unknown-kind.yaml"
+if (validate "$work/unknown-kind.yaml" "self-check" "${kube_versions[-1]}") >/dev/null 2>&1; then
+    fail "self-check: a manifest of an unknown kind (Deploymnet) was accepted"
+fi
+echo "validate-chart: self-check ok: an unknown field, and an unknown kind, are rejected" >&2
+
+# ---- lint and render each backend, for each Kubernetes version ----
+# helm's default for .Capabilities.KubeVersion is old (v1.20 in a `go install` build), below
+# the chart's kubeVersion, so each render names the version it is validated against.
+value_sets=("$chart"/ci/*-values.yaml)
+[[ -f "${value_sets[0]}" ]] || fail "no value sets in $chart/ci/"
+renders=0
+rendered_docs=0
+for values in "${value_sets[@]}"; do
+    name="$(basename "$values" -values.yaml)"
+    for kube in "${kube_versions[@]}"; do
+        if ! lint_out="$("$helm" lint --strict --kube-version "$kube" "$chart" -f "$values" 2>&1)"; then
+            echo "$lint_out" >&2
+            fail "helm lint ($name, Kubernetes $kube)"
+        fi
+        rendered="$work/$name-$kube.yaml"
+        if ! "$helm" template "$release" "$chart" --namespace "$namespace" \
+            --kube-version "$kube" -f "$values" > "$rendered" 2> "$work/$name.err"; then
+            cat "$work/$name.err" >&2
+            fail "helm template ($name, Kubernetes $kube)"
+        fi
+        # The driver's TOML in the ConfigMap is no Kubernetes schema's business: parse it here.
+        "$venv/bin/python" - "$rendered" <<'PY' || fail "helm template ($name): lustrekit.toml does not parse"
+import sys, tomllib, yaml
+with open(sys.argv[1]) as f:
+    docs = [d for d in yaml.safe_load_all(f) if d]
+tomls = [d["data"]["lustrekit.toml"] for d in docs
+         if d.get("kind") == "ConfigMap" and "lustrekit.toml" in d.get("data", {})]
+if len(tomls) != 1:
+    sys.exit(f"expected one ConfigMap with lustrekit.toml, found {len(tomls)}")
+config = tomllib.loads(tomls[0])
+if config.get("backend") not in ("local", "lustre") or config["backend"] not in config:
+    sys.exit(f"lustrekit.toml: backend {config.get('backend')!r} has no [{config.get('backend')}] table")
+PY
+        before=$validated
+        validate "$rendered" "helm template ($name, Kubernetes $kube)" "$kube"
+        rendered_docs=$((rendered_docs + validated - before))
+        renders=$((renders + 1))
+    done
+done
+
+# ---- the chart's examples ----
+examples=0
+for example in "$chart"/examples/*.yaml; do
+    before=$validated
+    validate "$example" "$example" "${kube_versions[@]}"
+    examples=$((examples + validated - before))
+done
+
+names="$(for v in "${value_sets[@]}"; do basename "$v" -values.yaml; done | paste -sd,)"
+echo "validate-chart: OK: helm lint --strict and template of ${renders} renders (values ${names} x Kubernetes ${kube_versions[*]}): ${rendered_docs} rendered + ${examples} example manifests valid under kubernetes-validate ${KV_VERSION} --strict; self-checks rejected an unknown Deployment field and an unknown kind"
