@@ -14,10 +14,15 @@ pub const FAN_CLASS_NOTIF: u32 = 0x0000_0000;
 pub const FAN_CLASS_PRE_CONTENT: u32 = 0x0000_0008;
 pub const FAN_UNLIMITED_QUEUE: u32 = 0x0000_0010;
 pub const FAN_UNLIMITED_MARKS: u32 = 0x0000_0020;
+/// Report the directory's file handle and the entry name instead of opening an fd.
+pub const FAN_REPORT_DFID_NAME: u32 = 0x0000_0400 | 0x0000_0800;
 
 pub const FAN_MARK_ADD: u32 = 0x0000_0001;
 pub const FAN_MARK_REMOVE: u32 = 0x0000_0002;
 pub const FAN_MARK_IGNORED_MASK: u32 = 0x0000_0020;
+pub const FAN_MARK_IGNORED_SURV_MODIFY: u32 = 0x0000_0040;
+/// Linux 6.0+: an ignore mask with the new semantics.
+pub const FAN_MARK_IGNORE: u32 = 0x0000_0400;
 pub const FAN_MARK_MOUNT: u32 = 0x0000_0010;
 pub const FAN_MARK_FILESYSTEM: u32 = 0x0000_0100;
 
@@ -34,6 +39,8 @@ pub fn fan_deny_errno(errno: i32) -> u32 {
     FAN_DENY | (((errno as u32) & 0xff) << 24)
 }
 
+/// Info record type of a directory file handle and an entry name.
+pub const FAN_EVENT_INFO_TYPE_DFID_NAME: u8 = 2;
 /// Info record type of the byte range of a pre-content event.
 pub const FAN_EVENT_INFO_TYPE_RANGE: u8 = 6;
 pub const FANOTIFY_METADATA_VERSION: u8 = 3;
@@ -51,6 +58,9 @@ pub struct Event {
     pub pid: i32,
     /// The byte range of a pre-content event (offset, count).
     pub range: Option<(u64, u64)>,
+    /// FID-reporting groups: the directory's `struct file_handle` (header included) and
+    /// the entry's name.
+    pub dfid_name: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 /// A fanotify group.
@@ -197,6 +207,7 @@ pub fn parse_events(buf: &[u8]) -> Vec<Event> {
         }
         // Info records: struct fanotify_event_info_header { u8 type; u8 pad; u16 len; }.
         let mut range = None;
+        let mut dfid_name = None;
         let mut i = metadata_len.min(event_len);
         while i + 4 <= event_len {
             let info_type = b[i];
@@ -211,6 +222,20 @@ pub fn parse_events(buf: &[u8]) -> Vec<Event> {
             {
                 range = Some((o, c));
             }
+            // struct fanotify_event_info_fid { hdr; __kernel_fsid_t fsid (8);
+            //   struct file_handle { u32 handle_bytes; i32 handle_type; u8 f_handle[]; }
+            //   then, for DFID_NAME, the NUL-terminated name }
+            if info_type == FAN_EVENT_INFO_TYPE_DFID_NAME
+                && let Some(hb) = u32_at(b, i + 12).map(|v| v as usize)
+            {
+                let h_end = i + 20 + hb;
+                if h_end <= i + len {
+                    let handle = b[i + 12..h_end].to_vec();
+                    let rest = &b[h_end..i + len];
+                    let name = rest.split(|c| *c == 0).next().unwrap_or_default().to_vec();
+                    dfid_name = Some((handle, name));
+                }
+            }
             i += len;
         }
         out.push(Event {
@@ -218,10 +243,41 @@ pub fn parse_events(buf: &[u8]) -> Vec<Event> {
             fd,
             pid,
             range,
+            dfid_name,
         });
         off += event_len;
     }
     out
+}
+
+/// The path of a directory file handle (as FID-reporting events carry it), opened through
+/// `mount_fd` (any descriptor on the same filesystem). Needs CAP_DAC_READ_SEARCH.
+pub fn handle_path(mount_fd: RawFd, handle: &[u8]) -> std::io::Result<PathBuf> {
+    if handle.len() < 8 {
+        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // `struct file_handle` wants 4-byte alignment: copy into u32 words.
+    let mut words = vec![0u32; handle.len().div_ceil(4)];
+    for (i, chunk) in handle.chunks(4).enumerate() {
+        let mut w = [0u8; 4];
+        w[..chunk.len()].copy_from_slice(chunk);
+        words[i] = u32::from_ne_bytes(w);
+    }
+    // SAFETY: `words` holds a complete file_handle (header and handle_bytes of payload, as
+    // the kernel reported it); the returned fd is owned right after.
+    let fd = unsafe {
+        libc::open_by_handle_at(
+            mount_fd,
+            words.as_mut_ptr().cast::<libc::file_handle>(),
+            libc::O_PATH | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(last_err());
+    }
+    // SAFETY: a fresh descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    fd_path(fd.as_raw_fd())
 }
 
 /// The path an open fd refers to (`/proc/self/fd/N`).
@@ -271,5 +327,34 @@ mod tests {
         bad[0] = 200;
         assert!(parse_events(&bad).is_empty());
         assert_eq!(fan_deny_errno(libc::EIO), 0x0500_0002);
+    }
+
+    #[test]
+    fn parses_dfid_name_records() {
+        let mut rec = vec![FAN_EVENT_INFO_TYPE_DFID_NAME, 0, 0, 0];
+        rec.extend_from_slice(&[9u8; 8]); // fsid
+        rec.extend_from_slice(&8u32.to_ne_bytes()); // handle_bytes
+        rec.extend_from_slice(&1i32.to_ne_bytes()); // handle_type
+        rec.extend_from_slice(&[7u8; 8]); // f_handle
+        rec.extend_from_slice(b"file.dat\0\0\0");
+        let len = rec.len() as u16;
+        rec[2..4].copy_from_slice(&len.to_ne_bytes());
+        let mut b = Vec::new();
+        b.extend_from_slice(&((METADATA_LEN + rec.len()) as u32).to_ne_bytes());
+        b.extend_from_slice(&[FANOTIFY_METADATA_VERSION, 0]);
+        b.extend_from_slice(&(METADATA_LEN as u16).to_ne_bytes());
+        b.extend_from_slice(&FAN_MODIFY.to_ne_bytes());
+        b.extend_from_slice(&(-1i32).to_ne_bytes());
+        b.extend_from_slice(&5i32.to_ne_bytes());
+        b.extend_from_slice(&rec);
+        let ev = parse_events(&b);
+        assert_eq!(ev.len(), 1);
+        let (handle, name) = ev[0].dfid_name.clone().expect("dfid");
+        assert_eq!(handle.len(), 16);
+        assert_eq!(name, b"file.dat");
+        // A handle length past the record is ignored, not a panic.
+        let mut bad = b.clone();
+        bad[METADATA_LEN + 12..METADATA_LEN + 16].copy_from_slice(&999u32.to_ne_bytes());
+        assert!(parse_events(&bad)[0].dfid_name.is_none());
     }
 }

@@ -423,8 +423,14 @@ impl HsmEngine {
             blocking(move || crate::walk::walk(&abs)).await?
         };
         let mut report = crate::TreeReport::default();
-        for p in paths {
+        let results: Vec<_> = futures::stream::iter(paths.into_iter().map(|p| async move {
             let r = self.export_one(&p, conflict).await;
+            (p, r)
+        }))
+        .buffer_unordered(self.config().file_concurrency)
+        .collect()
+        .await;
+        for (p, r) in results {
             match r {
                 Ok(Some(rep)) => {
                     if rep.outcome == Outcome::Done {

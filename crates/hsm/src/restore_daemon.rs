@@ -3,10 +3,11 @@
 //! The daemon puts a filesystem mark for `FAN_PRE_ACCESS` (Linux 6.14+, ext4/btrfs/xfs) on
 //! the filesystem of the namespace root. The kernel then holds every read of a marked file
 //! until we answer:
-//! - a file outside the root, or one that is not released: `FAN_ALLOW` at once, plus an
-//!   ignore mark on its inode so its later reads do not come back to us (the ignore mark
-//!   has no `IGNORED_SURV_MODIFY`, so the kernel drops it when the file is modified, and
-//!   releasing a file punches holes, which is a modification);
+//! - a file outside the root, or one that is not released: `FAN_ALLOW` at once. We also
+//!   ask for an ignore mark on its inode (`FAN_MARK_IGNORE`, no `SURV_MODIFY`, so a
+//!   modification such as a release's hole punch drops it), but on the 6.18 kernel of this
+//!   workplace the kernel still sent later events for that inode, so each read chunk of a
+//!   present file costs one quick answer (a readlink and an xattr read);
 //! - a released file: its data is fetched with ranged GETs and written **in place** with
 //!   `pwrite` through the event's own descriptor (whose I/O raises no events), the checksum
 //!   verified, the stub's mtime put back and the state flipped to archived-and-present;
@@ -20,6 +21,15 @@
 //! `restores` restores run at once; answers to files that need none never wait for them.
 //! When the daemon stops, closing the group lets every pending read through (as released
 //! stubs, their holes read as zeros: run the daemon whenever released files are in use).
+//!
+//! **Known limitation: releasing while the daemon runs stalls.** The backend's release holds
+//! a write lease (`F_SETLEASE`) while it punches the data out; the punch raises a
+//! pre-content event, and the kernel's open of the event fd for us breaks that lease and
+//! waits for the kernel's `lease-break-time` (45 s by default) before the release goes on.
+//! The release completes correctly, only late. Fixes that belong outside this module: do the
+//! mover's own I/O through a private bind mount that the daemon does not mark (a mount
+//! mark on the users' mount instead of a filesystem mark), or release without a lease when a
+//! pre-content watcher is known to run.
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -63,6 +73,7 @@ struct Shared {
     group: Group,
     root: PathBuf,
     permits: Semaphore,
+    restores: usize,
     in_flight: InFlight,
     stats: DaemonStats,
     deny_errno: AtomicBool,
@@ -111,6 +122,7 @@ impl RestoreDaemon {
             group,
             root,
             permits: Semaphore::new(cfg.restores.max(1)),
+            restores: cfg.restores.max(1),
             in_flight: Mutex::new(HashMap::new()),
             stats: DaemonStats::default(),
             deny_errno: AtomicBool::new(true),
@@ -180,7 +192,7 @@ impl RestoreDaemon {
         let _ = self
             .shared
             .permits
-            .acquire_many(self.shared.permits.available_permits().max(1) as u32)
+            .acquire_many(self.shared.restores as u32)
             .await;
     }
 }
@@ -213,12 +225,11 @@ impl Shared {
     /// Lets reads of this inode through without asking us, until it is modified.
     fn ignore(&self, fd: &OwnedFd) {
         if let Err(e) = self.group.mark_fd(
-            fan::FAN_MARK_ADD | fan::FAN_MARK_IGNORED_MASK,
+            fan::FAN_MARK_ADD | fan::FAN_MARK_IGNORE,
             fan::FAN_PRE_ACCESS,
             fd.as_raw_fd(),
         ) {
             tracing::debug!(error = %e, "ignore mark refused; later reads will ask again");
-            eprintln!("IGNORE FAILED {e}");
         }
     }
 
@@ -231,7 +242,6 @@ impl Shared {
     async fn handle(self: Arc<Self>, ev: Event) {
         let Some(fd) = ev.fd else { return };
         self.stats.events.fetch_add(1, Ordering::Relaxed);
-        eprintln!("EVENT pid={} mask={:#x} range={:?} path={:?}", ev.pid, ev.mask, ev.range, fan::fd_path(fd.as_raw_fd()));
         if ev.mask & fan::FAN_PRE_ACCESS == 0 {
             self.answer_fd(Some(&fd), fan::FAN_ALLOW);
             return;

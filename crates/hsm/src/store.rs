@@ -238,8 +238,10 @@ impl ArchiveStore {
     /// as `Err` so the caller can report it.
     pub fn rel_of(&self, key: &ObjPath) -> Option<Vec<std::result::Result<String, String>>> {
         let s: &str = key.as_ref();
-        if s == SIDECAR_ROOT || s.starts_with(&format!("{SIDECAR_ROOT}/")) {
-            return None;
+        for root in [SIDECAR_ROOT, crate::copytool::FID_INDEX_ROOT] {
+            if s == root || s.starts_with(&format!("{root}/")) {
+                return None;
+            }
         }
         let rest = if self.prefix.as_ref().is_empty() {
             s

@@ -69,7 +69,10 @@ fn trees_round_trip_with_json_reports() {
     let states = v.as_array().expect("array");
     assert_eq!(states.len(), 12);
     for s in states {
-        assert!(s["text"].as_str().expect("text").contains("released"), "{s}");
+        assert!(
+            s["text"].as_str().expect("text").contains("released"),
+            "{s}"
+        );
     }
 
     let (code, v, _) = hsm(&store, &ns, &["restore", "-r", "-j", "3", &dir]);
@@ -89,7 +92,10 @@ fn trees_round_trip_with_json_reports() {
         .expect("run");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("d0/sub/f0.bin: (0x00000009) exists archived, archive_id:1"), "{text}");
+    assert!(
+        text.contains("d0/sub/f0.bin: (0x00000009) exists archived, archive_id:1"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -108,7 +114,11 @@ fn failures_exit_non_zero_and_max_errors_stops() {
     assert_eq!(v["failed"], 6);
     assert_eq!(v["errors"][0]["kind"], "refused");
     // One at a time, stop once more than 1 failed.
-    let (code, v, _) = hsm(&store, &ns, &["release", "-r", "-j", "1", "--max-errors", "1", &dir]);
+    let (code, v, _) = hsm(
+        &store,
+        &ns,
+        &["release", "-r", "-j", "1", "--max-errors", "1", &dir],
+    );
     assert_eq!(code, 1);
     assert_eq!(v["stopped"], true);
     assert_eq!(v["failed"], 2, "{v}");
@@ -138,26 +148,75 @@ fn import_and_export_from_the_command_line() {
     let store = format!("file://{}", tmp.path().join("store").display());
     write(&ns.join("src/a.txt"), b"alpha");
     write(&ns.join("src/b/c.txt"), b"charlie");
-    let (code, v, _) = hsm(&store, &ns, &["export", &ns.join("src").display().to_string()]);
+    let (code, v, _) = hsm(
+        &store,
+        &ns,
+        &["export", &ns.join("src").display().to_string()],
+    );
     assert_eq!(code, 0, "{v}");
     assert!(v["done"].as_u64().expect("done") >= 2);
     // Import the exported prefix elsewhere as stubs, then restore one.
     let (code, v, _) = hsm(
         &store,
         &ns,
-        &["import", "--prefix", "src", &ns.join("copy").display().to_string()],
+        &[
+            "import",
+            "--prefix",
+            "src",
+            &ns.join("copy").display().to_string(),
+        ],
     );
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["files"], 2, "{v}");
-    let (code, _, _) = hsm(&store, &ns, &["state", &ns.join("copy/b/c.txt").display().to_string()]);
+    let (code, _, _) = hsm(
+        &store,
+        &ns,
+        &["state", &ns.join("copy/b/c.txt").display().to_string()],
+    );
     assert_eq!(code, 0);
     // Second import without overwrite: conflicts, exit non-zero; with skip: fine.
-    let (code, v, _) = hsm(&store, &ns, &["import", "--prefix", "src", &ns.join("copy").display().to_string()]);
+    let (code, v, _) = hsm(
+        &store,
+        &ns,
+        &[
+            "import",
+            "--prefix",
+            "src",
+            &ns.join("copy").display().to_string(),
+        ],
+    );
     assert_eq!(code, 1, "{v}");
     let (code, v, _) = hsm(
         &store,
         &ns,
-        &["import", "--prefix", "src", "--conflict", "skip", &ns.join("copy").display().to_string()],
+        &[
+            "import",
+            "--prefix",
+            "src",
+            "--conflict",
+            "skip",
+            &ns.join("copy").display().to_string(),
+        ],
     );
     assert_eq!(code, 0, "{v}");
+}
+
+#[test]
+fn copytool_without_liblustreapi_fails_plainly() {
+    build();
+    let out = Command::new(cli_bin())
+        .args([
+            "--store",
+            "file:///tmp/unused-store",
+            "copytool",
+            "--mnt",
+            "/tmp",
+            "--lib",
+            "liblustreapi-absent.so.1",
+        ])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("copytool mode needs liblustreapi"), "{err}");
 }

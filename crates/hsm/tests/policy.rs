@@ -26,8 +26,14 @@ fn now_s() -> i64 {
 fn set_times(p: &Path, atime: i64, mtime: i64) {
     let c = CString::new(p.as_os_str().as_bytes()).expect("cstr");
     let ts = [
-        libc::timespec { tv_sec: atime as _, tv_nsec: 0 },
-        libc::timespec { tv_sec: mtime as _, tv_nsec: 0 },
+        libc::timespec {
+            tv_sec: atime as _,
+            tv_nsec: 0,
+        },
+        libc::timespec {
+            tv_sec: mtime as _,
+            tv_nsec: 0,
+        },
     ];
     // SAFETY: valid path and two timespecs.
     let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), 0) };
@@ -89,7 +95,15 @@ async fn archive_rules_select_by_glob_size_and_age() {
         BTreeSet::from(["a.dat".to_string(), "deep/e/f.dat".to_string()])
     );
     assert!(r.actions.iter().all(|a| a.done));
-    for (f, archived) in [("a.dat", true), ("deep/e/f.dat", true), ("new.dat", false), ("c.txt", false), ("tmp/d.dat", false), ("big.dat", false), ("tiny.dat", false)] {
+    for (f, archived) in [
+        ("a.dat", true),
+        ("deep/e/f.dat", true),
+        ("new.dat", false),
+        ("c.txt", false),
+        ("tmp/d.dat", false),
+        ("big.dat", false),
+        ("tiny.dat", false),
+    ] {
         let st = engine.state(&env.ns.join(f)).await.expect("state").state;
         assert_eq!(st.flags.archived, archived, "{f}: {st}");
     }
@@ -117,7 +131,9 @@ async fn dry_run_lists_and_changes_nothing() {
         let st = engine.state(&env.ns.join(f)).await.expect("state").state;
         assert!(!st.flags.archived, "{f}");
     }
-    let objects = std::fs::read_dir(&store_dir).map(|d| d.count()).unwrap_or(0);
+    let objects = std::fs::read_dir(&store_dir)
+        .map(|d| d.count())
+        .unwrap_or(0);
     assert_eq!(objects, 0, "the store was written");
     assert_eq!(policy.operations(), 0);
 }
@@ -148,16 +164,24 @@ async fn watermark_release_takes_lru_clean_archived_files_down_to_low() {
         let md = std::fs::metadata(&p).expect("md");
         let c = CString::new(p.as_os_str().as_bytes()).expect("c");
         let ts = [
-            libc::timespec { tv_sec: (base + i as i64 * 100) as _, tv_nsec: 0 },
-            libc::timespec { tv_sec: md.mtime() as _, tv_nsec: md.mtime_nsec() as _ },
+            libc::timespec {
+                tv_sec: (base + i as i64 * 100) as _,
+                tv_nsec: 0,
+            },
+            libc::timespec {
+                tv_sec: md.mtime() as _,
+                tv_nsec: md.mtime_nsec() as _,
+            },
         ];
         // SAFETY: valid path and timespecs.
-        assert_eq!(unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), 0) }, 0);
+        assert_eq!(
+            unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), 0) },
+            0
+        );
     }
     let capacity = alloc * 100 / 95;
-    let toml = format!(
-        "[release]\nhigh_watermark = 90\nlow_watermark = 60\ncapacity = {capacity}\n"
-    );
+    let toml =
+        format!("[release]\nhigh_watermark = 90\nlow_watermark = 60\ncapacity = {capacity}\n");
     let cfg = PolicyConfig::parse(&toml).expect("cfg");
     let policy = Policy::new(engine.clone(), cfg).expect("policy");
     let r = policy.run_pass().await.expect("pass");
@@ -167,12 +191,22 @@ async fn watermark_release_takes_lru_clean_archived_files_down_to_low() {
     // 95% → below 60% needs 4 files of 10 (each 9.5%): f0, f3, f4, f5 (f1 unarchived, f2 dirty).
     assert_eq!(
         names(&env.ns, action_paths(&r, "release")),
-        ["f0", "f3", "f4", "f5"].iter().map(|s| s.to_string()).collect()
+        ["f0", "f3", "f4", "f5"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     );
-    assert!(rel.projected_percent < 60.0 && rel.projected_percent > 50.0, "{rel:?}");
+    assert!(
+        rel.projected_percent < 60.0 && rel.projected_percent > 50.0,
+        "{rel:?}"
+    );
     assert!(!rel.short_of_target);
     for i in 0..10 {
-        let st = engine.state(&env.ns.join(format!("f{i}"))).await.expect("st").state;
+        let st = engine
+            .state(&env.ns.join(format!("f{i}")))
+            .await
+            .expect("st")
+            .state;
         assert_eq!(st.flags.released, [0, 3, 4, 5].contains(&i), "f{i}: {st}");
     }
     // Below the high watermark now: the next pass releases nothing.
@@ -191,7 +225,8 @@ async fn rate_limit_counts_every_operation() {
         set_times(&p, now_s() - 7200, now_s() - 7200);
     }
     let engine = Arc::new(env.engine);
-    let cfg = PolicyConfig::parse("rate_limit = 40\n[archive]\nolder_than_minutes = 1\n").expect("cfg");
+    let cfg =
+        PolicyConfig::parse("rate_limit = 40\n[archive]\nolder_than_minutes = 1\n").expect("cfg");
     let policy = Policy::new(engine, cfg).expect("policy");
     let r = policy.run_pass().await.expect("pass");
     assert_eq!(action_paths(&r, "archive").len(), 6);
@@ -205,7 +240,10 @@ async fn policy_file_errors_name_the_file() {
     let p = tmp.path().join("p.toml");
     std::fs::write(&p, "[archive]\nolder_than_minute = 3\n").expect("write");
     let e = PolicyConfig::load(&p).expect_err("bad").to_string();
-    assert!(e.contains("p.toml") && e.contains("older_than_minute"), "{e}");
+    assert!(
+        e.contains("p.toml") && e.contains("older_than_minute"),
+        "{e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,7 +266,13 @@ async fn watch_reruns_on_change_events() {
         let each = move |r: &hsm::policy::PassReport| {
             let _ = tx.send(r.clone());
         };
-        p2.watch(async { let _ = stop_rx.await; }, &each).await
+        p2.watch(
+            async {
+                let _ = stop_rx.await;
+            },
+            &each,
+        )
+        .await
     });
     let first = tokio::time::timeout(Duration::from_secs(20), rx.recv())
         .await
@@ -251,7 +295,10 @@ async fn watch_reruns_on_change_events() {
         _ => panic!("no pass after a change (interval is an hour, so fanotify did not fire)"),
     };
     assert_eq!(next.trigger, "change");
-    assert_eq!(names(&env.ns, action_paths(&next, "archive")), BTreeSet::from(["fresh.dat".to_string()]));
+    assert_eq!(
+        names(&env.ns, action_paths(&next, "archive")),
+        BTreeSet::from(["fresh.dat".to_string()])
+    );
     tokio::time::timeout(Duration::from_secs(10), task)
         .await
         .expect("watch stops")

@@ -1,19 +1,529 @@
-//! stub
-use crate::{HsmEngine, Result};
-use std::path::Path;
-use std::sync::Arc;
-pub struct LustreApi;
-impl LustreApi {
-    pub fn load(_lib: &str) -> std::result::Result<Self, String> {
-        Err("stub".into())
+//! The Lustre copytool: the same engine serving the MDT coordinator's HSM actions.
+//!
+//! `lustrekit hsm copytool --mnt /mnt/lustre` loads `liblustreapi` at run time
+//! ([`api::LustreApi`]), registers for the archive IDs given, and receives action lists
+//! ([`hal`]). Each item:
+//! - **ARCHIVE**: the file is read through `<mnt>/.lustre/fid/<fid>`, streamed to the
+//!   path-based key of `fid2path` (with the engine's multipart upload and checksum), and
+//!   `<store>/.lustrekit-fid/<fid>` records the key (so a REMOVE after an unlink finds it);
+//! - **RESTORE**: ranged GETs written into the descriptor the coordinator gives
+//!   (`llapi_hsm_action_get_fd`), checksum verified;
+//! - **REMOVE**: the object and its FID record are deleted;
+//! - **CANCEL**: the running action with that cookie is stopped and ended with ECANCELED.
+//!
+//! Progress goes to the coordinator while a copy runs (`llapi_hsm_action_progress`, at most
+//! every 64 MiB or 10 s). The coordinator itself sets the HSM flags when an action ends, so
+//! the copytool never marks state.
+//!
+//! The coordinator calls are behind the [`Coordinator`] trait, so the action mapping is
+//! tested without Lustre.
+
+pub mod api;
+pub mod hal;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::os::fd::{FromRawFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use object_store::ObjectStoreExt;
+use object_store::path::Path as ObjPath;
+
+pub use api::LustreApi;
+use hal::{Action, ActionItem, Fid};
+
+use crate::engine::HsmEngine;
+use crate::error::{HsmError, Result};
+use crate::meta::FileMeta;
+use crate::posix::{self, DataVersion};
+
+/// Where the copytool keeps `fid → key` records, at the store root (import skips it).
+pub const FID_INDEX_ROOT: &str = ".lustrekit-fid";
+
+/// What the copytool needs from the coordinator and the filesystem.
+pub trait Coordinator: Send + Sync + 'static {
+    /// A begun action.
+    type Action: Send + 'static;
+    /// `llapi_hsm_action_begin` for `item`, at byte `item.at` of the list whose buffer
+    /// starts at `base` (an address, valid until the next receive).
+    fn begin(&self, item: &ActionItem, base: usize) -> std::io::Result<Self::Action>;
+    fn progress(&self, action: &Self::Action, offset: u64, length: u64, total: u64);
+    /// The descriptor restored data goes into (owned by the coordinator).
+    fn restore_fd(&self, action: &Self::Action) -> std::io::Result<RawFd>;
+    /// Ends the action; `errval` is 0 or a positive errno.
+    fn end(
+        &self,
+        action: Self::Action,
+        offset: u64,
+        length: u64,
+        errval: i32,
+    ) -> std::io::Result<()>;
+    /// The path of `fid` relative to the filesystem root.
+    fn path_of(&self, fid: &Fid) -> std::io::Result<PathBuf>;
+    /// A path that opens `fid`'s data for reading (`<mnt>/.lustre/fid/<fid>`).
+    fn data_path(&self, fid: &Fid) -> PathBuf;
+}
+
+/// The real coordinator, through liblustreapi.
+pub struct Lustre {
+    ct: api::Copytool,
+    api: Arc<LustreApi>,
+    mnt: PathBuf,
+}
+
+impl Coordinator for Lustre {
+    type Action = api::RawAction;
+
+    fn begin(&self, item: &ActionItem, base: usize) -> std::io::Result<Self::Action> {
+        // SAFETY: the dispatcher calls `begin` for items of the list just received (at
+        // `base`), before the next receive; `item.at` comes from the bounds-checked parse.
+        unsafe { self.ct.begin(base as *const u8, item.at, false) }
+    }
+
+    fn progress(&self, a: &Self::Action, offset: u64, length: u64, total: u64) {
+        self.ct.progress(a, offset, length, total);
+    }
+
+    fn restore_fd(&self, a: &Self::Action) -> std::io::Result<RawFd> {
+        self.ct.action_fd(a)
+    }
+
+    fn end(&self, a: Self::Action, offset: u64, length: u64, errval: i32) -> std::io::Result<()> {
+        self.ct.end(a, offset, length, errval)
+    }
+
+    fn path_of(&self, fid: &Fid) -> std::io::Result<PathBuf> {
+        self.api.fid2path(&self.mnt, fid)
+    }
+
+    fn data_path(&self, fid: &Fid) -> PathBuf {
+        self.mnt.join(".lustre/fid").join(fid.to_string())
     }
 }
+
+/// Actions running, by cookie, for CANCEL.
+type Running = Arc<Mutex<HashMap<u64, tokio::task::AbortHandle>>>;
+
+/// The copytool loop over a coordinator: receives lists, dispatches items.
+pub struct Dispatcher<C: Coordinator> {
+    coord: Arc<C>,
+    engine: Arc<HsmEngine>,
+    running: Running,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+fn errno_of(e: &HsmError) -> i32 {
+    match e {
+        HsmError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
+        HsmError::NoArchive { .. } => libc::ENOENT,
+        HsmError::Checksum { .. } => libc::EIO,
+        HsmError::Refused { .. } | HsmError::OutsideRoot { .. } => libc::EINVAL,
+        _ => libc::EIO,
+    }
+}
+
+fn fid_key(fid: &Fid) -> ObjPath {
+    ObjPath::from_iter([
+        FID_INDEX_ROOT.to_string(),
+        format!("{:x}-{:x}-{:x}", fid.seq, fid.oid, fid.ver),
+    ])
+}
+
+impl<C: Coordinator> Dispatcher<C> {
+    pub fn new(coord: Arc<C>, engine: Arc<HsmEngine>) -> Self {
+        Self {
+            coord,
+            engine,
+            running: Arc::new(Mutex::new(HashMap::new())),
+            tasks: tokio::task::JoinSet::new(),
+        }
+    }
+
+    /// Dispatches every item of one list: `begin` is called here, at once (the list's
+    /// buffer is only valid until the next receive); the copies run as tasks.
+    pub fn dispatch(&mut self, list: &hal::ActionList, base: usize) {
+        for item in &list.items {
+            match item.action {
+                Action::Cancel => {
+                    let handle = self
+                        .running
+                        .lock()
+                        .ok()
+                        .and_then(|m| m.get(&item.cookie).cloned());
+                    match handle {
+                        Some(h) => {
+                            tracing::info!(cookie = item.cookie, fid = %item.fid, "cancel");
+                            h.abort();
+                        }
+                        None => {
+                            tracing::info!(cookie = item.cookie, "cancel of an action not running")
+                        }
+                    }
+                }
+                Action::Archive | Action::Restore | Action::Remove => {
+                    let action = match self.coord.begin(item, base) {
+                        Ok(a) => a,
+                        Err(e) => {
+                            tracing::error!(fid = %item.fid, error = %e, "llapi_hsm_action_begin failed");
+                            continue;
+                        }
+                    };
+                    self.spawn(item.clone(), action);
+                }
+                other => tracing::warn!(action = ?other, fid = %item.fid, "ignoring action"),
+            }
+        }
+    }
+
+    fn spawn(&mut self, item: ActionItem, action: C::Action) {
+        let (coord, engine, running) = (
+            self.coord.clone(),
+            self.engine.clone(),
+            self.running.clone(),
+        );
+        let action = Arc::new(Mutex::new(Some(action)));
+        let cookie = item.cookie;
+        // The copy runs in its own task so CANCEL can abort it; this task ends the action
+        // whatever happened to the copy.
+        let copy = {
+            let (coord, engine, action, item) =
+                (coord.clone(), engine.clone(), action.clone(), item.clone());
+            tokio::spawn(async move { handle_item(&*coord, &engine, &item, &action).await })
+        };
+        if let Ok(mut m) = running.lock() {
+            m.insert(cookie, copy.abort_handle());
+        }
+        self.tasks.spawn(async move {
+            let res = copy.await;
+            if let Ok(mut m) = running.lock() {
+                m.remove(&cookie);
+            }
+            let (errval, len) = match res {
+                Ok(Ok(n)) => (0, n),
+                Ok(Err(e)) => {
+                    tracing::error!(fid = %item.fid, action = ?item.action, error = %e, "copytool action failed");
+                    (errno_of(&e), 0)
+                }
+                Err(j) if j.is_cancelled() => (libc::ECANCELED, 0),
+                Err(j) => {
+                    tracing::error!(fid = %item.fid, error = %j, "copytool task failed");
+                    (libc::EIO, 0)
+                }
+            };
+            let taken = action.lock().ok().and_then(|mut a| a.take());
+            if let Some(a) = taken
+                && let Err(e) = coord.end(a, item.offset, len, errval)
+            {
+                tracing::error!(fid = %item.fid, error = %e, "llapi_hsm_action_end failed");
+            }
+        });
+    }
+
+    /// Waits for every dispatched action to end.
+    pub async fn drain(&mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Runs one item; returns the bytes moved.
+async fn handle_item<C: Coordinator>(
+    coord: &C,
+    engine: &Arc<HsmEngine>,
+    item: &ActionItem,
+    action: &Arc<Mutex<Option<C::Action>>>,
+) -> Result<u64> {
+    let started = Instant::now();
+    // Progress to the coordinator, at most every 64 MiB or 10 s.
+    let last = Arc::new(Mutex::new((0u64, Instant::now())));
+    let report = {
+        let (action, last) = (action.clone(), last.clone());
+        move |done: u64, total: u64, coord: &C| {
+            let Ok(mut l) = last.lock() else { return };
+            if done >= l.0 + (64 << 20) || l.1.elapsed() >= Duration::from_secs(10) || done == total
+            {
+                if let Ok(a) = action.lock()
+                    && let Some(a) = a.as_ref()
+                {
+                    coord.progress(a, l.0, done - l.0, total);
+                }
+                *l = (done, Instant::now());
+            }
+        }
+    };
+    let res = match item.action {
+        Action::Archive => archive(coord, engine, item, &report).await,
+        Action::Restore => restore(coord, engine, item, action, &report).await,
+        Action::Remove => remove(coord, engine, item).await,
+        other => Err(HsmError::Unsupported(format!("action {other:?}"))),
+    };
+    let op = match item.action {
+        Action::Archive => "copytool_archive",
+        Action::Restore => "copytool_restore",
+        _ => "copytool_remove",
+    };
+    engine.metrics().record(
+        op,
+        res.is_ok(),
+        *res.as_ref().unwrap_or(&0),
+        started.elapsed(),
+    );
+    res
+}
+
+/// A view of the engine for one action (same store, backend, config and metrics), so its
+/// progress callback can go to that action's coordinator.
+fn mover(engine: &HsmEngine) -> HsmEngine {
+    HsmEngine::new(
+        engine.store().clone(),
+        engine.backend().clone(),
+        engine.config().clone(),
+    )
+    .with_metrics(engine.metrics().clone())
+}
+
+type Report<'a, C> = &'a (dyn Fn(u64, u64, &C) + Send + Sync);
+
+async fn archive<C: Coordinator>(
+    coord: &C,
+    engine: &Arc<HsmEngine>,
+    item: &ActionItem,
+    report: Report<'_, C>,
+) -> Result<u64> {
+    let rel = coord
+        .path_of(&item.fid)
+        .map_err(|e| HsmError::io(format!("fid {}", item.fid), e))?;
+    let abs = engine
+        .config()
+        .root
+        .join(rel.strip_prefix("/").unwrap_or(&rel));
+    let key = engine.key_of(&abs)?;
+    let data = coord.data_path(&item.fid);
+    let file = Arc::new(posix::open_noatime(&data)?);
+    let v0 = DataVersion::of_file(&data, &file)?;
+    let mut meta: FileMeta = {
+        let d = data.clone();
+        crate::engine::blocking(move || posix::capture(&d)).await?
+    };
+    meta.size = Some(v0.size);
+    meta.data_version = Some(v0.token());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, u64)>();
+    let mover = mover(engine).with_progress(Arc::new(move |p| {
+        let _ = tx.send((p.done_bytes, p.total_bytes));
+    }));
+    let upload = mover.upload_file(&abs, &key, &file, v0.size, &mut meta);
+    tokio::pin!(upload);
+    loop {
+        tokio::select! {
+            r = &mut upload => { r?; break; }
+            Some((done, total)) = rx.recv() => report(done, total, coord),
+        }
+    }
+    while let Ok((done, total)) = rx.try_recv() {
+        report(done, total, coord);
+    }
+    let v1 = DataVersion::of_file(&data, &file)?;
+    if v1 != v0 {
+        return Err(HsmError::ModifiedDuringArchive { path: abs.clone() });
+    }
+    let idx = fid_key(&item.fid);
+    engine
+        .store()
+        .object_store()
+        .put(&idx, Bytes::from(key.to_string()).into())
+        .await
+        .map_err(|e| HsmError::Store {
+            store: engine.store().name().to_string(),
+            op: "put",
+            key: idx.to_string(),
+            source: Box::new(e),
+        })?;
+    Ok(v0.size)
+}
+
+async fn restore<C: Coordinator>(
+    coord: &C,
+    engine: &Arc<HsmEngine>,
+    item: &ActionItem,
+    action: &Arc<Mutex<Option<C::Action>>>,
+    report: Report<'_, C>,
+) -> Result<u64> {
+    let key = match key_from_index(engine, &item.fid).await? {
+        Some(k) => k,
+        None => {
+            let rel = coord
+                .path_of(&item.fid)
+                .map_err(|e| HsmError::io(format!("fid {}", item.fid), e))?;
+            engine.key_of(
+                &engine
+                    .config()
+                    .root
+                    .join(rel.strip_prefix("/").unwrap_or(&rel)),
+            )?
+        }
+    };
+    let info = engine
+        .store()
+        .head(&key)
+        .await?
+        .ok_or_else(|| HsmError::NoArchive {
+            store: engine.store().name().to_string(),
+            key: key.to_string(),
+        })?;
+    let fd = {
+        let a = action
+            .lock()
+            .map_err(|_| HsmError::Unsupported("action lock poisoned".into()))?;
+        let a = a
+            .as_ref()
+            .ok_or_else(|| HsmError::Unsupported("action already ended".into()))?;
+        coord
+            .restore_fd(a)
+            .map_err(|e| HsmError::io(format!("fid {}", item.fid), e))?
+    };
+    // Our own descriptor: the coordinator's stays its own.
+    // SAFETY: dup of a valid descriptor; the result is owned by the File.
+    let dup = unsafe { libc::dup(fd) };
+    if dup < 0 {
+        return Err(HsmError::io(
+            format!("fid {}", item.fid),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: a fresh descriptor we own.
+    let file = Arc::new(unsafe { std::fs::File::from_raw_fd(dup) });
+    let shown = PathBuf::from(format!("fid {}", item.fid));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, u64)>();
+    let mover = mover(engine).with_progress(Arc::new(move |p| {
+        let _ = tx.send((p.done_bytes, p.total_bytes));
+    }));
+    let down = mover.download_into(&shown, &key, info.size, &file, &shown);
+    let shown2 = shown.clone();
+    tokio::pin!(down);
+    let actual = loop {
+        tokio::select! {
+            r = &mut down => break r?,
+            Some((done, total)) = rx.recv() => report(done, total, coord),
+        }
+    };
+    let archived = FileMeta::from_map(&info.meta, 0, 0, 0);
+    if let Some(expected) = archived.checksum
+        && expected != actual
+    {
+        return Err(HsmError::Checksum {
+            path: shown2,
+            expected,
+            actual,
+        });
+    }
+    file.sync_data().map_err(|e| HsmError::io(&shown2, e))?;
+    Ok(info.size)
+}
+
+async fn key_from_index(engine: &HsmEngine, fid: &Fid) -> Result<Option<ObjPath>> {
+    let idx = fid_key(fid);
+    match engine.store().object_store().get(&idx).await {
+        Ok(r) => {
+            let b = r.bytes().await.map_err(|e| HsmError::Store {
+                store: engine.store().name().to_string(),
+                op: "get",
+                key: idx.to_string(),
+                source: Box::new(e),
+            })?;
+            let s = String::from_utf8_lossy(&b).to_string();
+            Ok(ObjPath::parse(s).ok())
+        }
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(HsmError::Store {
+            store: engine.store().name().to_string(),
+            op: "get",
+            key: idx.to_string(),
+            source: Box::new(e),
+        }),
+    }
+}
+
+async fn remove<C: Coordinator>(
+    coord: &C,
+    engine: &Arc<HsmEngine>,
+    item: &ActionItem,
+) -> Result<u64> {
+    let key = match key_from_index(engine, &item.fid).await? {
+        Some(k) => k,
+        None => {
+            let rel = coord
+                .path_of(&item.fid)
+                .map_err(|e| HsmError::io(format!("fid {}", item.fid), e))?;
+            engine.key_of(
+                &engine
+                    .config()
+                    .root
+                    .join(rel.strip_prefix("/").unwrap_or(&rel)),
+            )?
+        }
+    };
+    engine.store().delete(&key).await?;
+    let idx = fid_key(&item.fid);
+    match engine.store().object_store().delete(&idx).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => tracing::warn!(key = %idx, error = %e, "cannot delete the fid record"),
+    }
+    Ok(0)
+}
+
+/// Runs the copytool until `stop` resolves.
 pub async fn run(
-    _api: LustreApi,
-    _e: Arc<HsmEngine>,
-    _mnt: &Path,
-    _a: &[u32],
-    _stop: impl std::future::Future<Output = ()>,
+    api: LustreApi,
+    engine: Arc<HsmEngine>,
+    mnt: &Path,
+    archives: &[u32],
+    stop: impl Future<Output = ()>,
 ) -> Result<()> {
+    let api = Arc::new(api);
+    let ct = api
+        .register(mnt, archives)
+        .map_err(|e| HsmError::io(mnt, e))?;
+    let pollfd = ct.fd().map_err(|e| HsmError::io(mnt, e))?;
+    let coord = Arc::new(Lustre {
+        ct,
+        api,
+        mnt: mnt.to_path_buf(),
+    });
+    tracing::info!(mnt = %mnt.display(), ?archives, "copytool registered");
+    let mut disp = Dispatcher::new(coord.clone(), engine);
+    tokio::pin!(stop);
+    loop {
+        // Wait for the copytool descriptor (non-blocking registration), a tick at a time.
+        let ready = tokio::task::spawn_blocking(move || {
+            let mut p = libc::pollfd {
+                fd: pollfd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            unsafe { libc::poll(&mut p, 1, 500) > 0 }
+        });
+        tokio::select! {
+            _ = &mut stop => break,
+            r = ready => {
+                if !r.unwrap_or(false) {
+                    continue;
+                }
+            }
+        }
+        while let Some((bytes, base)) = coord.ct.recv().map_err(|e| HsmError::io(mnt, e))? {
+            match hal::parse(&bytes) {
+                Ok(list) => {
+                    tracing::info!(items = list.items.len(), archive_id = list.archive_id, fs = %list.fsname, "action list");
+                    disp.dispatch(&list, base as usize);
+                }
+                Err(e) => tracing::error!(error = %e, "unreadable action list; skipped"),
+            }
+        }
+    }
+    tracing::info!("copytool stopping; waiting for running actions");
+    disp.drain().await;
     Ok(())
 }

@@ -284,6 +284,12 @@ mod tests {
         assert_eq!(c.watch.interval_secs, 300);
     }
 
+    #[test]
+    fn the_shipped_example_parses() {
+        let c = PolicyConfig::parse(include_str!("../../examples/policy.toml")).expect("example");
+        assert_eq!(c.usage_scope(), Some(UsageScope::Filesystem));
+    }
+
     fn err(text: &str) -> String {
         PolicyConfig::parse(text)
             .expect_err("must fail")

@@ -3,7 +3,13 @@
 //! reads events and sends the paths under the watched directory on a channel; events caused
 //! by this process itself (our own archives and releases) are dropped, so a pass never
 //! triggers the next one.
+//!
+//! The group reports directory handles and names (`FAN_REPORT_DFID_NAME`) rather than
+//! opening every changed file: an fd-reporting group opens each file an event is about,
+//! which costs an open per write on the whole filesystem and breaks other processes' file
+//! leases. Kernels without FID reporting fall back to fd events.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,11 +36,12 @@ impl ChangeWatcher {
     /// Starts watching `dir`; `Err` says why fanotify cannot be used (not root, kernel
     /// without fanotify, a filesystem that refuses marks).
     pub fn start(dir: &Path) -> Result<Self, String> {
-        let group = Group::init(
-            fan::FAN_CLASS_NOTIF | fan::FAN_CLOEXEC | fan::FAN_NONBLOCK,
-            (libc::O_RDONLY | libc::O_LARGEFILE | libc::O_CLOEXEC) as u32,
-        )
-        .map_err(|e| format!("fanotify_init: {e}"))?;
+        let base = fan::FAN_CLASS_NOTIF | fan::FAN_CLOEXEC | fan::FAN_NONBLOCK;
+        let ev_flags = (libc::O_RDONLY | libc::O_LARGEFILE | libc::O_CLOEXEC) as u32;
+        let group = Group::init(base | fan::FAN_REPORT_DFID_NAME, ev_flags)
+            .or_else(|_| Group::init(base, ev_flags))
+            .map_err(|e| format!("fanotify_init: {e}"))?;
+        let mount = std::fs::File::open(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let mask = fan::FAN_MODIFY | fan::FAN_CLOSE_WRITE;
         let mark = match group.mark_path(fan::FAN_MARK_ADD | fan::FAN_MARK_FILESYSTEM, mask, dir) {
             Ok(()) => "filesystem",
@@ -73,11 +80,17 @@ impl ChangeWatcher {
                         if ev.pid == me {
                             continue;
                         }
-                        let Some(fd) = ev.fd else { continue };
                         use std::os::fd::AsRawFd;
-                        let Ok(p) = fan::fd_path(fd.as_raw_fd()) else {
-                            continue;
+                        let p = match (&ev.fd, &ev.dfid_name) {
+                            (Some(fd), _) => fan::fd_path(fd.as_raw_fd()).ok(),
+                            (None, Some((handle, name))) => {
+                                fan::handle_path(mount.as_raw_fd(), handle)
+                                    .ok()
+                                    .map(|d| d.join(std::ffi::OsStr::from_bytes(name)))
+                            }
+                            (None, None) => None,
                         };
+                        let Some(p) = p else { continue };
                         if p.starts_with(&dir) && tx.try_send(p).is_err() && tx.is_closed() {
                             return;
                         }

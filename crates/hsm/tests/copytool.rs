@@ -1,0 +1,287 @@
+//! The copytool's action mapping, without Lustre: a fake coordinator stands in for
+//! liblustreapi (begin/progress/end, fid2path, the restore descriptor) over a local
+//! directory, while the engine and the store are real. Action lists are built as bytes
+//! from the documented structs and parsed like the ones the kernel sends.
+
+mod common;
+
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use hsm::copytool::hal::{self, Action, ActionItem, ActionList, Fid};
+use hsm::copytool::{Coordinator, Dispatcher};
+use hsm::{EngineConfig, HsmEngine};
+
+struct FakeAction {
+    cookie: u64,
+    target: Option<(PathBuf, std::fs::File)>,
+}
+
+#[derive(Default)]
+struct Log {
+    progress: Vec<(u64, u64, u64, u64)>,
+    ends: Vec<(u64, i32, u64)>,
+    restored: HashMap<u64, PathBuf>,
+}
+
+struct Fake {
+    mnt: PathBuf,
+    scratch: PathBuf,
+    fids: HashMap<Fid, PathBuf>,
+    log: Mutex<Log>,
+}
+
+impl Coordinator for Fake {
+    type Action = FakeAction;
+
+    fn begin(&self, item: &ActionItem, _base: usize) -> std::io::Result<FakeAction> {
+        let target = if item.action == Action::Restore {
+            let p = self.scratch.join(format!("volatile-{}", item.cookie));
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&p)?;
+            Some((p, f))
+        } else {
+            None
+        };
+        Ok(FakeAction {
+            cookie: item.cookie,
+            target,
+        })
+    }
+
+    fn progress(&self, a: &FakeAction, offset: u64, length: u64, total: u64) {
+        self.log
+            .lock()
+            .expect("lock")
+            .progress
+            .push((a.cookie, offset, length, total));
+    }
+
+    fn restore_fd(&self, a: &FakeAction) -> std::io::Result<RawFd> {
+        a.target
+            .as_ref()
+            .map(|(_, f)| f.as_raw_fd())
+            .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))
+    }
+
+    fn end(&self, a: FakeAction, _offset: u64, length: u64, errval: i32) -> std::io::Result<()> {
+        let mut log = self.log.lock().expect("lock");
+        log.ends.push((a.cookie, errval, length));
+        if let Some((p, _)) = a.target {
+            log.restored.insert(a.cookie, p);
+        }
+        Ok(())
+    }
+
+    fn path_of(&self, fid: &Fid) -> std::io::Result<PathBuf> {
+        self.fids
+            .get(fid)
+            .cloned()
+            .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENOENT))
+    }
+
+    fn data_path(&self, fid: &Fid) -> PathBuf {
+        self.mnt
+            .join(self.fids.get(fid).cloned().unwrap_or_default())
+    }
+}
+
+fn fid(n: u32) -> Fid {
+    Fid {
+        seq: 0x200000401,
+        oid: n,
+        ver: 0,
+    }
+}
+
+fn list(items: Vec<(Action, Fid, u64)>) -> Vec<u8> {
+    hal::build(&ActionList {
+        version: hal::HAL_VERSION,
+        compound_id: 0,
+        flags: 0,
+        archive_id: 1,
+        fsname: "testfs".into(),
+        items: items
+            .into_iter()
+            .map(|(action, f, cookie)| ActionItem {
+                action,
+                fid: f,
+                dfid: f,
+                offset: 0,
+                length: u64::MAX,
+                cookie,
+                gid: 0,
+                data: Vec::new(),
+                at: 0,
+            })
+            .collect(),
+    })
+}
+
+async fn run_list<C: Coordinator>(d: &mut Dispatcher<C>, bytes: &[u8]) {
+    let l = hal::parse(bytes).expect("parse");
+    d.dispatch(&l, bytes.as_ptr() as usize);
+    tokio::time::timeout(Duration::from_secs(60), d.drain())
+        .await
+        .expect("actions end");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_restore_remove_and_cancel_map_to_the_engine() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store_dir = tmp.path().join("store");
+    let spec = format!("file://{}", store_dir.display());
+    let mut cfg = small_cfg();
+    cfg.part_size = 1 << 20;
+    let env = env_with(&spec, tempfile::tempdir().expect("tmp"), cfg.clone()).await;
+    let mnt = env.ns.clone();
+    let scratch = tmp.path().join("scratch");
+    std::fs::create_dir_all(&scratch).expect("scratch");
+    let big = content(5 << 20 | 77, 3);
+    write(&mnt.join("proj/big.bin"), &big);
+    write(&mnt.join("slow.bin"), &content(8 << 20, 4));
+    let fake = Arc::new(Fake {
+        mnt: mnt.clone(),
+        scratch,
+        fids: HashMap::from([
+            (fid(1), PathBuf::from("proj/big.bin")),
+            (fid(2), PathBuf::from("slow.bin")),
+        ]),
+        log: Mutex::new(Log::default()),
+    });
+    let engine = Arc::new(env.engine);
+    let mut d = Dispatcher::new(fake.clone(), engine.clone());
+
+    // ARCHIVE, plus one for a FID that does not resolve.
+    run_list(
+        &mut d,
+        &list(vec![
+            (Action::Archive, fid(1), 11),
+            (Action::Archive, fid(9), 12),
+        ]),
+    )
+    .await;
+    {
+        let log = fake.log.lock().expect("lock");
+        assert!(
+            log.ends.contains(&(11, 0, big.len() as u64)),
+            "{:?}",
+            log.ends
+        );
+        assert!(
+            log.ends
+                .iter()
+                .any(|(c, e, _)| *c == 12 && *e == libc::ENOENT),
+            "{:?}",
+            log.ends
+        );
+        let p: Vec<_> = log.progress.iter().filter(|p| p.0 == 11).collect();
+        assert!(!p.is_empty(), "no progress reported");
+        assert_eq!(p.last().map(|p| p.1 + p.2), Some(big.len() as u64));
+    }
+    let key = engine.key_of(&mnt.join("proj/big.bin")).expect("key");
+    let info = engine
+        .store()
+        .head(&key)
+        .await
+        .expect("head")
+        .expect("object");
+    assert_eq!(info.size, big.len() as u64);
+    assert!(info.meta.contains_key("lustrekit_blake3"));
+    // The copytool never marks state: the coordinator does.
+    let st = engine
+        .state(&mnt.join("proj/big.bin"))
+        .await
+        .expect("state")
+        .state;
+    assert!(!st.flags.archived);
+
+    // RESTORE into the coordinator's descriptor.
+    run_list(&mut d, &list(vec![(Action::Restore, fid(1), 21)])).await;
+    {
+        let log = fake.log.lock().expect("lock");
+        assert!(
+            log.ends.contains(&(21, 0, big.len() as u64)),
+            "{:?}",
+            log.ends
+        );
+        let p = log.restored.get(&21).expect("restored");
+        assert!(
+            std::fs::read(p).expect("read") == big,
+            "restored bytes differ"
+        );
+    }
+
+    // A corrupted object: RESTORE ends with EIO.
+    let obj = store_dir.join("proj/big.bin");
+    let mut bytes = std::fs::read(&obj).expect("obj");
+    bytes[10] ^= 1;
+    std::fs::write(&obj, &bytes).expect("corrupt");
+    run_list(&mut d, &list(vec![(Action::Restore, fid(1), 22)])).await;
+    assert!(
+        fake.log
+            .lock()
+            .expect("lock")
+            .ends
+            .contains(&(22, libc::EIO, 0))
+    );
+
+    // REMOVE after the file is gone: found through the FID record.
+    std::fs::remove_file(mnt.join("proj/big.bin")).expect("unlink");
+    let fake2 = Arc::new(Fake {
+        mnt: mnt.clone(),
+        scratch: tmp.path().join("scratch"),
+        fids: HashMap::from([(fid(2), PathBuf::from("slow.bin"))]),
+        log: Mutex::new(Log::default()),
+    });
+    let mut d2 = Dispatcher::new(fake2.clone(), engine.clone());
+    run_list(&mut d2, &list(vec![(Action::Remove, fid(1), 31)])).await;
+    assert!(fake2.log.lock().expect("lock").ends.contains(&(31, 0, 0)));
+    assert!(engine.store().head(&key).await.expect("head").is_none());
+
+    // CANCEL a slow archive (1 MiB/s for 8 MiB): it ends with ECANCELED.
+    let slow_cfg = EngineConfig {
+        rate_limit_bytes_per_sec: Some(1 << 20),
+        ..engine.config().clone()
+    };
+    let slow = Arc::new(HsmEngine::new(
+        engine.store().clone(),
+        engine.backend().clone(),
+        slow_cfg,
+    ));
+    let mut d3 = Dispatcher::new(fake2.clone(), slow);
+    let l = hal::parse(&list(vec![(Action::Archive, fid(2), 41)])).expect("parse");
+    d3.dispatch(&l, 0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let c = hal::parse(&list(vec![(Action::Cancel, fid(2), 41)])).expect("parse");
+    d3.dispatch(&c, 0);
+    tokio::time::timeout(Duration::from_secs(10), d3.drain())
+        .await
+        .expect("cancelled action ends");
+    assert!(
+        fake2
+            .log
+            .lock()
+            .expect("lock")
+            .ends
+            .contains(&(41, libc::ECANCELED, 0)),
+        "{:?}",
+        fake2.log.lock().expect("lock").ends
+    );
+}
+
+#[test]
+fn copytool_without_liblustreapi_says_so() {
+    let Err(e) = hsm::copytool::LustreApi::load("liblustreapi-not-here.so.1") else {
+        panic!("loaded a library that does not exist");
+    };
+    assert!(e.contains("liblustreapi-not-here.so.1"), "{e}");
+}
