@@ -26,3 +26,5 @@ test: deps
 
 bench: build
 	scripts/bench-shares.sh
+	benches/csi-bench.sh 256
+	scripts/bench-hsm.sh

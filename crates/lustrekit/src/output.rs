@@ -27,6 +27,13 @@ fn exit_code(code: &str) -> u8 {
 }
 
 pub fn report_error(error: &anyhow::Error, json: bool) -> ExitCode {
+    // A tree operation with some failed paths has printed its full report already.
+    if error.is::<hsm::cli::PartialFailure>() {
+        if !json {
+            eprintln!("error: {error:#}");
+        }
+        return ExitCode::from(1);
+    }
     let code = error
         .downcast_ref::<ShareError>()
         .map(ShareError::code)
