@@ -66,6 +66,34 @@ pub struct CommonArgs {
     /// No progress bars.
     #[arg(long, global = true)]
     pub no_progress: bool,
+    /// Which filesystem the files are on: `local` (a directory, `--root`) or `config` (the
+    /// backend of the lustrekit configuration file, e.g. a real Lustre through `lfs hsm_*`;
+    /// `--root` is then its client mount point).
+    #[arg(long = "backend", value_enum, default_value_t = BackendSource::Local, global = true)]
+    pub backend_source: BackendSource,
+    /// The backend opened by the caller when `--backend config` (the binary fills it in).
+    #[arg(skip)]
+    pub backend: InjectedBackend,
+}
+
+/// Where the backend of `hsm` commands comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendSource {
+    Local,
+    Config,
+}
+
+/// A backend opened by the caller, handed to the CLI.
+#[derive(Clone, Default)]
+pub struct InjectedBackend(pub Option<Arc<dyn backend::Filesystem>>);
+
+impl std::fmt::Debug for InjectedBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(fs) => write!(f, "InjectedBackend({})", fs.kind_name()),
+            None => f.write_str("InjectedBackend(none)"),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -223,23 +251,39 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok((n * mult as f64) as u64)
 }
 
-/// The engine the common options describe, on the `local` backend.
+/// The engine the common options describe: on the backend the caller injected, or on the
+/// `local` backend at `--root`.
 pub async fn engine(common: &CommonArgs) -> anyhow::Result<HsmEngine> {
     let spec = common
         .store
         .clone()
         .context("no archive store: pass --store URL or set LUSTREKIT_HSM_STORE")?;
-    let root = match &common.root {
-        Some(r) => r.clone(),
-        None => std::env::current_dir().context("current directory")?,
+    let (backend, root): (Arc<dyn backend::Filesystem>, PathBuf) = match &common.backend.0 {
+        Some(fs) => {
+            let root = common.root.clone().context(
+                "--backend config needs --root: the filesystem's client mount point on this host",
+            )?;
+            (Arc::clone(fs), root)
+        }
+        None => {
+            if common.backend_source == BackendSource::Config {
+                anyhow::bail!("--backend config: no backend was opened from the configuration");
+            }
+            let root = match &common.root {
+                Some(r) => r.clone(),
+                None => std::env::current_dir().context("current directory")?,
+            };
+            let local = backend::local::LocalBackend::open(&root)
+                .await
+                .with_context(|| format!("opening the root {}", root.display()))?;
+            let root = local.root().to_path_buf();
+            (Arc::new(local), root)
+        }
     };
-    let backend = backend::local::LocalBackend::open(&root)
-        .await
-        .with_context(|| format!("opening the root {}", root.display()))?;
     let retry = RetryPolicy::default();
     let store = ArchiveStore::open(&spec, &retry)?;
     let cfg = EngineConfig {
-        root: backend.root().to_path_buf(),
+        root,
         archive_id: common.archive_id,
         part_size: common.part_size as usize,
         concurrency: common.part_concurrency,
@@ -247,7 +291,7 @@ pub async fn engine(common: &CommonArgs) -> anyhow::Result<HsmEngine> {
         rate_limit_bytes_per_sec: common.bandwidth,
         retry,
     };
-    Ok(HsmEngine::new(store, Arc::new(backend), cfg))
+    Ok(HsmEngine::new(store, backend, cfg))
 }
 
 /// An absolute form of a path given on the command line: relative to the current

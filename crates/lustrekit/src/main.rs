@@ -74,7 +74,14 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Share(args) => share_cmd::run(&cli.config, json, args).await,
             Command::Csi(args) => Ok(csi::run(args, &cli.config).await?),
-            Command::Hsm(args) => hsm::cli::run(args, json).await,
+            Command::Hsm(mut args) => {
+                if args.common.backend_source == hsm::cli::BackendSource::Config {
+                    let config = share::Config::load(&cli.config)?;
+                    args.common.backend =
+                        hsm::cli::InjectedBackend(Some(config.open_backend().await?));
+                }
+                hsm::cli::run(args, json).await
+            }
             Command::Demo(args) => demo::run(args).await,
             Command::Bench(args) => bench::run(args).await,
         }

@@ -228,3 +228,77 @@ fn two_processes_creating_the_same_share_end_with_one() {
         .count();
     assert_eq!(claims, 1);
 }
+
+#[test]
+fn hsm_uses_the_configured_backend_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("data")).unwrap();
+    std::fs::write(root.join("data/f"), b"hello archive").unwrap();
+    let store = format!("file://{}", dir.path().join("store").display());
+    std::fs::create_dir_all(dir.path().join("store")).unwrap();
+    let root_s = root.to_str().unwrap();
+    let out = lustrekit(
+        &cfg,
+        &[
+            "--json",
+            "hsm",
+            "--backend",
+            "config",
+            "--root",
+            root_s,
+            "--store",
+            &store,
+            "--no-progress",
+            "archive",
+            &format!("{root_s}/data/f"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = lustrekit(
+        &cfg,
+        &[
+            "--json",
+            "hsm",
+            "--backend",
+            "config",
+            "--root",
+            root_s,
+            "--store",
+            &store,
+            "state",
+            &format!("{root_s}/data/f"),
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("archived"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Without --root the configured backend has no mount point to key objects by.
+    let out = lustrekit(
+        &cfg,
+        &[
+            "--json",
+            "hsm",
+            "--backend",
+            "config",
+            "--store",
+            &store,
+            "state",
+            &format!("{root_s}/data/f"),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("--root"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
