@@ -338,15 +338,15 @@ impl HsmEngine {
             ));
         }
         let file = Arc::new(posix::open_noatime(abs)?);
-        let v0 = DataVersion::of_file(abs, &file)?;
+        let v0 = posix::version_of(abs, &file)?;
         let size = v0.size;
         meta.size = Some(size);
         meta.data_version = Some(v0.token());
         self.upload_file(abs, key, &file, size, &mut meta).await?;
 
         // The file must not have changed while we read it (fd and path both).
-        let v1 = DataVersion::of_file(abs, &file)?;
-        let v1p = DataVersion::of_path(abs)?;
+        let v1 = posix::version_of(abs, &file)?;
+        let v1p = posix::version_at(abs)?;
         if v1 != v0 || !v1p.same_data(&v0) {
             return Err(HsmError::ModifiedDuringArchive {
                 path: abs.to_path_buf(),
@@ -361,7 +361,7 @@ impl HsmEngine {
             )
             .await?;
         // A write between the check and the mark: take the mark back.
-        let v2 = DataVersion::of_path(abs)?;
+        let v2 = posix::version_at(abs)?;
         if !v2.same_data(&v0) {
             self.backend
                 .hsm_mark(abs, flags(HS_DIRTY), flags(0), None)
@@ -497,7 +497,7 @@ impl HsmEngine {
                 ),
             )
         })?;
-        let cur = DataVersion::of_path(&abs)?;
+        let cur = posix::version_at(&abs)?;
         let meta = FileMeta::from_map(&info.meta, 0, 0, 0);
         // The backend's state already says the content is the archived one (its data
         // version is taken afresh on restore, when the inode changes); here the object
@@ -550,7 +550,7 @@ impl HsmEngine {
             })?;
         let stub = Arc::new(posix::open_nofollow(&abs, false)?);
         posix::try_flock(&abs, &stub)?;
-        let stub_v0 = DataVersion::of_file(&abs, &stub)?;
+        let stub_v0 = posix::version_of(&abs, &stub)?;
         if info.size != stub_v0.size {
             return Err(HsmError::refused(
                 &abs,
@@ -683,8 +683,8 @@ impl HsmEngine {
         {
             let (stub, a, t) = (stub.clone(), abs.to_path_buf(), tmp.to_path_buf());
             blocking(move || {
-                let _lease = posix::Lease::take(&a, &stub)?;
-                let now = DataVersion::of_file(&a, &stub)?;
+                let _lease = posix::lease(&a, &stub)?;
+                let now = posix::version_of(&a, &stub)?;
                 if !now.same_data(&stub_v0) {
                     return Err(HsmError::refused(&a, "the stub changed during restore"));
                 }
@@ -750,7 +750,7 @@ impl HsmEngine {
                 store: self.store.name().to_string(),
                 key: key.to_string(),
             })?;
-        let v0 = DataVersion::of_file(&abs, &file)?;
+        let v0 = posix::version_of(&abs, &file)?;
         if info.size != v0.size {
             return Err(HsmError::refused(
                 &abs,

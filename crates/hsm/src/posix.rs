@@ -8,65 +8,24 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::{HsmError, Result};
 use crate::meta::{EntryKind, FileMeta};
 
 /// Our own HSM record xattrs (never archived or copied as user data).
 pub const HSM_XATTRS: [&str; 2] = ["trusted.lustrekit.hsm", "user.lustrekit.hsm"];
-const FS_IOC_GETVERSION: libc::c_ulong = 0x8008_7601;
 
-/// The data version of a local file: size, mtime, ctime, inode number and generation.
-/// (Lustre's own data version would replace this on the `lustre` backend.)
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DataVersion {
-    pub size: u64,
-    pub mtime_ns: i64,
-    pub ctime_ns: i64,
-    pub ino: u64,
-    pub generation: u64,
+/// The data version of a local file (shared with the local backend, so the mover and the
+/// backend judge "unchanged since archived" the same way).
+pub use backend::local::file_version::DataVersion;
+
+/// The data version of an open file.
+pub fn version_of(path: &Path, f: &File) -> Result<DataVersion> {
+    DataVersion::of_file(f).map_err(|e| HsmError::io(path, e))
 }
 
-impl DataVersion {
-    /// Of an open file.
-    pub fn of_file(path: &Path, f: &File) -> Result<Self> {
-        let md = f.metadata().map_err(|e| HsmError::io(path, e))?;
-        let mut generation: libc::c_long = 0;
-        // SAFETY: the ioctl writes one long through a valid pointer.
-        if unsafe { libc::ioctl(f.as_raw_fd(), FS_IOC_GETVERSION as _, &mut generation) } != 0 {
-            generation = 0;
-        }
-        Ok(Self {
-            size: md.size(),
-            mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
-            ctime_ns: md.ctime() * 1_000_000_000 + md.ctime_nsec(),
-            ino: md.ino(),
-            generation: generation as u64,
-        })
-    }
-
-    pub fn of_path(path: &Path) -> Result<Self> {
-        let f = open_nofollow(path, false)?;
-        Self::of_file(path, &f)
-    }
-
-    /// Same content, as far as we can tell without reading it (ctime ignored: our own
-    /// xattr writes move it).
-    pub fn same_data(&self, other: &Self) -> bool {
-        self.size == other.size
-            && self.mtime_ns == other.mtime_ns
-            && self.ino == other.ino
-            && self.generation == other.generation
-    }
-
-    /// The string recorded in object metadata.
-    pub fn token(&self) -> String {
-        format!(
-            "{}:{}:{}:{}",
-            self.size, self.mtime_ns, self.ino, self.generation
-        )
-    }
+/// The data version of the file at `path` (not following a final symlink).
+pub fn version_at(path: &Path) -> Result<DataVersion> {
+    version_of(path, &open_nofollow(path, false)?)
 }
 
 pub fn open_nofollow(path: &Path, write: bool) -> Result<File> {
@@ -261,39 +220,16 @@ pub fn set_times_fd(path: &Path, fd: RawFd, atime_ns: Option<i64>, mtime_ns: i64
     Ok(())
 }
 
-/// A write lease on an open file for as long as it lives; see the backend's release.
-pub struct Lease<'a> {
-    file: &'a File,
-    held: bool,
-}
+pub use backend::local::file_version::Lease;
 
-impl<'a> Lease<'a> {
-    /// `Err(Refused)` when another process has the file open.
-    pub fn take(path: &Path, file: &'a File) -> Result<Self> {
-        // SAFETY: plain fcntl on a valid fd.
-        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLEASE, libc::F_WRLCK) } == 0 {
-            return Ok(Self { file, held: true });
-        }
-        let e = std::io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EAGAIN) | Some(libc::EBUSY) => {
-                Err(HsmError::refused(path, "busy: another process has it open"))
-            }
-            _ => {
-                tracing::warn!(file = %path.display(), error = %e, "no write lease");
-                Ok(Self { file, held: false })
-            }
-        }
+/// A write lease on `file`, refused while another process has it open.
+pub fn lease<'a>(path: &Path, file: &'a File) -> Result<Lease<'a>> {
+    let lease = Lease::take(file)
+        .map_err(|_| HsmError::refused(path, "busy: another process has it open"))?;
+    if !lease.held() {
+        tracing::warn!(file = %path.display(), "no write lease");
     }
-}
-
-impl Drop for Lease<'_> {
-    fn drop(&mut self) {
-        if self.held {
-            // SAFETY: plain fcntl on a valid fd.
-            unsafe { libc::fcntl(self.file.as_raw_fd(), libc::F_SETLEASE, libc::F_UNLCK) };
-        }
-    }
+    Ok(lease)
 }
 
 /// Exclusive advisory lock (flock) so two movers never work on one file at once.

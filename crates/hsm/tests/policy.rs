@@ -145,22 +145,12 @@ async fn watermark_release_takes_lru_clean_archived_files_down_to_low() {
     let env = local_env().await;
     let engine = Arc::new(env.engine);
     let base = now_s() - 100_000;
-    let mut alloc = 0u64;
+    // Setting times moves the ctime, which the local data version counts as a change, so
+    // the atimes are set first and the files archived after (archive reads with O_NOATIME).
     for i in 0..10 {
         let p = env.ns.join(format!("f{i}"));
         write(&p, &content(64 << 10, i));
-        if i != 1 {
-            // f1 (second oldest) is never archived.
-            engine.archive(&p).await.expect("archive");
-        }
-        alloc += std::fs::metadata(&p).expect("md").blocks() * 512;
-    }
-    // f2 (third oldest) changes after its archive: dirty, not releasable.
-    std::thread::sleep(Duration::from_millis(20));
-    write(&env.ns.join("f2"), &content(64 << 10, 99));
-    for i in 0..10 {
-        // atime order: f0 oldest ... f9 newest; mtimes stay put for f0..f9 except f2.
-        let p = env.ns.join(format!("f{i}"));
+        // atime order: f0 oldest ... f9 newest.
         let md = std::fs::metadata(&p).expect("md");
         let c = CString::new(p.as_os_str().as_bytes()).expect("c");
         let ts = [
@@ -171,6 +161,39 @@ async fn watermark_release_takes_lru_clean_archived_files_down_to_low() {
             libc::timespec {
                 tv_sec: md.mtime() as _,
                 tv_nsec: md.mtime_nsec() as _,
+            },
+        ];
+        // SAFETY: valid path and timespecs.
+        assert_eq!(
+            unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), 0) },
+            0
+        );
+    }
+    let mut alloc = 0u64;
+    for i in 0..10 {
+        let p = env.ns.join(format!("f{i}"));
+        if i != 1 {
+            // f1 (second oldest) is never archived.
+            engine.archive(&p).await.expect("archive");
+        }
+        alloc += std::fs::metadata(&p).expect("md").blocks() * 512;
+    }
+    // f2 (third oldest) changes after its archive: dirty, not releasable. Its atime is put
+    // back so only the dirtiness keeps it.
+    std::thread::sleep(Duration::from_millis(20));
+    {
+        let p = env.ns.join("f2");
+        let before = std::fs::metadata(&p).expect("md");
+        write(&p, &content(64 << 10, 99));
+        let c = CString::new(p.as_os_str().as_bytes()).expect("c");
+        let ts = [
+            libc::timespec {
+                tv_sec: before.atime() as _,
+                tv_nsec: 0,
+            },
+            libc::timespec {
+                tv_sec: 0,
+                tv_nsec: libc::UTIME_OMIT,
             },
         ];
         // SAFETY: valid path and timespecs.

@@ -25,7 +25,7 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -38,27 +38,8 @@ const TRUSTED_XATTR: &str = "trusted.lustrekit.hsm";
 const USER_XATTR: &str = "user.lustrekit.hsm";
 /// How long after our own xattr write a ctime still counts as ours.
 const CTIME_MARGIN_NS: i64 = 50_000_000;
-/// `FS_IOC_GETVERSION` = `_IOR('v', 1, long)`.
-const FS_IOC_GETVERSION: libc::c_ulong = 0x8008_7601;
 
-/// What a file's data looked like when it was archived (or last restored/released by us).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct DataVersion {
-    pub size: u64,
-    pub mtime_ns: i64,
-    pub ctime_ns: i64,
-    pub ino: u64,
-    pub generation: u64,
-}
-
-impl DataVersion {
-    fn same_data(&self, other: &DataVersion) -> bool {
-        self.size == other.size
-            && self.mtime_ns == other.mtime_ns
-            && self.ino == other.ino
-            && self.generation == other.generation
-    }
-}
+use super::file_version::{DataVersion, Lease, LeaseRefused};
 
 /// The xattr content.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -111,21 +92,7 @@ fn open(path: &Path, write: bool) -> Result<File> {
 
 /// The live data version of an open file.
 fn data_version(path: &Path, file: &File) -> Result<DataVersion> {
-    let md = file.metadata().map_err(|e| io_err(path, e))?;
-    let mut generation: libc::c_long = 0;
-    // SAFETY: FS_IOC_GETVERSION writes one `long` through the pointer, which is valid.
-    let rc = unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_GETVERSION as _, &mut generation) };
-    if rc != 0 {
-        // tmpfs and others have no generation: the inode number and times still tell.
-        generation = 0;
-    }
-    Ok(DataVersion {
-        size: md.size(),
-        mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
-        ctime_ns: md.ctime() * 1_000_000_000 + md.ctime_nsec(),
-        ino: md.ino(),
-        generation: generation as u64,
-    })
+    DataVersion::of_file(file).map_err(|e| io_err(path, e))
 }
 
 fn cname(name: &str) -> CString {
@@ -274,43 +241,18 @@ pub(crate) async fn hsm_mark(
     blocking(move || mark_blocking(&path, set, clear, archive_id)).await
 }
 
-/// Holds a write lease for as long as it lives: no other process has the file open, and a
-/// new open waits until we let go (or the kernel's lease-break time passes).
-struct Lease<'a> {
-    file: &'a File,
-    held: bool,
-}
-
-impl<'a> Lease<'a> {
-    fn take(path: &Path, file: &'a File) -> Result<Self> {
-        // SAFETY: plain fcntl on a valid fd.
-        let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLEASE, libc::F_WRLCK) };
-        if rc == 0 {
-            return Ok(Self { file, held: true });
-        }
-        let e = std::io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EAGAIN) | Some(libc::EBUSY) => Err(BackendError::InvalidState(format!(
-                "{}: busy: another process has the file open",
-                path.display()
-            ))),
-            _ => {
-                // Leases off, or not the owner without CAP_LEASE: the data-version check
-                // still guards, with a small window.
-                tracing::warn!(file = %path.display(), error = %e, "no write lease; relying on the data-version check");
-                Ok(Self { file, held: false })
-            }
-        }
+/// A write lease for the release, refusing while another process has the file open.
+fn lease<'a>(path: &Path, file: &'a File) -> Result<Lease<'a>> {
+    let lease = Lease::take(file).map_err(|LeaseRefused::Busy| {
+        BackendError::InvalidState(format!(
+            "{}: busy: another process has the file open",
+            path.display()
+        ))
+    })?;
+    if !lease.held() {
+        tracing::warn!(file = %path.display(), "no write lease; relying on the data-version check");
     }
-}
-
-impl Drop for Lease<'_> {
-    fn drop(&mut self) {
-        if self.held {
-            // SAFETY: plain fcntl on a valid fd.
-            unsafe { libc::fcntl(self.file.as_raw_fd(), libc::F_SETLEASE, libc::F_UNLCK) };
-        }
-    }
+    Ok(lease)
 }
 
 fn release_blocking(path: &Path) -> Result<()> {
@@ -322,7 +264,7 @@ fn release_blocking(path: &Path) -> Result<()> {
             path.display()
         )));
     }
-    let _lease = Lease::take(path, &f)?;
+    let _lease = lease(path, &f)?;
     let cur = data_version(path, &f)?;
     let Some(mut rec) = read_record(path, &f)? else {
         return Err(BackendError::InvalidState(format!(
@@ -419,6 +361,7 @@ mod tests {
     use super::*;
     use lustre_model::{HS_ARCHIVED, HS_DIRTY, HS_EXISTS};
     use std::io::Write;
+    use std::os::unix::fs::MetadataExt;
 
     fn flags(bits: u32) -> HsmFlags {
         HsmFlags::from_bits(bits)

@@ -9,6 +9,7 @@
 
 mod beneath;
 mod btrfs;
+pub mod file_version;
 mod hsm;
 mod nodemaps;
 mod usage;

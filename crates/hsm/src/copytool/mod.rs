@@ -38,7 +38,7 @@ use hal::{Action, ActionItem, Fid};
 use crate::engine::HsmEngine;
 use crate::error::{HsmError, Result};
 use crate::meta::FileMeta;
-use crate::posix::{self, DataVersion};
+use crate::posix;
 
 /// Where the copytool keeps `fid → key` records, at the store root (import skips it).
 pub const FID_INDEX_ROOT: &str = ".lustrekit-fid";
@@ -302,7 +302,7 @@ async fn archive<C: Coordinator>(
     let key = engine.key_of(&abs)?;
     let data = coord.data_path(&item.fid);
     let file = Arc::new(posix::open_noatime(&data)?);
-    let v0 = DataVersion::of_file(&data, &file)?;
+    let v0 = posix::version_of(&data, &file)?;
     let mut meta: FileMeta = {
         let d = data.clone();
         crate::engine::blocking(move || posix::capture(&d)).await?
@@ -324,7 +324,7 @@ async fn archive<C: Coordinator>(
     while let Ok((done, total)) = rx.try_recv() {
         report(done, total, coord);
     }
-    let v1 = DataVersion::of_file(&data, &file)?;
+    let v1 = posix::version_of(&data, &file)?;
     if v1 != v0 {
         return Err(HsmError::ModifiedDuringArchive { path: abs.clone() });
     }
