@@ -191,12 +191,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         dir: DirSpec::default(),
     };
     let service = ShareService::open(Arc::clone(&fs), settings).await?;
-    let bar = ProgressBar::new(12);
+    let bar = ProgressBar::new(13);
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{pos}/{len}] {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     bar.enable_steady_tick(Duration::from_millis(100));
+    let demo_fs = Arc::clone(&fs);
     let mut demo = Demo {
         service,
         fs: Arc::clone(&fs),
@@ -380,6 +381,35 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         let back = s.restore(&beta).await?;
         let kept = share_file(fs, &beta, "keep.txt")?.exists();
         Ok(format!("trash held {trashed}, share gone: {gone}; restored with project {} and its data: {kept}", back.project_id.get()))
+    }).await?;
+
+    let store_dir = root.join(".demo-archive");
+    demo.step("tier gamma to object storage and back", async |s, fs| {
+        std::fs::create_dir_all(&store_dir)?;
+        let store = hsm::ArchiveStore::open(
+            &format!("file://{}", store_dir.display()),
+            &hsm::RetryPolicy::default(),
+        )?;
+        let config = hsm::EngineConfig {
+            root: fs.host_path(&RelPath::parse("shares")?),
+            ..hsm::EngineConfig::default()
+        };
+        let engine = hsm::HsmEngine::new(store, Arc::clone(&demo_fs), config);
+        let file = share_file(fs, &gamma, "more.bin")?;
+        let before = s.usage(&gamma).await?.used_bytes;
+        engine.archive(&file).await?;
+        engine.release(&file).await?;
+        let released = s.usage(&gamma).await?.used_bytes;
+        let state = engine.state(&file).await?.text;
+        engine.restore(&file).await?;
+        let after = s.usage(&gamma).await?.used_bytes;
+        let intact = std::fs::read(&file)?.iter().all(|b| *b == 0x5a);
+        Ok(format!(
+            "archived and released more.bin ({state}): quota use {} -> {}; restored: {} (data intact: {intact})",
+            human_bytes(before),
+            human_bytes(released),
+            human_bytes(after)
+        ))
     }).await?;
 
     demo.step("ensure repairs a lost quota", async |s, fs| {
