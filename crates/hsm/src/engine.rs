@@ -102,6 +102,9 @@ fn flags(bits: u32) -> HsmFlags {
     HsmFlags::from_bits(bits)
 }
 
+/// A released file's path, object key, archived object and HSM state.
+type RestoreSource = (PathBuf, ObjPath, crate::store::ObjectInfo, HsmState);
+
 /// The data mover.
 pub struct HsmEngine {
     store: ArchiveStore,
@@ -527,18 +530,23 @@ impl HsmEngine {
         self.finish("restore", started, res)
     }
 
-    async fn restore_inner(&self, path: &Path) -> Result<OpReport> {
+    /// Where both restores start: the file must be released and its archived copy present
+    /// and of the stub's size. `Err(report)` is the "nothing to do" answer.
+    async fn restore_source(
+        &self,
+        path: &Path,
+    ) -> Result<std::result::Result<RestoreSource, OpReport>> {
         let (abs, _) = self.resolve(path)?;
         let key = self.key_of(&abs)?;
         let st = self.backend.hsm_state(&abs).await?;
         if !st.flags.released {
-            return Ok(Self::report(
+            return Ok(Err(Self::report(
                 "restore",
                 &abs,
                 &key,
                 Outcome::Skipped,
                 Some("not released".into()),
-            ));
+            )));
         }
         let info = self
             .store
@@ -548,18 +556,28 @@ impl HsmEngine {
                 store: self.store.name().to_string(),
                 key: key.to_string(),
             })?;
+        Ok(Ok((abs, key, info, st)))
+    }
+
+    fn check_stub_size(abs: &Path, archived: u64, stub: u64) -> Result<()> {
+        if archived != stub {
+            return Err(HsmError::refused(
+                abs,
+                format!("archived copy has {archived} bytes, the stub {stub}"),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn restore_inner(&self, path: &Path) -> Result<OpReport> {
+        let (abs, key, info, st) = match self.restore_source(path).await? {
+            Ok(source) => source,
+            Err(skipped) => return Ok(skipped),
+        };
         let stub = Arc::new(posix::open_nofollow(&abs, false)?);
         posix::try_flock(&abs, &stub)?;
         let stub_v0 = posix::version_of(&abs, &stub)?;
-        if info.size != stub_v0.size {
-            return Err(HsmError::refused(
-                &abs,
-                format!(
-                    "archived copy has {} bytes, the stub {}",
-                    info.size, stub_v0.size
-                ),
-            ));
-        }
+        Self::check_stub_size(&abs, info.size, stub_v0.size)?;
         let archived = FileMeta::from_map(&info.meta, 0, 0, 0);
         let dir = abs
             .parent()
@@ -730,36 +748,12 @@ impl HsmEngine {
         path: &Path,
         file: Arc<std::fs::File>,
     ) -> Result<OpReport> {
-        let (abs, _) = self.resolve(path)?;
-        let key = self.key_of(&abs)?;
-        let st = self.backend.hsm_state(&abs).await?;
-        if !st.flags.released {
-            return Ok(Self::report(
-                "restore",
-                &abs,
-                &key,
-                Outcome::Skipped,
-                Some("not released".into()),
-            ));
-        }
-        let info = self
-            .store
-            .head(&key)
-            .await?
-            .ok_or_else(|| HsmError::NoArchive {
-                store: self.store.name().to_string(),
-                key: key.to_string(),
-            })?;
+        let (abs, key, info, _) = match self.restore_source(path).await? {
+            Ok(source) => source,
+            Err(skipped) => return Ok(skipped),
+        };
         let v0 = posix::version_of(&abs, &file)?;
-        if info.size != v0.size {
-            return Err(HsmError::refused(
-                &abs,
-                format!(
-                    "archived copy has {} bytes, the stub {}",
-                    info.size, v0.size
-                ),
-            ));
-        }
+        Self::check_stub_size(&abs, info.size, v0.size)?;
         let archived = FileMeta::from_map(&info.meta, 0, 0, 0);
         let res = self.download_into(&abs, &key, v0.size, &file, &abs).await;
         let punch_back = |file: Arc<std::fs::File>, abs: PathBuf| {
