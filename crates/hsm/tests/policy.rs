@@ -328,3 +328,77 @@ async fn watch_reruns_on_change_events() {
         .expect("join")
         .expect("watch ok");
 }
+
+/// The release rule measured against a share's project quota: a share directory with a
+/// project ID and a 1 MiB limit holds 10 archived files of 96 KiB (about 94%); with high 90%
+/// and low 50%, the oldest files go until the share's own usage is below half its quota.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn share_scope_release_measures_the_share_quota() {
+    use backend::Filesystem;
+    let env = local_env().await;
+    let engine = Arc::new(env.engine);
+    let share = lustre_model::RelPath::parse("tenants/a").expect("rel");
+    let dir = env.ns.join("tenants/a");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let fs = engine.backend();
+    fs.set_project(&share, lustre_model::ProjectId::new(4242).expect("id"))
+        .await
+        .expect("project");
+    let limits = lustre_model::QuotaLimits {
+        block_hard_bytes: 1 << 20,
+        ..Default::default()
+    };
+    fs.set_quota(
+        &share,
+        lustre_model::ProjectId::new(4242).expect("id"),
+        &limits,
+    )
+    .await
+    .expect("quota");
+    let base = now_s() - 50_000;
+    for i in 0..10 {
+        let p = dir.join(format!("f{i}"));
+        write(&p, &content(96 << 10, i));
+        let mtime = std::fs::metadata(&p).expect("md").mtime();
+        set_times(&p, base + i as i64 * 10, mtime);
+    }
+    for i in 0..10 {
+        engine
+            .archive(&dir.join(format!("f{i}")))
+            .await
+            .expect("archive");
+    }
+    let before = fs
+        .quota(&share, lustre_model::ProjectId::new(4242).expect("id"))
+        .await
+        .expect("quota");
+    assert!(
+        before.usage.used_bytes * 100 > 90 * (1 << 20),
+        "setup: {before:?}"
+    );
+    let cfg = PolicyConfig::parse(
+        "path = \"tenants/a\"\n[release]\nhigh_watermark = 90\nlow_watermark = 50\nshare = \"tenants/a\"\n",
+    )
+    .expect("cfg");
+    let report = Policy::new(engine.clone(), cfg)
+        .expect("policy")
+        .run_pass()
+        .await
+        .expect("pass");
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let released = names(&dir, action_paths(&report, "release"));
+    // Oldest first, and no more than needed.
+    assert!(
+        released.contains("f0") && !released.contains("f9"),
+        "{released:?}"
+    );
+    let after = fs
+        .quota(&share, lustre_model::ProjectId::new(4242).expect("id"))
+        .await
+        .expect("quota");
+    assert!(after.usage.used_bytes * 100 < 50 * (1 << 20), "{after:?}");
+    assert!(
+        after.usage.used_bytes * 100 > 30 * (1 << 20),
+        "released more than needed: {after:?}"
+    );
+}

@@ -429,7 +429,10 @@ impl Policy {
                             if freeing >= need {
                                 break;
                             }
-                            freeing += c.alloc;
+                            // A release frees the data, not the blocks that stay with the
+                            // stub (an external xattr block on ext4, say): count at most
+                            // the file's size, so the projection never overshoots.
+                            freeing += c.alloc.min(c.size);
                             chosen.push((c.path.clone(), c.size));
                         }
                     }
