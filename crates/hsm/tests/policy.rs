@@ -334,7 +334,6 @@ async fn watch_reruns_on_change_events() {
 /// and low 50%, the oldest files go until the share's own usage is below half its quota.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn share_scope_release_measures_the_share_quota() {
-    use backend::Filesystem;
     let env = local_env().await;
     let engine = Arc::new(env.engine);
     let share = lustre_model::RelPath::parse("tenants/a").expect("rel");
