@@ -22,7 +22,11 @@ struct LoopMount {
 
 impl Drop for LoopMount {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mnt).status();
+        // A lazy unmount when something (the fanotify group) still pins the filesystem.
+        let clean = Command::new("umount").arg(&self.mnt).status();
+        if !clean.map(|s| s.success()).unwrap_or(false) {
+            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+        }
     }
 }
 
