@@ -33,6 +33,8 @@ struct Fake {
     scratch: PathBuf,
     fids: HashMap<Fid, PathBuf>,
     log: Mutex<Log>,
+    /// When set, every data-version read differs (as Lustre's does when a client writes).
+    drifting_version: Option<std::sync::atomic::AtomicU64>,
 }
 
 impl Coordinator for Fake {
@@ -91,6 +93,16 @@ impl Coordinator for Fake {
     fn data_path(&self, fid: &Fid) -> PathBuf {
         self.mnt
             .join(self.fids.get(fid).cloned().unwrap_or_default())
+    }
+
+    fn data_version(&self, file: &std::fs::File) -> std::io::Result<String> {
+        match &self.drifting_version {
+            Some(n) => Ok(format!(
+                "fake:{}",
+                n.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            )),
+            None => hsm::posix::DataVersion::of_file(file).map(|v| v.token()),
+        }
     }
 }
 
@@ -156,6 +168,7 @@ async fn archive_restore_remove_and_cancel_map_to_the_engine() {
             (fid(2), PathBuf::from("slow.bin")),
         ]),
         log: Mutex::new(Log::default()),
+        drifting_version: None,
     });
     let engine = Arc::new(env.engine);
     let mut d = Dispatcher::new(fake.clone(), engine.clone());
@@ -241,6 +254,7 @@ async fn archive_restore_remove_and_cancel_map_to_the_engine() {
         scratch: tmp.path().join("scratch"),
         fids: HashMap::from([(fid(2), PathBuf::from("slow.bin"))]),
         log: Mutex::new(Log::default()),
+        drifting_version: None,
     });
     let mut d2 = Dispatcher::new(fake2.clone(), engine.clone());
     run_list(&mut d2, &list(vec![(Action::Remove, fid(1), 31)])).await;
@@ -284,4 +298,31 @@ fn copytool_without_liblustreapi_says_so() {
         panic!("loaded a library that does not exist");
     };
     assert!(e.contains("liblustreapi-not-here.so.1"), "{e}");
+}
+
+/// The coordinator's data version decides whether an archive is clean: when it moves during
+/// the copy (a client wrote), the action ends with an error and nothing is recorded as done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archive_whose_data_version_moves_fails() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let spec = format!("file://{}", tmp.path().join("store").display());
+    let env = env_with(&spec, tempfile::tempdir().expect("tmp"), small_cfg()).await;
+    let mnt = env.ns.clone();
+    write(&mnt.join("busy.bin"), &content(64 << 10, 5));
+    let fake = Arc::new(Fake {
+        mnt: mnt.clone(),
+        scratch: tmp.path().to_path_buf(),
+        fids: HashMap::from([(fid(7), PathBuf::from("busy.bin"))]),
+        log: Mutex::new(Log::default()),
+        drifting_version: Some(std::sync::atomic::AtomicU64::new(0)),
+    });
+    let engine = Arc::new(env.engine);
+    let mut d = Dispatcher::new(fake.clone(), engine.clone());
+    run_list(&mut d, &list(vec![(Action::Archive, fid(7), 70)])).await;
+    let log = fake.log.lock().expect("lock");
+    assert!(
+        log.ends.iter().any(|(c, e, _)| *c == 70 && *e != 0),
+        "{:?}",
+        log.ends
+    );
 }

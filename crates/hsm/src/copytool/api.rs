@@ -40,6 +40,10 @@ type BeginFn =
 type ProgressFn = unsafe extern "C" fn(*mut c_void, *const Extent, u64, c_int) -> c_int;
 type EndFn = unsafe extern "C" fn(*mut *mut c_void, *const Extent, c_int, c_int) -> c_int;
 type ActionFdFn = unsafe extern "C" fn(*const c_void) -> c_int;
+/// `int llapi_get_data_version(int fd, __u64 *data_version, __u64 flags)`.
+type DataVersionFn = unsafe extern "C" fn(c_int, *mut u64, u64) -> c_int;
+/// `LL_DV_RD_FLUSH`: flush dirty pages from clients before reading the version.
+const LL_DV_RD_FLUSH: u64 = 1 << 0;
 type Fid2PathFn = unsafe extern "C" fn(
     *const c_char,
     *const c_char,
@@ -68,6 +72,7 @@ pub struct LustreApi {
     end: EndFn,
     action_fd: ActionFdFn,
     fid2path: Fid2PathFn,
+    data_version: DataVersionFn,
     // Kept last: the function pointers above are valid only while it is loaded.
     _lib: libloading::Library,
 }
@@ -105,6 +110,7 @@ impl LustreApi {
             end: sym!(b"llapi_hsm_action_end", EndFn),
             action_fd: sym!(b"llapi_hsm_action_get_fd", ActionFdFn),
             fid2path: sym!(b"llapi_fid2path", Fid2PathFn),
+            data_version: sym!(b"llapi_get_data_version", DataVersionFn),
             _lib: lib,
         })
     }
@@ -137,6 +143,16 @@ impl LustreApi {
     }
 
     /// The path of `fid` relative to the filesystem root.
+    /// Lustre's data version of an open file (`llapi_get_data_version`, flushing clients'
+    /// dirty pages first): it changes whenever the file's data does.
+    pub fn data_version(&self, fd: c_int) -> std::io::Result<u64> {
+        let mut version = 0u64;
+        // SAFETY: `fd` is open for the call; the function writes one u64 through the pointer.
+        let rc = unsafe { (self.data_version)(fd, &mut version, LL_DV_RD_FLUSH) };
+        neg(rc, "llapi_get_data_version")?;
+        Ok(version)
+    }
+
     pub fn fid2path(&self, mnt: &Path, fid: &Fid) -> std::io::Result<PathBuf> {
         let dev = CString::new(mnt.as_os_str().as_bytes())
             .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;

@@ -65,6 +65,11 @@ pub trait Coordinator: Send + Sync + 'static {
     fn path_of(&self, fid: &Fid) -> std::io::Result<PathBuf>;
     /// A path that opens `fid`'s data for reading (`<mnt>/.lustre/fid/<fid>`).
     fn data_path(&self, fid: &Fid) -> PathBuf;
+    /// The file's data version: any change of the data changes it. The default is the local
+    /// one (size, mtime, inode, generation); Lustre has its own.
+    fn data_version(&self, file: &std::fs::File) -> std::io::Result<String> {
+        posix::DataVersion::of_file(file).map(|v| v.token())
+    }
 }
 
 /// The real coordinator, through liblustreapi.
@@ -101,6 +106,14 @@ impl Coordinator for Lustre {
 
     fn data_path(&self, fid: &Fid) -> PathBuf {
         self.mnt.join(".lustre/fid").join(fid.to_string())
+    }
+
+    fn data_version(&self, file: &std::fs::File) -> std::io::Result<String> {
+        use std::os::fd::AsRawFd;
+        Ok(format!(
+            "lustre:{}",
+            self.api.data_version(file.as_raw_fd())?
+        ))
     }
 }
 
@@ -303,12 +316,15 @@ async fn archive<C: Coordinator>(
     let data = coord.data_path(&item.fid);
     let file = Arc::new(posix::open_noatime(&data)?);
     let v0 = posix::version_of(&data, &file)?;
+    let dv0 = coord
+        .data_version(&file)
+        .map_err(|e| HsmError::io(&data, e))?;
     let mut meta: FileMeta = {
         let d = data.clone();
         crate::engine::blocking(move || posix::capture(&d)).await?
     };
     meta.size = Some(v0.size);
-    meta.data_version = Some(v0.token());
+    meta.data_version = Some(dv0.clone());
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, u64)>();
     let mover = mover(engine).with_progress(Arc::new(move |p| {
         let _ = tx.send((p.done_bytes, p.total_bytes));
@@ -324,8 +340,11 @@ async fn archive<C: Coordinator>(
     while let Ok((done, total)) = rx.try_recv() {
         report(done, total, coord);
     }
-    let v1 = posix::version_of(&data, &file)?;
-    if v1 != v0 {
+    // The coordinator's data version decides (Lustre's own on Lustre).
+    let dv1 = coord
+        .data_version(&file)
+        .map_err(|e| HsmError::io(&data, e))?;
+    if dv1 != dv0 {
         return Err(HsmError::ModifiedDuringArchive { path: abs.clone() });
     }
     let idx = fid_key(&item.fid);
