@@ -44,6 +44,10 @@ impl Locks {
                 .local
                 .lock()
                 .map_err(|_| ShareError::Config("lock table poisoned".into()))?;
+            // A long-running driver touches many names: drop the idle ones now and then.
+            if map.len() > 1024 {
+                map.retain(|_, m| Arc::strong_count(m) > 1);
+            }
             Arc::clone(map.entry(key.to_string()).or_default())
         };
         let local = match tokio::time::timeout(WAIT, mutex.lock_owned()).await {
