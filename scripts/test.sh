@@ -25,11 +25,31 @@ for starter in scripts/start-*.sh; do
   fi
 done
 
-cargo test --workspace -- --test-threads=2
+log_dir=$(mktemp -d)
+trap 'rm -rf "$log_dir"' EXIT
+cargo test --workspace -- --test-threads=2 2>&1 | tee "$log_dir/cargo.log"
 
 # The Manila shim, against the real binary.
-(cd contrib/manila && python3 -m pytest -q tests)
+(cd contrib/manila && python3 -m pytest -q tests) 2>&1 | tee "$log_dir/pytest.log"
 
 scripts/validate-chart.sh
 # Conformance: the upstream csi-sanity against `lustrekit csi` on a btrfs loop image.
-scripts/csi-sanity.sh
+scripts/csi-sanity.sh 2>&1 | tee "$log_dir/sanity.log"
+
+# One closing line for everything that ran (every step above already failed the run on error).
+python3 - "$log_dir" <<'PY'
+import re, sys
+d = sys.argv[1]
+passed = failed = skipped = 0
+for line in open(f"{d}/cargo.log", errors="replace"):
+    m = re.match(r"test result: \w+\. (\d+) passed; (\d+) failed; (\d+) ignored", line)
+    if m:
+        passed += int(m[1]); failed += int(m[2]); skipped += int(m[3])
+for name in ("pytest.log", "sanity.log"):
+    text = open(f"{d}/{name}", errors="replace").read()
+    for n, kind in re.findall(r"(\d+) (passed|failed|skipped)", text.splitlines()[-1] if text.strip() else ""):
+        if kind == "passed": passed += int(n)
+        elif kind == "failed": failed += int(n)
+        else: skipped += int(n)
+print(f"total: {passed} passed, {failed} failed, {skipped} skipped")
+PY
