@@ -16,6 +16,9 @@ use crate::grpc::identity_server::IdentityServer;
 use crate::grpc::node_server::NodeServer;
 use crate::metrics;
 
+/// Calls served at once on one connection (the sidecars each hold one).
+const MAX_CALLS_PER_CONNECTION: usize = 64;
+
 /// How often the controller purges trashed volumes whose TTL has passed.
 pub const TRASH_PURGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
 
@@ -115,6 +118,8 @@ pub async fn serve(
 
     let mode = driver.mode;
     let router = tonic::transport::Server::builder()
+        // Bounded work: each sidecar talks over one connection.
+        .concurrency_limit_per_connection(MAX_CALLS_PER_CONNECTION)
         .add_service(IdentityServer::new(IdentityService::new(Arc::clone(
             &driver,
         ))))
