@@ -188,9 +188,15 @@ impl HsmEngine {
 
     /// The object key of a path.
     pub fn key_of(&self, path: &Path) -> Result<ObjPath> {
-        let (_, comps) = self.resolve(path)?;
+        Ok(self.locate(path)?.1)
+    }
+
+    /// The absolute path and the object key of `path`, resolved once.
+    fn locate(&self, path: &Path) -> Result<(PathBuf, ObjPath)> {
+        let (abs, comps) = self.resolve(path)?;
         let refs: Vec<&str> = comps.iter().map(String::as_str).collect();
-        Ok(self.store.key_for(&refs))
+        let key = self.store.key_for(&refs);
+        Ok((abs, key))
     }
 
     fn emit(&self, op: &'static str, path: &Path, done: u64, total: u64) {
@@ -271,8 +277,7 @@ impl HsmEngine {
 
     /// Marks a file dirty (it changed since it was archived).
     pub async fn mark_dirty(&self, path: &Path) -> Result<OpReport> {
-        let (abs, _) = self.resolve(path)?;
-        let key = self.key_of(&abs)?;
+        let (abs, key) = self.locate(path)?;
         self.backend
             .hsm_mark(&abs, flags(HS_DIRTY), flags(0), None)
             .await?;
@@ -289,8 +294,7 @@ impl HsmEngine {
     }
 
     async fn archive_inner(&self, path: &Path) -> Result<OpReport> {
-        let (abs, _) = self.resolve(path)?;
-        let key = self.key_of(&abs)?;
+        let (abs, key) = self.locate(path)?;
         let meta = {
             let abs = abs.clone();
             blocking(move || posix::capture(&abs)).await?
@@ -467,8 +471,7 @@ impl HsmEngine {
     }
 
     async fn release_inner(&self, path: &Path) -> Result<OpReport> {
-        let (abs, _) = self.resolve(path)?;
-        let key = self.key_of(&abs)?;
+        let (abs, key) = self.locate(path)?;
         let st = self.backend.hsm_state(&abs).await?;
         if st.flags.released && !st.flags.dirty {
             return Ok(Self::report(
@@ -536,8 +539,7 @@ impl HsmEngine {
         &self,
         path: &Path,
     ) -> Result<std::result::Result<RestoreSource, OpReport>> {
-        let (abs, _) = self.resolve(path)?;
-        let key = self.key_of(&abs)?;
+        let (abs, key) = self.locate(path)?;
         let st = self.backend.hsm_state(&abs).await?;
         if !st.flags.released {
             return Ok(Err(Self::report(
@@ -821,8 +823,7 @@ impl HsmEngine {
     }
 
     async fn remove_inner(&self, path: &Path) -> Result<OpReport> {
-        let (abs, _) = self.resolve(path)?;
-        let key = self.key_of(&abs)?;
+        let (abs, key) = self.locate(path)?;
         let md = std::fs::symlink_metadata(&abs).ok();
         let is_file = md.as_ref().is_some_and(|m| m.is_file());
         if is_file {

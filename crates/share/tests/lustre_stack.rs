@@ -110,6 +110,21 @@ fn settings() -> ShareSettings {
     }
 }
 
+/// The share service over the `lustre` backend mounted (for directory commands) at `mnt`.
+async fn service_over(mnt: &str, fake: &Arc<FakeRunner>) -> ShareService {
+    let runner = Arc::new(Split {
+        local: LocalRunner::new(Duration::from_secs(20), 4),
+        fake: fake.clone(),
+    });
+    let config = LustreConfig::new(
+        FsName::new("testfs").unwrap(),
+        vec!["10.0.0.1@tcp".into()],
+        mnt,
+    );
+    let fs: Arc<dyn Filesystem> = Arc::new(LustreBackend::with_runner(config, runner).unwrap());
+    ShareService::open(fs, settings()).await.unwrap()
+}
+
 fn lctl(args: &[&str]) -> Vec<String> {
     std::iter::once("lctl")
         .chain(args.iter().copied())
@@ -248,17 +263,7 @@ async fn share_lifecycle_drives_exact_lfs_and_lctl_commands() {
                 0,
             ),
     );
-    let runner = Arc::new(Split {
-        local: LocalRunner::new(Duration::from_secs(20), 4),
-        fake: fake.clone(),
-    });
-    let config = LustreConfig::new(
-        FsName::new("testfs").unwrap(),
-        vec!["10.0.0.1@tcp".into()],
-        &mnt,
-    );
-    let fs: Arc<dyn Filesystem> = Arc::new(LustreBackend::with_runner(config, runner).unwrap());
-    let svc = ShareService::open(fs, settings()).await.unwrap();
+    let svc = service_over(&mnt, &fake).await;
     let name = ShareName::new("web").unwrap();
 
     let share = svc
@@ -325,21 +330,7 @@ async fn a_failing_lfs_command_rolls_the_create_back_and_surfaces_lustre_stderr(
                 19,
             ),
     );
-    let runner = Arc::new(Split {
-        local: LocalRunner::new(Duration::from_secs(20), 4),
-        fake: fake.clone(),
-    });
-    let config = LustreConfig::new(
-        FsName::new("testfs").unwrap(),
-        vec!["10.0.0.1@tcp".into()],
-        &mnt,
-    );
-    let svc = ShareService::open(
-        Arc::new(LustreBackend::with_runner(config, runner).unwrap()),
-        settings(),
-    )
-    .await
-    .unwrap();
+    let svc = service_over(&mnt, &fake).await;
     let err = svc
         .create(CreateShare {
             name: ShareName::new("bad").unwrap(),

@@ -127,3 +127,49 @@ pub fn read_dir_names(dir: OwnedFd) -> Result<Vec<String>, Errno> {
     names.sort();
     Ok(names)
 }
+
+/// Writes a file beneath the root atomically: a unique temporary file, then a rename.
+pub fn write_atomic(root: BorrowedFd<'_>, file: &RelPath, content: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let (parent, name) = open_parent(root, file)?;
+    let tmp_name = format!(".{name}.tmp.{}.{}", std::process::id(), unique());
+    let tmp_fd = nix::fcntl::openat(
+        parent.as_fd(),
+        tmp_name.as_str(),
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+        Mode::from_bits_truncate(0o600),
+    )?;
+    let mut tmp = std::fs::File::from(tmp_fd);
+    // A rename over an existing file makes ext4 (auto_da_alloc) and btrfs flush the new data
+    // before the rename is committed, so a replace is never torn without an fsync. A first
+    // write has no such guard: fsync it, or a crash could leave an empty file behind.
+    let replacing = nix::sys::stat::fstatat(
+        parent.as_fd(),
+        name,
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .is_ok();
+    let written = tmp
+        .write_all(content)
+        .and_then(|()| if replacing { Ok(()) } else { tmp.sync_all() });
+    if let Err(e) = written {
+        let _ = nix::unistd::unlinkat(
+            parent.as_fd(),
+            tmp_name.as_str(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        );
+        return Err(e);
+    }
+    nix::fcntl::renameat(parent.as_fd(), tmp_name.as_str(), parent.as_fd(), name)?;
+    Ok(())
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
+    (nanos << 16) ^ COUNTER.fetch_add(1, Ordering::Relaxed)
+}

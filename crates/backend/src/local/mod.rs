@@ -339,8 +339,11 @@ impl Filesystem for LocalBackend {
 
     async fn write_file(&self, file: &RelPath, content: &[u8]) -> Result<()> {
         let (file, content) = (file.clone(), content.to_vec());
-        self.run(move |inner| nodemaps::write_atomic(inner.root_fd.as_fd(), &file, &content))
-            .await
+        self.run(move |inner| {
+            beneath::write_atomic(inner.root_fd.as_fd(), &file, &content)
+                .map_err(|e| BackendError::io(file.as_str(), e))
+        })
+        .await
     }
 
     async fn remove_file(&self, file: &RelPath) -> Result<()> {

@@ -2,8 +2,7 @@
 //! under the root. Nothing in the kernel enforces them; the node plugin checks a client's
 //! address against them at publish time, and the capabilities say so.
 
-use std::io::{Read, Write};
-use std::os::fd::AsFd;
+use std::io::Read;
 
 use lustre_model::{Nodemap, NodemapState, RelPath};
 use nix::errno::Errno;
@@ -70,7 +69,8 @@ pub fn apply(root: std::os::fd::BorrowedFd<'_>, changes: &[NodemapChange]) -> Re
     }
     let text = serde_json::to_vec_pretty(&state)
         .map_err(|e| BackendError::InvalidState(format!("serialising nodemaps: {e}")))?;
-    write_atomic(root, &rel(STATE_FILE), &text)
+    beneath::write_atomic(root, &rel(STATE_FILE), &text)
+        .map_err(|e| BackendError::io(STATE_FILE, e))
 }
 
 fn find<'a>(state: &'a mut NodemapState, name: &str) -> Result<&'a mut Nodemap> {
@@ -170,55 +170,4 @@ fn apply_one(state: &mut NodemapState, change: &NodemapChange) -> Result<()> {
         NodemapChange::Activate { active } => state.active = *active,
     }
     Ok(())
-}
-
-/// Writes a file beneath the root atomically: a unique temporary file, fsync, rename.
-pub fn write_atomic(
-    root: std::os::fd::BorrowedFd<'_>,
-    file: &RelPath,
-    content: &[u8],
-) -> Result<()> {
-    let (parent, name) = beneath::open_parent(root, file).map_err(|e| errno(file.as_str(), e))?;
-    let tmp_name = format!(".{name}.tmp.{}.{}", std::process::id(), unique());
-    let tmp_fd = nix::fcntl::openat(
-        parent.as_fd(),
-        tmp_name.as_str(),
-        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
-        nix::sys::stat::Mode::from_bits_truncate(0o600),
-    )
-    .map_err(|e| errno(file.as_str(), e))?;
-    let mut tmp = std::fs::File::from(tmp_fd);
-    // A rename over an existing file makes ext4 (auto_da_alloc) and btrfs flush the new data
-    // before the rename is committed, so a replace is never torn without an fsync. A first
-    // write has no such guard: fsync it, or a crash could leave an empty file behind.
-    let replacing = nix::sys::stat::fstatat(
-        parent.as_fd(),
-        name,
-        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-    )
-    .is_ok();
-    let written = tmp
-        .write_all(content)
-        .and_then(|()| if replacing { Ok(()) } else { tmp.sync_all() });
-    if let Err(e) = written {
-        let _ = nix::unistd::unlinkat(
-            parent.as_fd(),
-            tmp_name.as_str(),
-            nix::unistd::UnlinkatFlags::NoRemoveDir,
-        );
-        return Err(BackendError::io(file.as_str(), e));
-    }
-    nix::fcntl::renameat(parent.as_fd(), tmp_name.as_str(), parent.as_fd(), name)
-        .map_err(|e| errno(file.as_str(), e))?;
-    Ok(())
-}
-
-fn unique() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() as u64)
-        .unwrap_or(0);
-    (nanos << 16) ^ COUNTER.fetch_add(1, Ordering::Relaxed)
 }
