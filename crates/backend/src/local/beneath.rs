@@ -173,3 +173,99 @@ fn unique() -> u64 {
         .unwrap_or(0);
     (nanos << 16) ^ COUNTER.fetch_add(1, Ordering::Relaxed)
 }
+
+/// Why [`open_regular`] refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenRegularError {
+    /// The syscall failed (`ENOENT`, `ELOOP` for a symlink, `EXDEV` for an escape, ...).
+    Errno(Errno),
+    /// The entry is not a regular file: its `S_IFMT` bits.
+    NotRegular(u32),
+}
+
+impl From<Errno> for OpenRegularError {
+    fn from(e: Errno) -> Self {
+        Self::Errno(e)
+    }
+}
+
+impl std::fmt::Display for OpenRegularError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Errno(e) => write!(f, "{}", e.desc()),
+            Self::NotRegular(fmt) => write!(f, "not a regular file ({})", file_type_name(*fmt)),
+        }
+    }
+}
+
+impl From<OpenRegularError> for std::io::Error {
+    fn from(e: OpenRegularError) -> Self {
+        match e {
+            OpenRegularError::Errno(e) => e.into(),
+            other => std::io::Error::new(std::io::ErrorKind::InvalidInput, other.to_string()),
+        }
+    }
+}
+
+/// A short name of a file type, for messages.
+pub fn file_type_name(fmt: u32) -> &'static str {
+    match fmt & libc::S_IFMT {
+        libc::S_IFDIR => "directory",
+        libc::S_IFLNK => "symlink",
+        libc::S_IFIFO => "FIFO",
+        libc::S_IFSOCK => "socket",
+        libc::S_IFCHR => "character device",
+        libc::S_IFBLK => "block device",
+        libc::S_IFREG => "regular file",
+        _ => "unknown type",
+    }
+}
+
+/// Opens the regular file `rel` (relative to `dir`) with `flags`, never following a symlink,
+/// never leaving `dir`, and never opening anything else: the entry is first pinned with
+/// `O_PATH` and checked with `fstat`, and only a regular file is then reopened through its
+/// descriptor. A FIFO (whose open would block), a device (whose open may act on hardware)
+/// or a socket is refused without being opened.
+pub fn open_regular(
+    dir: BorrowedFd<'_>,
+    rel: &str,
+    flags: OFlag,
+) -> Result<OwnedFd, OpenRegularError> {
+    use std::os::fd::AsRawFd;
+    let pinned = nix::fcntl::openat2(dir, rel, how(OFlag::O_PATH, Mode::empty()))?;
+    let st = nix::sys::stat::fstat(pinned.as_fd())?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(OpenRegularError::NotRegular(st.st_mode & libc::S_IFMT));
+    }
+    // The magic link reopens exactly the pinned inode, whatever happened to the name since.
+    let link = format!("/proc/self/fd/{}", pinned.as_raw_fd());
+    let flags = (flags | OFlag::O_CLOEXEC) & !(OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW);
+    let fd = match nix::fcntl::open(link.as_str(), flags, Mode::empty()) {
+        // O_NOATIME is only for the owner (or root): retry without it.
+        Err(Errno::EPERM) if flags.contains(OFlag::O_NOATIME) => {
+            nix::fcntl::open(link.as_str(), flags & !OFlag::O_NOATIME, Mode::empty())?
+        }
+        other => other?,
+    };
+    Ok(fd)
+}
+
+/// `rel` below `root` when `path` lies beneath `root` (lexically; `..` is refused), for
+/// callers that are handed absolute paths but must resolve them from a trusted descriptor.
+pub fn relative_to(root: &std::path::Path, path: &std::path::Path) -> Option<String> {
+    use std::path::Component;
+    let rest = path.strip_prefix(root).ok()?;
+    let mut parts = Vec::new();
+    for c in rest.components() {
+        match c {
+            Component::Normal(n) => parts.push(n.to_str()?),
+            Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    Some(if parts.is_empty() {
+        ".".to_string()
+    } else {
+        parts.join("/")
+    })
+}

@@ -24,14 +24,16 @@
 
 use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use lustre_model::{HsmFlags, HsmState};
 use serde::{Deserialize, Serialize};
 
+use nix::fcntl::OFlag;
+
+use super::beneath;
 use crate::{BackendError, Result};
 
 const TRUSTED_XATTR: &str = "trusted.lustrekit.hsm";
@@ -82,12 +84,51 @@ fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
-fn open(path: &Path, write: bool) -> Result<File> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.read(true)
-        .write(write)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
-    opts.open(path).map_err(|e| io_err(path, e))
+/// Where the HSM operations may act: the backend root's descriptor, and the root's paths
+/// (as given and canonical) for turning absolute paths into paths below it.
+pub(crate) struct HsmRoot<'a> {
+    pub fd: BorrowedFd<'a>,
+    pub paths: [&'a Path; 2],
+}
+
+/// Opens the regular file `path` from the root's descriptor: never following a symlink (on
+/// the way or at the end), never leaving the root, and refusing anything but a regular file
+/// before opening it (a tenant's FIFO would block us, a device node would be acted on).
+fn open(root: &HsmRoot<'_>, path: &Path, write: bool) -> Result<File> {
+    let rel = root
+        .paths
+        .iter()
+        .find_map(|r| beneath::relative_to(r, path))
+        .ok_or_else(|| {
+            BackendError::InvalidState(format!(
+                "{}: not beneath the backend root {}",
+                path.display(),
+                root.paths[1].display()
+            ))
+        })?;
+    let mode = if write {
+        OFlag::O_RDWR
+    } else {
+        OFlag::O_RDONLY
+    };
+    match beneath::open_regular(root.fd, &rel, mode | OFlag::O_NONBLOCK) {
+        Ok(fd) => Ok(File::from(fd)),
+        Err(beneath::OpenRegularError::NotRegular(fmt)) => {
+            Err(BackendError::InvalidState(format!(
+                "{}: {}: only regular files have an HSM state",
+                path.display(),
+                beneath::file_type_name(fmt)
+            )))
+        }
+        Err(beneath::OpenRegularError::Errno(e)) => Err(io_err(path, e.into())),
+    }
+}
+
+/// Whether this process may write `trusted.*` xattrs, and so trusts only those: a tenant
+/// can set `user.*` xattrs on its own files, and a forged HSM record must never steer what
+/// root does.
+fn privileged() -> bool {
+    nix::unistd::geteuid().is_root()
 }
 
 /// The live data version of an open file.
@@ -142,9 +183,10 @@ fn fremove(fd: RawFd, name: &str) {
 
 fn read_record(path: &Path, file: &File) -> Result<Option<Record>> {
     let fd = file.as_raw_fd();
-    let raw = match fget(fd, TRUSTED_XATTR).map_err(|e| io_err(path, e))? {
-        Some(raw) => Some(raw),
-        None => fget(fd, USER_XATTR).map_err(|e| io_err(path, e))?,
+    let raw = if privileged() {
+        fget(fd, TRUSTED_XATTR).map_err(|e| io_err(path, e))?
+    } else {
+        fget(fd, USER_XATTR).map_err(|e| io_err(path, e))?
     };
     match raw {
         None => Ok(None),
@@ -176,36 +218,29 @@ fn write_record(path: &Path, file: &File, rec: &mut Record) -> Result<()> {
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| BackendError::InvalidState(format!("blocking task failed: {e}")))?
-}
-
 /// The HSM state of `file`, with `dirty` computed from the live data version.
-pub(crate) async fn hsm_state(file: &Path) -> Result<HsmState> {
-    let path = file.to_path_buf();
-    blocking(move || {
-        let f = open(&path, false)?;
-        let cur = data_version(&path, &f)?;
-        Ok(read_record(&path, &f)?
-            .map(|r| r.state(&cur))
-            .unwrap_or_default())
-    })
-    .await
+pub(crate) fn hsm_state(root: &HsmRoot<'_>, path: &Path) -> Result<HsmState> {
+    let f = open(root, path, false)?;
+    let cur = data_version(path, &f)?;
+    Ok(read_record(path, &f)?
+        .map(|r| r.state(&cur))
+        .unwrap_or_default())
 }
 
 fn merge(old: HsmFlags, set: HsmFlags, clear: HsmFlags) -> HsmFlags {
     HsmFlags::from_bits((old.bits() | set.bits()) & !clear.bits())
 }
 
-fn mark_blocking(
+/// Sets and clears flags; records `archive_id` when given. See the module doc for when the
+/// data version is taken afresh.
+pub(crate) fn hsm_mark(
+    root: &HsmRoot<'_>,
     path: &Path,
     set: HsmFlags,
     clear: HsmFlags,
     archive_id: Option<u32>,
 ) -> Result<()> {
-    let f = open(path, false)?;
+    let f = open(root, path, false)?;
     let cur = data_version(path, &f)?;
     let old = read_record(path, &f)?;
     let old_state = old.as_ref().map(|r| r.state(&cur)).unwrap_or_default();
@@ -229,18 +264,6 @@ fn mark_blocking(
     Ok(())
 }
 
-/// Sets and clears flags; records `archive_id` when given. See the module doc for when the
-/// data version is taken afresh.
-pub(crate) async fn hsm_mark(
-    file: &Path,
-    set: HsmFlags,
-    clear: HsmFlags,
-    archive_id: Option<u32>,
-) -> Result<()> {
-    let path = file.to_path_buf();
-    blocking(move || mark_blocking(&path, set, clear, archive_id)).await
-}
-
 /// A write lease for the release, refusing while another process has the file open.
 fn lease<'a>(path: &Path, file: &'a File) -> Result<Lease<'a>> {
     let lease = Lease::take(file).map_err(|LeaseRefused::Busy| {
@@ -255,8 +278,9 @@ fn lease<'a>(path: &Path, file: &'a File) -> Result<Lease<'a>> {
     Ok(lease)
 }
 
-fn release_blocking(path: &Path) -> Result<()> {
-    let f = open(path, true)?;
+/// Frees the data blocks of an archived, unchanged file, keeping its size and metadata.
+pub(crate) fn hsm_release(root: &HsmRoot<'_>, path: &Path) -> Result<()> {
+    let f = open(root, path, true)?;
     let md = f.metadata().map_err(|e| io_err(path, e))?;
     if !md.is_file() {
         return Err(BackendError::InvalidState(format!(
@@ -350,18 +374,43 @@ fn release_blocking(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Frees the data blocks of an archived, unchanged file, keeping its size and metadata.
-pub(crate) async fn hsm_release(file: &Path) -> Result<()> {
-    let path: PathBuf = file.to_path_buf();
-    blocking(move || release_blocking(&path)).await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use lustre_model::{HS_ARCHIVED, HS_DIRTY, HS_EXISTS};
     use std::io::Write;
     use std::os::unix::fs::MetadataExt;
+    use std::path::PathBuf;
+
+    fn with_root<T>(p: &Path, f: impl FnOnce(&HsmRoot<'_>) -> T) -> T {
+        let dir = p.parent().expect("parent");
+        let fd = nix::fcntl::open(
+            dir,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+            nix::sys::stat::Mode::empty(),
+        )
+        .expect("open root");
+        f(&HsmRoot {
+            fd: std::os::fd::AsFd::as_fd(&fd),
+            paths: [dir, dir],
+        })
+    }
+
+    #[test]
+    fn refuses_fifo_symlink_and_outside_paths_without_blocking() {
+        let (d, p) = tmpfile(b"x");
+        let fifo = d.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644))
+            .expect("mkfifo");
+        let err = with_root(&p, |r| hsm_state(r, &fifo)).expect_err("fifo");
+        assert!(err.to_string().contains("FIFO"), "{err}");
+        let link = d.path().join("link");
+        std::os::unix::fs::symlink(&p, &link).expect("symlink");
+        assert!(with_root(&p, |r| hsm_state(r, &link)).is_err());
+        let outside = tempfile::NamedTempFile::new().expect("outside");
+        let err = with_root(&p, |r| hsm_state(r, outside.path())).expect_err("outside");
+        assert!(err.to_string().contains("not beneath"), "{err}");
+    }
 
     fn flags(bits: u32) -> HsmFlags {
         HsmFlags::from_bits(bits)
@@ -376,7 +425,7 @@ mod tests {
     }
 
     fn supports_xattr(path: &Path) -> bool {
-        let f = open(path, false).expect("open");
+        let f = File::open(path).expect("open");
         match fset(f.as_raw_fd(), USER_XATTR, b"{}") {
             Ok(()) => {
                 fremove(f.as_raw_fd(), USER_XATTR);
@@ -389,22 +438,26 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn fresh_file_has_no_state() {
+    #[test]
+    fn fresh_file_has_no_state() {
         let (_d, p) = tmpfile(b"hello");
-        assert_eq!(hsm_state(&p).await.expect("state"), HsmState::default());
+        assert_eq!(
+            with_root(&p, |r| hsm_state(r, &p)).expect("state"),
+            HsmState::default()
+        );
     }
 
-    #[tokio::test]
-    async fn archive_then_write_is_dirty_and_release_refuses() {
+    #[test]
+    fn archive_then_write_is_dirty_and_release_refuses() {
         let (_d, p) = tmpfile(b"hello world");
         if !supports_xattr(&p) {
             return;
         }
-        hsm_mark(&p, flags(HS_ARCHIVED | HS_EXISTS), flags(0), Some(3))
-            .await
-            .expect("mark");
-        let st = hsm_state(&p).await.expect("state");
+        with_root(&p, |r| {
+            hsm_mark(r, &p, flags(HS_ARCHIVED | HS_EXISTS), flags(0), Some(3))
+        })
+        .expect("mark");
+        let st = with_root(&p, |r| hsm_state(r, &p)).expect("state");
         assert!(st.flags.archived && st.flags.exists && !st.flags.dirty);
         assert_eq!(st.archive_id, Some(3));
         std::thread::sleep(std::time::Duration::from_millis(10));
@@ -413,61 +466,69 @@ mod tests {
             .open(&p)
             .and_then(|mut f| f.write_all(b"!"))
             .expect("append");
-        let st = hsm_state(&p).await.expect("state");
+        let st = with_root(&p, |r| hsm_state(r, &p)).expect("state");
         assert!(st.flags.dirty, "{st}");
         let before = std::fs::read(&p).expect("read");
-        assert!(hsm_release(&p).await.is_err());
+        assert!(with_root(&p, |r| hsm_release(r, &p)).is_err());
         assert_eq!(std::fs::read(&p).expect("read"), before);
     }
 
-    #[tokio::test]
-    async fn release_punches_and_keeps_size_and_mtime() {
+    #[test]
+    fn release_punches_and_keeps_size_and_mtime() {
         let content = vec![7u8; 1 << 20];
         let (_d, p) = tmpfile(&content);
         if !supports_xattr(&p) {
             return;
         }
         let mtime_before = std::fs::metadata(&p).expect("md").mtime_nsec();
-        hsm_mark(&p, flags(HS_ARCHIVED | HS_EXISTS), flags(0), Some(1))
-            .await
-            .expect("mark");
-        hsm_release(&p).await.expect("release");
+        with_root(&p, |r| {
+            hsm_mark(r, &p, flags(HS_ARCHIVED | HS_EXISTS), flags(0), Some(1))
+        })
+        .expect("mark");
+        with_root(&p, |r| hsm_release(r, &p)).expect("release");
         let md = std::fs::metadata(&p).expect("md");
         assert_eq!(md.len(), content.len() as u64);
         assert_eq!(md.mtime_nsec(), mtime_before);
         assert!(md.blocks() < 64, "blocks still allocated: {}", md.blocks());
-        let st = hsm_state(&p).await.expect("state");
+        let st = with_root(&p, |r| hsm_state(r, &p)).expect("state");
         assert!(
             st.flags.released && st.flags.archived && !st.flags.dirty,
             "{st}"
         );
         // Idempotent.
-        hsm_release(&p).await.expect("release again");
+        with_root(&p, |r| hsm_release(r, &p)).expect("release again");
     }
 
-    #[tokio::test]
-    async fn release_refuses_unarchived_and_changes_nothing() {
+    #[test]
+    fn release_refuses_unarchived_and_changes_nothing() {
         let (_d, p) = tmpfile(b"data");
-        assert!(hsm_release(&p).await.is_err());
+        assert!(with_root(&p, |r| hsm_release(r, &p)).is_err());
         assert_eq!(std::fs::read(&p).expect("read"), b"data");
     }
 
-    #[tokio::test]
-    async fn clear_dirty_rebaselines() {
+    #[test]
+    fn clear_dirty_rebaselines() {
         let (_d, p) = tmpfile(b"abc");
         if !supports_xattr(&p) {
             return;
         }
-        hsm_mark(&p, flags(HS_ARCHIVED | HS_EXISTS), flags(0), None)
-            .await
-            .expect("mark");
-        hsm_mark(&p, flags(HS_DIRTY), flags(0), None)
-            .await
-            .expect("dirty");
-        assert!(hsm_state(&p).await.expect("state").flags.dirty);
-        hsm_mark(&p, flags(0), flags(HS_DIRTY), None)
-            .await
-            .expect("clean");
-        assert!(!hsm_state(&p).await.expect("state").flags.dirty);
+        with_root(&p, |r| {
+            hsm_mark(r, &p, flags(HS_ARCHIVED | HS_EXISTS), flags(0), None)
+        })
+        .expect("mark");
+        with_root(&p, |r| hsm_mark(r, &p, flags(HS_DIRTY), flags(0), None)).expect("dirty");
+        assert!(
+            with_root(&p, |r| hsm_state(r, &p))
+                .expect("state")
+                .flags
+                .dirty
+        );
+        with_root(&p, |r| hsm_mark(r, &p, flags(0), flags(HS_DIRTY), None)).expect("clean");
+        assert!(
+            !with_root(&p, |r| hsm_state(r, &p))
+                .expect("state")
+                .flags
+                .dirty
+        );
     }
 }

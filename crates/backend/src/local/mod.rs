@@ -7,7 +7,7 @@
 //! - The project ID and the requested limits live in xattrs on the share directory; nodemaps
 //!   live in a state file under the root.
 
-mod beneath;
+pub mod beneath;
 mod btrfs;
 pub mod file_version;
 mod hsm;
@@ -46,6 +46,8 @@ pub struct LocalBackend {
 }
 
 struct Inner {
+    /// The root as given (absolute), and canonical.
+    given_root: PathBuf,
     root: PathBuf,
     root_fd: OwnedFd,
     btrfs: bool,
@@ -68,6 +70,7 @@ impl LocalBackend {
 
     fn open_blocking(root: PathBuf) -> Result<Self> {
         std::fs::create_dir_all(&root).map_err(|e| BackendError::io(&root, e))?;
+        let given_root = std::path::absolute(&root).map_err(|e| BackendError::io(&root, e))?;
         let root = root
             .canonicalize()
             .map_err(|e| BackendError::io(&root, e))?;
@@ -90,6 +93,7 @@ impl LocalBackend {
         tracing::info!(root = %root.display(), btrfs = is_btrfs, quota_enforced, "local backend open");
         Ok(Self {
             inner: Arc::new(Inner {
+                given_root,
                 root,
                 root_fd,
                 btrfs: is_btrfs,
@@ -119,6 +123,13 @@ impl LocalBackend {
 }
 
 impl Inner {
+    fn hsm_root(&self) -> hsm::HsmRoot<'_> {
+        hsm::HsmRoot {
+            fd: self.root_fd.as_fd(),
+            paths: [&self.given_root, &self.root],
+        }
+    }
+
     fn open_dir(&self, dir: &RelPath) -> Result<OwnedFd> {
         beneath::open_dir(self.root_fd.as_fd(), Some(dir)).map_err(|e| io(dir.as_str(), e))
     }
@@ -481,7 +492,9 @@ impl Filesystem for LocalBackend {
     }
 
     async fn hsm_state(&self, file: &Path) -> Result<HsmState> {
-        hsm::hsm_state(file).await
+        let file = file.to_path_buf();
+        self.run(move |inner| hsm::hsm_state(&inner.hsm_root(), &file))
+            .await
     }
 
     async fn hsm_mark(
@@ -491,11 +504,15 @@ impl Filesystem for LocalBackend {
         clear: HsmFlags,
         archive_id: Option<u32>,
     ) -> Result<()> {
-        hsm::hsm_mark(file, set, clear, archive_id).await
+        let file = file.to_path_buf();
+        self.run(move |inner| hsm::hsm_mark(&inner.hsm_root(), &file, set, clear, archive_id))
+            .await
     }
 
     async fn hsm_release(&self, file: &Path) -> Result<()> {
-        hsm::hsm_release(file).await
+        let file = file.to_path_buf();
+        self.run(move |inner| hsm::hsm_release(&inner.hsm_root(), &file))
+            .await
     }
 
     async fn mount(&self, request: &MountRequest) -> Result<()> {
