@@ -120,6 +120,20 @@ pub enum HsmCommand {
     RestoreDaemon(DaemonArgs),
     /// Serve the Lustre HSM coordinator as a copytool (needs liblustreapi at run time).
     Copytool(CopytoolArgs),
+    /// Delete archived versions that no file pins any more and that were set aside longer
+    /// ago than the grace period; reports the bytes freed.
+    Gc(GcArgs),
+}
+
+/// `hsm gc`.
+#[derive(Debug, clap::Args)]
+pub struct GcArgs {
+    /// Report what would be deleted, delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Keep versions set aside more recently than this (e.g. `24h`, `30m`, `0s`).
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    pub grace: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -143,11 +157,26 @@ pub struct ImportArgs {
     /// What to do with entries that already exist.
     #[arg(long, value_enum, default_value_t = ConflictMode::Fail)]
     pub conflict: ConflictMode,
-    /// Owner of objects whose metadata names none.
-    #[arg(long, default_value_t = 0)]
-    pub uid: u32,
-    #[arg(long, default_value_t = 0)]
-    pub gid: u32,
+    /// Owner of the stubs (default: the target directory's owner). With --preserve-owner,
+    /// only of objects whose metadata names none.
+    #[arg(long)]
+    pub uid: Option<u32>,
+    /// Group of the stubs (default: the target directory's group), as --uid.
+    #[arg(long)]
+    pub gid: Option<u32>,
+    /// Take owner and group from object metadata. Without it every entry belongs to the
+    /// target directory's owner (or --uid/--gid): an object cannot make a root-owned file.
+    #[arg(long)]
+    pub preserve_owner: bool,
+    /// Keep setuid/setgid bits (and a file's sticky bit) from object metadata. Without it
+    /// they are dropped and counted: an object cannot make a setuid program.
+    #[arg(long)]
+    pub preserve_setid: bool,
+    /// Also apply xattrs recorded in objects with this name or namespace (repeatable, e.g.
+    /// `security.selinux`, `trusted.`). Without it only `user.*` is applied; the others are
+    /// dropped and counted. Our own `trusted.lustrekit.*`/`user.lustrekit.*` never are.
+    #[arg(long = "xattr-allow", value_name = "NAME_OR_PREFIX")]
+    pub xattr_allow: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -459,6 +488,41 @@ fn human_bytes(bytes: u64) -> String {
     }
 }
 
+async fn gc(common: &CommonArgs, args: &GcArgs, json: bool) -> anyhow::Result<()> {
+    let engine = engine(common).await?;
+    let report = engine
+        .gc(&crate::gc::GcOptions {
+            dry_run: args.dry_run,
+            grace: args.grace,
+        })
+        .await?;
+    if json {
+        print_json(&report)?;
+    } else {
+        let verb = if report.dry_run { "would free" } else { "freed" };
+        println!(
+            "gc: {} files scanned, {} versions pinned; {} versions aside: {} pinned, {} in grace; {verb} {} ({})",
+            report.files_scanned,
+            report.pinned_versions,
+            report.versions_seen,
+            report.kept_pinned,
+            report.kept_in_grace,
+            report.freed,
+            human_bytes(report.bytes_freed)
+        );
+        for e in &report.errors {
+            eprintln!("{}: {}", e.path.display(), e.error);
+        }
+    }
+    if !report.errors.is_empty() {
+        anyhow::bail!(
+            "{} files' pins could not be read; nothing was deleted",
+            report.errors.len()
+        );
+    }
+    Ok(())
+}
+
 /// Runs `lustrekit hsm ...`.
 pub async fn run(args: HsmArgs, json: bool) -> anyhow::Result<()> {
     let common = args.common;
@@ -477,6 +541,7 @@ pub async fn run(args: HsmArgs, json: bool) -> anyhow::Result<()> {
         },
         HsmCommand::RestoreDaemon(d) => restore_daemon(&common, &d).await,
         HsmCommand::Copytool(c) => copytool(&common, &c).await,
+        HsmCommand::Gc(g) => gc(&common, &g, json).await,
     }
 }
 
@@ -615,6 +680,9 @@ async fn import(common: &CommonArgs, args: &ImportArgs, json: bool) -> anyhow::R
         max_errors: common.max_errors.unwrap_or(100),
         default_uid: args.uid,
         default_gid: args.gid,
+        preserve_owner: args.preserve_owner,
+        preserve_setid: args.preserve_setid,
+        xattr_allow: args.xattr_allow.clone(),
     };
     let spinner = if common.no_progress {
         ProgressBar::hidden()
@@ -644,6 +712,19 @@ async fn import(common: &CommonArgs, args: &ImportArgs, json: bool) -> anyhow::R
             secs,
             entries as f64 / secs
         );
+        if report.setid_dropped > 0 {
+            eprintln!(
+                "import: setuid/setgid bits not applied on {} entries (--preserve-setid keeps them)",
+                report.setid_dropped
+            );
+        }
+        if report.xattrs_dropped > 0 {
+            eprintln!(
+                "import: {} xattrs not applied ({}); only user.* is, others with --xattr-allow",
+                report.xattrs_dropped,
+                report.xattrs_dropped_names.join(", ")
+            );
+        }
     }
     if report.errors.is_empty() {
         Ok(())

@@ -2,8 +2,7 @@
 //! over one archive store and one backend.
 
 use std::io::Read;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,8 +17,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{HsmError, Result};
 use crate::meta::{EntryKind, FileMeta};
 use crate::metrics::Metrics;
+use crate::pin::{self, Pin};
 use crate::posix::{self, DataVersion};
-use crate::store::{ArchiveStore, RetryPolicy};
+use crate::store::{ArchiveStore, PinnedSource, RetryPolicy};
 
 /// How the engine moves data.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -102,8 +102,14 @@ fn flags(bits: u32) -> HsmFlags {
     HsmFlags::from_bits(bits)
 }
 
-/// A released file's path, object key, archived object and HSM state.
-type RestoreSource = (PathBuf, ObjPath, crate::store::ObjectInfo, HsmState);
+/// Where a restore reads from, and what it must verify.
+struct RestoreSource {
+    source: PinnedSource,
+    /// The checksum the data must have: the pinned one, else the object's own.
+    expected: Option<String>,
+    pin: Option<Pin>,
+    state: HsmState,
+}
 
 /// The data mover.
 pub struct HsmEngine {
@@ -199,6 +205,17 @@ impl HsmEngine {
         Ok((abs, key))
     }
 
+    /// Opens `path` beneath the root (see [`posix::open_entry`]) with its object key: every
+    /// later step acts on the descriptors, so a tenant swapping a directory for a symlink
+    /// mid-operation cannot point root at a file outside the namespace.
+    async fn open(&self, path: &Path) -> Result<(posix::Entry, ObjPath)> {
+        let (abs, comps) = self.resolve(path)?;
+        let refs: Vec<&str> = comps.iter().map(String::as_str).collect();
+        let key = self.store.key_for(&refs);
+        let root = self.cfg.root.clone();
+        let entry = blocking(move || posix::open_entry(&root, &comps, &abs)).await?;
+        Ok((entry, key))
+    }
     fn emit(&self, op: &'static str, path: &Path, done: u64, total: u64) {
         if let Some(p) = &self.progress {
             p(&Progress {
@@ -294,11 +311,13 @@ impl HsmEngine {
     }
 
     async fn archive_inner(&self, path: &Path) -> Result<OpReport> {
-        let (abs, key) = self.locate(path)?;
+        let (entry, key) = self.open(path).await?;
+        let entry = Arc::new(entry);
         let meta = {
-            let abs = abs.clone();
-            blocking(move || posix::capture(&abs)).await?
+            let e = entry.clone();
+            blocking(move || posix::capture_entry(&e)).await?
         };
+        let abs = entry.abs.clone();
         match meta.kind {
             EntryKind::Dir => {
                 let (map, dropped) = meta.to_map();
@@ -312,16 +331,17 @@ impl HsmEngine {
                 self.store.put(&key, Bytes::new(), &map).await?;
                 Ok(Self::report("archive", &abs, &key, Outcome::Done, None))
             }
-            EntryKind::File => self.archive_file(&abs, &key, meta).await,
+            EntryKind::File => self.archive_file(&entry, &key, meta).await,
         }
     }
 
     async fn archive_file(
         &self,
-        abs: &Path,
+        entry: &Arc<posix::Entry>,
         key: &ObjPath,
         mut meta: FileMeta,
     ) -> Result<OpReport> {
+        let abs = &entry.abs;
         let st = self.backend.hsm_state(abs).await?;
         if st.flags.no_archive {
             return Err(HsmError::refused(abs, "marked never_archive"));
@@ -335,7 +355,17 @@ impl HsmEngine {
                 Some("released: the archive already holds its data".into()),
             ));
         }
-        if st.flags.archived && st.flags.exists && !st.flags.dirty && !st.flags.lost {
+        let file = Arc::new(entry.file()?);
+        let old_pin = {
+            let (f, a) = (file.clone(), abs.clone());
+            blocking(move || pin::read(f.as_fd(), &a)).await?
+        };
+        if st.flags.archived
+            && st.flags.exists
+            && !st.flags.dirty
+            && !st.flags.lost
+            && old_pin.is_some()
+        {
             return Ok(Self::report(
                 "archive",
                 abs,
@@ -344,20 +374,40 @@ impl HsmEngine {
                 Some("already archived and unchanged".into()),
             ));
         }
-        let file = Arc::new(posix::open_noatime(abs)?);
         let v0 = posix::version_of(abs, &file)?;
         let size = v0.size;
         meta.size = Some(size);
         meta.data_version = Some(v0.token());
-        self.upload_file(abs, key, &file, size, &mut meta).await?;
+        // The version now at the key may be pinned by another stub (this path's previous
+        // file, renamed): keep it aside first. This file's own previous version is not
+        // kept: the file still has the data, and it is about to be archived anew.
+        let own = old_pin.filter(|p| p.key == key.as_ref()).map(|p| p.version);
+        self.store.preserve(key, own.as_deref()).await?;
+        let version = pin::new_version_id()?;
+        let etag = self
+            .upload_file(abs, key, &file, size, &mut meta, &version)
+            .await?;
 
-        // The file must not have changed while we read it (fd and path both).
+        // The file must not have changed while we read it (fd and name both).
         let v1 = posix::version_of(abs, &file)?;
-        let v1p = posix::version_at(abs)?;
+        let v1p = {
+            let e = entry.clone();
+            blocking(move || e.version_by_name()).await?
+        };
         if v1 != v0 || !v1p.same_data(&v0) {
-            return Err(HsmError::ModifiedDuringArchive {
-                path: abs.to_path_buf(),
-            });
+            return Err(HsmError::ModifiedDuringArchive { path: abs.clone() });
+        }
+        // Pin first: a file marked archived always names the version that holds its data.
+        let pinned = Pin {
+            key: key.to_string(),
+            etag,
+            version,
+            checksum: meta.checksum.clone(),
+            size,
+        };
+        {
+            let (f, a, p) = (file.clone(), abs.clone(), pinned.clone());
+            blocking(move || pin::write(f.as_fd(), &a, &p)).await?;
         }
         self.backend
             .hsm_mark(
@@ -368,14 +418,15 @@ impl HsmEngine {
             )
             .await?;
         // A write between the check and the mark: take the mark back.
-        let v2 = posix::version_at(abs)?;
+        let v2 = {
+            let e = entry.clone();
+            blocking(move || e.version_by_name()).await?
+        };
         if !v2.same_data(&v0) {
             self.backend
                 .hsm_mark(abs, flags(HS_DIRTY), flags(0), None)
                 .await?;
-            return Err(HsmError::ModifiedDuringArchive {
-                path: abs.to_path_buf(),
-            });
+            return Err(HsmError::ModifiedDuringArchive { path: abs.clone() });
         }
         let mut r = Self::report("archive", abs, key, Outcome::Done, None);
         r.bytes = size;
@@ -384,8 +435,9 @@ impl HsmEngine {
     }
 
     /// Streams `size` bytes of an open file to `key` with `meta` (the checksum is filled in
-    /// first): one PUT for a small file, else a multipart upload with bounded memory and
-    /// `concurrency` parts in flight. Used by archive and by the Lustre copytool.
+    /// first) as version `version`: one PUT for a small file, else a multipart upload with
+    /// bounded memory and `concurrency` parts in flight. Returns the store's ETag. Used by
+    /// archive and by the Lustre copytool.
     pub async fn upload_file(
         &self,
         abs: &Path,
@@ -393,9 +445,15 @@ impl HsmEngine {
         file: &Arc<std::fs::File>,
         size: u64,
         meta: &mut FileMeta,
-    ) -> Result<()> {
+        version: &str,
+    ) -> Result<Option<String>> {
         let part = self.cfg.part_size;
         let started = Instant::now();
+        let with_version = |meta: &FileMeta| {
+            let (mut map, _) = meta.to_map();
+            map.insert(pin::K_VERSION.into(), version.to_string());
+            map
+        };
 
         if size as usize <= part {
             // One PUT: read, hash, send.
@@ -410,10 +468,11 @@ impl HsmEngine {
             })
             .await?;
             meta.checksum = Some(format!("blake3:{}", blake3::hash(&data).to_hex()));
-            let (map, _) = meta.to_map();
+            let map = with_version(meta);
             self.throttle(started, data.len() as u64).await;
-            self.store.put(key, Bytes::from(data), &map).await?;
+            let etag = self.store.put(key, Bytes::from(data), &map).await?;
             self.emit("archive", abs, size, size);
+            Ok(etag)
         } else {
             // Pass 1 hashes (stores want the metadata when the upload starts), pass 2
             // streams parts. A change between them is caught by the data-version check.
@@ -426,7 +485,7 @@ impl HsmEngine {
             })
             .await?;
             meta.checksum = Some(format!("blake3:{sum}"));
-            let (map, _) = meta.to_map();
+            let map = with_version(meta);
             let mut up = self.store.start_upload(key, &map, part).await?;
             let mut off = 0u64;
             let res: Result<()> = async {
@@ -449,21 +508,19 @@ impl HsmEngine {
             }
             .await;
             match res {
-                Ok(()) => self.store.finish_upload(up, &map).await?,
+                Ok(()) => self.store.finish_upload(up, &map).await,
                 Err(e) => {
                     up.abort().await;
-                    return Err(e);
+                    Err(e)
                 }
             }
         }
-
-        Ok(())
     }
 
     // ---------------------------------------------------------------- release
 
     /// Frees the data of an archived, unchanged file. Refuses (changing nothing) unless the
-    /// archived copy exists and matches the file's current data version.
+    /// version the file pins exists in the store with the file's size.
     pub async fn release(&self, path: &Path) -> Result<OpReport> {
         let started = Instant::now();
         let res = self.release_inner(path).await;
@@ -471,7 +528,8 @@ impl HsmEngine {
     }
 
     async fn release_inner(&self, path: &Path) -> Result<OpReport> {
-        let (abs, key) = self.locate(path)?;
+        let (entry, key) = self.open(path).await?;
+        let abs = entry.abs.clone();
         let st = self.backend.hsm_state(&abs).await?;
         if st.flags.released && !st.flags.dirty {
             return Ok(Self::report(
@@ -494,28 +552,26 @@ impl HsmEngine {
         if st.flags.no_release {
             return Err(HsmError::refused(&abs, "marked never_release"));
         }
-        let info = self.store.head(&key).await?.ok_or_else(|| {
+        let file = entry.file()?;
+        let pinned = pin::read(file.as_fd(), &abs)?.ok_or_else(|| {
             HsmError::refused(
                 &abs,
-                format!(
-                    "the archived copy `{key}` is missing from {}",
-                    self.store.name()
-                ),
+                "no archived version is pinned on the file (archived before pins); archive it again",
             )
         })?;
-        let cur = posix::version_at(&abs)?;
-        let meta = FileMeta::from_map(&info.meta, 0, 0, 0);
-        // The backend's state already says the content is the archived one (its data
-        // version is taken afresh on restore, when the inode changes); here the object
-        // must agree on size and mtime, so a copy overwritten by another file is caught.
-        let matches = info.size == cur.size
-            && (meta.data_version.is_none() || meta.mtime_ns == cur.mtime_ns || meta.mtime_ns == 0);
-        if !matches {
+        let source = self.store.locate_pinned(&pinned).await?;
+        let cur = posix::version_of(&abs, &file)?;
+        if !source.exact || source.info.size != cur.size || pinned.size != cur.size {
             return Err(HsmError::refused(
                 &abs,
-                "the archived copy does not match the file's data version",
+                format!(
+                    "the pinned archived version `{}` is missing or does not match the file",
+                    pinned.key
+                ),
             ));
         }
+        // The release takes a write lease, which our own open descriptor would refuse.
+        drop((file, entry));
         self.backend.hsm_release(&abs).await?;
         let mut r = Self::report("release", &abs, &key, Outcome::Done, None);
         r.bytes = cur.size;
@@ -524,41 +580,76 @@ impl HsmEngine {
 
     // ---------------------------------------------------------------- restore
 
-    /// Brings a released file's data back: ranged parallel GETs into a temporary file
-    /// beside it, checksum verified, then an atomic rename over the stub. On a checksum
-    /// mismatch the stub is untouched and stays released.
+    /// Brings a released file's data back: ranged parallel GETs of the version it pins into
+    /// a temporary file beside it (random name, created exclusively), the pinned checksum
+    /// verified, then an atomic rename over the stub. On a mismatch the stub is untouched
+    /// and stays released.
     pub async fn restore(&self, path: &Path) -> Result<OpReport> {
         let started = Instant::now();
         let res = self.restore_inner(path).await;
         self.finish("restore", started, res)
     }
 
-    /// Where both restores start: the file must be released and its archived copy present
-    /// and of the stub's size. `Err(report)` is the "nothing to do" answer.
+    /// Where both restores start: the file must be released, and the version it pins (or,
+    /// for stubs from before pins, the object at its key) found. `Err(report)` is the
+    /// "nothing to do" answer.
     async fn restore_source(
         &self,
-        path: &Path,
+        abs: &Path,
+        key: &ObjPath,
+        file: &Arc<std::fs::File>,
     ) -> Result<std::result::Result<RestoreSource, OpReport>> {
-        let (abs, key) = self.locate(path)?;
-        let st = self.backend.hsm_state(&abs).await?;
+        let st = self.backend.hsm_state(abs).await?;
         if !st.flags.released {
             return Ok(Err(Self::report(
                 "restore",
-                &abs,
-                &key,
+                abs,
+                key,
                 Outcome::Skipped,
                 Some("not released".into()),
             )));
         }
-        let info = self
-            .store
-            .head(&key)
-            .await?
-            .ok_or_else(|| HsmError::NoArchive {
-                store: self.store.name().to_string(),
-                key: key.to_string(),
-            })?;
-        Ok(Ok((abs, key, info, st)))
+        let pinned = {
+            let (f, a) = (file.clone(), abs.to_path_buf());
+            blocking(move || pin::read(f.as_fd(), &a)).await?
+        };
+        let (source, expected) = match &pinned {
+            Some(p) => {
+                let s = self.store.locate_pinned(p).await?;
+                let expected = p
+                    .checksum
+                    .clone()
+                    .or_else(|| FileMeta::from_map(&s.info.meta, 0, 0, 0).checksum);
+                (s, expected)
+            }
+            None => {
+                tracing::warn!(file = %abs.display(), "no pin on a released file; restoring from its key");
+                let info = self
+                    .store
+                    .head(key)
+                    .await?
+                    .ok_or_else(|| HsmError::NoArchive {
+                        store: self.store.name().to_string(),
+                        key: key.to_string(),
+                    })?;
+                let expected = FileMeta::from_map(&info.meta, 0, 0, 0).checksum;
+                (
+                    PinnedSource {
+                        key: key.clone(),
+                        if_match: info.e_tag.clone(),
+                        info,
+                        exact: true,
+                    },
+                    expected,
+                )
+            }
+        };
+        Ok(Ok(RestoreSource {
+            source,
+            expected,
+            pin: pinned,
+            state: st,
+        }))
     }
 
     fn check_stub_size(abs: &Path, archived: u64, stub: u64) -> Result<()> {
@@ -571,53 +662,68 @@ impl HsmEngine {
         Ok(())
     }
 
+    fn verify(abs: &Path, src: &RestoreSource, actual: &str) -> Result<Option<String>> {
+        match &src.expected {
+            Some(expected) if expected != actual => Err(HsmError::Checksum {
+                path: abs.to_path_buf(),
+                expected: expected.clone(),
+                actual: actual.to_string(),
+            }),
+            Some(_) => Ok(None),
+            None => Ok(Some(
+                "the archived copy has no checksum; size checked only".into(),
+            )),
+        }
+    }
+
     async fn restore_inner(&self, path: &Path) -> Result<OpReport> {
-        let (abs, key, info, st) = match self.restore_source(path).await? {
+        let (entry, key) = self.open(path).await?;
+        let entry = Arc::new(entry);
+        let abs = entry.abs.clone();
+        let stub = Arc::new(entry.file()?);
+        let src = match self.restore_source(&abs, &key, &stub).await? {
             Ok(source) => source,
             Err(skipped) => return Ok(skipped),
         };
-        let stub = Arc::new(posix::open_nofollow(&abs, false)?);
         posix::try_flock(&abs, &stub)?;
         let stub_v0 = posix::version_of(&abs, &stub)?;
-        Self::check_stub_size(&abs, info.size, stub_v0.size)?;
-        let archived = FileMeta::from_map(&info.meta, 0, 0, 0);
-        let dir = abs
-            .parent()
-            .ok_or_else(|| HsmError::refused(&abs, "no parent directory"))?;
-        // One temporary name per inode: a rerun after a crash reuses (truncates) it.
-        let tmp = dir.join(format!(".lustrekit-restore.{}", stub_v0.ino));
-        let tmpf = {
-            let tmp = tmp.clone();
+        Self::check_stub_size(&abs, src.source.info.size, stub_v0.size)?;
+        let (tmp_name, tmpf) = {
+            let (e, a) = (entry.clone(), abs.clone());
             blocking(move || {
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                    .open(&tmp)
-                    .map_err(|e| HsmError::io(&tmp, e))
+                posix::create_temp_in(&e.parent, ".lustrekit-restore.", a.parent().unwrap_or(&a))
             })
             .await?
         };
+        let tmp = entry.sibling(&tmp_name);
         let res = self
-            .restore_into(
-                &abs, &key, &info.size, &archived, &tmp, tmpf, &stub, stub_v0, st,
-            )
+            .restore_into(&entry, &key, &src, &tmp_name, &tmp, tmpf, &stub, stub_v0)
             .await;
         if res.is_err() {
-            let _ = std::fs::remove_file(&tmp);
+            let e = entry.clone();
+            let _ = blocking(move || {
+                nix::unistd::unlinkat(
+                    e.parent.as_fd(),
+                    tmp_name.as_str(),
+                    nix::unistd::UnlinkatFlags::NoRemoveDir,
+                )
+                .map_err(|x| HsmError::io(&e.abs, x.into()))
+            })
+            .await;
         }
         res
     }
 
-    /// Fetches `key` (`size` bytes) with ranged parallel GETs and writes it at the same
-    /// offsets into `file` (shown as `write_path` in errors), hashing in order. Returns the
-    /// `blake3:` checksum of what was written; the caller compares it with the archive's.
+    /// Fetches `size` bytes of `key` with ranged parallel GETs (each requiring ETag
+    /// `if_match` when given) and writes them at the same offsets into `file` (shown as
+    /// `write_path` in errors), hashing in order. Returns the `blake3:` checksum of what
+    /// was written; the caller compares it with the pinned one.
+    #[allow(clippy::too_many_arguments)]
     pub async fn download_into(
         &self,
         abs: &Path,
         key: &ObjPath,
+        if_match: Option<&str>,
         size: u64,
         file: &Arc<std::fs::File>,
         write_path: &Path,
@@ -631,7 +737,13 @@ impl HsmEngine {
         let mut gets = futures::stream::iter(ranges.into_iter().map(|r| {
             let store = self.store.clone();
             let key = key.clone();
-            async move { store.get_range(&key, r.clone()).await.map(|b| (r, b)) }
+            let if_match = if_match.map(str::to_string);
+            async move {
+                store
+                    .get_range_if(&key, r.clone(), if_match.as_deref())
+                    .await
+                    .map(|b| (r, b))
+            }
         }))
         .buffered(self.cfg.concurrency);
         while let Some((r, data)) = gets.try_next().await? {
@@ -656,62 +768,80 @@ impl HsmEngine {
     #[allow(clippy::too_many_arguments)]
     async fn restore_into(
         &self,
-        abs: &Path,
+        entry: &Arc<posix::Entry>,
         key: &ObjPath,
-        size: &u64,
-        archived: &FileMeta,
+        src: &RestoreSource,
+        tmp_name: &str,
         tmp: &Path,
         tmpf: std::fs::File,
         stub: &Arc<std::fs::File>,
         stub_v0: DataVersion,
-        st: HsmState,
     ) -> Result<OpReport> {
-        let size = *size;
+        let abs = &entry.abs;
+        let size = stub_v0.size;
         let tmpf = Arc::new(tmpf);
-        let actual = self.download_into(abs, key, size, &tmpf, tmp).await?;
-        let mut detail = None;
-        match &archived.checksum {
-            Some(expected) if *expected != actual => {
-                return Err(HsmError::Checksum {
-                    path: abs.to_path_buf(),
-                    expected: expected.clone(),
-                    actual,
-                });
-            }
-            Some(_) => {}
-            None => detail = Some("the archived copy has no checksum; size checked only".into()),
+        let actual = self
+            .download_into(
+                abs,
+                &src.source.key,
+                src.source.if_match.as_deref(),
+                size,
+                &tmpf,
+                tmp,
+            )
+            .await?;
+        let detail = Self::verify(abs, src, &actual)?;
+        // Metadata comes from the stub (it may have been chmod'ed since the archive); the
+        // restored file pins the same version.
+        {
+            let (f, p, e, pinned) = (
+                tmpf.clone(),
+                tmp.to_path_buf(),
+                entry.clone(),
+                src.pin.clone(),
+            );
+            blocking(move || {
+                f.set_len(size).map_err(|x| HsmError::io(&p, x))?;
+                let mut m = posix::capture_entry(&e)?;
+                m.atime_ns = None;
+                posix::apply_fd(&p, f.as_raw_fd(), &m)?;
+                if let Some(pinned) = &pinned {
+                    pin::write(f.as_fd(), &p, pinned)?;
+                }
+                f.sync_all().map_err(|x| HsmError::io(&p, x))
+            })
+            .await?;
         }
-        // Metadata comes from the stub (it may have been chmod'ed since the archive).
-        let (f, p, a) = (tmpf.clone(), tmp.to_path_buf(), abs.to_path_buf());
-        blocking(move || {
-            f.set_len(size).map_err(|e| HsmError::io(&p, e))?;
-            let mut m = posix::capture(&a)?;
-            m.atime_ns = None;
-            posix::apply_fd(&p, f.as_raw_fd(), &m)?;
-            f.sync_all().map_err(|e| HsmError::io(&p, e))
-        })
-        .await?;
         self.backend
             .hsm_mark(
                 tmp,
                 flags(HS_ARCHIVED | HS_EXISTS),
                 flags(HS_RELEASED | HS_DIRTY),
-                st.archive_id.or(Some(self.cfg.archive_id)),
+                src.state.archive_id.or(Some(self.cfg.archive_id)),
             )
             .await?;
-        // The flip: nobody else may have the stub open, and it must be the stub we saw.
+        // The flip: nobody else may have the stub open, and the name must still hold the
+        // stub we saw (a tenant may have renamed or replaced it meanwhile).
         {
-            let (stub, a, t) = (stub.clone(), abs.to_path_buf(), tmp.to_path_buf());
+            let (stub, e, t) = (stub.clone(), entry.clone(), tmp_name.to_string());
             blocking(move || {
-                let _lease = posix::lease(&a, &stub)?;
-                let now = posix::version_of(&a, &stub)?;
-                if !now.same_data(&stub_v0) {
-                    return Err(HsmError::refused(&a, "the stub changed during restore"));
+                let _lease = posix::lease(&e.abs, &stub)?;
+                let now = posix::version_of(&e.abs, &stub)?;
+                // By name without opening it: an open would break our own lease.
+                let by_name = posix::lstat_at(e.parent.as_raw_fd(), &e.name)
+                    .map_err(|x| HsmError::io(&e.abs, x))?
+                    .map(|st| st.st_ino);
+                if !now.same_data(&stub_v0) || by_name != Some(stub_v0.ino) {
+                    return Err(HsmError::refused(&e.abs, "the stub changed during restore"));
                 }
-                std::fs::rename(&t, &a).map_err(|e| HsmError::io(&a, e))?;
-                if let Some(dir) = a.parent().and_then(|d| std::fs::File::open(d).ok()) {
-                    let _ = dir.sync_all();
-                }
+                nix::fcntl::renameat(
+                    e.parent.as_fd(),
+                    t.as_str(),
+                    e.parent.as_fd(),
+                    e.name.as_str(),
+                )
+                .map_err(|x| HsmError::io(&e.abs, x.into()))?;
+                let _ = nix::unistd::fsync(e.parent.as_fd());
                 Ok(())
             })
             .await?;
@@ -728,9 +858,10 @@ impl HsmEngine {
 
     /// Restores a released file **in place**, through an already open descriptor (the
     /// restore-on-access daemon's event fd, whose I/O raises no fanotify events): ranged
-    /// GETs written with `pwrite` at their offsets, the checksum verified, the stub's mtime
-    /// put back, then the state flipped to archived-and-present. The inode stays the same,
-    /// so a process blocked reading it sees the data when it is let go.
+    /// GETs of the pinned version written with `pwrite` at their offsets, the pinned
+    /// checksum verified, the stub's mtime put back, then the state flipped to
+    /// archived-and-present. The inode stays the same, so a process blocked reading it sees
+    /// the data when it is let go.
     ///
     /// A crash or an error leaves the file released (the state is flipped last), so the
     /// next access restores it again; on a checksum mismatch the written range is punched
@@ -750,50 +881,47 @@ impl HsmEngine {
         path: &Path,
         file: Arc<std::fs::File>,
     ) -> Result<OpReport> {
-        let (abs, key, info, _) = match self.restore_source(path).await? {
+        let (abs, key) = self.locate(path)?;
+        let src = match self.restore_source(&abs, &key, &file).await? {
             Ok(source) => source,
             Err(skipped) => return Ok(skipped),
         };
         let v0 = posix::version_of(&abs, &file)?;
-        Self::check_stub_size(&abs, info.size, v0.size)?;
-        let archived = FileMeta::from_map(&info.meta, 0, 0, 0);
-        let res = self.download_into(&abs, &key, v0.size, &file, &abs).await;
+        Self::check_stub_size(&abs, src.source.info.size, v0.size)?;
+        let res = self
+            .download_into(
+                &abs,
+                &src.source.key,
+                src.source.if_match.as_deref(),
+                v0.size,
+                &file,
+                &abs,
+            )
+            .await;
         let punch_back = |file: Arc<std::fs::File>, abs: PathBuf| {
             blocking(move || {
                 if v0.size > 0 {
-                    // SAFETY: plain fallocate on a valid fd.
-                    unsafe {
-                        libc::fallocate(
-                            file.as_raw_fd(),
-                            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                            0,
-                            v0.size as libc::off_t,
-                        )
-                    };
+                    nix::fcntl::fallocate(
+                        file.as_fd(),
+                        nix::fcntl::FallocateFlags::FALLOC_FL_PUNCH_HOLE
+                            | nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE,
+                        0,
+                        v0.size as libc::off_t,
+                    )
+                    .map_err(|e| HsmError::io(&abs, e.into()))?;
                 }
                 posix::set_times_fd(&abs, file.as_raw_fd(), None, v0.mtime_ns)
             })
         };
-        let actual = match res {
-            Ok(a) => a,
+        let verified =
+            res.and_then(|actual| Self::verify(&abs, &src, &actual).map(|d| (actual, d)));
+        let (actual, detail) = match verified {
+            Ok(v) => v,
             Err(e) => {
                 let _ = punch_back(file.clone(), abs.clone()).await;
                 return Err(e);
             }
         };
-        let mut detail = None;
-        match &archived.checksum {
-            Some(expected) if *expected != actual => {
-                let _ = punch_back(file.clone(), abs.clone()).await;
-                return Err(HsmError::Checksum {
-                    path: abs,
-                    expected: expected.clone(),
-                    actual,
-                });
-            }
-            Some(_) => {}
-            None => detail = Some("the archived copy has no checksum; size checked only".into()),
-        }
         {
             let (f, a) = (file.clone(), abs.clone());
             blocking(move || {
@@ -814,8 +942,11 @@ impl HsmEngine {
 
     // ---------------------------------------------------------------- remove
 
-    /// Deletes the archived copy. Refuses for a released file (the archive holds its only
-    /// copy); works for a path that no longer exists.
+    /// Deletes the archived copy of a file that still has its data. Refuses for a released
+    /// file (the archive holds its only copy). Only the version the file itself pins is
+    /// deleted: a key now holding another file's version is left alone. For a path that no
+    /// longer exists, the object at its key may be pinned by a renamed stub, so it is moved
+    /// aside (gc frees it once nothing pins it) rather than deleted.
     pub async fn remove(&self, path: &Path) -> Result<OpReport> {
         let started = Instant::now();
         let res = self.remove_inner(path).await;
@@ -824,31 +955,62 @@ impl HsmEngine {
 
     async fn remove_inner(&self, path: &Path) -> Result<OpReport> {
         let (abs, key) = self.locate(path)?;
-        let md = std::fs::symlink_metadata(&abs).ok();
-        let is_file = md.as_ref().is_some_and(|m| m.is_file());
-        if is_file {
-            let st = self.backend.hsm_state(&abs).await?;
-            if st.flags.released {
-                return Err(HsmError::refused(
+        let entry = match self.open(path).await {
+            Ok((entry, _)) => entry,
+            Err(HsmError::Io { source, .. }) if source.raw_os_error() == Some(libc::ENOENT) => {
+                self.store.preserve(&key, None).await?;
+                self.store.delete(&key).await?;
+                return Ok(Self::report(
+                    "remove",
                     &abs,
-                    "released: the archive holds its only copy; restore it first",
+                    &key,
+                    Outcome::Done,
+                    Some("no file at this path: the object was moved aside for gc".into()),
                 ));
             }
+            Err(e) => return Err(e),
+        };
+        if entry.kind != EntryKind::File {
+            self.store.delete(&key).await?;
+            return Ok(Self::report("remove", &abs, &key, Outcome::Done, None));
         }
-        self.store.delete(&key).await?;
-        if is_file {
-            self.backend
-                .hsm_mark(
-                    &abs,
-                    flags(0),
-                    flags(HS_ARCHIVED | HS_EXISTS | HS_DIRTY),
-                    None,
-                )
-                .await?;
+        let st = self.backend.hsm_state(&abs).await?;
+        if st.flags.released {
+            return Err(HsmError::refused(
+                &abs,
+                "released: the archive holds its only copy; restore it first",
+            ));
         }
-        Ok(Self::report("remove", &abs, &key, Outcome::Done, None))
+        let file = entry.file()?;
+        let mut detail = None;
+        match pin::read(file.as_fd(), &abs)? {
+            Some(p) => {
+                let pinned_key = p.object_key()?;
+                match self.store.head(&pinned_key).await? {
+                    Some(info) if info.version_id(&pinned_key) == p.version => {
+                        self.store.delete(&pinned_key).await?;
+                    }
+                    _ => {
+                        detail = Some(format!(
+                            "`{}` holds another file's version now; left in place (gc frees this file's old version)",
+                            p.key
+                        ));
+                    }
+                }
+            }
+            None => self.store.delete(&key).await?,
+        }
+        pin::clear(file.as_fd(), &abs)?;
+        self.backend
+            .hsm_mark(
+                &abs,
+                flags(0),
+                flags(HS_ARCHIVED | HS_EXISTS | HS_DIRTY),
+                None,
+            )
+            .await?;
+        Ok(Self::report("remove", &abs, &key, Outcome::Done, detail))
     }
-
     // ---------------------------------------------------------------- trees
 
     /// Archives everything under `dir` (directories first), `file_concurrency` at a time.

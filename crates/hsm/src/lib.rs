@@ -26,11 +26,13 @@
 pub mod cli;
 pub mod copytool;
 pub mod engine;
+pub mod gc;
 pub mod error;
 pub mod fanotify;
 pub mod import;
 pub mod meta;
 pub mod metrics;
+pub mod pin;
 pub mod policy;
 pub mod posix;
 pub mod restore_daemon;

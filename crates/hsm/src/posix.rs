@@ -3,7 +3,7 @@
 
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -11,8 +11,13 @@ use std::path::{Path, PathBuf};
 use crate::error::{HsmError, Result};
 use crate::meta::{EntryKind, FileMeta};
 
-/// Our own HSM record xattrs (never archived or copied as user data).
-pub const HSM_XATTRS: [&str; 2] = ["trusted.lustrekit.hsm", "user.lustrekit.hsm"];
+/// Our own HSM record and pin xattrs (never archived or copied as user data).
+pub const HSM_XATTRS: [&str; 4] = [
+    "trusted.lustrekit.hsm",
+    "user.lustrekit.hsm",
+    crate::pin::PIN_XATTR_TRUSTED,
+    crate::pin::PIN_XATTR_USER,
+];
 
 /// The data version of a local file (shared with the local backend, so the mover and the
 /// backend judge "unchanged since archived" the same way).
@@ -64,10 +69,39 @@ fn cstr(path: &Path) -> Result<CString> {
 /// Extended attributes of `path` (not following a final symlink), ours excluded.
 pub fn list_xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     let c = cstr(path)?;
+    collect_xattrs(
+        path,
+        // SAFETY: valid buffer and NUL-terminated path.
+        |buf| unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) },
+        // SAFETY: valid buffer and NUL-terminated strings.
+        |name, buf| unsafe {
+            libc::lgetxattr(c.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+        },
+    )
+}
+
+/// Extended attributes of an open file or directory, ours excluded: read through the
+/// descriptor, so no path is resolved again.
+pub fn list_xattrs_fd(fd: RawFd, shown: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    collect_xattrs(
+        shown,
+        // SAFETY: valid buffer and descriptor.
+        |buf| unsafe { libc::flistxattr(fd, buf.as_mut_ptr().cast(), buf.len()) },
+        // SAFETY: valid buffer, descriptor and NUL-terminated name.
+        |name, buf| unsafe { libc::fgetxattr(fd, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) },
+    )
+}
+
+/// The xattrs a `list` and a `get` call see (`security.*`, `system.*` and ours left out),
+/// growing the buffers on `ERANGE`.
+fn collect_xattrs(
+    shown: &Path,
+    list: impl Fn(&mut [u8]) -> isize,
+    get: impl Fn(&std::ffi::CStr, &mut [u8]) -> isize,
+) -> Result<Vec<(String, Vec<u8>)>> {
     let mut names = vec![0u8; 4096];
     let n = loop {
-        // SAFETY: valid buffer and NUL-terminated path.
-        let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+        let n = list(&mut names);
         if n >= 0 {
             break n as usize;
         }
@@ -75,7 +109,7 @@ pub fn list_xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
         match e.raw_os_error() {
             Some(libc::ERANGE) if names.len() < 1 << 20 => names.resize(names.len() * 4, 0),
             Some(libc::ENOTSUP) => return Ok(Vec::new()),
-            _ => return Err(HsmError::io(path, e)),
+            _ => return Err(HsmError::io(shown, e)),
         }
     };
     let mut out = Vec::new();
@@ -89,18 +123,10 @@ pub fn list_xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
         {
             continue;
         }
-        let cname = CString::new(name).map_err(|_| HsmError::refused(path, "xattr name"))?;
+        let cname = CString::new(name).map_err(|_| HsmError::refused(shown, "xattr name"))?;
         let mut val = vec![0u8; 1024];
         loop {
-            // SAFETY: valid buffer and NUL-terminated strings.
-            let m = unsafe {
-                libc::lgetxattr(
-                    c.as_ptr(),
-                    cname.as_ptr(),
-                    val.as_mut_ptr().cast(),
-                    val.len(),
-                )
-            };
+            let m = get(&cname, &mut val);
             if m >= 0 {
                 val.truncate(m as usize);
                 out.push((name.to_string(), val));
@@ -110,7 +136,7 @@ pub fn list_xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
             match e.raw_os_error() {
                 Some(libc::ERANGE) if val.len() < 1 << 20 => val.resize(val.len() * 4, 0),
                 Some(libc::ENODATA) => break,
-                _ => return Err(HsmError::io(path, e)),
+                _ => return Err(HsmError::io(shown, e)),
             }
         }
     }
@@ -246,50 +272,21 @@ pub fn try_flock(path: &Path, f: &File) -> Result<()> {
 }
 
 /// Opens (creating as needed) the directory `components` beneath `base`, never following
-/// a symlink and never leaving `base`. Components must already be validated names.
+/// a symlink and never leaving `base`: each component is opened from its parent's
+/// descriptor with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` (see [`dir_at`]).
+/// Components must already be validated names.
 pub fn open_dir_beneath(base: &Path, components: &[String], create_mode: u32) -> Result<OwnedFd> {
-    let cbase = cstr(base)?;
-    // SAFETY: NUL-terminated path; the fd is owned below.
-    let fd = unsafe {
-        libc::open(
-            cbase.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(HsmError::io(base, std::io::Error::last_os_error()));
-    }
-    // SAFETY: fd is a fresh, valid descriptor we own.
-    let mut cur = unsafe { OwnedFd::from_raw_fd(fd) };
+    use std::os::fd::AsFd;
+    let mut cur = nix::fcntl::open(
+        base,
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| HsmError::io(base, e.into()))?;
     let mut at = base.to_path_buf();
     for c in components {
         at.push(c);
-        let cc = CString::new(c.as_bytes()).map_err(|_| HsmError::HostileName {
-            key: c.clone(),
-            why: "contains NUL".into(),
-        })?;
-        // SAFETY: valid dirfd and NUL-terminated name.
-        let rc =
-            unsafe { libc::mkdirat(cur.as_raw_fd(), cc.as_ptr(), create_mode as libc::mode_t) };
-        if rc != 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EEXIST) {
-                return Err(HsmError::io(&at, e));
-            }
-        }
-        // SAFETY: valid dirfd and NUL-terminated name.
-        let next = unsafe {
-            libc::openat(
-                cur.as_raw_fd(),
-                cc.as_ptr(),
-                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            )
-        };
-        if next < 0 {
-            return Err(HsmError::io(&at, std::io::Error::last_os_error()));
-        }
-        // SAFETY: fresh descriptor we own.
-        cur = unsafe { OwnedFd::from_raw_fd(next) };
+        cur = dir_at(cur.as_fd(), c, create_mode, None, &at)?.0;
     }
     Ok(cur)
 }
@@ -324,4 +321,270 @@ pub fn display_join(base: &Path, comps: &[String]) -> PathBuf {
 /// `OsString` from a validated name.
 pub fn os(name: &str) -> OsString {
     OsString::from_vec(name.as_bytes().to_vec())
+}
+
+/// One entry of a tenant's namespace, opened beneath the namespace root without following a
+/// symlink anywhere: its parent directory, its name there, and (for a regular file or a
+/// directory) the open entry. Root code acts on these descriptors, never on the path again.
+#[derive(Debug)]
+pub struct Entry {
+    /// For messages.
+    pub abs: PathBuf,
+    pub parent: OwnedFd,
+    /// The name in `parent` (`.` for the root itself).
+    pub name: String,
+    pub kind: EntryKind,
+    /// The open file or directory; `None` for a symlink.
+    pub fd: Option<OwnedFd>,
+}
+
+impl Entry {
+    /// The open regular file, or a refusal naming what it is instead.
+    pub fn file(&self) -> Result<File> {
+        match (&self.kind, &self.fd) {
+            (EntryKind::File, Some(fd)) => fd
+                .try_clone()
+                .map(File::from)
+                .map_err(|e| HsmError::io(&self.abs, e)),
+            _ => Err(HsmError::refused(&self.abs, "not a regular file")),
+        }
+    }
+
+    /// The path of another name in the same directory, for messages and backend calls.
+    pub fn sibling(&self, name: &str) -> PathBuf {
+        self.abs.with_file_name(name)
+    }
+
+    /// The data version of whatever the name holds now (a swapped name shows a new inode).
+    pub fn version_by_name(&self) -> Result<DataVersion> {
+        let fd = backend::local::beneath::open_regular(
+            self.parent.as_fd(),
+            &self.name,
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NONBLOCK,
+        )
+        .map_err(|e| HsmError::io(&self.abs, e.into()))?;
+        version_of(&self.abs, &File::from(fd))
+    }
+}
+
+use std::os::fd::AsFd;
+
+/// Opens `components` below `root` as an [`Entry`]. Symlinks on the way are refused; a
+/// final symlink is returned as such (not followed); FIFOs, sockets and devices are
+/// refused without being opened.
+pub fn open_entry(root: &Path, components: &[String], abs: &Path) -> Result<Entry> {
+    use backend::local::beneath;
+    use nix::fcntl::OFlag;
+    let root_fd = nix::fcntl::open(
+        root,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| HsmError::io(root, e.into()))?;
+    let Some((name, dirs)) = components.split_last() else {
+        let parent = root_fd
+            .try_clone()
+            .map_err(|e| HsmError::io(root, e))?;
+        return Ok(Entry {
+            abs: abs.to_path_buf(),
+            parent,
+            name: ".".into(),
+            kind: EntryKind::Dir,
+            fd: Some(root_fd),
+        });
+    };
+    let rel = if dirs.is_empty() {
+        ".".to_string()
+    } else {
+        dirs.join("/")
+    };
+    let parent = beneath::open_dir_at(root_fd.as_fd(), &rel).map_err(|e| match e {
+        nix::errno::Errno::ELOOP | nix::errno::Errno::EXDEV => {
+            HsmError::refused(abs, "a directory on the way is a symlink")
+        }
+        e => HsmError::io(abs, e.into()),
+    })?;
+    let st = lstat_at(parent.as_raw_fd(), name)
+        .map_err(|e| HsmError::io(abs, e))?
+        .ok_or_else(|| HsmError::io(abs, std::io::Error::from_raw_os_error(libc::ENOENT)))?;
+    let (kind, fd) = match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG => {
+            let fd = beneath::open_regular(
+                parent.as_fd(),
+                name,
+                OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOATIME,
+            )
+            .map_err(|e| match e {
+                beneath::OpenRegularError::NotRegular(fmt) => HsmError::refused(
+                    abs,
+                    format!("{} (swapped while opening)", beneath::file_type_name(fmt)),
+                ),
+                beneath::OpenRegularError::Errno(e) => HsmError::io(abs, e.into()),
+            })?;
+            (EntryKind::File, Some(fd))
+        }
+        libc::S_IFDIR => {
+            let fd = beneath::open_dir_at(parent.as_fd(), name)
+                .map_err(|e| HsmError::io(abs, e.into()))?;
+            (EntryKind::Dir, Some(fd))
+        }
+        libc::S_IFLNK => (EntryKind::Symlink, None),
+        other => {
+            return Err(HsmError::refused(
+                abs,
+                format!(
+                    "{}: only regular files, directories and symlinks are handled",
+                    beneath::file_type_name(other)
+                ),
+            ));
+        }
+    };
+    Ok(Entry {
+        abs: abs.to_path_buf(),
+        parent,
+        name: name.clone(),
+        kind,
+        fd,
+    })
+}
+
+/// The metadata of an opened entry as the archive records it.
+pub fn capture_entry(e: &Entry) -> Result<FileMeta> {
+    let st = match &e.fd {
+        Some(fd) => nix::sys::stat::fstat(fd.as_fd()).map_err(|x| HsmError::io(&e.abs, x.into()))?,
+        None => lstat_at(e.parent.as_raw_fd(), &e.name)
+            .map_err(|x| HsmError::io(&e.abs, x))?
+            .ok_or_else(|| HsmError::io(&e.abs, std::io::Error::from_raw_os_error(libc::ENOENT)))?,
+    };
+    let symlink_target = if e.kind == EntryKind::Symlink {
+        let t = nix::fcntl::readlinkat(e.parent.as_fd(), e.name.as_str())
+            .map_err(|x| HsmError::io(&e.abs, x.into()))?;
+        Some(
+            t.into_string()
+                .map_err(|_| HsmError::refused(&e.abs, "symlink target is not UTF-8"))?,
+        )
+    } else {
+        None
+    };
+    let xattrs = match &e.fd {
+        Some(fd) => list_xattrs_fd(fd.as_raw_fd(), &e.abs)?,
+        None => Vec::new(),
+    };
+    let ns = |s: i64, n: i64| s * 1_000_000_000 + n;
+    Ok(FileMeta {
+        kind: e.kind,
+        mode: st.st_mode & 0o7777,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        mtime_ns: ns(st.st_mtime, st.st_mtime_nsec),
+        atime_ns: Some(ns(st.st_atime, st.st_atime_nsec)),
+        ctime_ns: Some(ns(st.st_ctime, st.st_ctime_nsec)),
+        size: (e.kind == EntryKind::File).then_some(st.st_size as u64),
+        symlink_target,
+        xattrs,
+        checksum: None,
+        data_version: None,
+    })
+}
+
+/// A new temporary file in `dir`, with a random name, created exclusively (`O_EXCL`,
+/// never following or reusing whatever a tenant put there): its name and descriptor.
+pub fn create_temp_in(dir: &OwnedFd, prefix: &str, shown_dir: &Path) -> Result<(String, File)> {
+    use nix::fcntl::OFlag;
+    for _ in 0..8 {
+        let mut b = [0u8; 12];
+        getrandom::getrandom(&mut b)
+            .map_err(|e| HsmError::Unsupported(format!("no randomness for a temporary name: {e}")))?;
+        let name = format!(
+            "{prefix}{}",
+            b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+        );
+        match nix::fcntl::openat(
+            dir.as_fd(),
+            name.as_str(),
+            OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        ) {
+            Ok(fd) => return Ok((name, File::from(fd))),
+            Err(nix::errno::Errno::EEXIST) => continue,
+            Err(e) => return Err(HsmError::io(shown_dir.join(&name), e.into())),
+        }
+    }
+    Err(HsmError::refused(shown_dir, "cannot find a free temporary name"))
+}
+
+/// Why a directory could not be opened beneath a trusted one: a symlink or anything that
+/// is not a directory is a refusal naming what it is, the rest an I/O error.
+pub fn dir_refusal(dir: std::os::fd::BorrowedFd<'_>, name: &str, shown: &Path, e: nix::errno::Errno) -> HsmError {
+    use nix::errno::Errno;
+    match e {
+        Errno::ELOOP | Errno::ENOTDIR | Errno::EXDEV => {
+            let what = lstat_at(dir.as_raw_fd(), name)
+                .ok()
+                .flatten()
+                .map(|st| backend::local::beneath::file_type_name(st.st_mode))
+                .unwrap_or("not a directory");
+            if what == "symlink" {
+                HsmError::refused(shown, "a symlink: symlinks are never followed here")
+            } else {
+                HsmError::refused(shown, format!("a {what}, not a directory"))
+            }
+        }
+        e => HsmError::io(shown, e.into()),
+    }
+}
+
+/// The directory `name` in the trusted directory `dir`, made when missing: opened with
+/// `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`, so a symlink (planted, or swapped in
+/// after the `mkdirat`) or anything else that is not a directory is refused. A directory we
+/// made gets `mode` and, when given, `owner`. Returns the directory and whether we made it.
+pub fn dir_at(
+    dir: std::os::fd::BorrowedFd<'_>,
+    name: &str,
+    mode: u32,
+    owner: Option<(u32, u32)>,
+    shown: &Path,
+) -> Result<(OwnedFd, bool)> {
+    use nix::errno::Errno;
+    use nix::sys::stat::Mode;
+    use std::os::fd::AsFd;
+    let made = match nix::sys::stat::mkdirat(dir, name, Mode::from_bits_truncate(0o700)) {
+        Ok(()) => true,
+        Err(Errno::EEXIST) => false,
+        Err(e) => return Err(HsmError::io(shown, e.into())),
+    };
+    let fd = backend::local::beneath::open_dir_at(dir, name)
+        .map_err(|e| dir_refusal(dir, name, shown, e))?;
+    if made {
+        let st = nix::sys::stat::fstat(fd.as_fd()).map_err(|e| HsmError::io(shown, e.into()))?;
+        // Only what is still the directory we made (a tenant may have swapped in their own
+        // between mkdirat and open) gets our owner and mode.
+        if st.st_uid == nix::unistd::geteuid().as_raw() && st.st_mode & 0o7777 == 0o700 {
+            if let Some((uid, gid)) = owner {
+                match nix::unistd::fchown(
+                    fd.as_fd(),
+                    Some(nix::unistd::Uid::from_raw(uid)),
+                    Some(nix::unistd::Gid::from_raw(gid)),
+                ) {
+                    Ok(()) | Err(Errno::EPERM) => {}
+                    Err(e) => return Err(HsmError::io(shown, e.into())),
+                }
+            }
+            nix::sys::stat::fchmod(fd.as_fd(), Mode::from_bits_truncate(mode & 0o7777))
+                .map_err(|e| HsmError::io(shown, e.into()))?;
+        }
+    }
+    Ok((fd, made))
+}
+
+/// The device and inode of an open descriptor.
+pub fn identity(fd: std::os::fd::BorrowedFd<'_>, shown: &Path) -> Result<(u64, u64)> {
+    let st = nix::sys::stat::fstat(fd).map_err(|e| HsmError::io(shown, e.into()))?;
+    Ok((st.st_dev, st.st_ino))
+}
+
+/// Whether `name` in `dir` is still the entry with this device and inode (a tenant who owns
+/// `dir` can rename something else over a name between two of our calls).
+pub fn still_same(dir: std::os::fd::BorrowedFd<'_>, name: &str, id: (u64, u64)) -> bool {
+    matches!(lstat_at(dir.as_raw_fd(), name), Ok(Some(st)) if (st.st_dev, st.st_ino) == id)
 }

@@ -35,6 +35,9 @@ use crate::meta::MetaMap;
 
 /// The sidecar tree of stores without native metadata.
 pub const SIDECAR_ROOT: &str = ".lustrekit-meta";
+/// Where versions a stub may still pin are copied before their key is overwritten, under
+/// the store prefix: `<prefix>/.lustrekit-versions/<version ID>` (see [`crate::pin`]).
+pub const VERSIONS_ROOT: &str = ".lustrekit-versions";
 
 /// How the store client retries failed requests (connection refused, 5xx, timeouts).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -66,6 +69,43 @@ pub struct ObjectInfo {
     pub last_modified_ns: i64,
     pub e_tag: Option<String>,
     pub meta: MetaMap,
+}
+
+impl ObjectInfo {
+    /// The version ID of this object at `key`: ours from its metadata, else one derived
+    /// from what identifies the write.
+    pub fn version_id(&self, key: &ObjPath) -> String {
+        match self.meta.get(crate::pin::K_VERSION) {
+            Some(v) if crate::pin::valid_version(v) => v.clone(),
+            _ => crate::pin::foreign_version_id(
+                key.as_ref(),
+                self.e_tag.as_deref(),
+                self.size,
+                self.last_modified_ns,
+            ),
+        }
+    }
+}
+
+/// Where a pinned version was found.
+#[derive(Debug, Clone)]
+pub struct PinnedSource {
+    pub key: ObjPath,
+    pub info: ObjectInfo,
+    /// The ETag every ranged GET must still match (`None`: the checksum alone decides).
+    pub if_match: Option<String>,
+    /// False when neither the pinned key nor the copy aside holds the pinned version, and
+    /// the key's current object is tried anyway (the pinned checksum then decides).
+    pub exact: bool,
+}
+
+/// What [`ArchiveStore::preserve`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Preserved {
+    /// Requests made (HEADs and copies).
+    pub requests: u32,
+    /// Whether a version was copied aside.
+    pub copied: bool,
 }
 
 /// An archive store with its prefix.
@@ -185,7 +225,10 @@ impl ArchiveStore {
         std::fs::create_dir_all(dir).map_err(|e| HsmError::io(dir, e))?;
         let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
             .map_err(|e| spec_err(spec, e))?
-            .with_automatic_cleanup(true);
+            .with_automatic_cleanup(true)
+            // An archive is the only copy once its file is released: it must survive a
+            // power cut, object and metadata sidecar alike.
+            .with_fsync(true);
         Ok(Self {
             inner: Arc::new(store),
             prefix: ObjPath::default(),
@@ -248,6 +291,9 @@ impl ArchiveStore {
         } else {
             s.strip_prefix(self.prefix.as_ref())?.strip_prefix('/')?
         };
+        if rest == VERSIONS_ROOT || rest.starts_with(&format!("{VERSIONS_ROOT}/")) {
+            return None;
+        }
         Some(
             rest.split('/')
                 .map(|seg| {
@@ -306,17 +352,20 @@ impl ArchiveStore {
         Ok(())
     }
 
-    /// Writes a whole small object with its metadata.
-    pub async fn put(&self, key: &ObjPath, data: Bytes, meta: &MetaMap) -> Result<()> {
+    /// Writes a whole small object with its metadata; returns its ETag when the store
+    /// gives one.
+    pub async fn put(&self, key: &ObjPath, data: Bytes, meta: &MetaMap) -> Result<Option<String>> {
         let opts = PutOptions {
             attributes: self.attributes(meta),
             ..Default::default()
         };
-        self.inner
+        let res = self
+            .inner
             .put_opts(key, PutPayload::from(data), opts)
             .await
             .map_err(|e| self.err("put", key, e))?;
-        self.put_sidecar(key, meta).await
+        self.put_sidecar(key, meta).await?;
+        Ok(res.e_tag)
     }
 
     /// Starts a multipart upload. Metadata that is only known at the end (the checksum) is
@@ -343,14 +392,19 @@ impl ArchiveStore {
         })
     }
 
-    /// Finishes an upload: completes the multipart and writes the sidecar (local store).
-    pub async fn finish_upload(&self, mut up: Upload, meta: &MetaMap) -> Result<()> {
+    /// Finishes an upload: completes the multipart and writes the sidecar (local store);
+    /// returns the ETag when the store gives one.
+    pub async fn finish_upload(&self, mut up: Upload, meta: &MetaMap) -> Result<Option<String>> {
+        let mut e_tag = None;
         if let Some(w) = up.writer.take() {
-            w.finish()
+            e_tag = w
+                .finish()
                 .await
-                .map_err(|e| self.err("complete multipart upload", &up.key, e))?;
+                .map_err(|e| self.err("complete multipart upload", &up.key, e))?
+                .e_tag;
         }
-        self.put_sidecar(&up.key, meta).await
+        self.put_sidecar(&up.key, meta).await?;
+        Ok(e_tag)
     }
 
     /// Replaces the metadata of an existing object (a server-side copy onto itself for
@@ -419,7 +473,7 @@ impl ArchiveStore {
     /// Writes the metadata of a directory.
     pub async fn put_folder(&self, key: &ObjPath, meta: &MetaMap) -> Result<()> {
         if self.native_metadata {
-            self.put(key, Bytes::new(), meta).await
+            self.put(key, Bytes::new(), meta).await.map(drop)
         } else {
             self.put_sidecar(key, meta).await
         }
@@ -430,6 +484,142 @@ impl ArchiveStore {
             .get_range(key, range)
             .await
             .map_err(|e| self.err("get", key, e))
+    }
+
+    /// A ranged GET that fails unless the object still has ETag `if_match` (when given):
+    /// a version replaced mid-restore is never mixed into the data.
+    pub async fn get_range_if(
+        &self,
+        key: &ObjPath,
+        range: Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<Bytes> {
+        let Some(etag) = if_match else {
+            return self.get_range(key, range).await;
+        };
+        let opts = GetOptions {
+            range: Some(range.into()),
+            if_match: Some(etag.to_string()),
+            ..Default::default()
+        };
+        let res = self
+            .inner
+            .get_opts(key, opts)
+            .await
+            .map_err(|e| self.err("get", key, e))?;
+        res.bytes().await.map_err(|e| self.err("get", key, e))
+    }
+
+    /// The key a version is kept at once copied aside.
+    pub fn aside_key(&self, version: &str) -> ObjPath {
+        let mut parts: Vec<PathPart<'static>> = self
+            .prefix
+            .parts()
+            .map(|p| PathPart::from(p.as_ref().to_owned()))
+            .collect();
+        parts.push(PathPart::from(VERSIONS_ROOT));
+        parts.push(PathPart::from(version.to_owned()));
+        ObjPath::from_iter(parts)
+    }
+
+    /// The root of the versions kept aside.
+    pub fn versions_root(&self) -> ObjPath {
+        let mut parts: Vec<PathPart<'static>> = self
+            .prefix
+            .parts()
+            .map(|p| PathPart::from(p.as_ref().to_owned()))
+            .collect();
+        parts.push(PathPart::from(VERSIONS_ROOT));
+        ObjPath::from_iter(parts)
+    }
+
+    /// Before `key` is overwritten: copies the version it holds aside (object and
+    /// metadata), unless it is `own_version`, the archiving file's own previous version,
+    /// which no other stub pins. A version already aside is not copied again.
+    pub async fn preserve(&self, key: &ObjPath, own_version: Option<&str>) -> Result<Preserved> {
+        let mut done = Preserved {
+            requests: 1,
+            copied: false,
+        };
+        let Some(info) = self.head(key).await? else {
+            return Ok(done);
+        };
+        let version = info.version_id(key);
+        if own_version == Some(version.as_str()) {
+            return Ok(done);
+        }
+        let aside = self.aside_key(&version);
+        done.requests += 1;
+        let opts = object_store::CopyOptions {
+            mode: object_store::CopyMode::Create,
+            ..Default::default()
+        };
+        match self.inner.copy_opts(key, &aside, opts).await {
+            Ok(()) => done.copied = true,
+            Err(object_store::Error::AlreadyExists { .. }) => return Ok(done),
+            // Stores without create-only copies: look, then copy.
+            Err(object_store::Error::NotImplemented { .. }) => {
+                done.requests += 1;
+                if self.head(&aside).await?.is_none() {
+                    self.inner
+                        .copy(key, &aside)
+                        .await
+                        .map_err(|e| self.err("copy", key, e))?;
+                    done.copied = true;
+                }
+            }
+            Err(e) => return Err(self.err("copy", key, e)),
+        }
+        if !self.native_metadata {
+            let mut meta = info.meta.clone();
+            meta.insert(crate::pin::K_VERSION.into(), version);
+            self.put_sidecar(&aside, &meta).await?;
+        }
+        tracing::info!(key = %key, aside = %aside, "kept the version a stub may pin");
+        Ok(done)
+    }
+
+    /// Finds the version `pin` names: at its key while the ETag (or our version ID) still
+    /// matches, else in the copy aside, else (not exact) whatever the key holds now, for
+    /// the pinned checksum to judge.
+    pub async fn locate_pinned(&self, pin: &crate::pin::Pin) -> Result<PinnedSource> {
+        let key = pin.object_key()?;
+        let at_key = self.head(&key).await?;
+        if let Some(info) = &at_key {
+            let same = match (&pin.etag, &info.e_tag) {
+                (Some(want), Some(have)) => want == have,
+                _ => info.version_id(&key) == pin.version,
+            };
+            if same {
+                return Ok(PinnedSource {
+                    if_match: pin.etag.clone(),
+                    key,
+                    info: info.clone(),
+                    exact: true,
+                });
+            }
+        }
+        let aside = self.aside_key(&pin.version);
+        if let Some(info) = self.head(&aside).await? {
+            return Ok(PinnedSource {
+                if_match: info.e_tag.clone(),
+                key: aside,
+                info,
+                exact: true,
+            });
+        }
+        match at_key {
+            Some(info) => Ok(PinnedSource {
+                key,
+                info,
+                if_match: None,
+                exact: false,
+            }),
+            None => Err(HsmError::NoArchive {
+                store: self.name.clone(),
+                key: pin.key.clone(),
+            }),
+        }
     }
 
     /// Deletes an object and its sidecar; absent is fine.

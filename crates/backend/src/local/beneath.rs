@@ -269,3 +269,13 @@ pub fn relative_to(root: &std::path::Path, path: &std::path::Path) -> Option<Str
         parts.join("/")
     })
 }
+
+/// Opens the directory `rel` (a `/`-separated relative path, `.` for `dir` itself) beneath
+/// `dir`, never following a symlink.
+pub fn open_dir_at(dir: BorrowedFd<'_>, rel: &str) -> Result<OwnedFd, Errno> {
+    nix::fcntl::openat2(
+        dir,
+        rel,
+        how(OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()),
+    )
+}

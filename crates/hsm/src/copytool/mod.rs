@@ -23,7 +23,7 @@ pub mod hal;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -38,7 +38,9 @@ use hal::{Action, ActionItem, Fid};
 use crate::engine::HsmEngine;
 use crate::error::{HsmError, Result};
 use crate::meta::FileMeta;
+use crate::pin::Pin;
 use crate::posix;
+use crate::store::PinnedSource;
 
 /// Where the copytool keeps `fid → key` records, at the store root (import skips it).
 pub const FID_INDEX_ROOT: &str = ".lustrekit-fid";
@@ -325,18 +327,28 @@ async fn archive<C: Coordinator>(
     };
     meta.size = Some(v0.size);
     meta.data_version = Some(dv0.clone());
+    // The version now at the key may be pinned by another file (this path's previous
+    // file, renamed): keep it aside, unless it is this FID's own previous version.
+    let own = pin_from_index(engine, &item.fid)
+        .await?
+        .filter(|p| p.key == key.as_ref())
+        .map(|p| p.version);
+    engine.store().preserve(&key, own.as_deref()).await?;
+    let version = crate::pin::new_version_id()?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, u64)>();
     let mover = mover(engine).with_progress(Arc::new(move |p| {
         let _ = tx.send((p.done_bytes, p.total_bytes));
     }));
-    let upload = mover.upload_file(&abs, &key, &file, v0.size, &mut meta);
-    tokio::pin!(upload);
-    loop {
-        tokio::select! {
-            r = &mut upload => { r?; break; }
-            Some((done, total)) = rx.recv() => report(done, total, coord),
+    let etag = {
+        let upload = mover.upload_file(&abs, &key, &file, v0.size, &mut meta, &version);
+        tokio::pin!(upload);
+        loop {
+            tokio::select! {
+                r = &mut upload => break r?,
+                Some((done, total)) = rx.recv() => report(done, total, coord),
+            }
         }
-    }
+    };
     while let Ok((done, total)) = rx.try_recv() {
         report(done, total, coord);
     }
@@ -347,11 +359,24 @@ async fn archive<C: Coordinator>(
     if dv1 != dv0 {
         return Err(HsmError::ModifiedDuringArchive { path: abs.clone() });
     }
+    // The FID record is this file's pin: RESTORE reads exactly this version back.
+    let pinned = Pin {
+        key: key.to_string(),
+        etag,
+        version,
+        checksum: meta.checksum.clone(),
+        size: v0.size,
+    };
     let idx = fid_key(&item.fid);
+    let record = serde_json::to_vec(&pinned).map_err(|e| HsmError::Metadata {
+        key: idx.to_string(),
+        field: "pin".into(),
+        why: e.to_string(),
+    })?;
     engine
         .store()
         .object_store()
-        .put(&idx, Bytes::from(key.to_string()).into())
+        .put(&idx, Bytes::from(record).into())
         .await
         .map_err(|e| HsmError::Store {
             store: engine.store().name().to_string(),
@@ -369,28 +394,42 @@ async fn restore<C: Coordinator>(
     action: &Arc<Mutex<Option<C::Action>>>,
     report: Report<'_, C>,
 ) -> Result<u64> {
-    let key = match key_from_index(engine, &item.fid).await? {
-        Some(k) => k,
-        None => {
-            let rel = coord
-                .path_of(&item.fid)
-                .map_err(|e| HsmError::io(format!("fid {}", item.fid), e))?;
-            engine.key_of(
-                &engine
-                    .config()
-                    .root
-                    .join(rel.strip_prefix("/").unwrap_or(&rel)),
-            )?
+    let (source, expected) = match index_record(engine, &item.fid).await? {
+        Some(IndexRecord::Pin(p)) => {
+            let s = engine.store().locate_pinned(&p).await?;
+            let expected = p
+                .checksum
+                .clone()
+                .or_else(|| FileMeta::from_map(&s.info.meta, 0, 0, 0).checksum);
+            (s, expected)
+        }
+        // A record from before pins names the key only; the object's own checksum is all
+        // there is to verify.
+        legacy => {
+            let key = match legacy {
+                Some(IndexRecord::Key(k)) => k,
+                _ => key_of_fid(coord, engine, &item.fid)?,
+            };
+            let info = engine
+                .store()
+                .head(&key)
+                .await?
+                .ok_or_else(|| HsmError::NoArchive {
+                    store: engine.store().name().to_string(),
+                    key: key.to_string(),
+                })?;
+            let expected = FileMeta::from_map(&info.meta, 0, 0, 0).checksum;
+            (
+                PinnedSource {
+                    key,
+                    if_match: info.e_tag.clone(),
+                    info,
+                    exact: true,
+                },
+                expected,
+            )
         }
     };
-    let info = engine
-        .store()
-        .head(&key)
-        .await?
-        .ok_or_else(|| HsmError::NoArchive {
-            store: engine.store().name().to_string(),
-            key: key.to_string(),
-        })?;
     let fd = {
         let a = action
             .lock()
@@ -403,65 +442,127 @@ async fn restore<C: Coordinator>(
             .map_err(|e| HsmError::io(format!("fid {}", item.fid), e))?
     };
     // Our own descriptor: the coordinator's stays its own.
-    // SAFETY: dup of a valid descriptor; the result is owned by the File.
-    let dup = unsafe { libc::dup(fd) };
-    if dup < 0 {
-        return Err(HsmError::io(
-            format!("fid {}", item.fid),
-            std::io::Error::last_os_error(),
-        ));
-    }
-    // SAFETY: a fresh descriptor we own.
-    let file = Arc::new(unsafe { std::fs::File::from_raw_fd(dup) });
+    // SAFETY: the coordinator's descriptor is valid until the action ends, which is after
+    // this function returns.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let file = Arc::new(std::fs::File::from(
+        borrowed
+            .try_clone_to_owned()
+            .map_err(|e| HsmError::io(format!("fid {}", item.fid), e))?,
+    ));
     let shown = PathBuf::from(format!("fid {}", item.fid));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, u64)>();
     let mover = mover(engine).with_progress(Arc::new(move |p| {
         let _ = tx.send((p.done_bytes, p.total_bytes));
     }));
-    let down = mover.download_into(&shown, &key, info.size, &file, &shown);
-    let shown2 = shown.clone();
-    tokio::pin!(down);
-    let actual = loop {
-        tokio::select! {
-            r = &mut down => break r?,
-            Some((done, total)) = rx.recv() => report(done, total, coord),
+    let size = source.info.size;
+    let actual = {
+        let down = mover.download_into(
+            &shown,
+            &source.key,
+            source.if_match.as_deref(),
+            size,
+            &file,
+            &shown,
+        );
+        tokio::pin!(down);
+        loop {
+            tokio::select! {
+                r = &mut down => break r?,
+                Some((done, total)) = rx.recv() => report(done, total, coord),
+            }
         }
     };
-    let archived = FileMeta::from_map(&info.meta, 0, 0, 0);
-    if let Some(expected) = archived.checksum
+    if let Some(expected) = expected
         && expected != actual
     {
         return Err(HsmError::Checksum {
-            path: shown2,
+            path: shown,
             expected,
             actual,
         });
     }
-    file.sync_data().map_err(|e| HsmError::io(&shown2, e))?;
-    Ok(info.size)
+    file.sync_data().map_err(|e| HsmError::io(&shown, e))?;
+    Ok(size)
 }
 
-async fn key_from_index(engine: &HsmEngine, fid: &Fid) -> Result<Option<ObjPath>> {
-    let idx = fid_key(fid);
-    match engine.store().object_store().get(&idx).await {
-        Ok(r) => {
-            let b = r.bytes().await.map_err(|e| HsmError::Store {
+/// What the FID index holds for a file: its pin, or (from before pins) a bare key.
+enum IndexRecord {
+    Pin(Pin),
+    Key(ObjPath),
+}
+
+async fn index_record(engine: &HsmEngine, fid: &Fid) -> Result<Option<IndexRecord>> {
+    record_at(engine, &fid_key(fid)).await
+}
+
+async fn record_at(engine: &HsmEngine, idx: &ObjPath) -> Result<Option<IndexRecord>> {
+    let store_err = |op, e| HsmError::Store {
+        store: engine.store().name().to_string(),
+        op,
+        key: idx.to_string(),
+        source: Box::new(e),
+    };
+    let bytes = match engine.store().object_store().get(idx).await {
+        Ok(r) => r.bytes().await.map_err(|e| store_err("get", e))?,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(store_err("get", e)),
+    };
+    if bytes.first() == Some(&b'{') {
+        let p: Pin = serde_json::from_slice(&bytes).map_err(|e| HsmError::Metadata {
+            key: idx.to_string(),
+            field: "pin".into(),
+            why: e.to_string(),
+        })?;
+        return Ok(Some(IndexRecord::Pin(p)));
+    }
+    Ok(ObjPath::parse(String::from_utf8_lossy(&bytes).as_ref())
+        .ok()
+        .map(IndexRecord::Key))
+}
+
+async fn pin_from_index(engine: &HsmEngine, fid: &Fid) -> Result<Option<Pin>> {
+    Ok(match index_record(engine, fid).await? {
+        Some(IndexRecord::Pin(p)) => Some(p),
+        _ => None,
+    })
+}
+
+/// Every pin in the FID index (for gc).
+pub async fn indexed_pins(engine: &HsmEngine) -> Result<Vec<Pin>> {
+    use futures::TryStreamExt;
+    let root = ObjPath::from(FID_INDEX_ROOT);
+    let store = engine.store().object_store().clone();
+    let metas: Vec<_> =
+        store
+            .list(Some(&root))
+            .try_collect()
+            .await
+            .map_err(|e| HsmError::Store {
                 store: engine.store().name().to_string(),
-                op: "get",
-                key: idx.to_string(),
+                op: "list",
+                key: root.to_string(),
                 source: Box::new(e),
             })?;
-            let s = String::from_utf8_lossy(&b).to_string();
-            Ok(ObjPath::parse(s).ok())
+    let mut pins = Vec::new();
+    for m in metas {
+        if let Some(IndexRecord::Pin(p)) = record_at(engine, &m.location).await? {
+            pins.push(p);
         }
-        Err(object_store::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(HsmError::Store {
-            store: engine.store().name().to_string(),
-            op: "get",
-            key: idx.to_string(),
-            source: Box::new(e),
-        }),
     }
+    Ok(pins)
+}
+
+fn key_of_fid<C: Coordinator>(coord: &C, engine: &HsmEngine, fid: &Fid) -> Result<ObjPath> {
+    let rel = coord
+        .path_of(fid)
+        .map_err(|e| HsmError::io(format!("fid {fid}"), e))?;
+    engine.key_of(
+        &engine
+            .config()
+            .root
+            .join(rel.strip_prefix("/").unwrap_or(&rel)),
+    )
 }
 
 async fn remove<C: Coordinator>(
@@ -469,21 +570,24 @@ async fn remove<C: Coordinator>(
     engine: &Arc<HsmEngine>,
     item: &ActionItem,
 ) -> Result<u64> {
-    let key = match key_from_index(engine, &item.fid).await? {
-        Some(k) => k,
-        None => {
-            let rel = coord
-                .path_of(&item.fid)
-                .map_err(|e| HsmError::io(format!("fid {}", item.fid), e))?;
-            engine.key_of(
-                &engine
-                    .config()
-                    .root
-                    .join(rel.strip_prefix("/").unwrap_or(&rel)),
-            )?
+    match index_record(engine, &item.fid).await? {
+        // Only this FID's own version goes; a key that now holds another file's version is
+        // left alone (gc frees this one's once nothing pins it).
+        Some(IndexRecord::Pin(p)) => {
+            let key = p.object_key()?;
+            if let Some(info) = engine.store().head(&key).await?
+                && info.version_id(&key) == p.version
+            {
+                engine.store().delete(&key).await?;
+            }
         }
-    };
-    engine.store().delete(&key).await?;
+        Some(IndexRecord::Key(key)) => engine.store().delete(&key).await?,
+        None => {
+            let key = key_of_fid(coord, engine, &item.fid)?;
+            engine.store().preserve(&key, None).await?;
+            engine.store().delete(&key).await?;
+        }
+    }
     let idx = fid_key(&item.fid);
     match engine.store().object_store().delete(&idx).await {
         Ok(()) | Err(object_store::Error::NotFound { .. }) => {}

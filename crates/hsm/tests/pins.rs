@@ -1,0 +1,499 @@
+//! A released file's data survives anything another file, path or process does: versions
+//! are pinned on the stub, kept aside before their key is overwritten, fetched exactly and
+//! verified against the pinned checksum; gc frees only what nothing pins; and root never
+//! acts on a tenant's path by name (symlinks swapped in, FIFOs and devices planted).
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use hsm::gc::GcOptions;
+use hsm::{HsmEngine, HsmError};
+
+fn released(e: &HsmEngine, p: &Path) -> bool {
+    let rt = tokio::runtime::Handle::current();
+    tokio::task::block_in_place(|| rt.block_on(e.state(p)))
+        .expect("state")
+        .state
+        .flags
+        .released
+}
+
+async fn archive_release(e: &HsmEngine, p: &Path) {
+    e.archive(p).await.expect("archive");
+    e.release(p).await.expect("release");
+    assert!(released(e, p));
+}
+
+fn no_gc_grace() -> GcOptions {
+    GcOptions {
+        dry_run: false,
+        grace: Duration::ZERO,
+    }
+}
+
+/// The sequence: archive + release `x`, rename it to `y`, archive a new `x`.
+/// Restoring `y` must give back the original bytes, on every store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rename_then_rearchive_the_old_path_keeps_the_renamed_stubs_data() {
+    for (label, env) in envs(small_cfg()).await {
+        let (e, ns) = (&env.engine, &env.ns);
+        let original = content(300_000, 1);
+        let x = ns.join("x");
+        let y = ns.join("y");
+        write(&x, &original);
+        archive_release(e, &x).await;
+        std::fs::rename(&x, &y).expect("mv");
+        write(&x, b"NEW\n");
+        e.archive(&x).await.expect("archive new x");
+
+        e.restore(&y)
+            .await
+            .unwrap_or_else(|err| panic!("{label}: restore y: {err}"));
+        assert!(std::fs::read(&y).expect("y") == original, "{label}: y");
+        assert!(!released(e, &y));
+        // The new x still round-trips with its own content.
+        archive_release(e, &x).await;
+        e.restore(&x).await.expect("restore x");
+        assert_eq!(std::fs::read(&x).expect("x"), b"NEW\n", "{label}");
+    }
+}
+
+/// The same with `rm x; touch x; archive x`, and with `export` between the steps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_recreate_and_export_never_take_a_pinned_version() {
+    for (label, env) in envs(small_cfg()).await {
+        let (e, ns) = (&env.engine, &env.ns);
+        let original = content(70_000, 2);
+        let x = ns.join("d/x");
+        let y = ns.join("d/y");
+        write(&x, &original);
+        archive_release(e, &x).await;
+        std::fs::rename(&x, &y).expect("mv");
+        write(&x, b"");
+        e.archive(&x).await.expect("archive empty x");
+        std::fs::remove_file(&x).expect("rm");
+        write(&x, b"third\n");
+        let r = e
+            .export(&ns.join("d"), hsm::ConflictMode::OverwriteAlways)
+            .await
+            .expect("export");
+        assert!(r.errors.is_empty(), "{label}: {:?}", r.errors);
+        e.restore(&y)
+            .await
+            .unwrap_or_else(|err| panic!("{label}: restore y: {err}"));
+        assert!(std::fs::read(&y).expect("y") == original, "{label}");
+    }
+}
+
+/// An object replaced out of band (same key, other bytes): restore fails with a checksum
+/// error, and the stub stays released and untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_replaced_out_of_band_fails_restore_with_a_checksum_error() {
+    for (label, env) in envs(small_cfg()).await {
+        let (e, ns) = (&env.engine, &env.ns);
+        let x = ns.join("victim");
+        let data = content(50_000, 3);
+        write(&x, &data);
+        archive_release(e, &x).await;
+        let key = e.key_of(&x).expect("key");
+        let info = e.store().head(&key).await.expect("head").expect("object");
+        // Same size, same metadata (including our checksum), other bytes.
+        e.store()
+            .put(&key, bytes::Bytes::from(content(50_000, 99)), &info.meta)
+            .await
+            .expect("replace");
+        let before = std::fs::metadata(&x).expect("md");
+        let err = e.restore(&x).await.expect_err("restore must fail");
+        assert!(matches!(err, HsmError::Checksum { .. }), "{label}: {err}");
+        assert!(released(e, &x), "{label}");
+        let after = std::fs::metadata(&x).expect("md");
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            (before.ino(), before.len(), before.mtime_nsec()),
+            (after.ino(), after.len(), after.mtime_nsec())
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(ns)
+            .expect("ls")
+            .filter_map(|d| d.ok())
+            .filter(|d| d.file_name().to_string_lossy().contains("restore"))
+            .collect();
+        assert!(leftovers.is_empty(), "{label}: temporary left behind");
+    }
+}
+
+/// gc keeps every version a file pins and frees the rest, reporting the bytes; a dry run
+/// frees nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_frees_only_unpinned_versions() {
+    for (label, env) in envs(small_cfg()).await {
+        let (e, ns) = (&env.engine, &env.ns);
+        let original = content(40_000, 4);
+        let (x, y) = (ns.join("x"), ns.join("y"));
+        write(&x, &original);
+        archive_release(e, &x).await;
+        std::fs::rename(&x, &y).expect("mv");
+        write(&x, b"new x");
+        e.archive(&x).await.expect("archive x"); // y's version goes aside, pinned by y
+        let kept = e.gc(&no_gc_grace()).await.expect("gc");
+        assert_eq!((kept.freed, kept.kept_pinned), (0, 1), "{label}: {kept:?}");
+        e.restore(&y).await.expect("restore y");
+
+        // y changes and is archived at its own key: the version aside is pinned by nothing.
+        write(&y, b"y changed");
+        e.archive(&y).await.expect("archive y");
+        let young = e
+            .gc(&GcOptions {
+                dry_run: false,
+                grace: Duration::from_secs(3600),
+            })
+            .await
+            .expect("gc");
+        assert_eq!(
+            (young.freed, young.kept_in_grace),
+            (0, 1),
+            "{label}: {young:?}"
+        );
+        let dry = e
+            .gc(&GcOptions {
+                dry_run: true,
+                grace: Duration::ZERO,
+            })
+            .await
+            .expect("dry run");
+        assert_eq!(
+            (dry.freed, dry.bytes_freed),
+            (1, original.len() as u64),
+            "{label}: {dry:?}"
+        );
+        let done = e.gc(&no_gc_grace()).await.expect("gc");
+        assert_eq!((done.freed, done.bytes_freed), (1, original.len() as u64));
+        let again = e.gc(&no_gc_grace()).await.expect("gc");
+        assert_eq!(again.versions_seen, 0, "{label}: {again:?}");
+        // Both files still restore their own data.
+        for (p, want) in [(&x, &b"new x"[..]), (&y, &b"y changed"[..])] {
+            archive_release(e, p).await;
+            e.restore(p).await.expect("restore");
+            assert_eq!(std::fs::read(p).expect("read"), want, "{label}");
+        }
+    }
+}
+
+/// `remove` deletes only the version the file itself pins; for a path with no file it
+/// moves the object aside, so a renamed stub still restores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_never_deletes_another_files_version() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let spec = format!("file://{}", tmp.path().join("store").display());
+    let env = env_with(&spec, tempfile::tempdir().expect("tmp"), small_cfg()).await;
+    let (e, ns) = (&env.engine, &env.ns);
+    let data = content(10_000, 5);
+    let (x, y) = (ns.join("x"), ns.join("y"));
+    write(&x, &data);
+    archive_release(e, &x).await;
+    std::fs::rename(&x, &y).expect("mv");
+    e.remove(&x).await.expect("remove of a path with no file");
+    e.restore(&y).await.expect("restore y after remove x");
+    assert!(std::fs::read(&y).expect("y") == data);
+}
+
+/// Lustre's path: the copytool's FID records are the pins. ARCHIVE of FID 1 at `x`,
+/// rename to `y`, ARCHIVE of FID 2 at the new `x`: RESTORE of FID 1 returns its own
+/// bytes, and RESTORE of FID 2 its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copytool_restore_by_fid_follows_the_pin_not_the_path() {
+    use hsm::copytool::Dispatcher;
+    use hsm::copytool::hal::{self, Action, ActionItem, ActionList, Fid};
+
+    struct Fake {
+        mnt: PathBuf,
+        scratch: PathBuf,
+        fids: Mutex<HashMap<u32, PathBuf>>,
+        restored: Mutex<HashMap<u64, (i32, PathBuf)>>,
+    }
+    struct Act {
+        cookie: u64,
+        target: Option<(PathBuf, std::fs::File)>,
+    }
+    impl hsm::copytool::Coordinator for Fake {
+        type Action = Act;
+        fn begin(&self, item: &ActionItem, _base: usize) -> std::io::Result<Act> {
+            let target = if item.action == Action::Restore {
+                let p = self.scratch.join(format!("volatile-{}", item.cookie));
+                let f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&p)?;
+                Some((p, f))
+            } else {
+                None
+            };
+            Ok(Act {
+                cookie: item.cookie,
+                target,
+            })
+        }
+        fn progress(&self, _: &Act, _: u64, _: u64, _: u64) {}
+        fn restore_fd(&self, a: &Act) -> std::io::Result<std::os::fd::RawFd> {
+            use std::os::fd::AsRawFd;
+            a.target
+                .as_ref()
+                .map(|(_, f)| f.as_raw_fd())
+                .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))
+        }
+        fn end(&self, a: Act, _: u64, _: u64, errval: i32) -> std::io::Result<()> {
+            if let Some((p, _)) = a.target {
+                self.restored
+                    .lock()
+                    .expect("lock")
+                    .insert(a.cookie, (errval, p));
+            }
+            Ok(())
+        }
+        fn path_of(&self, fid: &Fid) -> std::io::Result<PathBuf> {
+            self.fids
+                .lock()
+                .expect("lock")
+                .get(&fid.oid)
+                .cloned()
+                .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENOENT))
+        }
+        fn data_path(&self, fid: &Fid) -> PathBuf {
+            self.mnt.join(self.path_of(fid).unwrap_or_default())
+        }
+    }
+    fn list(action: Action, oid: u32, cookie: u64) -> Vec<u8> {
+        let fid = Fid {
+            seq: 0x200000401,
+            oid,
+            ver: 0,
+        };
+        hal::build(&ActionList {
+            version: hal::HAL_VERSION,
+            compound_id: 0,
+            flags: 0,
+            archive_id: 1,
+            fsname: "testfs".into(),
+            items: vec![ActionItem {
+                action,
+                fid,
+                dfid: fid,
+                offset: 0,
+                length: u64::MAX,
+                cookie,
+                gid: 0,
+                data: Vec::new(),
+                at: 0,
+            }],
+        })
+    }
+    async fn run<C: hsm::copytool::Coordinator>(d: &mut Dispatcher<C>, bytes: Vec<u8>) {
+        let l = hal::parse(&bytes).expect("parse");
+        d.dispatch(&l, bytes.as_ptr() as usize);
+        tokio::time::timeout(Duration::from_secs(60), d.drain())
+            .await
+            .expect("actions end");
+    }
+
+    for (label, env) in envs(small_cfg()).await {
+        let mnt = env.ns.clone();
+        let scratch = tempfile::tempdir().expect("scratch");
+        let original = content(120_000, 6);
+        write(&mnt.join("x"), &original);
+        let fake = Arc::new(Fake {
+            mnt: mnt.clone(),
+            scratch: scratch.path().to_path_buf(),
+            fids: Mutex::new(HashMap::from([(1, PathBuf::from("x"))])),
+            restored: Mutex::new(HashMap::new()),
+        });
+        let engine = Arc::new(env.engine);
+        let mut d = Dispatcher::new(fake.clone(), engine.clone());
+        run(&mut d, list(Action::Archive, 1, 1)).await;
+        // (The coordinator would release FID 1 now.) Rename, and a new file at `x`.
+        std::fs::rename(mnt.join("x"), mnt.join("y")).expect("mv");
+        fake.fids
+            .lock()
+            .expect("lock")
+            .insert(1, PathBuf::from("y"));
+        fake.fids
+            .lock()
+            .expect("lock")
+            .insert(2, PathBuf::from("x"));
+        write(&mnt.join("x"), b"NEW\n");
+        run(&mut d, list(Action::Archive, 2, 2)).await;
+
+        run(&mut d, list(Action::Restore, 1, 3)).await;
+        run(&mut d, list(Action::Restore, 2, 4)).await;
+        {
+            let restored = fake.restored.lock().expect("lock");
+            let (err1, p1) = restored.get(&3).expect("restore 1 ended");
+            assert_eq!(*err1, 0, "{label}");
+            assert!(
+                std::fs::read(p1).expect("read") == original,
+                "{label}: fid 1"
+            );
+            let (err2, p2) = restored.get(&4).expect("restore 2 ended");
+            assert_eq!(*err2, 0, "{label}");
+            assert_eq!(std::fs::read(p2).expect("read"), b"NEW\n", "{label}: fid 2");
+        }
+        // gc sees the FID records as pins.
+        let gc = engine.gc(&no_gc_grace()).await.expect("gc");
+        assert_eq!((gc.freed, gc.kept_pinned), (0, 1), "{label}: {gc:?}");
+    }
+}
+
+fn canary_dir() -> (tempfile::TempDir, PathBuf, Vec<u8>) {
+    let outside = tempfile::tempdir().expect("outside");
+    let canary = outside.path().join("canary");
+    let secret = b"host secret: must never be read or written\n".to_vec();
+    std::fs::write(&canary, &secret).expect("canary");
+    (outside, canary, secret)
+}
+
+/// A directory swapped for a symlink to a host directory: archive, release and restore
+/// refuse, and nothing outside the namespace is read (no object with the canary's bytes)
+/// or written (the canary is unchanged).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_symlink_swapped_in_is_never_followed() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store_dir = tmp.path().join("store");
+    let spec = format!("file://{}", store_dir.display());
+    let env = env_with(&spec, tempfile::tempdir().expect("tmp"), small_cfg()).await;
+    let (e, ns) = (&env.engine, &env.ns);
+    let (outside, canary, secret) = canary_dir();
+    let stub = ns.join("d/canary");
+    write(&stub, &content(secret.len(), 7));
+    archive_release(e, &stub).await;
+    // The tenant swaps `d` for a symlink to the host directory.
+    std::fs::rename(ns.join("d"), ns.join("d.old")).expect("mv");
+    std::os::unix::fs::symlink(outside.path(), ns.join("d")).expect("symlink");
+
+    for (op, r) in [
+        ("archive", e.archive(&stub).await),
+        ("release", e.release(&stub).await),
+        ("restore", e.restore(&stub).await),
+        ("remove", e.remove(&stub).await),
+    ] {
+        let err = r
+            .err()
+            .unwrap_or_else(|| panic!("{op} went through the symlink"));
+        assert!(
+            matches!(err, HsmError::Refused { .. } | HsmError::Io { .. }),
+            "{op}: {err}"
+        );
+    }
+    assert_eq!(std::fs::read(&canary).expect("canary"), secret);
+    let leaked = walk_files(&store_dir)
+        .into_iter()
+        .any(|p| std::fs::read(&p).is_ok_and(|b| b == secret));
+    assert!(!leaked, "the canary's bytes reached the store");
+    // The real stub, at its new name, still restores.
+    e.restore(&ns.join("d.old/canary")).await.expect("restore");
+}
+
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// FIFOs and device nodes planted by a tenant: archive refuses them at once (never opening
+/// them, so nothing blocks), and FIFOs at restore-like temporary names do not disturb a
+/// restore, whose temporary name is random and created exclusively.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root (mknod of a device node)"]
+async fn fifos_and_devices_are_refused_without_being_opened() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let spec = format!("file://{}", tmp.path().join("store").display());
+    let env = env_with(&spec, tempfile::tempdir().expect("tmp"), small_cfg()).await;
+    let (e, ns) = (&env.engine, &env.ns);
+    let fifo = ns.join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o666)).expect("mkfifo");
+    // /dev/null's numbers: opening it would succeed, so a refusal proves the type check.
+    let dev = ns.join("null");
+    nix::sys::stat::mknod(
+        &dev,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .expect("mknod");
+    for p in [&fifo, &dev] {
+        let r = tokio::time::timeout(Duration::from_secs(10), e.archive(p))
+            .await
+            .expect("archive of a special file must not block");
+        assert!(matches!(r, Err(HsmError::Refused { .. })), "{p:?}: {r:?}");
+        let r = tokio::time::timeout(Duration::from_secs(10), e.restore(p))
+            .await
+            .expect("restore of a special file must not block");
+        assert!(r.is_err(), "{p:?}");
+    }
+    // A released file with FIFOs at every name the old code used, and then some.
+    let f = ns.join("data");
+    let data = content(20_000, 8);
+    write(&f, &data);
+    archive_release(e, &f).await;
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata(&f).expect("md").ino();
+    for name in [
+        format!(".lustrekit-restore.{ino}"),
+        ".lustrekit-restore.".to_string(),
+    ] {
+        nix::unistd::mkfifo(
+            &ns.join(name),
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+        )
+        .expect("mkfifo");
+    }
+    tokio::time::timeout(Duration::from_secs(30), e.restore(&f))
+        .await
+        .expect("restore must not block on a planted FIFO")
+        .expect("restore");
+    assert!(std::fs::read(&f).expect("read") == data);
+}
+
+/// A pin is root's record: as root, a tenant's `user.lustrekit.pin` naming another
+/// tenant's object is ignored (the restore reads the file's own key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root (trusted.* xattrs)"]
+async fn a_forged_user_pin_is_not_trusted_by_root() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let spec = format!("file://{}", tmp.path().join("store").display());
+    let env = env_with(&spec, tempfile::tempdir().expect("tmp"), small_cfg()).await;
+    let (e, ns) = (&env.engine, &env.ns);
+    let secret = content(5_000, 9);
+    let mine = content(5_000, 10);
+    write(&ns.join("other/secret"), &secret);
+    write(&ns.join("me/file"), &mine);
+    e.archive(&ns.join("other/secret")).await.expect("archive");
+    archive_release(e, &ns.join("me/file")).await;
+    let forged = serde_json::json!({
+        "key": "other/secret", "version": "v-0000", "size": 5000
+    });
+    let f = std::fs::File::open(ns.join("me/file")).expect("open");
+    hsm::posix::fset_xattr(
+        std::os::fd::AsRawFd::as_raw_fd(&f),
+        hsm::pin::PIN_XATTR_USER,
+        forged.to_string().as_bytes(),
+    )
+    .expect("tenant sets a user xattr");
+    drop(f);
+    e.restore(&ns.join("me/file")).await.expect("restore");
+    assert!(std::fs::read(ns.join("me/file")).expect("read") == mine);
+}
