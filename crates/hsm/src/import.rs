@@ -2,30 +2,61 @@
 //!
 //! Import never writes outside its target directory: every object name is checked first
 //! (no `.`/`..`/empty segment, no `/` or NUL once decoded, at most 255 bytes a segment and
-//! 4096 in all), and every directory on the way is opened with `O_NOFOLLOW` beneath the
-//! target, so a symlink planted in the tree cannot redirect it. A bad name is one error in
-//! the report; the import goes on until `max_errors` is passed.
+//! 4096 in all). A bad name is one error in the report; the import goes on until
+//! `max_errors` is passed.
+//!
+//! **Object metadata is hostile input to root code.** Whoever can write to the store (or
+//! to the tree a store was filled from) must not get a setuid-root program, a file
+//! capability or a forged HSM record out of an import. So by default:
+//! - owner and group are the target directory's (`fstat` of the opened target), or
+//!   `default_uid`/`default_gid` when given; the object's own only with `preserve_owner`
+//!   (and objects that name none still get the default, never root by accident);
+//! - setuid and setgid bits, and the sticky bit of anything but a directory, are dropped
+//!   unless `preserve_setid`;
+//! - of the xattrs recorded in the object (`lustrekit_xattrs`) only `user.*` is applied;
+//!   another name only when `xattr_allow` names it or its namespace (`security.selinux`,
+//!   `trusted.`); our own records (`trusted.lustrekit.*`, `user.lustrekit.*`: the HSM state
+//!   and the pin) never, as a forged one could point a root restore at any object.
+//!
+//! What was dropped is counted in the [`ImportReport`], never silently.
+//!
+//! **Nothing is reached by a path a tenant controls.** The target is opened beneath the
+//! engine root one component at a time with `openat2(RESOLVE_BENEATH |
+//! RESOLVE_NO_SYMLINKS)`, so a symlinked target (or a symlink on the way) is refused, and
+//! missing directories are made with `mkdirat`, owned like their parent. Every directory
+//! and stub below it is made from that descriptor the same way; a stub is written as an
+//! `O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK` temporary with a random name, marked, and
+//! renamed into place, and each step checks that the name still holds our inode. A FIFO,
+//! socket or device where a stub would go is refused and never opened; a symlink there is
+//! never followed (only replaced, when the conflict mode says so).
 //!
 //! Conflict modes (as AMLFS has them), for an entry that already exists:
 //! - `fail`: an error for that entry;
 //! - `skip`: leave it;
 //! - `overwrite_if_dirty`: replace it only when its HSM state is dirty (changed since
 //!   archived); a clean or never-archived file is left;
-//! - `overwrite_always`: replace it.
+//! - `overwrite_always`: replace it (an existing directory gets the object's metadata).
+//!
+//! An existing directory is otherwise left as it is.
 
-use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::hash::{BuildHasher, Hasher};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt;
 use lustre_model::{HS_ARCHIVED, HS_DIRTY, HS_EXISTS, HS_RELEASED, HsmFlags};
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use object_store::path::Path as ObjPath;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{HsmEngine, Outcome, PathError, blocking};
 use crate::error::{HsmError, Result};
 use crate::meta::{EntryKind, FileMeta};
 use crate::posix;
+use crate::store::ObjectInfo;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -58,9 +89,19 @@ pub struct ImportOptions {
     pub conflict: ConflictMode,
     /// Stop once more than this many entries failed.
     pub max_errors: usize,
-    /// Owner of objects whose metadata has none.
-    pub default_uid: u32,
-    pub default_gid: u32,
+    /// Owner of the entries whose owner does not come from object metadata (all of them,
+    /// unless `preserve_owner`). `None`: the target directory's owner.
+    pub default_uid: Option<u32>,
+    /// Group likewise. `None`: the target directory's group.
+    pub default_gid: Option<u32>,
+    /// Take owner and group from object metadata where it names them.
+    pub preserve_owner: bool,
+    /// Keep the setuid and setgid bits (and a file's sticky bit) from object metadata.
+    pub preserve_setid: bool,
+    /// Xattrs applied from object metadata besides `user.*`: exact names
+    /// (`security.selinux`) or namespace prefixes (`trusted.`, or `security` for every
+    /// `security.*`). Our own `trusted.lustrekit.*`/`user.lustrekit.*` are never applied.
+    pub xattr_allow: Vec<String>,
 }
 
 impl Default for ImportOptions {
@@ -70,13 +111,20 @@ impl Default for ImportOptions {
             target: PathBuf::from("."),
             conflict: ConflictMode::Fail,
             max_errors: 100,
-            default_uid: 0,
-            default_gid: 0,
+            default_uid: None,
+            default_gid: None,
+            preserve_owner: false,
+            preserve_setid: false,
+            xattr_allow: Vec::new(),
         }
     }
 }
 
+/// At most this many distinct dropped xattr names are listed in a report.
+pub const MAX_DROPPED_NAMES: usize = 32;
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ImportReport {
     pub files: usize,
     pub dirs: usize,
@@ -87,6 +135,30 @@ pub struct ImportReport {
     pub elapsed_ms: u64,
     /// True when `max_errors` stopped the import early.
     pub stopped: bool,
+    /// Entries made without the setuid/setgid bits (or a file's sticky bit) that their
+    /// object asked for (see `preserve_setid`).
+    pub setid_dropped: usize,
+    /// Xattrs recorded in objects and not applied: not `user.*` and not allowed by
+    /// `xattr_allow`, or our own HSM records.
+    pub xattrs_dropped: usize,
+    /// Their names (the first [`MAX_DROPPED_NAMES`] distinct ones).
+    pub xattrs_dropped_names: Vec<String>,
+}
+
+impl ImportReport {
+    fn note(&mut self, dropped: Dropped) {
+        if dropped.setid {
+            self.setid_dropped += 1;
+        }
+        self.xattrs_dropped += dropped.xattrs.len();
+        for name in dropped.xattrs {
+            if self.xattrs_dropped_names.len() < MAX_DROPPED_NAMES
+                && !self.xattrs_dropped_names.contains(&name)
+            {
+                self.xattrs_dropped_names.push(name);
+            }
+        }
+    }
 }
 
 /// Checks the decoded segments of an object name.
@@ -129,39 +201,261 @@ pub fn validate_segments(
     Ok(out)
 }
 
-fn cname(s: &str) -> Result<CString> {
-    CString::new(s).map_err(|_| HsmError::HostileName {
-        key: s.into(),
-        why: "NUL in name".into(),
+/// Our own xattr namespaces (the HSM record and the pin): never taken from an object.
+pub const OWN_XATTR_PREFIXES: [&str; 2] = ["trusted.lustrekit.", "user.lustrekit."];
+
+/// Whether import applies the xattr `name` recorded in an object: `user.*` always; any
+/// other name only when an `allow` entry is that name, or a prefix of it ending in `.` or
+/// followed by `.` in it (`security` and `security.` both allow `security.selinux`); our
+/// own namespaces ([`OWN_XATTR_PREFIXES`]) never.
+pub fn xattr_importable(name: &str, allow: &[String]) -> bool {
+    if OWN_XATTR_PREFIXES.iter().any(|p| name.starts_with(p)) {
+        return false;
+    }
+    if name.starts_with("user.") {
+        return true;
+    }
+    allow.iter().any(|a| {
+        !a.is_empty()
+            && name
+                .strip_prefix(a.as_str())
+                .is_some_and(|rest| rest.is_empty() || a.ends_with('.') || rest.starts_with('.'))
     })
+}
+
+/// What [`sanitize`] took out of one entry's metadata.
+#[derive(Debug, Default)]
+struct Dropped {
+    setid: bool,
+    xattrs: Vec<String>,
+}
+
+/// Makes an object's metadata safe to apply as root (see the module doc). `owner` is the
+/// owner of entries whose owner does not come from the object.
+fn sanitize(meta: &mut FileMeta, opts: &ImportOptions, owner: (u32, u32)) -> Dropped {
+    let mut dropped = Dropped::default();
+    if !opts.preserve_owner {
+        (meta.uid, meta.gid) = owner;
+    }
+    meta.mode &= 0o7777;
+    if !opts.preserve_setid {
+        let mut bits = libc::S_ISUID | libc::S_ISGID;
+        if meta.kind != EntryKind::Dir {
+            bits |= libc::S_ISVTX;
+        }
+        if meta.mode & bits != 0 {
+            meta.mode &= !bits;
+            dropped.setid = true;
+        }
+    }
+    let (keep, drop): (Vec<_>, Vec<_>) = std::mem::take(&mut meta.xattrs)
+        .into_iter()
+        .partition(|(k, _)| xattr_importable(k, &opts.xattr_allow));
+    meta.xattrs = keep;
+    dropped.xattrs = drop.into_iter().map(|(k, _)| k).collect();
+    dropped
 }
 
 fn flags(bits: u32) -> HsmFlags {
     HsmFlags::from_bits(bits)
 }
 
+/// What a name in a directory holds before we import over it.
+#[derive(Debug, Clone, Copy)]
 enum Existing {
     None,
     Dir,
-    Other,
+    File,
+    Symlink,
+    /// A FIFO, socket or device: its `S_IFMT` bits.
+    Special(u32),
 }
 
-fn existing(dirfd: &OwnedFd, name: &str, at: &Path) -> Result<Existing> {
-    Ok(
-        match posix::lstat_at(dirfd.as_raw_fd(), name).map_err(|e| HsmError::io(at, e))? {
-            None => Existing::None,
-            Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => Existing::Dir,
-            Some(_) => Existing::Other,
-        },
+fn existing(dir: &OwnedFd, name: &str, at: &Path) -> Result<Existing> {
+    let st = posix::lstat_at(dir.as_raw_fd(), name).map_err(|e| HsmError::io(at, e))?;
+    Ok(match st.map(|st| st.st_mode & libc::S_IFMT) {
+        None => Existing::None,
+        Some(libc::S_IFDIR) => Existing::Dir,
+        Some(libc::S_IFREG) => Existing::File,
+        Some(libc::S_IFLNK) => Existing::Symlink,
+        Some(fmt) => Existing::Special(fmt),
+    })
+}
+
+/// A fresh name for a temporary beside `name`: random (the process's randomly keyed
+/// hasher over the time and a counter), so a tenant cannot plant anything there first.
+fn temp_name(kind: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    format!(
+        ".lustrekit-import-{kind}.{}.{:016x}",
+        std::process::id(),
+        h.finish()
     )
+}
+
+/// Tries `make` with fresh temporary names until one is free (a few times: a taken name
+/// means someone guessed it, which should not happen).
+fn with_temp_name<T>(
+    kind: &str,
+    shown_dir: &Path,
+    mut make: impl FnMut(&str) -> std::result::Result<T, Errno>,
+) -> Result<(String, T)> {
+    for _ in 0..8 {
+        let name = temp_name(kind);
+        match make(&name) {
+            Ok(t) => return Ok((name, t)),
+            Err(Errno::EEXIST) => continue,
+            Err(e) => return Err(HsmError::io(shown_dir.join(&name), e.into())),
+        }
+    }
+    Err(HsmError::refused(shown_dir, "no free temporary name"))
+}
+
+/// Removes our temporary `name` from `dir` if it still holds our inode `id`.
+fn drop_temp(dir: &OwnedFd, name: &str, id: (u64, u64)) {
+    if posix::still_same(dir.as_fd(), name, id) {
+        let _ = nix::unistd::unlinkat(dir.as_fd(), name, nix::unistd::UnlinkatFlags::NoRemoveDir);
+    }
+}
+
+/// Renames our temporary `tmp` (inode `id`) to `name` in `dir`: over what is there only
+/// when `replace`, else the name must still be free (`RENAME_NOREPLACE`).
+fn place(
+    dir: &OwnedFd,
+    tmp: &str,
+    name: &str,
+    id: (u64, u64),
+    replace: bool,
+    path: &Path,
+) -> Result<()> {
+    if !posix::still_same(dir.as_fd(), tmp, id) {
+        return Err(HsmError::refused(
+            path,
+            "the temporary was replaced while the stub was made",
+        ));
+    }
+    let res = if replace {
+        nix::fcntl::renameat(dir.as_fd(), tmp, dir.as_fd(), name)
+    } else {
+        match nix::fcntl::renameat2(
+            dir.as_fd(),
+            tmp,
+            dir.as_fd(),
+            name,
+            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+        ) {
+            // Filesystems without RENAME_NOREPLACE: link (which never replaces) and unlink.
+            Err(Errno::EINVAL) | Err(Errno::ENOSYS) => nix::unistd::linkat(
+                dir.as_fd(),
+                tmp,
+                dir.as_fd(),
+                name,
+                nix::fcntl::AtFlags::empty(),
+            )
+            .and_then(|()| {
+                nix::unistd::unlinkat(dir.as_fd(), tmp, nix::unistd::UnlinkatFlags::NoRemoveDir)
+            }),
+            other => other,
+        }
+    };
+    match res {
+        Ok(()) => Ok(()),
+        Err(Errno::EEXIST) => Err(HsmError::Conflict {
+            path: path.to_path_buf(),
+            mode: "appeared while importing",
+        }),
+        Err(e) => Err(HsmError::io(path, e.into())),
+    }
+}
+
+/// Opens the import target beneath the engine root, making what is missing (each new
+/// directory owned like its parent). A symlink below the root, the target itself
+/// included, is refused: root creates files there, and whoever can plant a symlink must
+/// not choose where they land.
+fn open_target(root: &Path, comps: &[String]) -> Result<OwnedFd> {
+    let mut cur = nix::fcntl::open(
+        root,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| HsmError::io(root, e.into()))?;
+    let mut at = root.to_path_buf();
+    for c in comps {
+        at.push(c);
+        let st = nix::sys::stat::fstat(cur.as_fd()).map_err(|e| HsmError::io(&at, e.into()))?;
+        cur = posix::dir_at(cur.as_fd(), c, 0o755, Some((st.st_uid, st.st_gid)), &at)?.0;
+    }
+    Ok(cur)
+}
+
+/// The directory `parents` below the target, made where missing (0755, owned by `owner`),
+/// never through a symlink.
+fn parent_dir(
+    target: &Arc<OwnedFd>,
+    shown: &Path,
+    parents: &[String],
+    owner: (u32, u32),
+) -> Result<Arc<OwnedFd>> {
+    let mut cur = target.clone();
+    let mut at = shown.to_path_buf();
+    for c in parents {
+        at.push(c);
+        cur = Arc::new(posix::dir_at(cur.as_fd(), c, 0o755, Some(owner), &at)?.0);
+    }
+    Ok(cur)
+}
+
+/// One import, set up: the options, the target opened beneath the root, and the owner of
+/// entries whose owner does not come from their object.
+struct Ctx<'a> {
+    opts: &'a ImportOptions,
+    /// The target as resolved (for messages and backend calls).
+    target: PathBuf,
+    /// The target directory: every entry is made from this descriptor.
+    dir: Arc<OwnedFd>,
+    /// Key segments of the source prefix, left out of the paths made.
+    strip: usize,
+    owner: (u32, u32),
+}
+
+/// One entry made.
+struct Imported {
+    kind: EntryKind,
+    bytes: u64,
+    dropped: Dropped,
+}
+
+/// A released stub just made for one object version: at its final name, still open.
+/// This is where the version it stands for (`key` and `info`: ETag, metadata, size) can be
+/// recorded on `file`.
+pub struct NewStub {
+    pub file: std::fs::File,
+    pub path: PathBuf,
+    pub key: ObjPath,
+    pub info: ObjectInfo,
 }
 
 impl HsmEngine {
     /// Imports a container or prefix as released stubs under `opts.target`.
     pub async fn import(&self, opts: &ImportOptions) -> Result<ImportReport> {
         let started = Instant::now();
-        let (target, _) = self.resolve(&opts.target)?;
-        std::fs::create_dir_all(&target).map_err(|e| HsmError::io(&target, e))?;
+        let (target, comps) = self.resolve(&opts.target)?;
+        let root = self.config().root.clone();
+        let dir = Arc::new(blocking(move || open_target(&root, &comps)).await?);
+        let st = nix::sys::stat::fstat(dir.as_fd()).map_err(|e| HsmError::io(&target, e.into()))?;
+        let owner = (
+            opts.default_uid.unwrap_or(st.st_uid),
+            opts.default_gid.unwrap_or(st.st_gid),
+        );
         let src_segs: Vec<String> = opts
             .source_prefix
             .as_deref()
@@ -174,15 +468,21 @@ impl HsmEngine {
             .unwrap_or_default();
         let src_refs: Vec<&str> = src_segs.iter().map(String::as_str).collect();
         let list_prefix = self.store().key_for(&src_refs);
+        let ctx = Ctx {
+            opts,
+            target,
+            dir,
+            strip: src_segs.len(),
+            owner,
+        };
         let mut report = ImportReport::default();
 
         // Directories known only from sidecars (local store) first, then objects.
-        let mut keys: Vec<(object_store::path::Path, Option<object_store::ObjectMeta>)> =
-            Vec::new();
+        let mut keys: Vec<(ObjPath, bool)> = Vec::new();
         let mut sidecars = self.store().list_sidecars();
         while let Some(k) = sidecars.next().await {
             match k {
-                Ok(k) if k.as_ref().starts_with(list_prefix.as_ref()) => keys.push((k, None)),
+                Ok(k) if k.as_ref().starts_with(list_prefix.as_ref()) => keys.push((k, false)),
                 Ok(_) => {}
                 Err(e) => report.errors.push(PathError {
                     path: PathBuf::new(),
@@ -194,7 +494,7 @@ impl HsmEngine {
         let mut listing = self.store().list(Some(&list_prefix));
         while let Some(m) = listing.next().await {
             match m {
-                Ok(m) => keys.push((m.location.clone(), Some(m))),
+                Ok(m) => keys.push((m.location, true)),
                 Err(e) => {
                     report.errors.push(PathError {
                         path: PathBuf::new(),
@@ -206,30 +506,26 @@ impl HsmEngine {
             }
         }
         // Parents before children; a key listed twice (sidecar and object) once.
-        keys.sort_by(|a, b| {
-            a.0.as_ref()
-                .cmp(b.0.as_ref())
-                .then(b.1.is_some().cmp(&a.1.is_some()))
-        });
+        keys.sort_by(|a, b| a.0.as_ref().cmp(b.0.as_ref()).then(b.1.cmp(&a.1)));
         keys.dedup_by(|a, b| a.0 == b.0);
 
-        for (key, om) in keys {
+        for (key, listed) in keys {
             if report.errors.len() > opts.max_errors {
                 report.stopped = true;
                 break;
             }
-            let res = self
-                .import_one(opts, &target, src_segs.len(), &key, om.as_ref())
-                .await;
-            match res {
-                Ok(Some(kind)) => match kind {
-                    (EntryKind::File, n) => {
-                        report.files += 1;
-                        report.bytes += n;
+            match self.import_one(&ctx, &key, listed).await {
+                Ok(Some(done)) => {
+                    match done.kind {
+                        EntryKind::File => {
+                            report.files += 1;
+                            report.bytes += done.bytes;
+                        }
+                        EntryKind::Dir => report.dirs += 1,
+                        EntryKind::Symlink => report.symlinks += 1,
                     }
-                    (EntryKind::Dir, _) => report.dirs += 1,
-                    (EntryKind::Symlink, _) => report.symlinks += 1,
-                },
+                    report.note(done.dropped);
+                }
                 Ok(None) => report.skipped += 1,
                 Err(e) => {
                     tracing::warn!(key = %key, error = %e, "import");
@@ -244,6 +540,14 @@ impl HsmEngine {
         if report.errors.len() > opts.max_errors {
             report.stopped = true;
         }
+        if report.setid_dropped > 0 || report.xattrs_dropped > 0 {
+            tracing::info!(
+                setid_dropped = report.setid_dropped,
+                xattrs_dropped = report.xattrs_dropped,
+                names = ?report.xattrs_dropped_names,
+                "import: object metadata not applied"
+            );
+        }
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         self.metrics().record(
             "import",
@@ -256,161 +560,322 @@ impl HsmEngine {
 
     async fn import_one(
         &self,
-        opts: &ImportOptions,
-        target: &Path,
-        strip: usize,
-        key: &object_store::path::Path,
-        om: Option<&object_store::ObjectMeta>,
-    ) -> Result<Option<(EntryKind, u64)>> {
+        ctx: &Ctx<'_>,
+        key: &ObjPath,
+        listed: bool,
+    ) -> Result<Option<Imported>> {
         let Some(segs) = self.store().rel_of(key) else {
             return Ok(None);
         };
         let comps = validate_segments(key.as_ref(), &segs)?;
-        if comps.len() <= strip {
+        if comps.len() <= ctx.strip {
             return Ok(None);
         }
-        let comps = comps[strip..].to_vec();
-        let (meta, size) = match om {
-            Some(om) => {
-                let info = self.store().head(key).await?;
-                let raw = info.map(|i| i.meta).unwrap_or_default();
-                let mtime = om.last_modified.timestamp_nanos_opt().unwrap_or(0);
-                let mut m = FileMeta::from_map(&raw, mtime, opts.default_uid, opts.default_gid);
-                // A zero-byte blob ending in `/` is a folder marker too.
-                if key.as_ref().ends_with('/') && om.size == 0 {
-                    m.kind = EntryKind::Dir;
-                }
-                (m, om.size)
+        let comps = comps[ctx.strip..].to_vec();
+        let (uid, gid) = ctx.owner;
+        let (mut meta, info) = if listed {
+            let info = self
+                .store()
+                .head(key)
+                .await?
+                .ok_or_else(|| HsmError::NoArchive {
+                    store: self.store().name().to_string(),
+                    key: key.to_string(),
+                })?;
+            let mut m = FileMeta::from_map(&info.meta, info.last_modified_ns, uid, gid);
+            // A zero-byte blob ending in `/` is a folder marker too.
+            if key.as_ref().ends_with('/') && info.size == 0 {
+                m.kind = EntryKind::Dir;
             }
-            None => {
-                let raw = self.store().sidecar_only(key).await?.unwrap_or_default();
-                let m = FileMeta::from_map(&raw, 0, opts.default_uid, opts.default_gid);
-                if m.kind != EntryKind::Dir {
-                    return Ok(None); // a file's sidecar: the object itself comes too
-                }
-                (m, 0)
+            (m, Some(info))
+        } else {
+            let raw = self.store().sidecar_only(key).await?.unwrap_or_default();
+            let m = FileMeta::from_map(&raw, 0, uid, gid);
+            if m.kind != EntryKind::Dir {
+                return Ok(None); // a file's sidecar: the object itself comes too
             }
+            (m, None)
         };
+        let dropped = sanitize(&mut meta, ctx.opts, ctx.owner);
         let (parents, name) = comps.split_at(comps.len() - 1);
         let name = name[0].clone();
-        let path = posix::display_join(target, &comps);
-        let dir_path = posix::display_join(target, parents);
-        let (target_c, parents_v) = (target.to_path_buf(), parents.to_vec());
-        let dirfd = blocking(move || posix::open_dir_beneath(&target_c, &parents_v, 0o755)).await?;
-        let ex = existing(&dirfd, &name, &dir_path)?;
+        let path = posix::display_join(&ctx.target, &comps);
+        let dir = {
+            let (target, shown, parents) = (ctx.dir.clone(), ctx.target.clone(), parents.to_vec());
+            blocking(move || parent_dir(&target, &shown, &parents, (uid, gid))).await?
+        };
+        let ex = existing(&dir, &name, &path)?;
+        let conflict = ctx.opts.conflict;
+        let done = |kind, bytes, dropped| {
+            Ok(Some(Imported {
+                kind,
+                bytes,
+                dropped,
+            }))
+        };
 
-        match meta.kind {
-            EntryKind::Dir => {
-                if let Existing::Other = ex {
+        if meta.kind == EntryKind::Dir {
+            match ex {
+                Existing::Dir if conflict != ConflictMode::OverwriteAlways => return Ok(None),
+                Existing::None | Existing::Dir => {}
+                _ => {
                     return Err(HsmError::Conflict {
                         path,
                         mode: "directory over a file",
                     });
                 }
-                let (t, c, m) = (target.to_path_buf(), comps.clone(), meta.clone());
-                blocking(move || {
-                    let fd = posix::open_dir_beneath(&t, &c, m.mode)?;
-                    posix::apply_fd(&posix::display_join(&t, &c), fd.as_raw_fd(), &m)
-                })
-                .await?;
-                return Ok(Some((EntryKind::Dir, 0)));
             }
-            _ if matches!(ex, Existing::Dir) => {
+            let (p, m) = (path.clone(), meta.clone());
+            blocking(move || {
+                let (fd, _) = posix::dir_at(dir.as_fd(), &name, 0o700, None, &p)?;
+                posix::apply_fd(&p, fd.as_raw_fd(), &m)
+            })
+            .await?;
+            return done(EntryKind::Dir, 0, dropped);
+        }
+
+        let replace = match ex {
+            Existing::None => false,
+            Existing::Dir => {
                 return Err(HsmError::Conflict {
                     path,
                     mode: "file over a directory",
                 });
             }
-            _ => {}
-        }
-        if matches!(ex, Existing::Other) {
-            match opts.conflict {
+            Existing::Special(_) if conflict == ConflictMode::Skip => return Ok(None),
+            Existing::Special(fmt) => {
+                return Err(HsmError::refused(
+                    &path,
+                    format!(
+                        "a {} is where the stub would go: left alone, never opened",
+                        backend::local::beneath::file_type_name(fmt)
+                    ),
+                ));
+            }
+            Existing::File | Existing::Symlink => match conflict {
                 ConflictMode::Fail => {
                     return Err(HsmError::Conflict {
                         path,
-                        mode: opts.conflict.name(),
+                        mode: conflict.name(),
                     });
                 }
                 ConflictMode::Skip => return Ok(None),
                 ConflictMode::OverwriteIfDirty => {
-                    let md =
-                        std::fs::symlink_metadata(&path).map_err(|e| HsmError::io(&path, e))?;
-                    let dirty = md.is_file() && self.backend().hsm_state(&path).await?.flags.dirty;
-                    if !dirty {
+                    if !matches!(ex, Existing::File) || !self.dirty_at(&dir, &name, &path).await? {
                         return Ok(None);
                     }
+                    true
                 }
-                ConflictMode::OverwriteAlways => {}
-            }
-        }
-        let tmp_name = format!(".lustrekit-import.{}", std::process::id());
-        let tmp_path = dir_path.join(&tmp_name);
-        let cname_tmp = cname(&tmp_name)?;
-        let cname_final = cname(&name)?;
-        let dfd = dirfd.as_raw_fd();
-        // SAFETY: valid dirfd and NUL-terminated names; a leftover temporary is replaced.
-        unsafe { libc::unlinkat(dfd, cname_tmp.as_ptr(), 0) };
-        if meta.kind == EntryKind::Symlink {
-            let target_s = match &meta.symlink_target {
-                Some(t) => t.clone(),
-                None => {
-                    // azcopy stores the target as the blob content.
-                    let bytes = self.store().get_range(key, 0..size).await?;
-                    String::from_utf8(bytes.to_vec()).map_err(|_| HsmError::HostileName {
-                        key: key.to_string(),
-                        why: "symlink target is not UTF-8".into(),
-                    })?
-                }
-            };
-            let ct = cname(&target_s)?;
-            // SAFETY: valid strings and dirfd.
-            if unsafe { libc::symlinkat(ct.as_ptr(), dfd, cname_tmp.as_ptr()) } != 0 {
-                return Err(HsmError::io(&tmp_path, std::io::Error::last_os_error()));
-            }
-            // SAFETY: valid strings and dirfd.
-            if unsafe { libc::renameat(dfd, cname_tmp.as_ptr(), dfd, cname_final.as_ptr()) } != 0 {
-                return Err(HsmError::io(&path, std::io::Error::last_os_error()));
-            }
-            return Ok(Some((EntryKind::Symlink, 0)));
-        }
-        // A file: a sparse stub of the right size, metadata applied, marked released.
-        // SAFETY: valid dirfd and name; the fd is owned right after.
-        let fd = unsafe {
-            libc::openat(
-                dfd,
-                cname_tmp.as_ptr(),
-                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                0o600 as libc::c_uint,
-            )
+                ConflictMode::OverwriteAlways => true,
+            },
         };
-        if fd < 0 {
-            return Err(HsmError::io(&tmp_path, std::io::Error::last_os_error()));
+        let Some(info) = info else {
+            return Ok(None);
+        };
+        if meta.kind == EntryKind::Symlink {
+            self.make_symlink(&dir, &name, &path, key, &info, &meta, replace)
+                .await?;
+            return done(EntryKind::Symlink, 0, dropped);
         }
-        // SAFETY: fresh fd we own.
-        let f = unsafe { std::fs::File::from_raw_fd(fd) };
-        f.set_len(size).map_err(|e| HsmError::io(&tmp_path, e))?;
-        posix::apply_fd(&tmp_path, f.as_raw_fd(), &meta)?;
-        drop(f);
-        self.backend()
-            .hsm_mark(
-                &tmp_path,
-                flags(HS_ARCHIVED | HS_EXISTS | HS_RELEASED),
-                flags(HS_DIRTY),
-                Some(self.config().archive_id),
-            )
+        let stub = self
+            .make_stub(&dir, &name, &path, key, info, &meta, replace)
             .await?;
-        // SAFETY: valid strings and dirfd.
-        if unsafe { libc::renameat(dfd, cname_tmp.as_ptr(), dfd, cname_final.as_ptr()) } != 0 {
-            let e = std::io::Error::last_os_error();
-            // SAFETY: as above.
-            unsafe { libc::unlinkat(dfd, cname_tmp.as_ptr(), 0) };
-            return Err(HsmError::io(&path, e));
+        done(EntryKind::File, stub.info.size, dropped)
+    }
+
+    /// Whether the regular file `name` in `dir` is dirty (changed since archived). Anything
+    /// else there now is not (and is left); a name swapped while its state was read is an
+    /// error.
+    async fn dirty_at(&self, dir: &Arc<OwnedFd>, name: &str, path: &Path) -> Result<bool> {
+        let id = {
+            let (dir, name, path) = (dir.clone(), name.to_string(), path.to_path_buf());
+            blocking(move || {
+                match backend::local::beneath::open_regular(
+                    dir.as_fd(),
+                    &name,
+                    OFlag::O_RDONLY | OFlag::O_NONBLOCK,
+                ) {
+                    Ok(fd) => posix::identity(fd.as_fd(), &path).map(Some),
+                    Err(backend::local::beneath::OpenRegularError::NotRegular(_)) => Ok(None),
+                    Err(e) => Err(HsmError::io(&path, e.into())),
+                }
+            })
+            .await?
+        };
+        let Some(id) = id else { return Ok(false) };
+        let state = self.backend().hsm_state(path).await?;
+        if !posix::still_same(dir.as_fd(), name, id) {
+            return Err(HsmError::refused(
+                path,
+                "replaced while its HSM state was read",
+            ));
         }
-        // The rename moved the ctime: take the stub's data version afresh.
-        self.backend()
-            .hsm_mark(&path, flags(0), flags(HS_DIRTY), None)
-            .await?;
-        Ok(Some((EntryKind::File, size)))
+        Ok(state.flags.dirty)
+    }
+
+    /// Makes the symlink an object stands for (target from our metadata, or the object's
+    /// content as azcopy stores it), owned like a stub, without ever following it.
+    #[allow(clippy::too_many_arguments)]
+    async fn make_symlink(
+        &self,
+        dir: &Arc<OwnedFd>,
+        name: &str,
+        path: &Path,
+        key: &ObjPath,
+        info: &ObjectInfo,
+        meta: &FileMeta,
+        replace: bool,
+    ) -> Result<()> {
+        let target = match &meta.symlink_target {
+            Some(t) => t.clone(),
+            None => {
+                if info.size > 4096 {
+                    return Err(HsmError::HostileName {
+                        key: key.to_string(),
+                        why: "symlink target longer than 4096 bytes".into(),
+                    });
+                }
+                let bytes = self.store().get_range(key, 0..info.size).await?;
+                String::from_utf8(bytes.to_vec()).map_err(|_| HsmError::HostileName {
+                    key: key.to_string(),
+                    why: "symlink target is not UTF-8".into(),
+                })?
+            }
+        };
+        if target.is_empty() || target.contains('\0') || target.len() > 4095 {
+            return Err(HsmError::HostileName {
+                key: key.to_string(),
+                why: "symlink target empty, too long or with a NUL".into(),
+            });
+        }
+        let (dir, name, path) = (dir.clone(), name.to_string(), path.to_path_buf());
+        let (uid, gid) = (meta.uid, meta.gid);
+        blocking(move || {
+            let shown_dir = path.parent().unwrap_or(&path).to_path_buf();
+            let (tmp, ()) = with_temp_name("link", &shown_dir, |tmp| {
+                nix::unistd::symlinkat(target.as_str(), dir.as_fd(), tmp)
+            })?;
+            let id = posix::lstat_at(dir.as_raw_fd(), &tmp)
+                .map_err(|e| HsmError::io(&path, e))?
+                .map(|st| (st.st_dev, st.st_ino))
+                .ok_or_else(|| HsmError::refused(&path, "the temporary symlink vanished"))?;
+            let res = match nix::unistd::fchownat(
+                dir.as_fd(),
+                tmp.as_str(),
+                Some(nix::unistd::Uid::from_raw(uid)),
+                Some(nix::unistd::Gid::from_raw(gid)),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            ) {
+                Ok(()) | Err(Errno::EPERM) => place(&dir, &tmp, &name, id, replace, &path),
+                Err(e) => Err(HsmError::io(&path, e.into())),
+            };
+            if res.is_err() {
+                drop_temp(&dir, &tmp, id);
+            }
+            res
+        })
+        .await
+    }
+
+    /// Makes the released stub of one object version at `name` in `dir`: a sparse file of
+    /// the object's size under a fresh exclusive temporary name, with the (sanitized)
+    /// metadata, marked archived and released, then renamed into place (over an existing
+    /// entry only when `replace`). Every step checks that the names still hold our inode.
+    #[allow(clippy::too_many_arguments)]
+    async fn make_stub(
+        &self,
+        dir: &Arc<OwnedFd>,
+        name: &str,
+        path: &Path,
+        key: &ObjPath,
+        info: ObjectInfo,
+        meta: &FileMeta,
+        replace: bool,
+    ) -> Result<NewStub> {
+        let shown_dir = path.parent().unwrap_or(path).to_path_buf();
+        let (tmp, file, id) = {
+            let (dir, meta, shown_dir, size) =
+                (dir.clone(), meta.clone(), shown_dir.clone(), info.size);
+            blocking(move || {
+                let (tmp, fd) = with_temp_name("stub", &shown_dir, |tmp| {
+                    nix::fcntl::openat(
+                        dir.as_fd(),
+                        tmp,
+                        OFlag::O_CREAT
+                            | OFlag::O_EXCL
+                            | OFlag::O_RDWR
+                            | OFlag::O_NOFOLLOW
+                            | OFlag::O_NONBLOCK
+                            | OFlag::O_CLOEXEC,
+                        nix::sys::stat::Mode::from_bits_truncate(0o600),
+                    )
+                })?;
+                let tmp_path = shown_dir.join(&tmp);
+                let file = std::fs::File::from(fd);
+                let id = posix::identity(file.as_fd(), &tmp_path)?;
+                let made = file
+                    .set_len(size)
+                    .map_err(|e| HsmError::io(&tmp_path, e))
+                    .and_then(|()| posix::apply_fd(&tmp_path, file.as_raw_fd(), &meta));
+                if let Err(e) = made {
+                    drop_temp(&dir, &tmp, id);
+                    return Err(e);
+                }
+                Ok((tmp, file, id))
+            })
+            .await?
+        };
+        let tmp_path = shown_dir.join(&tmp);
+        let res = async {
+            self.backend()
+                .hsm_mark(
+                    &tmp_path,
+                    flags(HS_ARCHIVED | HS_EXISTS | HS_RELEASED),
+                    flags(HS_DIRTY),
+                    Some(self.config().archive_id),
+                )
+                .await?;
+            if !posix::still_same(dir.as_fd(), &tmp, id) {
+                return Err(HsmError::refused(
+                    &tmp_path,
+                    "replaced while the stub was being marked",
+                ));
+            }
+            let (d, t, n, p) = (
+                dir.clone(),
+                tmp.clone(),
+                name.to_string(),
+                path.to_path_buf(),
+            );
+            blocking(move || place(&d, &t, &n, id, replace, &p)).await?;
+            // The rename moved the ctime: take the stub's data version afresh.
+            self.backend()
+                .hsm_mark(path, flags(0), flags(HS_DIRTY), None)
+                .await?;
+            if !posix::still_same(dir.as_fd(), name, id) {
+                return Err(HsmError::refused(
+                    path,
+                    "replaced while the stub was being made",
+                ));
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = res {
+            let (d, t) = (dir.clone(), tmp.clone());
+            let _ = blocking(move || {
+                drop_temp(&d, &t, id);
+                Ok(())
+            })
+            .await;
+            return Err(e);
+        }
+        Ok(NewStub {
+            file,
+            path: path.to_path_buf(),
+            key: key.clone(),
+            info,
+        })
     }
 
     /// Exports what is new or changed under `dir` since the last export: files never
@@ -504,6 +969,86 @@ mod tests {
 
     fn segs(v: &[&str]) -> Vec<std::result::Result<String, String>> {
         v.iter().map(|s| Ok(s.to_string())).collect()
+    }
+
+    #[test]
+    fn only_user_xattrs_unless_allowed_and_never_ours() {
+        let none: Vec<String> = Vec::new();
+        assert!(xattr_importable("user.foo", &none));
+        for name in [
+            "security.capability",
+            "security.selinux",
+            "trusted.foo",
+            "system.posix_acl_access",
+            "trusted.lustrekit.pin",
+            "user.lustrekit.hsm",
+            "user.lustrekit.pin",
+        ] {
+            assert!(!xattr_importable(name, &none), "{name}");
+        }
+        let allow = vec!["security.selinux".to_string(), "trusted".to_string()];
+        assert!(xattr_importable("security.selinux", &allow));
+        assert!(!xattr_importable("security.capability", &allow));
+        assert!(!xattr_importable("security.selinuxx", &allow));
+        assert!(xattr_importable("trusted.foo", &allow));
+        assert!(!xattr_importable("trustedfoo.x", &allow));
+        let all = vec!["trusted.".to_string(), "user.".to_string(), String::new()];
+        assert!(!xattr_importable("trusted.lustrekit.hsm", &all));
+        assert!(!xattr_importable("user.lustrekit.pin", &all));
+        assert!(!xattr_importable("system.x", &all));
+    }
+
+    #[test]
+    fn sanitize_drops_setid_owner_and_xattrs_by_default() {
+        let meta = FileMeta {
+            kind: EntryKind::File,
+            mode: 0o7755,
+            uid: 0,
+            gid: 0,
+            xattrs: vec![
+                ("security.capability".into(), vec![1]),
+                ("user.keep".into(), vec![2]),
+                ("trusted.lustrekit.pin".into(), vec![3]),
+            ],
+            ..Default::default()
+        };
+        let mut m = meta.clone();
+        let d = sanitize(&mut m, &ImportOptions::default(), (1234, 5678));
+        assert_eq!((m.mode, m.uid, m.gid), (0o755, 1234, 5678));
+        assert_eq!(m.xattrs, vec![("user.keep".to_string(), vec![2])]);
+        assert!(d.setid);
+        assert_eq!(
+            d.xattrs,
+            vec!["security.capability", "trusted.lustrekit.pin"]
+        );
+
+        let opts = ImportOptions {
+            preserve_owner: true,
+            preserve_setid: true,
+            xattr_allow: vec!["security.capability".into(), "trusted.".into()],
+            ..Default::default()
+        };
+        let mut m = meta.clone();
+        let d = sanitize(&mut m, &opts, (1234, 5678));
+        assert_eq!((m.mode, m.uid, m.gid), (0o7755, 0, 0));
+        assert_eq!(m.xattrs.len(), 2);
+        assert_eq!(d.xattrs, vec!["trusted.lustrekit.pin"]);
+        assert!(!d.setid);
+
+        // A directory keeps its sticky bit; setgid goes.
+        let mut dir = FileMeta {
+            kind: EntryKind::Dir,
+            mode: 0o3777,
+            ..Default::default()
+        };
+        assert!(sanitize(&mut dir, &ImportOptions::default(), (1, 1)).setid);
+        assert_eq!(dir.mode, 0o1777);
+        let mut dir = FileMeta {
+            kind: EntryKind::Dir,
+            mode: 0o1777,
+            ..Default::default()
+        };
+        assert!(!sanitize(&mut dir, &ImportOptions::default(), (1, 1)).setid);
     }
 
     #[test]

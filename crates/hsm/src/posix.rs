@@ -515,7 +515,12 @@ pub fn create_temp_in(dir: &OwnedFd, prefix: &str, shown_dir: &Path) -> Result<(
 
 /// Why a directory could not be opened beneath a trusted one: a symlink or anything that
 /// is not a directory is a refusal naming what it is, the rest an I/O error.
-pub fn dir_refusal(dir: std::os::fd::BorrowedFd<'_>, name: &str, shown: &Path, e: nix::errno::Errno) -> HsmError {
+pub fn dir_refusal(
+    dir: std::os::fd::BorrowedFd<'_>,
+    name: &str,
+    shown: &Path,
+    e: nix::errno::Errno,
+) -> HsmError {
     use nix::errno::Errno;
     match e {
         Errno::ELOOP | Errno::ENOTDIR | Errno::EXDEV => {

@@ -402,8 +402,8 @@ async fn import_defaults_and_over_long_names() {
         let opts = ImportOptions {
             source_prefix: Some("foreign".into()),
             target: env.ns.join("imp"),
-            default_uid: 4242,
-            default_gid: 4343,
+            default_uid: Some(4242),
+            default_gid: Some(4343),
             ..Default::default()
         };
         let rep = e.import(&opts).await.expect("import");
