@@ -497,3 +497,213 @@ async fn a_forged_user_pin_is_not_trusted_by_root() {
     e.restore(&ns.join("me/file")).await.expect("restore");
     assert!(std::fs::read(ns.join("me/file")).expect("read") == mine);
 }
+
+/// Counts the requests the mover makes, by kind, around a real (in-memory) store.
+#[derive(Debug, Default)]
+struct Counts {
+    put: std::sync::atomic::AtomicU32,
+    get: std::sync::atomic::AtomicU32,
+    head: std::sync::atomic::AtomicU32,
+    copy: std::sync::atomic::AtomicU32,
+    delete: std::sync::atomic::AtomicU32,
+}
+
+#[derive(Debug)]
+struct Counting {
+    inner: object_store::memory::InMemory,
+    n: Arc<Counts>,
+}
+
+impl std::fmt::Display for Counting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "counting({})", self.inner)
+    }
+}
+
+fn bump(c: &std::sync::atomic::AtomicU32) {
+    c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+#[async_trait::async_trait]
+impl object_store::ObjectStore for Counting {
+    async fn put_opts(
+        &self,
+        location: &object_store::path::Path,
+        payload: object_store::PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        bump(&self.n.put);
+        self.inner.put_opts(location, payload, opts).await
+    }
+    async fn put_multipart_opts(
+        &self,
+        location: &object_store::path::Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        bump(&self.n.put);
+        self.inner.put_multipart_opts(location, opts).await
+    }
+    async fn get_opts(
+        &self,
+        location: &object_store::path::Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        bump(if options.head {
+            &self.n.head
+        } else {
+            &self.n.get
+        });
+        self.inner.get_opts(location, options).await
+    }
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<
+            'static,
+            object_store::Result<object_store::path::Path>,
+        >,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
+        bump(&self.n.delete);
+        self.inner.delete_stream(locations)
+    }
+    fn list(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+    async fn copy_opts(
+        &self,
+        from: &object_store::path::Path,
+        to: &object_store::path::Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        bump(&self.n.copy);
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// The store requests each step makes, exactly: what pins cost. Printed for the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_requests_per_operation() {
+    let n = Arc::new(Counts::default());
+    let store = hsm::ArchiveStore::from_object_store(
+        Arc::new(Counting {
+            inner: object_store::memory::InMemory::new(),
+            n: n.clone(),
+        }),
+        object_store::path::Path::default(),
+        "counting",
+        true,
+    );
+    let tmp = tempfile::tempdir().expect("tmp");
+    let ns = tmp.path().join("ns");
+    std::fs::create_dir_all(&ns).expect("ns");
+    let backend = backend::local::LocalBackend::open(&ns)
+        .await
+        .expect("backend");
+    let cfg = hsm::EngineConfig {
+        root: ns.clone(),
+        ..small_cfg()
+    };
+    let e = HsmEngine::new(store, Arc::new(backend), cfg);
+    let take = || {
+        use std::sync::atomic::Ordering::Relaxed;
+        [
+            n.head.swap(0, Relaxed),
+            n.put.swap(0, Relaxed),
+            n.copy.swap(0, Relaxed),
+            n.get.swap(0, Relaxed),
+            n.delete.swap(0, Relaxed),
+        ]
+    };
+    let (x, y) = (ns.join("x"), ns.join("y"));
+    write(&x, &content(10_000, 11));
+    e.archive(&x).await.expect("archive");
+    let first = take();
+    write(&x, &content(10_000, 12));
+    e.archive(&x).await.expect("re-archive");
+    let again = take();
+    e.release(&x).await.expect("release");
+    let release = take();
+    e.restore(&x).await.expect("restore");
+    let restore = take();
+    e.release(&x).await.expect("release");
+    std::fs::rename(&x, &y).expect("mv");
+    write(&x, b"new");
+    take();
+    e.archive(&x).await.expect("archive over a pinned key");
+    let over = take();
+    e.restore(&y).await.expect("restore from aside");
+    let aside = take();
+    println!("requests [head, put, copy, get, delete]:");
+    for (what, c) in [
+        ("first archive", first),
+        ("re-archive of the same file", again),
+        ("release", release),
+        ("restore", restore),
+        ("archive over a pinned key", over),
+        ("restore from the copy aside", aside),
+    ] {
+        println!("  {what}: {c:?}");
+    }
+    // Before pins: archive = 1 PUT, release = 1 HEAD, restore = 1 HEAD + GETs.
+    assert_eq!(first, [1, 1, 0, 0, 0], "first archive: one HEAD more");
+    assert_eq!(again, [1, 1, 0, 0, 0], "own previous version: no copy");
+    assert_eq!(release, [1, 0, 0, 0, 0], "release: unchanged");
+    assert_eq!(restore, [1, 0, 0, 1, 0], "restore: unchanged");
+    assert_eq!(
+        over,
+        [1, 1, 1, 0, 0],
+        "a pinned version is copied aside once"
+    );
+    assert_eq!(aside, [2, 0, 0, 1, 0], "restore from aside: one HEAD more");
+}
+
+/// The swap happens while an archive is reading (slowed by its rate limit): the archive
+/// keeps reading the file it opened, refuses to mark anything once the name no longer leads
+/// to it, and never touches the host directory the symlink points at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_symlink_swapped_in_mid_archive_is_never_followed() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store_dir = tmp.path().join("store");
+    let spec = format!("file://{}", store_dir.display());
+    let cfg = hsm::EngineConfig {
+        rate_limit_bytes_per_sec: Some(256 << 10),
+        part_size: 128 << 10,
+        ..small_cfg()
+    };
+    let env = env_with(&spec, tempfile::tempdir().expect("tmp"), cfg).await;
+    let (e, ns) = (&env.engine, env.ns.clone());
+    let (outside, canary, secret) = canary_dir();
+    let data = content(1 << 20, 12);
+    write(&ns.join("d/canary"), &data);
+    let swap = {
+        let ns = ns.clone();
+        let outside = outside.path().to_path_buf();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            std::fs::rename(ns.join("d"), ns.join("d.old")).expect("mv");
+            std::os::unix::fs::symlink(&outside, ns.join("d")).expect("symlink");
+        })
+    };
+    let r = e.archive(&ns.join("d/canary")).await;
+    swap.await.expect("swap");
+    assert!(r.is_err(), "the archive must notice the swap: {r:?}");
+    assert_eq!(std::fs::read(&canary).expect("canary"), secret);
+    let st = e
+        .state(&ns.join("d.old/canary"))
+        .await
+        .expect("state")
+        .state;
+    assert!(!st.flags.archived, "marked archived after a swap: {st}");
+    let leaked = walk_files(&store_dir)
+        .into_iter()
+        .any(|p| std::fs::read(&p).is_ok_and(|b| b == secret));
+    assert!(!leaked, "the canary's bytes reached the store");
+}
