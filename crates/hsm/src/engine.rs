@@ -102,6 +102,9 @@ fn flags(bits: u32) -> HsmFlags {
     HsmFlags::from_bits(bits)
 }
 
+/// The name prefix of restore temporaries (the tree walk skips them).
+const RESTORE_TEMP_PREFIX: &str = ".lustrekit-restore.";
+
 /// Where a restore reads from, and what it must verify.
 struct RestoreSource {
     source: PinnedSource,
@@ -559,7 +562,15 @@ impl HsmEngine {
                 "no archived version is pinned on the file (archived before pins); archive it again",
             )
         })?;
-        let source = self.store.locate_pinned(&pinned).await?;
+        let source = match self.store.locate_pinned(&pinned).await {
+            Err(HsmError::NoArchive { key, store }) => {
+                return Err(HsmError::refused(
+                    &abs,
+                    format!("the archived copy `{key}` is missing from {store}"),
+                ));
+            }
+            other => other?,
+        };
         let cur = posix::version_of(&abs, &file)?;
         if !source.exact || source.info.size != cur.size || pinned.size != cur.size {
             return Err(HsmError::refused(
@@ -688,18 +699,26 @@ impl HsmEngine {
         posix::try_flock(&abs, &stub)?;
         let stub_v0 = posix::version_of(&abs, &stub)?;
         Self::check_stub_size(&abs, src.source.info.size, stub_v0.size)?;
-        let (tmp_name, tmpf) = {
-            let (e, a) = (entry.clone(), abs.clone());
+        // The data goes into an unnamed file where the filesystem has them (a kill before
+        // the flip leaves nothing), else into a random name created exclusively.
+        let (mut tmp_name, tmpf) = {
+            let e = entry.clone();
             blocking(move || {
-                posix::create_temp_in(&e.parent, ".lustrekit-restore.", a.parent().unwrap_or(&a))
+                let dir = e.abs.parent().unwrap_or(&e.abs).to_path_buf();
+                match posix::create_unnamed_in(&e.parent, &dir)? {
+                    Some(f) => Ok((None, f)),
+                    None => posix::create_temp_in(&e.parent, RESTORE_TEMP_PREFIX, &dir)
+                        .map(|(n, f)| (Some(n), f)),
+                }
             })
             .await?
         };
-        let tmp = entry.sibling(&tmp_name);
         let res = self
-            .restore_into(&entry, &key, &src, &tmp_name, &tmp, tmpf, &stub, stub_v0)
+            .restore_into(&entry, &key, &src, &mut tmp_name, tmpf, &stub, stub_v0)
             .await;
-        if res.is_err() {
+        if res.is_err()
+            && let Some(tmp_name) = tmp_name
+        {
             let e = entry.clone();
             let _ = blocking(move || {
                 nix::unistd::unlinkat(
@@ -771,8 +790,7 @@ impl HsmEngine {
         entry: &Arc<posix::Entry>,
         key: &ObjPath,
         src: &RestoreSource,
-        tmp_name: &str,
-        tmp: &Path,
+        tmp_name: &mut Option<String>,
         tmpf: std::fs::File,
         stub: &Arc<std::fs::File>,
         stub_v0: DataVersion,
@@ -780,6 +798,7 @@ impl HsmEngine {
         let abs = &entry.abs;
         let size = stub_v0.size;
         let tmpf = Arc::new(tmpf);
+        let shown = entry.sibling(tmp_name.as_deref().unwrap_or(RESTORE_TEMP_PREFIX));
         let actual = self
             .download_into(
                 abs,
@@ -787,18 +806,19 @@ impl HsmEngine {
                 src.source.if_match.as_deref(),
                 size,
                 &tmpf,
-                tmp,
+                &shown,
             )
             .await?;
         let detail = Self::verify(abs, src, &actual)?;
         // Metadata comes from the stub (it may have been chmod'ed since the archive); the
-        // restored file pins the same version.
-        {
-            let (f, p, e, pinned) = (
+        // restored file pins the same version. Then it gets its (temporary) name.
+        let name = {
+            let (f, p, e, pinned, named) = (
                 tmpf.clone(),
-                tmp.to_path_buf(),
+                shown.clone(),
                 entry.clone(),
                 src.pin.clone(),
+                tmp_name.clone(),
             );
             blocking(move || {
                 f.set_len(size).map_err(|x| HsmError::io(&p, x))?;
@@ -808,13 +828,22 @@ impl HsmEngine {
                 if let Some(pinned) = &pinned {
                     pin::write(f.as_fd(), &p, pinned)?;
                 }
-                f.sync_all().map_err(|x| HsmError::io(&p, x))
+                f.sync_all().map_err(|x| HsmError::io(&p, x))?;
+                match named {
+                    Some(n) => Ok(n),
+                    None => {
+                        let dir = e.abs.parent().unwrap_or(&e.abs).to_path_buf();
+                        posix::link_unnamed(&e.parent, &f, RESTORE_TEMP_PREFIX, &dir)
+                    }
+                }
             })
-            .await?;
-        }
+            .await?
+        };
+        *tmp_name = Some(name.clone());
+        let tmp = entry.sibling(&name);
         self.backend
             .hsm_mark(
-                tmp,
+                &tmp,
                 flags(HS_ARCHIVED | HS_EXISTS),
                 flags(HS_RELEASED | HS_DIRTY),
                 src.state.archive_id.or(Some(self.cfg.archive_id)),
@@ -823,7 +852,7 @@ impl HsmEngine {
         // The flip: nobody else may have the stub open, and the name must still hold the
         // stub we saw (a tenant may have renamed or replaced it meanwhile).
         {
-            let (stub, e, t) = (stub.clone(), entry.clone(), tmp_name.to_string());
+            let (stub, e, t) = (stub.clone(), entry.clone(), name);
             blocking(move || {
                 let _lease = posix::lease(&e.abs, &stub)?;
                 let now = posix::version_of(&e.abs, &stub)?;

@@ -69,7 +69,18 @@ fn scan_pins(root: &Path) -> Result<(HashSet<String>, u64, Vec<PathError>)> {
     let mut pinned = HashSet::new();
     let mut files = 0u64;
     let mut errors = Vec::new();
-    for path in crate::walk::walk(root)? {
+    let (paths, walk_errors) =
+        crate::walk::walk_every(root, crate::walk::DEFAULT_WALK_WORKERS, |p, m| {
+            m.is_file().then(|| p.to_path_buf())
+        })?;
+    for (path, e) in walk_errors {
+        errors.push(PathError {
+            path,
+            kind: e.kind().into(),
+            error: e.to_string(),
+        });
+    }
+    for path in paths {
         let Ok(rel) = path.strip_prefix(root) else {
             continue;
         };

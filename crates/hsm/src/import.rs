@@ -793,6 +793,15 @@ impl HsmEngine {
         replace: bool,
     ) -> Result<NewStub> {
         let shown_dir = path.parent().unwrap_or(path).to_path_buf();
+        // The stub pins the exact version it was made from, so a later archive of another
+        // file at this key (or an out-of-band overwrite) can never change what it restores.
+        let pinned = crate::pin::Pin {
+            key: key.to_string(),
+            etag: info.e_tag.clone(),
+            version: info.version_id(key),
+            checksum: meta.checksum.clone(),
+            size: info.size,
+        };
         let (tmp, file, id) = {
             let (dir, meta, shown_dir, size) =
                 (dir.clone(), meta.clone(), shown_dir.clone(), info.size);
@@ -816,7 +825,8 @@ impl HsmEngine {
                 let made = file
                     .set_len(size)
                     .map_err(|e| HsmError::io(&tmp_path, e))
-                    .and_then(|()| posix::apply_fd(&tmp_path, file.as_raw_fd(), &meta));
+                    .and_then(|()| posix::apply_fd(&tmp_path, file.as_raw_fd(), &meta))
+                    .and_then(|()| crate::pin::write(file.as_fd(), &tmp_path, &pinned));
                 if let Err(e) = made {
                     drop_temp(&dir, &tmp, id);
                     return Err(e);

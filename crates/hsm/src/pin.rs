@@ -83,15 +83,15 @@ pub fn new_version_id() -> Result<String> {
 }
 
 /// The version ID of an object that carries none of ours (written by someone else): a hash
-/// of what identifies that write.
+/// of what identifies that write. The ETag does when there is one; the modification time is
+/// only used without it (listings and HEADs report it at different precisions).
 pub fn foreign_version_id(key: &str, etag: Option<&str>, size: u64, modified_ns: i64) -> String {
+    let when = match etag {
+        Some(_) => String::new(),
+        None => modified_ns.to_string(),
+    };
     let mut h = blake3::Hasher::new();
-    for part in [
-        key,
-        etag.unwrap_or(""),
-        &size.to_string(),
-        &modified_ns.to_string(),
-    ] {
+    for part in [key, etag.unwrap_or(""), &size.to_string(), &when] {
         h.update(part.as_bytes());
         h.update(&[0]);
     }

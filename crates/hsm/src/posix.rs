@@ -75,7 +75,12 @@ pub fn list_xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
         |buf| unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) },
         // SAFETY: valid buffer and NUL-terminated strings.
         |name, buf| unsafe {
-            libc::lgetxattr(c.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+            libc::lgetxattr(
+                c.as_ptr(),
+                name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
         },
     )
 }
@@ -88,7 +93,9 @@ pub fn list_xattrs_fd(fd: RawFd, shown: &Path) -> Result<Vec<(String, Vec<u8>)>>
         // SAFETY: valid buffer and descriptor.
         |buf| unsafe { libc::flistxattr(fd, buf.as_mut_ptr().cast(), buf.len()) },
         // SAFETY: valid buffer, descriptor and NUL-terminated name.
-        |name, buf| unsafe { libc::fgetxattr(fd, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) },
+        |name, buf| unsafe {
+            libc::fgetxattr(fd, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+        },
     )
 }
 
@@ -382,9 +389,7 @@ pub fn open_entry(root: &Path, components: &[String], abs: &Path) -> Result<Entr
     )
     .map_err(|e| HsmError::io(root, e.into()))?;
     let Some((name, dirs)) = components.split_last() else {
-        let parent = root_fd
-            .try_clone()
-            .map_err(|e| HsmError::io(root, e))?;
+        let parent = root_fd.try_clone().map_err(|e| HsmError::io(root, e))?;
         return Ok(Entry {
             abs: abs.to_path_buf(),
             parent,
@@ -451,7 +456,9 @@ pub fn open_entry(root: &Path, components: &[String], abs: &Path) -> Result<Entr
 /// The metadata of an opened entry as the archive records it.
 pub fn capture_entry(e: &Entry) -> Result<FileMeta> {
     let st = match &e.fd {
-        Some(fd) => nix::sys::stat::fstat(fd.as_fd()).map_err(|x| HsmError::io(&e.abs, x.into()))?,
+        Some(fd) => {
+            nix::sys::stat::fstat(fd.as_fd()).map_err(|x| HsmError::io(&e.abs, x.into()))?
+        }
         None => lstat_at(e.parent.as_raw_fd(), &e.name)
             .map_err(|x| HsmError::io(&e.abs, x))?
             .ok_or_else(|| HsmError::io(&e.abs, std::io::Error::from_raw_os_error(libc::ENOENT)))?,
@@ -493,8 +500,9 @@ pub fn create_temp_in(dir: &OwnedFd, prefix: &str, shown_dir: &Path) -> Result<(
     use nix::fcntl::OFlag;
     for _ in 0..8 {
         let mut b = [0u8; 12];
-        getrandom::getrandom(&mut b)
-            .map_err(|e| HsmError::Unsupported(format!("no randomness for a temporary name: {e}")))?;
+        getrandom::getrandom(&mut b).map_err(|e| {
+            HsmError::Unsupported(format!("no randomness for a temporary name: {e}"))
+        })?;
         let name = format!(
             "{prefix}{}",
             b.iter().map(|x| format!("{x:02x}")).collect::<String>()
@@ -510,7 +518,10 @@ pub fn create_temp_in(dir: &OwnedFd, prefix: &str, shown_dir: &Path) -> Result<(
             Err(e) => return Err(HsmError::io(shown_dir.join(&name), e.into())),
         }
     }
-    Err(HsmError::refused(shown_dir, "cannot find a free temporary name"))
+    Err(HsmError::refused(
+        shown_dir,
+        "cannot find a free temporary name",
+    ))
 }
 
 /// Why a directory could not be opened beneath a trusted one: a symlink or anything that
@@ -592,4 +603,60 @@ pub fn identity(fd: std::os::fd::BorrowedFd<'_>, shown: &Path) -> Result<(u64, u
 /// `dir` can rename something else over a name between two of our calls).
 pub fn still_same(dir: std::os::fd::BorrowedFd<'_>, name: &str, id: (u64, u64)) -> bool {
     matches!(lstat_at(dir.as_raw_fd(), name), Ok(Some(st)) if (st.st_dev, st.st_ino) == id)
+}
+
+/// A temporary file in `dir` with no name yet (`O_TMPFILE`), so a crash before it is named
+/// leaves nothing behind; `None` where the filesystem has no unnamed files.
+pub fn create_unnamed_in(dir: &OwnedFd, shown_dir: &Path) -> Result<Option<File>> {
+    use nix::fcntl::OFlag;
+    match nix::fcntl::openat(
+        dir.as_fd(),
+        ".",
+        OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    ) {
+        Ok(fd) => Ok(Some(File::from(fd))),
+        Err(
+            nix::errno::Errno::EOPNOTSUPP | nix::errno::Errno::EISDIR | nix::errno::Errno::EINVAL,
+        ) => Ok(None),
+        Err(e) => Err(HsmError::io(shown_dir, e.into())),
+    }
+}
+
+/// Gives an unnamed file (see [`create_unnamed_in`]) a random name in `dir`, never
+/// replacing anything there. Through `/proc/self/fd`, which needs no
+/// `CAP_DAC_READ_SEARCH` (unlike `AT_EMPTY_PATH`).
+pub fn link_unnamed(dir: &OwnedFd, file: &File, prefix: &str, shown_dir: &Path) -> Result<String> {
+    let from = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .map_err(|_| HsmError::refused(shown_dir, "descriptor path"))?;
+    for _ in 0..8 {
+        let mut b = [0u8; 12];
+        getrandom::getrandom(&mut b).map_err(|e| {
+            HsmError::Unsupported(format!("no randomness for a temporary name: {e}"))
+        })?;
+        let name = format!(
+            "{prefix}{}",
+            b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+        );
+        let to = CString::new(name.as_str()).map_err(|_| HsmError::refused(shown_dir, "name"))?;
+        // SAFETY: NUL-terminated paths and a valid directory descriptor.
+        let rc = unsafe {
+            libc::linkat(
+                libc::AT_FDCWD,
+                from.as_ptr(),
+                dir.as_raw_fd(),
+                to.as_ptr(),
+                libc::AT_SYMLINK_FOLLOW,
+            )
+        };
+        match nix::errno::Errno::result(rc) {
+            Ok(_) => return Ok(name),
+            Err(nix::errno::Errno::EEXIST) => continue,
+            Err(e) => return Err(HsmError::io(shown_dir.join(&name), e.into())),
+        }
+    }
+    Err(HsmError::refused(
+        shown_dir,
+        "cannot find a free temporary name",
+    ))
 }

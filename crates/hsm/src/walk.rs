@@ -49,6 +49,29 @@ where
     T: Send,
     F: Fn(&Path, &Metadata) -> Option<T> + Sync,
 {
+    walk_inner(root, workers, true, keep)
+}
+
+/// [`walk_with`], but nothing skipped: a tenant can give any file a temporary's name, so
+/// whatever must see every pin (gc) walks with this.
+pub fn walk_every<T, F>(root: &Path, workers: usize, keep: F) -> Result<(Vec<T>, WalkErrors)>
+where
+    T: Send,
+    F: Fn(&Path, &Metadata) -> Option<T> + Sync,
+{
+    walk_inner(root, workers, false, keep)
+}
+
+fn walk_inner<T, F>(
+    root: &Path,
+    workers: usize,
+    skip_temporaries: bool,
+    keep: F,
+) -> Result<(Vec<T>, WalkErrors)>
+where
+    T: Send,
+    F: Fn(&Path, &Metadata) -> Option<T> + Sync,
+{
     let md = std::fs::symlink_metadata(root).map_err(|e| HsmError::io(root, e))?;
     let mut out = Vec::new();
     if let Some(v) = keep(root, &md) {
@@ -100,7 +123,9 @@ where
                                         continue;
                                     }
                                 };
-                                if is_temporary(&entry.file_name().to_string_lossy()) {
+                                if skip_temporaries
+                                    && is_temporary(&entry.file_name().to_string_lossy())
+                                {
                                     continue;
                                 }
                                 let p = entry.path();
