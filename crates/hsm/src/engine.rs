@@ -321,6 +321,11 @@ impl HsmEngine {
             blocking(move || posix::capture_entry(&e)).await?
         };
         let abs = entry.abs.clone();
+        if meta.kind != EntryKind::File {
+            // A directory or symlink now where a file was: that file, renamed, may pin the
+            // version at this key.
+            self.store.preserve(&key, None).await?;
+        }
         match meta.kind {
             EntryKind::Dir => {
                 let (map, dropped) = meta.to_map();

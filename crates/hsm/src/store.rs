@@ -544,6 +544,12 @@ impl ArchiveStore {
         let Some(info) = self.head(key).await? else {
             return Ok(done);
         };
+        // Only file objects hold a stub's data; directory and symlink objects are never
+        // pinned.
+        if crate::meta::FileMeta::from_map(&info.meta, 0, 0, 0).kind != crate::meta::EntryKind::File
+        {
+            return Ok(done);
+        }
         let version = info.version_id(key);
         if own_version == Some(version.as_str()) {
             return Ok(done);

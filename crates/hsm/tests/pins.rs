@@ -765,3 +765,26 @@ async fn gc_sees_pins_under_temporary_looking_names() {
     e.restore(&hidden).await.expect("restore");
     assert!(std::fs::read(&hidden).expect("read") == data);
 }
+
+/// A directory (or symlink) archived where a released file used to be keeps that file's
+/// version: the file, renamed, still restores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_archived_over_a_files_key_keeps_its_version() {
+    for (label, env) in envs(small_cfg()).await {
+        let (e, ns) = (&env.engine, &env.ns);
+        let data = content(9_000, 15);
+        let (x, y) = (ns.join("x"), ns.join("y"));
+        write(&x, &data);
+        archive_release(e, &x).await;
+        std::fs::rename(&x, &y).expect("mv");
+        std::fs::create_dir(&x).expect("mkdir");
+        e.archive(&x).await.expect("archive dir");
+        std::fs::remove_dir(&x).expect("rmdir");
+        std::os::unix::fs::symlink("y", &x).expect("symlink");
+        e.archive(&x).await.expect("archive symlink");
+        e.restore(&y)
+            .await
+            .unwrap_or_else(|err| panic!("{label}: restore y: {err}"));
+        assert!(std::fs::read(&y).expect("y") == data, "{label}");
+    }
+}
