@@ -100,8 +100,9 @@ impl std::fmt::Debug for InjectedBackend {
 pub enum HsmCommand {
     /// Copy files to the archive and mark them archived.
     Archive(PathArgs),
-    /// Free the data of archived, unchanged files (keeping size and metadata).
-    Release(PathArgs),
+    /// Free the data of archived, unchanged files (keeping size and metadata). On `local`
+    /// it refuses unless a restore daemon watches the filesystem (see `--unguarded`).
+    Release(ReleaseArgs),
     /// Bring released files' data back from the archive.
     Restore(PathArgs),
     /// Delete the archived copies.
@@ -202,6 +203,19 @@ pub enum PolicyCommand {
     Watch(PolicyWatchArgs),
 }
 
+/// What `--unguarded` says in the help of `release` and `policy`.
+const UNGUARDED_HELP: &str = "Release even when no restore daemon watches the filesystem \
+(`local`). RISK: until a daemon watches, a read of a released file returns zeros (its size \
+in NUL bytes, with success), not its data. Lustre needs no daemon (its kernel holds reads).";
+
+#[derive(Debug, Clone, Args)]
+pub struct ReleaseArgs {
+    #[command(flatten)]
+    pub paths: PathArgs,
+    #[arg(long, help = UNGUARDED_HELP)]
+    pub unguarded: bool,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct PolicyRunArgs {
     /// The policy file (TOML).
@@ -209,6 +223,8 @@ pub struct PolicyRunArgs {
     /// List what would be done; change nothing (overrides the file's `dry_run`).
     #[arg(long)]
     pub dry_run: bool,
+    #[arg(long, help = UNGUARDED_HELP)]
+    pub unguarded: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -220,11 +236,27 @@ pub struct PolicyWatchArgs {
     pub metrics_addr: Option<SocketAddr>,
 }
 
+/// `restore-daemon`: its watch lock goes to `$LUSTREKIT_RUN_DIR` (default `/run/lustrekit`),
+/// where `release` looks for it. To restart without a window, start the new daemon, wait
+/// until it says it watches, then stop the old one.
 #[derive(Debug, Clone, Args)]
 pub struct DaemonArgs {
     /// Restores at once.
     #[arg(long, default_value_t = 4)]
     pub restores: usize,
+    /// Reads held at once, each an open descriptor (0: derived from the descriptor limit);
+    /// more wait in the kernel.
+    #[arg(long, default_value_t = 0)]
+    pub max_held_events: usize,
+    /// How long one restore may take before its reads fail with EIO (e.g. `10m`, `90s`).
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub restore_timeout: Duration,
+    /// On stop, how long restores in flight may finish (e.g. `30s`).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub stop_grace: Duration,
+    /// Threads reading fanotify events.
+    #[arg(long, default_value_t = 4)]
+    pub readers: usize,
     /// Serve Prometheus metrics at this address (`GET /metrics`).
     #[arg(long)]
     pub metrics_addr: Option<SocketAddr>,
@@ -280,9 +312,36 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok((n * mult as f64) as u64)
 }
 
+/// `90s`, `10m`, `1h`, `600` (seconds) → a duration.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}`: not a duration (e.g. 90s, 10m, 1h)"))?;
+    let mult = match unit.trim() {
+        "" | "s" => 1,
+        "m" | "min" => 60,
+        "h" => 3600,
+        other => return Err(format!("`{s}`: unknown unit `{other}` (s, m, h)")),
+    };
+    n.checked_mul(mult)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("`{s}`: too long"))
+}
+
 /// The engine the common options describe: on the backend the caller injected, or on the
 /// `local` backend at `--root`.
 pub async fn engine(common: &CommonArgs) -> anyhow::Result<HsmEngine> {
+    engine_with(common, false).await
+}
+
+/// [`engine`], saying whether releases may go on where no restore daemon watches.
+pub async fn engine_with(
+    common: &CommonArgs,
+    allow_unguarded_release: bool,
+) -> anyhow::Result<HsmEngine> {
     let spec = common
         .store
         .clone()
@@ -319,6 +378,7 @@ pub async fn engine(common: &CommonArgs) -> anyhow::Result<HsmEngine> {
         file_concurrency: common.concurrency,
         rate_limit_bytes_per_sec: common.bandwidth,
         retry,
+        allow_unguarded_release,
     };
     Ok(HsmEngine::new(store, backend, cfg))
 }
@@ -527,11 +587,13 @@ async fn gc(common: &CommonArgs, args: &GcArgs, json: bool) -> anyhow::Result<()
 pub async fn run(args: HsmArgs, json: bool) -> anyhow::Result<()> {
     let common = args.common;
     match args.command {
-        HsmCommand::Archive(a) => file_op(&common, FileOp::Archive, &a, json).await,
-        HsmCommand::Release(a) => file_op(&common, FileOp::Release, &a, json).await,
-        HsmCommand::Restore(a) => file_op(&common, FileOp::Restore, &a, json).await,
-        HsmCommand::Remove(a) => file_op(&common, FileOp::Remove, &a, json).await,
-        HsmCommand::Dirty(a) => file_op(&common, FileOp::Dirty, &a, json).await,
+        HsmCommand::Archive(a) => file_op(&common, FileOp::Archive, &a, false, json).await,
+        HsmCommand::Release(a) => {
+            file_op(&common, FileOp::Release, &a.paths, a.unguarded, json).await
+        }
+        HsmCommand::Restore(a) => file_op(&common, FileOp::Restore, &a, false, json).await,
+        HsmCommand::Remove(a) => file_op(&common, FileOp::Remove, &a, false, json).await,
+        HsmCommand::Dirty(a) => file_op(&common, FileOp::Dirty, &a, false, json).await,
         HsmCommand::State(a) => state(&common, &a, json).await,
         HsmCommand::Import(a) => import(&common, &a, json).await,
         HsmCommand::Export(a) => export(&common, &a, json).await,
@@ -549,6 +611,7 @@ async fn file_op(
     common: &CommonArgs,
     op: FileOp,
     args: &PathArgs,
+    unguarded: bool,
     json: bool,
 ) -> anyhow::Result<()> {
     let paths = expand(op, args)?;
@@ -561,7 +624,7 @@ async fn file_op(
         common.no_progress,
     );
     let b = bars.clone();
-    let engine = engine(common)
+    let engine = engine_with(common, unguarded)
         .await?
         .with_progress(Arc::new(move |p| b.bytes_of(&p.path, p.done_bytes)));
     let sizes: HashMap<PathBuf, u64> = paths.iter().cloned().collect();
@@ -793,7 +856,7 @@ async fn load_policy(args: &PolicyRunArgs) -> anyhow::Result<crate::policy::Poli
 
 async fn policy_run(common: &CommonArgs, args: &PolicyRunArgs, json: bool) -> anyhow::Result<()> {
     let cfg = load_policy(args).await?;
-    let engine = Arc::new(engine(common).await?);
+    let engine = Arc::new(engine_with(common, args.unguarded).await?);
     let policy = crate::policy::Policy::new(engine, cfg)?;
     let report = policy.run_pass().await?;
     if json {
@@ -820,7 +883,7 @@ async fn policy_watch(
     json: bool,
 ) -> anyhow::Result<()> {
     let cfg = load_policy(&args.run).await?;
-    let engine = Arc::new(engine(common).await?);
+    let engine = Arc::new(engine_with(common, args.run.unguarded).await?);
     let _server = serve_metrics(args.metrics_addr, engine.metrics()).await?;
     let policy = crate::policy::Policy::new(engine, cfg)?;
     let each = move |r: &crate::policy::PassReport| {
@@ -843,6 +906,10 @@ async fn restore_daemon(common: &CommonArgs, args: &DaemonArgs) -> anyhow::Resul
         engine,
         crate::restore_daemon::DaemonConfig {
             restores: args.restores,
+            max_held_events: args.max_held_events,
+            restore_timeout: args.restore_timeout,
+            readers: args.readers,
+            stop_grace: args.stop_grace,
         },
     )
     .map_err(|e| match e {
@@ -850,11 +917,15 @@ async fn restore_daemon(common: &CommonArgs, args: &DaemonArgs) -> anyhow::Resul
         other => other.into(),
     })?;
     eprintln!(
-        "restore-daemon: watching {} for reads of released files",
-        daemon.root().display()
+        "restore-daemon: watching {} for reads of released files ({} reads held at most)",
+        daemon.root().display(),
+        daemon.held_cap()
     );
-    shutdown_signal().await;
-    daemon.stop().await;
+    // Dies whole: an unrecoverable error ends the process non-zero, for a supervisor.
+    daemon
+        .run_until(shutdown_signal())
+        .await
+        .context("restore-daemon")?;
     Ok(())
 }
 

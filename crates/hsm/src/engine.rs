@@ -38,6 +38,9 @@ pub struct EngineConfig {
     /// Cap on bytes per second per file copy; `None` for no cap.
     pub rate_limit_bytes_per_sec: Option<u64>,
     pub retry: RetryPolicy,
+    /// Release even where a released file would read as zeros: a backend whose reads are not
+    /// held by the filesystem (`local`) with no restore daemon watching (see [`crate::guard`]).
+    pub allow_unguarded_release: bool,
 }
 
 impl Default for EngineConfig {
@@ -50,6 +53,7 @@ impl Default for EngineConfig {
             file_concurrency: 8,
             rate_limit_bytes_per_sec: None,
             retry: RetryPolicy::default(),
+            allow_unguarded_release: false,
         }
     }
 }
@@ -96,6 +100,10 @@ pub struct StateReport {
     pub state: HsmState,
     /// As `lfs hsm_state` prints it after `path: `.
     pub text: String,
+    /// Released, and nothing keeps its reads from returning zeros (`local` with no restore
+    /// daemon watching): see [`crate::guard`].
+    #[serde(default)]
+    pub unguarded: bool,
 }
 
 fn flags(bits: u32) -> HsmFlags {
@@ -288,10 +296,16 @@ impl HsmEngine {
     pub async fn state(&self, path: &Path) -> Result<StateReport> {
         let (abs, _) = self.resolve(path)?;
         let state = self.backend.hsm_state(&abs).await?;
+        let unguarded = crate::guard::unguarded(&self.backend.capabilities(), &state, &abs);
+        let mut text = state.to_string();
+        if unguarded {
+            text = format!("{text}, {}", crate::guard::UNGUARDED_TEXT);
+        }
         Ok(StateReport {
-            text: state.to_string(),
+            text,
             path: abs,
             state,
+            unguarded,
         })
     }
 
@@ -538,6 +552,12 @@ impl HsmEngine {
     async fn release_inner(&self, path: &Path) -> Result<OpReport> {
         let (entry, key) = self.open(path).await?;
         let abs = entry.abs.clone();
+        crate::guard::check_release(
+            &self.backend.capabilities(),
+            self.cfg.allow_unguarded_release,
+            &abs,
+            entry.fd.as_ref().map(std::os::fd::AsFd::as_fd),
+        )?;
         let st = self.backend.hsm_state(&abs).await?;
         if st.flags.released && !st.flags.dirty {
             return Ok(Self::report(

@@ -170,7 +170,56 @@ impl Group {
         }
         Ok(parse_events(&buf[..n as usize]))
     }
+
+    /// Waits up to `timeout_ms` until events can be read. `Ok(false)` on timeout or a
+    /// signal.
+    pub fn wait_readable(&self, timeout_ms: i32) -> std::io::Result<bool> {
+        let mut pfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let rc = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        if rc < 0 {
+            let e = last_err();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                return Ok(false);
+            }
+            return Err(e);
+        }
+        if rc > 0 && pfd.revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
+            return Err(std::io::Error::from_raw_os_error(libc::EBADF));
+        }
+        Ok(rc > 0)
+    }
+
+    /// One `read` of a group made with `FAN_NONBLOCK`: `Ok(None)` when no event is queued.
+    /// At most `buf.len() / 24` events come back (the smallest event is 24 bytes), so the
+    /// caller bounds the descriptors one read can hand it by the buffer it passes.
+    ///
+    /// An error is the kernel's: for a permission event whose descriptor the kernel could
+    /// not open for us (`EMFILE`, `ENFILE`, `EROFS` on a read-only mount, a lease it could
+    /// not break...), the kernel has already denied that one event.
+    pub fn read_nonblock(&self, buf: &mut [u8]) -> std::io::Result<Option<Vec<Event>>> {
+        // SAFETY: reads into a valid buffer.
+        let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            let e = last_err();
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+            ) {
+                return Ok(None);
+            }
+            return Err(e);
+        }
+        Ok(Some(parse_events(&buf[..n as usize])))
+    }
 }
+
+/// The smallest fanotify event (`struct fanotify_event_metadata`, no info records).
+pub const MIN_EVENT_LEN: usize = METADATA_LEN;
 
 fn u32_at(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))

@@ -18,7 +18,8 @@
 //!
 //! Around it: [`cli`] (`lustrekit hsm ...`, entry point [`cli::run`]), [`policy`] (rules
 //! in TOML, `policy run|watch`), [`restore_daemon`] (restore on access with fanotify
-//! pre-content events) and [`copytool`] (the Lustre HSM coordinator's agent, through
+//! pre-content events; [`guard`] says what keeps a released file from reading as zeros) and
+//! [`copytool`] (the Lustre HSM coordinator's agent, through
 //! `liblustreapi` loaded at run time).
 //!
 //! Entry point: [`HsmEngine`]. Every operation returns a serde-serialisable report.
@@ -27,6 +28,7 @@ pub mod cli;
 pub mod copytool;
 pub mod engine;
 pub mod gc;
+pub mod guard;
 pub mod error;
 pub mod fanotify;
 pub mod import;

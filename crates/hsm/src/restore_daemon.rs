@@ -14,46 +14,100 @@
 //!   then `FAN_ALLOW`, and the inode gets an ignore mark. The reader, which was blocked the
 //!   whole time, reads the restored bytes. (The CLI's restore renames a temporary file over
 //!   the stub, which a reader that already has the stub open would never see.)
-//! - on an error: `FAN_DENY` with `EIO` (or a plain `FAN_DENY` on kernels without deny
-//!   errnos), logged, and the file stays released, so the next read tries again.
+//! - on an error, or when its state cannot be read: `FAN_DENY` with `EIO` (or a plain
+//!   `FAN_DENY` on kernels without deny errnos), logged, and the file stays released, so
+//!   the next read tries again.
 //!
-//! Several reads of one file while it is restored wait for the same restore. At most
-//! `restores` restores run at once; answers to files that need none never wait for them.
-//! When the daemon stops, closing the group lets every pending read through (as released
-//! stubs, their holes read as zeros: run the daemon whenever released files are in use).
+//! # Bounds
+//! - **Restores**: at most [`DaemonConfig::restores`] at once. Several reads of one file
+//!   wait for the same restore; answers to files that need none never wait for restores.
+//! - **Held events**: every event read is a descriptor in this process until it is answered.
+//!   At most [`DaemonConfig::max_held_events`] are held (by default derived from
+//!   `RLIMIT_NOFILE`, whose soft limit is first raised to the hard one). The reader threads
+//!   take a slot per event *before* they read, and size each read so it cannot return more
+//!   events than slots; when none is free they stop reading, and further events wait in the
+//!   kernel's queue, not as descriptors here. (While every slot holds a read of a file
+//!   being restored, reads of other files wait for a slot too: the kernel's queue is one.)
+//! - **Time**: each restore, with its wait for a restore slot, has
+//!   [`DaemonConfig::restore_timeout`] (10 minutes by default); then its reads are denied
+//!   with `EIO` (the kernel accepts no `ETIMEDOUT` here) and their descriptors closed. A
+//!   restore cut off leaves the file released (the state is flipped last).
+//! - **Errors** of `read` on the group are retried, never the end of a reader: `EMFILE`,
+//!   `ENFILE`, `ENOMEM` with a backoff up to one second; the errors of one event's open
+//!   (the kernel denied that event already, e.g. `EROFS` for a read through a read-only
+//!   mount) at once. Only a broken group descriptor (`EBADF`, `EFAULT`, a persistent
+//!   `EINVAL`) or a panicking reader is fatal: then the daemon dies whole and loudly. It
+//!   logs, drops its watch lock, denies every read it holds with `EIO`, closes the group,
+//!   and [`RestoreDaemon::run_until`] (so `lustrekit hsm restore-daemon`, non-zero exit)
+//!   returns the error, for a supervisor to restart it. There is no state where the group
+//!   is open and nobody reads it.
+//! - Several reader threads (each read takes at most a few events): the kernel opens an
+//!   event's descriptor inside our `read`, and that open can block (below), so one stuck
+//!   `read` does not stop the others.
 //!
-//! **Known limitation: releasing while the daemon runs stalls.** The backend's release holds
-//! a write lease (`F_SETLEASE`) while it punches the data out; the punch raises a
-//! pre-content event, and the kernel's open of the event fd for us breaks that lease and
-//! waits for the kernel's `lease-break-time` (45 s by default) before the release goes on.
-//! The release completes correctly, only late. Fixes that belong outside this module: do the
-//! mover's own I/O through a private bind mount that the daemon does not mark (a mount
-//! mark on the users' mount instead of a filesystem mark), or release without a lease when a
-//! pre-content watcher is known to run.
+//! # The watch lock
+//! Once its mark is in place the daemon holds the shared watch lock of its filesystem
+//! ([`crate::guard`]), which is what lets `release` go on and keeps `hsm state` quiet. It
+//! drops the lock before it closes its group. Several daemons may watch one filesystem at
+//! once (each group is asked in turn): a restart starts the new daemon, then stops the old.
+//! On stop, a daemon serves on for up to [`DaemonConfig::stop_grace`] while restores are in
+//! flight, then stops reading, drops its lock, denies what it still holds, and closes.
+//!
+//! # Known limitations
+//! - **Releasing while the daemon runs stalls.** The backend's release holds a write lease
+//!   (`F_SETLEASE`) while it punches the data out; the punch raises a pre-content event,
+//!   and the kernel's open of the event descriptor for us breaks that lease and waits for
+//!   the kernel's `lease-break-time` (45 s by default) before the release goes on (and the
+//!   daemon, seeing the release's intent, restores the file before letting the punch on).
+//!   Only that reader thread waits; the others go on. Since a release on `local` now needs a
+//!   daemon, this cost is every release's: the fix belongs to the release (drop the lease
+//!   when it is broken, or punch through a mount the daemon does not mark).
+//! - **Read-only mounts.** Event descriptors are opened read-write (the restore writes
+//!   through them), which the kernel cannot do for an access through a read-only mount of
+//!   the filesystem: such reads are denied (`EPERM`) while the daemon runs.
+//! - **A SIGKILL** closes the group in the kernel, which lets the reads it held go on: a read
+//!   of a released file in that instant sees zeros. See [`crate::guard`] for what guards it.
 
-use std::collections::HashMap;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::collections::{HashMap, HashSet};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::engine::HsmEngine;
 use crate::error::{HsmError, Result};
 use crate::fanotify::{self as fan, Event, Group};
+use crate::guard::{self, WatchLock};
 
 /// How the daemon runs.
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {
     /// Restores at once.
     pub restores: usize,
+    /// Events (each an open descriptor) held at once; 0 derives it from `RLIMIT_NOFILE`.
+    pub max_held_events: usize,
+    /// How long one restore (with its wait for a restore slot) may take before its reads
+    /// are denied with `EIO`.
+    pub restore_timeout: Duration,
+    /// Threads reading the fanotify group.
+    pub readers: usize,
+    /// On stop, how long restores in flight may finish while the daemon keeps serving.
+    pub stop_grace: Duration,
 }
 
 impl Default for DaemonConfig {
     fn default() -> Self {
-        Self { restores: 4 }
+        Self {
+            restores: 4,
+            max_held_events: 0,
+            restore_timeout: Duration::from_secs(600),
+            readers: 4,
+            stop_grace: Duration::from_secs(30),
+        }
     }
 }
 
@@ -64,38 +118,313 @@ pub struct DaemonStats {
     pub allowed_at_once: AtomicU64,
     pub restored: AtomicU64,
     pub denied: AtomicU64,
+    pub timed_out: AtomicU64,
+    /// Failed `read`s of the group (each retried).
+    pub read_errors: AtomicU64,
+    /// The most events held at once.
+    pub held_peak: AtomicU64,
 }
 
-type InFlight = Mutex<HashMap<(u64, u64), Vec<OwnedFd>>>;
+/// The smallest number of slots a read is made with: a pre-content event (metadata and a
+/// range record) is 48 bytes.
+const MIN_READ_SLOTS: usize = 2;
+/// The most events one read may return.
+const MAX_READ_SLOTS: usize = 8;
+/// How long a reader waits (for a slot or an event) before it looks at the stop flag.
+const READER_TICK_MS: i32 = 250;
+/// How long the check of one event (path, state) may take.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
+/// The most events held when the descriptor limit would allow more.
+const HELD_CEILING: usize = 16_384;
+
+/// A counting semaphore for the reader threads (plain threads, no runtime).
+struct Slots {
+    free: Mutex<usize>,
+    cv: Condvar,
+    cap: usize,
+}
+
+impl Slots {
+    fn new(cap: usize) -> Self {
+        Self {
+            free: Mutex::new(cap),
+            cv: Condvar::new(),
+            cap,
+        }
+    }
+
+    /// Waits up to `wait` until `min` slots are free, then takes up to `max`; 0 on timeout.
+    fn take(&self, min: usize, max: usize, wait: Duration) -> usize {
+        let min = min.min(self.cap).max(1);
+        let Ok(guard) = self.free.lock() else {
+            return 0;
+        };
+        let Ok((mut free, _)) = self.cv.wait_timeout_while(guard, wait, |f| *f < min) else {
+            return 0;
+        };
+        if *free < min {
+            return 0;
+        }
+        let n = (*free).min(max);
+        *free -= n;
+        n
+    }
+
+    fn give(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        if let Ok(mut free) = self.free.lock() {
+            *free = (*free + n).min(self.cap);
+        }
+        self.cv.notify_all();
+    }
+
+    fn held(&self) -> usize {
+        self.free
+            .lock()
+            .map(|f| self.cap.saturating_sub(*f))
+            .unwrap_or(0)
+    }
+}
+
+/// What we answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Allow,
+    Deny,
+}
+
+/// The group, the events not answered yet, and the answers.
+struct Responder {
+    /// `None` once closed (the descriptor closes when the reader threads let go of it).
+    group: RwLock<Option<Arc<Group>>>,
+    /// Descriptors of events read and not answered yet.
+    unanswered: Mutex<HashSet<RawFd>>,
+    slots: Slots,
+    deny_errno: AtomicBool,
+    stats: DaemonStats,
+}
+
+impl Responder {
+    fn group(&self) -> Option<Arc<Group>> {
+        self.group.read().ok().and_then(|g| g.clone())
+    }
+
+    fn send(&self, group: &Group, fd: RawFd, v: Verdict) {
+        let res = match v {
+            Verdict::Allow => group.respond(fd, fan::FAN_ALLOW),
+            Verdict::Deny => {
+                self.stats.denied.fetch_add(1, Ordering::Relaxed);
+                if self.deny_errno.load(Ordering::Relaxed) {
+                    match group.respond(fd, fan::fan_deny_errno(libc::EIO)) {
+                        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                            // A kernel without deny errnos: plain denials from now on.
+                            self.deny_errno.store(false, Ordering::Relaxed);
+                            group.respond(fd, fan::FAN_DENY)
+                        }
+                        other => other,
+                    }
+                } else {
+                    group.respond(fd, fan::FAN_DENY)
+                }
+            }
+        };
+        if let Err(e) = res {
+            tracing::warn!(error = %e, verdict = ?v, "fanotify response failed");
+        }
+    }
+
+    /// Answers one event, once: an event already answered (by [`Self::deny_all_and_close`])
+    /// is left alone.
+    fn finish(&self, fd: RawFd, v: Verdict) {
+        let Ok(mut open) = self.unanswered.lock() else {
+            return;
+        };
+        if !open.remove(&fd) {
+            return;
+        }
+        if let Some(g) = self.group() {
+            self.send(&g, fd, v);
+        }
+    }
+
+    /// Denies every event still held, then closes the group (for good).
+    fn deny_all_and_close(&self) {
+        let Ok(mut open) = self.unanswered.lock() else {
+            return;
+        };
+        if let Some(g) = self.group() {
+            for fd in open.drain() {
+                self.send(&g, fd, Verdict::Deny);
+            }
+        }
+        open.clear();
+        if let Ok(mut g) = self.group.write() {
+            g.take();
+        }
+    }
+
+    fn ignore(&self, fd: RawFd) {
+        let Some(g) = self.group() else { return };
+        if let Err(e) = g.mark_fd(
+            fan::FAN_MARK_ADD | fan::FAN_MARK_IGNORE,
+            fan::FAN_PRE_ACCESS,
+            fd,
+        ) {
+            tracing::debug!(error = %e, "ignore mark refused; later reads will ask again");
+        }
+    }
+}
+
+/// One event read and not answered yet. It holds one slot, and is denied (`EIO`) if it is
+/// dropped unanswered (a panic, a cancelled task): a held read never waits for nothing.
+struct Pending {
+    fd: Option<OwnedFd>,
+    raw: RawFd,
+    mask: u64,
+    pid: i32,
+    range: Option<(u64, u64)>,
+    resp: Arc<Responder>,
+}
+
+impl Pending {
+    /// Takes over an event (and one slot). Events without a descriptor need no answer.
+    fn new(ev: Event, resp: &Arc<Responder>) -> Option<Self> {
+        let Some(fd) = ev.fd else {
+            resp.slots.give(1);
+            return None;
+        };
+        let raw = fd.as_raw_fd();
+        if let Ok(mut open) = resp.unanswered.lock() {
+            open.insert(raw);
+        }
+        let held = resp.slots.held() as u64;
+        resp.stats.held_peak.fetch_max(held, Ordering::Relaxed);
+        Some(Self {
+            fd: Some(fd),
+            raw,
+            mask: ev.mask,
+            pid: ev.pid,
+            range: ev.range,
+            resp: resp.clone(),
+        })
+    }
+
+    fn fd(&self) -> Option<&OwnedFd> {
+        self.fd.as_ref()
+    }
+
+    fn answer(mut self, v: Verdict) {
+        if let Some(fd) = self.fd.take() {
+            self.resp.finish(self.raw, v);
+            drop(fd);
+        }
+    }
+
+    fn allow(self) {
+        self.answer(Verdict::Allow)
+    }
+
+    fn deny(self) {
+        self.answer(Verdict::Deny)
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(fd) = self.fd.take() {
+            tracing::warn!(
+                pid = self.pid,
+                "a held read was dropped unanswered; denied (EIO)"
+            );
+            self.resp.finish(self.raw, Verdict::Deny);
+            drop(fd);
+        }
+        self.resp.slots.give(1);
+    }
+}
+
+type InFlight = Mutex<HashMap<(u64, u64), Vec<Pending>>>;
 
 struct Shared {
     engine: Arc<HsmEngine>,
-    group: Group,
     root: PathBuf,
-    permits: Semaphore,
-    restores: usize,
+    resp: Arc<Responder>,
+    restore_permits: Semaphore,
+    restore_timeout: Duration,
     in_flight: InFlight,
-    stats: DaemonStats,
-    deny_errno: AtomicBool,
+    in_flight_changed: Notify,
+    /// Readers stop reading.
+    stop: AtomicBool,
+    watch: Mutex<Option<WatchLock>>,
+    /// Set (with the reason) when the daemon died.
+    failed: watch::Sender<Option<String>>,
 }
 
 /// A running restore-on-access daemon.
 pub struct RestoreDaemon {
     shared: Arc<Shared>,
-    stop: Arc<AtomicBool>,
-    reader: Option<std::thread::JoinHandle<()>>,
-    dispatcher: tokio::task::JoinHandle<()>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+    stop_grace: Duration,
+    held_cap: usize,
+}
+
+/// Raises the soft descriptor limit to the hard one and returns it.
+fn raise_nofile() -> usize {
+    // SAFETY: a zeroed rlimit is a valid out-buffer.
+    let mut rl: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: plain getrlimit/setrlimit on a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
+            return 1024;
+        }
+        if rl.rlim_cur < rl.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: rl.rlim_max,
+                rlim_max: rl.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                rl.rlim_cur = rl.rlim_max;
+            }
+        }
+    }
+    usize::try_from(rl.rlim_cur).unwrap_or(usize::MAX)
+}
+
+/// How many events may be held: half of what the descriptor limit leaves after a reserve
+/// for the restores (their own descriptors, store connections) and the rest of the process;
+/// the other half covers the descriptor each event's check opens.
+fn held_cap(cfg: &DaemonConfig, nofile: usize) -> usize {
+    let reserve = 64 + 8 * cfg.restores;
+    let budget = (nofile.saturating_sub(reserve) / 2).clamp(MIN_READ_SLOTS, HELD_CEILING);
+    if cfg.max_held_events == 0 {
+        return budget;
+    }
+    if cfg.max_held_events > budget {
+        tracing::warn!(
+            asked = cfg.max_held_events,
+            allowed = budget,
+            nofile,
+            "max held events above what the descriptor limit allows; lowered"
+        );
+    }
+    cfg.max_held_events.clamp(MIN_READ_SLOTS, budget)
 }
 
 impl RestoreDaemon {
-    /// Marks the root's filesystem and starts answering. `Err(Unsupported)` says why the
-    /// kernel refused (not root, a kernel before 6.14, a filesystem without pre-content
-    /// events).
+    /// Marks the root's filesystem, takes its watch lock and starts answering (call it
+    /// inside a tokio runtime). `Err(Unsupported)` says why the kernel refused (not root,
+    /// a kernel before 6.14, a filesystem without pre-content events).
     pub fn start(engine: Arc<HsmEngine>, cfg: DaemonConfig) -> Result<Self> {
+        let rt = tokio::runtime::Handle::try_current().map_err(|e| {
+            HsmError::Unsupported(format!("the restore daemon needs a tokio runtime: {e}"))
+        })?;
         let root = engine.config().root.clone();
         let group = Group::init(
             fan::FAN_CLASS_PRE_CONTENT
                 | fan::FAN_CLOEXEC
+                | fan::FAN_NONBLOCK
                 | fan::FAN_UNLIMITED_QUEUE
                 | fan::FAN_UNLIMITED_MARKS,
             (libc::O_RDWR | libc::O_LARGEFILE | libc::O_CLOEXEC) as u32,
@@ -117,58 +446,69 @@ impl RestoreDaemon {
                     root.display()
                 ))
             })?;
+        // The mark is in place: from now on reads are held, so we may say we watch.
+        let run_dir = guard::run_dir();
+        let lock = guard::fs_key_of_path(&root)
+            .and_then(|key| WatchLock::acquire(&run_dir, key))
+            .map_err(|e| {
+                HsmError::io(
+                    &run_dir,
+                    std::io::Error::new(e.kind(), format!("taking the watch lock: {e}")),
+                )
+            })?;
+        let nofile = raise_nofile();
+        let cap = held_cap(&cfg, nofile);
+        let group = Arc::new(group);
+        let resp = Arc::new(Responder {
+            group: RwLock::new(Some(group.clone())),
+            unanswered: Mutex::new(HashSet::new()),
+            slots: Slots::new(cap),
+            deny_errno: AtomicBool::new(true),
+            stats: DaemonStats::default(),
+        });
         let shared = Arc::new(Shared {
             engine,
-            group,
             root,
-            permits: Semaphore::new(cfg.restores.max(1)),
-            restores: cfg.restores.max(1),
+            resp,
+            restore_permits: Semaphore::new(cfg.restores.max(1)),
+            restore_timeout: cfg.restore_timeout,
             in_flight: Mutex::new(HashMap::new()),
-            stats: DaemonStats::default(),
-            deny_errno: AtomicBool::new(true),
+            in_flight_changed: Notify::new(),
+            stop: AtomicBool::new(false),
+            watch: Mutex::new(Some(lock)),
+            failed: watch::channel(None).0,
         });
-        let stop = Arc::new(AtomicBool::new(false));
-        let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
-        let reader = {
-            let (shared, stop) = (shared.clone(), stop.clone());
-            std::thread::Builder::new()
-                .name("hsm-restore-events".into())
-                .spawn(move || {
-                    let mut buf = vec![0u8; 64 << 10];
-                    while !stop.load(Ordering::Relaxed) {
-                        match shared.group.read_events(&mut buf, 250) {
-                            Ok(events) => {
-                                for ev in events {
-                                    // Every permission event must be answered: never drop.
-                                    if let Err(mpsc::error::SendError(ev)) = tx.send(ev) {
-                                        shared.answer_fd(ev.fd.as_ref(), fan::FAN_ALLOW);
-                                    }
-                                }
-                            }
-                            Err(e) => {
-                                tracing::error!(error = %e, "fanotify read failed; restore daemon stops");
-                                return;
-                            }
-                        }
-                    }
-                })
-                .map_err(|e| HsmError::Unsupported(format!("cannot start a thread: {e}")))?
-        };
-        let dispatcher = {
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                while let Some(ev) = rx.recv().await {
-                    let shared = shared.clone();
-                    tokio::spawn(async move { shared.handle(ev).await });
+        let mut readers = Vec::new();
+        for i in 0..cfg.readers.max(1) {
+            let (shared2, group2, rt2) = (shared.clone(), group.clone(), rt.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("hsm-restore-events-{i}"))
+                .spawn(move || reader_thread(shared2, group2, rt2));
+            match spawned {
+                Ok(h) => readers.push(h),
+                Err(e) => {
+                    shared.die(format!("cannot start a reader thread: {e}"));
+                    return Err(HsmError::Unsupported(format!(
+                        "cannot start a reader thread: {e}"
+                    )));
                 }
-            })
-        };
-        tracing::info!(root = %shared.root.display(), "restore-on-access daemon started");
+            }
+        }
+        drop(group);
+        tracing::info!(
+            root = %shared.root.display(),
+            held_events = cap,
+            nofile,
+            restores = cfg.restores.max(1),
+            restore_timeout_s = cfg.restore_timeout.as_secs(),
+            watch_lock = %shared.watch.lock().ok().and_then(|w| w.as_ref().map(|w| w.path().display().to_string())).unwrap_or_default(),
+            "restore-on-access daemon started"
+        );
         Ok(Self {
             shared,
-            stop,
-            reader: Some(reader),
-            dispatcher,
+            readers,
+            stop_grace: cfg.stop_grace,
+            held_cap: cap,
         })
     }
 
@@ -177,134 +517,342 @@ impl RestoreDaemon {
     }
 
     pub fn stats(&self) -> &DaemonStats {
-        &self.shared.stats
+        &self.shared.resp.stats
     }
 
-    /// Stops reading events; the ones already read are answered first.
-    pub async fn stop(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(r) = self.reader.take() {
-            let _ = tokio::task::spawn_blocking(move || r.join()).await;
+    /// The most events this daemon holds at once.
+    pub fn held_cap(&self) -> usize {
+        self.held_cap
+    }
+
+    /// Resolves with the reason once the daemon has died (it has then dropped its watch
+    /// lock, denied what it held, and closed its group).
+    pub async fn failed(&self) -> String {
+        let mut rx = self.shared.failed.subscribe();
+        loop {
+            if let Some(why) = rx.borrow_and_update().clone() {
+                return why;
+            }
+            if rx.changed().await.is_err() {
+                return "the restore daemon is gone".into();
+            }
         }
-        // The reader's sender is gone: the dispatcher drains and ends.
-        let _ = (&mut self.dispatcher).await;
-        // Wait for restores in flight (each holds a permit).
-        let _ = self
-            .shared
-            .permits
-            .acquire_many(self.shared.restores as u32)
-            .await;
+    }
+
+    /// Serves until `shutdown` resolves (then stops cleanly: `Ok`), or until the daemon
+    /// dies (`Err`, for the process to exit non-zero and a supervisor to restart it).
+    pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+        let failure = tokio::select! {
+            _ = shutdown => None,
+            why = self.failed() => Some(why),
+        };
+        match failure {
+            None => {
+                self.stop().await;
+                Ok(())
+            }
+            Some(why) => {
+                self.stop().await;
+                Err(HsmError::Unsupported(format!("restore daemon died: {why}")))
+            }
+        }
+    }
+
+    /// Stops: serves on while restores are in flight (up to the stop grace), then stops
+    /// reading, drops the watch lock, denies what it still holds (`EIO`) and closes the
+    /// group.
+    pub async fn stop(mut self) {
+        let deadline = Instant::now() + self.stop_grace;
+        loop {
+            let notified = self.shared.in_flight_changed.notified();
+            let busy = self
+                .shared
+                .in_flight
+                .lock()
+                .map(|m| !m.is_empty())
+                .unwrap_or(false);
+            if !busy || Instant::now() >= deadline || self.shared.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let _ = tokio::time::timeout(left.min(Duration::from_millis(500)), notified).await;
+        }
+        self.shared.stop.store(true, Ordering::Relaxed);
+        // Readers notice within a tick, unless the kernel holds one inside an open (a
+        // lease break): then we go on without it; it exits when the open ends.
+        let readers = std::mem::take(&mut self.readers);
+        let joined = tokio::task::spawn_blocking(move || {
+            for r in readers {
+                let _ = r.join();
+            }
+        });
+        let _ = tokio::time::timeout(Duration::from_secs(2), joined).await;
+        self.shared.close("stopped");
+        tracing::info!(root = %self.shared.root.display(), "restore-on-access daemon stopped");
     }
 }
 
-impl Shared {
-    fn answer_fd(&self, fd: Option<&OwnedFd>, response: u32) {
-        let Some(fd) = fd else { return };
-        if let Err(e) = self.group.respond(fd.as_raw_fd(), response) {
-            tracing::warn!(error = %e, "fanotify response failed");
-        }
+impl Drop for RestoreDaemon {
+    fn drop(&mut self) {
+        // Stopped or not, a dropped daemon watches nothing.
+        self.shared.stop.store(true, Ordering::Relaxed);
+        self.shared.close("dropped");
     }
+}
 
-    fn deny(&self, fd: &OwnedFd) {
-        self.stats.denied.fetch_add(1, Ordering::Relaxed);
-        if self.deny_errno.load(Ordering::Relaxed) {
-            match self
-                .group
-                .respond(fd.as_raw_fd(), fan::fan_deny_errno(libc::EIO))
-            {
-                Ok(()) => return,
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    self.deny_errno.store(false, Ordering::Relaxed);
+/// What to do after a failed `read` of the group.
+#[derive(Debug, PartialEq, Eq)]
+enum OnReadError {
+    /// The kernel denied one event it could not open for us; read on at once.
+    Next,
+    /// Out of descriptors or memory: wait, then read on.
+    Backoff,
+    /// A read buffer too small for an event: read on with a larger one.
+    Grow,
+    /// The group's descriptor is broken.
+    Fatal,
+}
+
+fn classify(e: &std::io::Error) -> OnReadError {
+    match e.raw_os_error() {
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS) => OnReadError::Backoff,
+        Some(libc::EINVAL) => OnReadError::Grow,
+        Some(libc::EBADF | libc::EFAULT) => OnReadError::Fatal,
+        _ => OnReadError::Next,
+    }
+}
+
+fn reader_thread(shared: Arc<Shared>, group: Arc<Group>, rt: tokio::runtime::Handle) {
+    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        read_loop(&shared, &group, &rt)
+    }));
+    drop(group);
+    let why = match res {
+        Ok(Ok(())) => return,
+        Ok(Err(why)) => why,
+        Err(panic) => format!(
+            "reader thread panicked: {}",
+            panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default()
+        ),
+    };
+    shared.die(why);
+}
+
+fn read_loop(
+    shared: &Arc<Shared>,
+    group: &Group,
+    rt: &tokio::runtime::Handle,
+) -> std::result::Result<(), String> {
+    let resp = &shared.resp;
+    let mut buf = vec![0u8; 4096];
+    let mut min_slots = MIN_READ_SLOTS;
+    let mut backoff = Duration::from_millis(10);
+    let tick = Duration::from_millis(READER_TICK_MS as u64);
+    while !shared.stop.load(Ordering::Relaxed) {
+        let k = resp
+            .slots
+            .take(min_slots, MAX_READ_SLOTS.max(min_slots), tick);
+        if k == 0 {
+            continue;
+        }
+        let len = (k * fan::MIN_EVENT_LEN).min(buf.len());
+        match group.read_nonblock(&mut buf[..len]) {
+            Ok(None) => {
+                resp.slots.give(k);
+                if let Err(e) = group.wait_readable(READER_TICK_MS)
+                    && classify(&e) == OnReadError::Fatal
+                {
+                    return Err(format!("poll of the fanotify group failed: {e}"));
                 }
-                Err(e) => tracing::warn!(error = %e, "fanotify deny failed"),
+            }
+            Ok(Some(events)) => {
+                backoff = Duration::from_millis(10);
+                min_slots = MIN_READ_SLOTS;
+                let n = events.len();
+                // The buffer holds at most k events; give back the slots not used.
+                resp.slots.give(k.saturating_sub(n));
+                for ev in events {
+                    if let Some(p) = Pending::new(ev, resp) {
+                        let shared = shared.clone();
+                        rt.spawn(async move { shared.handle(p).await });
+                    }
+                }
+            }
+            Err(e) => {
+                resp.slots.give(k);
+                resp.stats.read_errors.fetch_add(1, Ordering::Relaxed);
+                match classify(&e) {
+                    OnReadError::Next => {
+                        let hint = if e.raw_os_error() == Some(libc::EROFS) {
+                            " (an access through a read-only mount: event descriptors are opened read-write)"
+                        } else {
+                            ""
+                        };
+                        tracing::warn!(error = %e, "fanotify read failed; the kernel denied that one access{hint}; reading on");
+                    }
+                    OnReadError::Backoff => {
+                        tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, held = resp.slots.held(), "fanotify read failed (out of descriptors or memory; the kernel denied that one access); retrying");
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                    }
+                    OnReadError::Grow if len < buf.len() && min_slots < resp.slots.cap => {
+                        tracing::warn!(error = %e, len, "fanotify event larger than the read buffer; reading with a larger one");
+                        min_slots = (buf.len() / fan::MIN_EVENT_LEN).min(resp.slots.cap);
+                    }
+                    OnReadError::Grow | OnReadError::Fatal => {
+                        return Err(format!("fanotify read failed: {e}"));
+                    }
+                }
             }
         }
-        self.answer_fd(Some(fd), fan::FAN_DENY);
     }
+    Ok(())
+}
 
-    /// Lets reads of this inode through without asking us, until it is modified.
-    fn ignore(&self, fd: &OwnedFd) {
-        if let Err(e) = self.group.mark_fd(
-            fan::FAN_MARK_ADD | fan::FAN_MARK_IGNORE,
-            fan::FAN_PRE_ACCESS,
-            fd.as_raw_fd(),
-        ) {
-            tracing::debug!(error = %e, "ignore mark refused; later reads will ask again");
+impl Shared {
+    /// Stops serving for good: drops the watch lock first (no release may count on us any
+    /// more), then denies what is held and closes the group.
+    fn close(&self, why: &str) {
+        self.stop.store(true, Ordering::Relaxed);
+        let lock = self.watch.lock().ok().and_then(|mut w| w.take());
+        if let Some(lock) = lock {
+            tracing::info!(lock = %lock.path().display(), why, "restore daemon no longer watches");
+            drop(lock);
         }
+        self.resp.deny_all_and_close();
     }
 
-    fn allow_now(&self, fd: &OwnedFd) {
-        self.stats.allowed_at_once.fetch_add(1, Ordering::Relaxed);
-        self.answer_fd(Some(fd), fan::FAN_ALLOW);
-        self.ignore(fd);
+    /// Dies whole and loudly.
+    fn die(&self, why: String) {
+        tracing::error!(root = %self.root.display(), error = %why, "restore daemon dies: it stops watching, denies the reads it holds (EIO) and closes its fanotify group; restart it");
+        self.close("died");
+        self.failed.send_replace(Some(why));
     }
 
-    async fn handle(self: Arc<Self>, ev: Event) {
-        let Some(fd) = ev.fd else { return };
-        self.stats.events.fetch_add(1, Ordering::Relaxed);
-        if ev.mask & fan::FAN_PRE_ACCESS == 0 {
-            self.answer_fd(Some(&fd), fan::FAN_ALLOW);
-            return;
+    async fn handle(self: Arc<Self>, p: Pending) {
+        self.resp.stats.events.fetch_add(1, Ordering::Relaxed);
+        if p.mask & fan::FAN_PRE_ACCESS == 0 {
+            return p.allow();
         }
-        let path = match fan::fd_path(fd.as_raw_fd()) {
-            Ok(p) if p.starts_with(&self.root) => p,
-            _ => return self.allow_now(&fd),
+        let checked = tokio::time::timeout(CHECK_TIMEOUT, self.check(&p)).await;
+        let (path, id) = match checked {
+            Ok(Ok(Some(found))) => found,
+            Ok(Ok(None)) => {
+                self.resp
+                    .stats
+                    .allowed_at_once
+                    .fetch_add(1, Ordering::Relaxed);
+                self.resp.ignore(p.raw);
+                return p.allow();
+            }
+            Ok(Err(e)) => {
+                tracing::error!(pid = p.pid, error = %e, "cannot tell whether a read file is released; read denied (EIO)");
+                return p.deny();
+            }
+            Err(_) => {
+                tracing::error!(
+                    pid = p.pid,
+                    "checking a read file took over {CHECK_TIMEOUT:?}; read denied (EIO)"
+                );
+                return p.deny();
+            }
         };
-        let released = match self.engine.backend().hsm_state(&path).await {
-            Ok(st) => st.flags.released,
-            Err(_) => false,
-        };
-        if !released {
-            return self.allow_now(&fd);
-        }
         // One restore per inode; later readers wait for it.
-        // SAFETY: a zeroed stat is a valid out-buffer; fd is valid.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
-            return self.deny(&fd);
-        }
-        let id = (st.st_dev, st.st_ino);
         {
             let Ok(mut inflight) = self.in_flight.lock() else {
-                return self.deny(&fd);
+                return p.deny();
             };
             if let Some(waiters) = inflight.get_mut(&id) {
-                waiters.push(fd);
+                waiters.push(p);
                 return;
             }
             inflight.insert(id, Vec::new());
         }
-        tracing::info!(file = %path.display(), range = ?ev.range, pid = ev.pid, "restore on access");
-        let res = match self.permits.acquire().await {
-            Ok(_permit) => self.restore(&path, &fd).await,
-            Err(_) => Err(HsmError::Unsupported("daemon stopping".into())),
-        };
+        tracing::info!(file = %path.display(), range = ?p.range, pid = p.pid, "restore on access");
+        let started = Instant::now();
+        let res = tokio::time::timeout(self.restore_timeout, async {
+            let _permit = self
+                .restore_permits
+                .acquire()
+                .await
+                .map_err(|_| HsmError::Unsupported("daemon stopping".into()))?;
+            self.restore(&path, &p).await
+        })
+        .await;
         let waiters = self
             .in_flight
             .lock()
             .ok()
             .and_then(|mut m| m.remove(&id))
             .unwrap_or_default();
+        self.in_flight_changed.notify_waiters();
         match res {
-            Ok(()) => {
-                self.stats.restored.fetch_add(1, Ordering::Relaxed);
-                self.ignore(&fd);
-                self.answer_fd(Some(&fd), fan::FAN_ALLOW);
-                for w in &waiters {
-                    self.answer_fd(Some(w), fan::FAN_ALLOW);
+            Ok(Ok(())) => {
+                self.resp.stats.restored.fetch_add(1, Ordering::Relaxed);
+                self.resp.ignore(p.raw);
+                p.allow();
+                for w in waiters {
+                    w.allow();
                 }
             }
-            Err(e) => {
-                tracing::error!(file = %path.display(), error = %e, "restore on access failed; read denied (EIO)");
-                self.deny(&fd);
-                for w in &waiters {
-                    self.deny(w);
+            Ok(Err(e)) => {
+                tracing::error!(file = %path.display(), error = %e, readers = waiters.len() + 1, "restore on access failed; reads denied (EIO)");
+                p.deny();
+                for w in waiters {
+                    w.deny();
+                }
+            }
+            Err(_) => {
+                self.resp.stats.timed_out.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(file = %path.display(), after_s = started.elapsed().as_secs(), readers = waiters.len() + 1, "restore on access timed out; reads denied (EIO), the file stays released");
+                p.deny();
+                for w in waiters {
+                    w.deny();
                 }
             }
         }
     }
 
-    async fn restore(&self, path: &Path, fd: &OwnedFd) -> Result<()> {
+    /// `None` when the read needs nothing; else the released file's path and identity.
+    async fn check(&self, p: &Pending) -> Result<Option<(PathBuf, (u64, u64))>> {
+        let Some(fd) = p.fd() else { return Ok(None) };
+        let raw = fd.as_raw_fd();
+        // SAFETY: a zeroed stat is a valid out-buffer; fd is valid.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstat(raw, &mut st) } != 0 {
+            return Err(HsmError::io(
+                format!("fanotify event fd {raw}"),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Ok(None);
+        }
+        let id = (st.st_dev, st.st_ino);
+        // The path may move under us (a rename): one more try on a fresh readlink.
+        let mut last = None;
+        for _ in 0..2 {
+            let path = match fan::fd_path(raw) {
+                Ok(p) if p.starts_with(&self.root) => p,
+                _ => return Ok(None),
+            };
+            match self.engine.backend().hsm_state(&path).await {
+                Ok(s) if s.flags.released => return Ok(Some((path, id))),
+                Ok(_) => return Ok(None),
+                Err(e) => last = Some(HsmError::from(e)),
+            }
+        }
+        Err(last.unwrap_or_else(|| HsmError::Unsupported("no state".into())))
+    }
+
+    async fn restore(&self, path: &Path, p: &Pending) -> Result<()> {
+        let fd = p
+            .fd()
+            .ok_or_else(|| HsmError::Unsupported("event already answered".into()))?;
         let file = fd
             .try_clone()
             .map(std::fs::File::from)
@@ -313,5 +861,54 @@ impl Shared {
             .restore_in_place(path, Arc::new(file))
             .await
             .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_bound_and_return() {
+        let s = Slots::new(5);
+        assert_eq!(s.take(2, 8, Duration::ZERO), 5);
+        assert_eq!(s.held(), 5);
+        assert_eq!(s.take(2, 8, Duration::from_millis(1)), 0);
+        s.give(3);
+        assert_eq!(s.take(2, 2, Duration::ZERO), 2);
+        assert_eq!(s.take(2, 8, Duration::ZERO), 0, "one left, two wanted");
+        s.give(100);
+        assert_eq!(s.held(), 0, "never more than the cap");
+    }
+
+    #[test]
+    fn held_events_fit_the_descriptor_limit() {
+        let cfg = DaemonConfig::default();
+        // 256 descriptors: a reserve for 4 restores, then half for held events.
+        assert_eq!(held_cap(&cfg, 256), (256 - 96) / 2);
+        assert_eq!(held_cap(&cfg, 50), MIN_READ_SLOTS);
+        assert_eq!(held_cap(&cfg, 1 << 30), HELD_CEILING);
+        let asked = DaemonConfig {
+            max_held_events: 1000,
+            ..DaemonConfig::default()
+        };
+        assert_eq!(held_cap(&asked, 256), 80, "lowered to the budget");
+        let small = DaemonConfig {
+            max_held_events: 10,
+            ..DaemonConfig::default()
+        };
+        assert_eq!(held_cap(&small, 256), 10);
+    }
+
+    #[test]
+    fn read_errors_are_retried_unless_the_group_is_broken() {
+        let e = |n| std::io::Error::from_raw_os_error(n);
+        assert_eq!(classify(&e(libc::EMFILE)), OnReadError::Backoff);
+        assert_eq!(classify(&e(libc::ENFILE)), OnReadError::Backoff);
+        assert_eq!(classify(&e(libc::ENOMEM)), OnReadError::Backoff);
+        assert_eq!(classify(&e(libc::EROFS)), OnReadError::Next);
+        assert_eq!(classify(&e(libc::EACCES)), OnReadError::Next);
+        assert_eq!(classify(&e(libc::EINVAL)), OnReadError::Grow);
+        assert_eq!(classify(&e(libc::EBADF)), OnReadError::Fatal);
     }
 }

@@ -60,7 +60,7 @@ fn trees_round_trip_with_json_reports() {
     assert_eq!(v["op"], "archive");
     assert!(v["bytes"].as_u64().expect("bytes") > 100_000);
 
-    let (code, v, _) = hsm(&store, &ns, &["release", "-r", &dir]);
+    let (code, v, _) = hsm(&store, &ns, &["release", "--unguarded", "-r", &dir]);
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["done"], 12);
 
@@ -109,7 +109,7 @@ fn failures_exit_non_zero_and_max_errors_stops() {
     }
     let dir = ns.display().to_string();
     // Release refuses every unarchived file.
-    let (code, v, _) = hsm(&store, &ns, &["release", "-r", &dir]);
+    let (code, v, _) = hsm(&store, &ns, &["release", "--unguarded", "-r", &dir]);
     assert_eq!(code, 1);
     assert_eq!(v["failed"], 6);
     assert_eq!(v["errors"][0]["kind"], "refused");
@@ -117,7 +117,16 @@ fn failures_exit_non_zero_and_max_errors_stops() {
     let (code, v, _) = hsm(
         &store,
         &ns,
-        &["release", "-r", "-j", "1", "--max-errors", "1", &dir],
+        &[
+            "release",
+            "--unguarded",
+            "-r",
+            "-j",
+            "1",
+            "--max-errors",
+            "1",
+            &dir,
+        ],
     );
     assert_eq!(code, 1);
     assert_eq!(v["stopped"], true);

@@ -390,8 +390,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             &format!("file://{}", store_dir.display()),
             &hsm::RetryPolicy::default(),
         )?;
+        // The demo runs no restore daemon, so on `local` it releases unguarded (a read of the
+        // stub before the restore below would return zeros) and says so.
         let config = hsm::EngineConfig {
             root: fs.host_path(&RelPath::parse("shares")?),
+            allow_unguarded_release: true,
             ..hsm::EngineConfig::default()
         };
         let engine = hsm::HsmEngine::new(store, Arc::clone(&demo_fs), config);
@@ -400,7 +403,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         engine.archive(&file).await?;
         engine.release(&file).await?;
         let released = s.usage(&gamma).await?.used_bytes;
-        let state = engine.state(&file).await?.text;
+        let state = engine.state(&file).await?;
+        let state = if state.unguarded {
+            format!("{}; released with --unguarded: no restore daemon runs in the demo", state.text)
+        } else {
+            state.text
+        };
         engine.restore(&file).await?;
         let after = s.usage(&gamma).await?.used_bytes;
         let intact = std::fs::read(&file)?.iter().all(|b| *b == 0x5a);

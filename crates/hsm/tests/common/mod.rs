@@ -104,6 +104,8 @@ pub fn small_cfg() -> EngineConfig {
             timeout: std::time::Duration::from_secs(30),
             connect_timeout: std::time::Duration::from_secs(2),
         },
+        // These tests release with no restore daemon (tests/restore_daemon.rs covers the guard).
+        allow_unguarded_release: true,
         ..EngineConfig::default()
     }
 }
