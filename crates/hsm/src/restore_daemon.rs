@@ -588,7 +588,25 @@ impl RestoreDaemon {
         });
         let _ = tokio::time::timeout(Duration::from_secs(2), joined).await;
         self.shared.close("stopped");
-        tracing::info!(root = %self.shared.root.display(), "restore-on-access daemon stopped");
+        let s = &self.shared.resp.stats;
+        tracing::info!(
+            root = %self.shared.root.display(),
+            events = s.events.load(Ordering::Relaxed),
+            allowed_at_once = s.allowed_at_once.load(Ordering::Relaxed),
+            restored = s.restored.load(Ordering::Relaxed),
+            denied = s.denied.load(Ordering::Relaxed),
+            timed_out = s.timed_out.load(Ordering::Relaxed),
+            read_errors = s.read_errors.load(Ordering::Relaxed),
+            held_peak = s.held_peak.load(Ordering::Relaxed),
+            held_cap = self.held_cap,
+            "restore-on-access daemon stopped"
+        );
+    }
+
+    /// Dies as on an unrecoverable error: drops the watch lock, denies every read it holds
+    /// (`EIO`), closes the group, and [`Self::failed`] / [`Self::run_until`] report `why`.
+    pub fn die_now(&self, why: impl Into<String>) {
+        self.shared.die(why.into());
     }
 }
 

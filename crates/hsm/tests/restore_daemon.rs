@@ -127,6 +127,7 @@ impl DaemonChild {
             .arg("restore-daemon")
             .args(extra)
             .env("LUSTREKIT_LOG", "info")
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -155,7 +156,7 @@ impl DaemonChild {
             tokio::spawn(async move {
                 let mut lines = tokio::io::BufReader::new(stderr).lines();
                 while let Ok(Some(l)) = lines.next_line().await {
-                    log.lock().expect("log").push(l);
+                    log.lock().expect("log").push(strip_ansi(&l));
                     line.notify_waiters();
                 }
                 line.notify_waiters();
@@ -210,6 +211,24 @@ impl DaemonChild {
         tokio::time::sleep(Duration::from_millis(100)).await;
         (st, self.log_text())
     }
+}
+
+/// A log line without its colour escapes (`ESC [ ... m`).
+fn strip_ansi(l: &str) -> String {
+    let mut out = String::with_capacity(l.len());
+    let mut chars = l.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn fails_with_eio_or_eperm(out: &std::process::Output) -> bool {
@@ -538,9 +557,11 @@ fn silent_store() -> (String, std::thread::JoinHandle<()>) {
     )
 }
 
-/// Daemon A hangs on its store, B works. A read of a released file: if the kernel asks A
+/// Daemon A hangs on its store, B works. A read of a released file: when the kernel asks A
 /// first, A holds it (restoring forever) and we SIGKILL A: the kernel lets A's hold go, B
-/// is asked next and restores. If B is asked first, B restores. Either way: the bytes.
+/// is asked next and restores. When B is asked first, B restores. Either way: the bytes.
+/// The kernel orders groups by their address, so the pair is started again (in turns) until
+/// A was asked first once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root and a loop device (fanotify pre-content, Linux 6.14+)"]
 async fn a_second_daemon_covers_a_sigkill() {
@@ -552,36 +573,53 @@ async fn a_second_daemon_covers_a_sigkill() {
     let store_dir = store_tmp.path().join("store");
     let store = format!("file://{}", store_dir.display());
     let engine = engine_at(&ns, &store_dir, true).await;
-    let f = ns.join("f.bin");
-    let data = content(900_000, 31);
-    released(&engine, &[(f.clone(), data.clone())]).await;
-
     let (silent, _keep) = silent_store();
-    let mut a = DaemonChild::start(&silent, &ns, &["--restore-timeout", "1h"], None).await;
-    let b = DaemonChild::start(&store, &ns, &[], None).await;
-    let mut reader = {
-        let f = f.clone();
-        tokio::spawn(async move { cat(&f).await })
-    };
-    let done = tokio::select! {
-        _ = a.wait_for("restore on access") => None,
-        out = &mut reader => Some(out.expect("reader")),
-    };
-    let out = match done {
-        Some(out) => {
-            eprintln!("B was asked first and restored");
-            out
+    let mut killed_holding = false;
+    for attempt in 0..12u64 {
+        let f = ns.join(format!("f{attempt}.bin"));
+        let data = content(900_000, 31 + attempt);
+        released(&engine, &[(f.clone(), data.clone())]).await;
+        let hang = ["--restore-timeout", "1h"];
+        let (mut a, b) = if attempt % 2 == 0 {
+            let a = DaemonChild::start(&silent, &ns, &hang, None).await;
+            (a, DaemonChild::start(&store, &ns, &[], None).await)
+        } else {
+            let b = DaemonChild::start(&store, &ns, &[], None).await;
+            (DaemonChild::start(&silent, &ns, &hang, None).await, b)
+        };
+        let mut reader = {
+            let f = f.clone();
+            tokio::spawn(async move { cat(&f).await })
+        };
+        let done = tokio::select! {
+            _ = a.wait_for("restore on access") => None,
+            out = &mut reader => Some(out.expect("reader")),
+        };
+        let out = match done {
+            Some(out) => {
+                let _ = a.signal(nix::sys::signal::Signal::SIGTERM).await;
+                out
+            }
+            None => {
+                let (st, _) = a.signal(nix::sys::signal::Signal::SIGKILL).await;
+                assert!(!st.success());
+                killed_holding = true;
+                reader.await.expect("reader")
+            }
+        };
+        assert!(out.status.success(), "{}", b.log_text());
+        assert!(out.stdout == data, "zeros or other bytes after a SIGKILL");
+        let _ = b.signal(nix::sys::signal::Signal::SIGTERM).await;
+        if killed_holding {
+            eprintln!("attempt {attempt}: A held the read and was killed; B restored");
+            break;
         }
-        None => {
-            eprintln!("A holds the read; SIGKILL");
-            let (st, _) = a.signal(nix::sys::signal::Signal::SIGKILL).await;
-            assert!(!st.success());
-            reader.await.expect("reader")
-        }
-    };
-    assert!(out.status.success(), "{}", b.log_text());
-    assert!(out.stdout == data, "zeros or other bytes after a SIGKILL");
-    let _ = b.signal(nix::sys::signal::Signal::SIGTERM).await;
+        eprintln!("attempt {attempt}: B was asked first");
+    }
+    assert!(
+        killed_holding,
+        "the kernel never asked the hanging daemon first"
+    );
 }
 
 /// A restore that hangs is cut off at the restore timeout: the read fails with EIO, the
@@ -715,7 +753,89 @@ async fn two_thousand_readers_against_256_descriptors() {
     let (st, log) = d.signal(nix::sys::signal::Signal::SIGTERM).await;
     assert!(st.success(), "{st}\n{log}");
     let restores = log.matches("restore on access").count();
-    eprintln!("{restores} restores logged for 51 files and 2,000 readers");
+    let field = |name: &str| -> u64 {
+        let at = log
+            .rfind(&format!("{name}="))
+            .unwrap_or_else(|| panic!("no {name} in the stop line:\n{log}"));
+        log[at + name.len() + 1..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{name}: not a number"))
+    };
+    let (peak, cap) = (field("held_peak"), field("held_cap"));
+    assert!(peak <= cap && cap < 256, "held {peak} of {cap}");
+    assert_eq!(field("read_errors"), 0);
+    eprintln!(
+        "{restores} restores for 51 files and 2,000 readers; {} events; at most {peak} held (cap {cap})",
+        field("events")
+    );
+}
+
+/// A daemon that dies (as on a broken fanotify descriptor) while it holds a read of a file
+/// it is restoring: the read fails with EIO (never zeros), the watch lock is gone, and
+/// `run_until` returns the error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root and a loop device (fanotify pre-content, Linux 6.14+)"]
+async fn a_dying_daemon_denies_what_it_holds_and_stops_watching() {
+    let lm = loop_mount("ext4");
+    let ns = lm.mnt.join("ns");
+    std::fs::create_dir_all(&ns).expect("ns");
+    let store_tmp = tempfile::tempdir().expect("tmp");
+    let engine = engine_at(&ns, &store_tmp.path().join("store"), true).await;
+    let f = ns.join("f.bin");
+    released(&engine, &[(f.clone(), content(400_000, 51))]).await;
+
+    // The daemon's engine fetches from a store that never answers.
+    let (silent, _keep) = silent_store();
+    let backend = LocalBackend::open(&ns).await.expect("backend");
+    let mut cfg = small_cfg();
+    cfg.root = backend.root().to_path_buf();
+    let hanging = Arc::new(HsmEngine::new(
+        ArchiveStore::open(&silent, &cfg.retry).expect("store"),
+        Arc::new(backend),
+        cfg,
+    ));
+    let daemon = RestoreDaemon::start(
+        hanging,
+        DaemonConfig {
+            restore_timeout: Duration::from_secs(3600),
+            ..DaemonConfig::default()
+        },
+    )
+    .expect("daemon");
+    assert!(hsm::guard::watched(&f));
+    let reader = {
+        let f = f.clone();
+        tokio::spawn(async move { cat(&f).await })
+    };
+    // Wait until the daemon holds the read.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while daemon
+        .stats()
+        .events
+        .load(std::sync::atomic::Ordering::Relaxed)
+        == 0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the read never reached the daemon"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    daemon.die_now("injected by the test");
+    let out = reader.await.expect("reader");
+    assert!(fails_with_eio_or_eperm(&out), "{out:?}");
+    assert!(
+        !hsm::guard::watched(&f),
+        "a dead daemon still holds its watch lock"
+    );
+    match daemon.run_until(std::future::pending()).await {
+        Err(e) => assert!(e.to_string().contains("injected by the test"), "{e}"),
+        Ok(()) => panic!("a dead daemon ran on"),
+    }
+    let st = engine.state(&f).await.expect("state");
+    assert!(st.state.flags.released && st.unguarded, "{}", st.text);
 }
 
 #[test]
