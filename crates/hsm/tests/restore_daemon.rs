@@ -283,6 +283,32 @@ async fn release_without_a_daemon_is_refused_and_state_names_the_risk() {
     let json = serde_json::to_value(&st).expect("json");
     assert_eq!(json["unguarded"], true);
 
+    // The policy engine releases through the same check: its watermark pass is refused.
+    let h = ns.join("h.bin");
+    write(&h, &content(200_000, 5));
+    guarded.archive(&h).await.expect("archive");
+    let alloc = std::fs::metadata(&h).expect("md").len();
+    let cfg = hsm::policy::PolicyConfig::parse(&format!(
+        "[release]\nhigh_watermark = 90\nlow_watermark = 10\ncapacity = {}\n",
+        alloc * 100 / 95
+    ))
+    .expect("policy");
+    let pass = hsm::policy::Policy::new(guarded.clone(), cfg)
+        .expect("policy")
+        .run_pass()
+        .await
+        .expect("pass");
+    assert!(
+        !pass.errors.is_empty()
+            && pass
+                .errors
+                .iter()
+                .all(|e| e.error.contains("no restore daemon watches")),
+        "{:?}",
+        pass.errors
+    );
+    assert!(!guarded.state(&h).await.expect("state").state.flags.released);
+
     // The command line: refused (exit 1, the reason in the report), then `--unguarded`.
     build_cli();
     let g = ns.join("g.bin");
