@@ -1,2 +1,3 @@
-"""OpenStack Manila driver shim for lustrekit: Manila's share driver calls, carried out by the
-`lustrekit share ... --json` command line (its schema is docs/json-schema.md)."""
+"""OpenStack Manila share driver on lustrekit: `lustrekit_manila.driver.LustrekitShareDriver`,
+a drop-in for Manila 23's Lustre driver whose every operation is `lustrekit share ... --json`
+(the schema of docs/json-schema.md)."""
