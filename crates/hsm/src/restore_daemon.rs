@@ -859,8 +859,22 @@ impl Shared {
                 _ => return Ok(None),
             };
             match self.engine.backend().hsm_state(&path).await {
-                Ok(s) if s.flags.released => return Ok(Some((path, id))),
-                Ok(_) => return Ok(None),
+                Ok(s) if !s.flags.released => return Ok(None),
+                Ok(_) => {
+                    // The name must still be the file read (a rename or a swapped directory
+                    // could point it at another file, whose data we would write here).
+                    use std::os::unix::fs::MetadataExt;
+                    match std::fs::symlink_metadata(&path) {
+                        Ok(m) if (m.dev(), m.ino()) == id => return Ok(Some((path, id))),
+                        Ok(_) => {
+                            last = Some(HsmError::refused(
+                                &path,
+                                "the name no longer leads to the file being read",
+                            ))
+                        }
+                        Err(e) => last = Some(HsmError::io(&path, e)),
+                    }
+                }
                 Err(e) => last = Some(HsmError::from(e)),
             }
         }

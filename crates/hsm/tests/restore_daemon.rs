@@ -400,7 +400,7 @@ async fn released_file_is_restored_when_read() {
 
     // A file that needs nothing is answered at once.
     let out = cat(&plain).await;
-    assert!(out.status.success());
+    assert!(out.status.success(), "{out:?}");
     assert_eq!(out.stdout, b"never archived\n");
 
     // The released file: the reader gets the original bytes.
@@ -419,7 +419,11 @@ async fn released_file_is_restored_when_read() {
     );
     // Read again (served from disk).
     let out = cat(&big).await;
-    assert!(out.stdout == big_data);
+    assert!(
+        out.stdout == big_data,
+        "{:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // A corrupted archive: the read fails, the stub stays released.
     let out = cat(&bad).await;
@@ -430,9 +434,10 @@ async fn released_file_is_restored_when_read() {
 
     let stats = daemon.stats();
     use std::sync::atomic::Ordering::Relaxed;
-    assert_eq!(stats.restored.load(Relaxed), 1);
-    assert!(stats.denied.load(Relaxed) >= 1);
-    assert_eq!(stats.read_errors.load(Relaxed), 0);
+    let all = serde_json::to_string(stats).expect("stats");
+    assert_eq!(stats.restored.load(Relaxed), 1, "{all}");
+    assert!(stats.denied.load(Relaxed) >= 1, "{all}");
+    assert_eq!(stats.read_errors.load(Relaxed), 0, "{all}");
     daemon.stop().await;
     assert!(
         !hsm::guard::watched(&big),
