@@ -304,11 +304,12 @@ class LustrekitShareDriver(driver.ShareDriver):
                       update_rules=None, share_server=None):
         """Makes the share's lustrekit rules exactly the valid rules of `access_rules`.
 
-        Only differences are applied: a rule whose clients and level are unchanged is never
-        touched (so recovery mode, with no added or deleted rules, causes no outage), deleted
-        rules are revoked (revoking a rule never applied is not an error), and a rule lustrekit
-        cannot apply (not `ip`, IPv6, a /0, overlapping another nodemap's clients) goes to
-        `error` and is not on the back end.
+        Only differences are applied: with added, deleted or updated rules, just those; in
+        recovery mode (none of them), the live rules are read and only what differs changes, so
+        a rule whose clients and level are unchanged is never touched and no client loses
+        access. Revoking a rule never applied is not an error. Rules on the share that Manila
+        does not have are revoked. A rule lustrekit cannot apply (not `ip`, IPv6, a /0, clients
+        of another nodemap) goes to `error` and is not on the back end.
         """
         name = self._name(share)
         share_id = _field(share, "id")
@@ -340,19 +341,46 @@ class LustrekitShareDriver(driver.ShareDriver):
             wanted[cidr] = level
             owners.setdefault(cidr, []).append(rule)
 
-        live = {r["to"]: r["level"] for r in self._call(share, self._client.access_list, name)}
-        for cidr in sorted(set(live) - set(wanted)):
-            self._call(share, self._client.deny, name, cidr)
-        for cidr, level in wanted.items():
-            if live.get(cidr) == level:
-                continue
+        if recovery:
+            # Compare with what is live, and change only the differences.
+            live = {r["to"]: r["level"]
+                    for r in self._call(share, self._client.access_list, name)}
+            to_deny = sorted(set(live) - set(wanted))
+            to_allow = {c: lvl for c, lvl in wanted.items() if live.get(c) != lvl}
+        else:
+            # Only what Manila changed (granting an identical rule again changes nothing).
+            touched = set()
+            for rule in list(add_rules) + list(update_rules):
+                try:
+                    touched.add(self._rule_cidr(rule)[0])
+                except _BadRule:
+                    pass
+            deleted = set()
+            for rule in delete_rules:
+                try:
+                    deleted.add(self._rule_cidr(rule)[0])
+                except _BadRule:
+                    pass  # never applied
+            to_deny = sorted(deleted - set(wanted))
+            # A deleted rule may share its clients with a rule that stays: keep that one's.
+            to_allow = {c: wanted[c] for c in sorted((touched | deleted) & set(wanted))}
+
+        after = None  # the share's rules as the last successful call left them
+        for cidr in to_deny:
+            after = self._call(share, self._client.deny, name, cidr)
+        for cidr, level in to_allow.items():
             try:
-                self._client.allow(name, cidr, level)
+                after = self._client.allow(name, cidr, level)
             except lk.LustrekitError as exc:
                 if exc.code not in (lk.INVALID_ARGUMENT, lk.ACCESS_CONFLICT):
                     raise self._fail(exc, share_id) from exc
                 for rule in owners[cidr]:
                     error(rule, exc.message)
+        # Rules on the share that Manila does not have (granted behind its back, or left by a
+        # crash) are revoked too; every call above returned the full list, so this costs no
+        # extra call.
+        for stale in sorted({r["to"] for r in after or []} - set(wanted)):
+            self._call(share, self._client.deny, name, stale)
 
         for rule in access_rules:
             access_id = _field(rule, "access_id")

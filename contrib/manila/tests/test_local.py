@@ -289,6 +289,23 @@ class AccessTest(helpers.DriverTestCase):
         self.assertEqual([{"start": "10.3.0.0@tcp", "end": "10.3.0.255@tcp"}],
                          maps["lk10000ro"]["ranges"])
 
+    def test_a_normal_update_also_revokes_rules_manila_does_not_have(self):
+        a = self.rule("10.1.0.0/24")
+        self.access([a], add=[a])
+        self.cli("access", "allow", self.s["id"], "--to", "10.8.0.1")
+        b = self.rule("10.2.0.0/24")
+        self.assertEqual({b["access_id"]: ACTIVE}, self.access([a, b], add=[b]))
+        self.assertEqual(["10.1.0.0/24", "10.2.0.0/24"],
+                         sorted(r["to"] for r in self.cli("access", "list", self.s["id"])))
+
+    def test_deleting_one_of_two_rules_for_the_same_clients_keeps_the_other(self):
+        a, b = self.rule("10.1.0.0/24", "ro"), self.rule("10.1.0.9/24", "ro")
+        self.assertEqual({a["access_id"]: ACTIVE, b["access_id"]: ACTIVE},
+                         self.access([a, b], add=[a, b]))
+        self.assertEqual({}, self.access([a], delete=[b]))
+        self.assertEqual([("10.1.0.0/24", "ro")],
+                         [(r["to"], r["level"]) for r in self.cli("access", "list", self.s["id"])])
+
     def test_host_bits_and_plain_addresses_name_the_same_clients(self):
         a = self.rule("10.1.0.77/24")
         self.assertEqual({a["access_id"]: ACTIVE}, self.access([a], add=[a]))
