@@ -135,7 +135,18 @@ class Standins:
         open(os.path.join(self.state_dir, "calls.jsonl"), "w").close()
 
 
-class DriverTestCase(test.TestCase):
+class TestCase(test.TestCase):
+    """manila.test.TestCase, run by pytest."""
+
+    def tearDown(self):
+        # manila.test.TestCase drops every public attribute after a test, including the test
+        # method pytest put on the instance and removes itself afterwards.
+        keep = {k: v for k, v in self.__dict__.items() if k.startswith("test")}
+        super().tearDown()
+        self.__dict__.update(keep)
+
+
+class DriverTestCase(TestCase):
     """A driver on a fresh btrfs loop mount, with the real binary underneath."""
 
     backend = "local"
@@ -162,13 +173,6 @@ class DriverTestCase(test.TestCase):
         self.driver = self.make_driver()
         self.driver.do_setup(self.ctx)
         self.driver.check_for_setup_error()
-
-    def tearDown(self):
-        # manila.test.TestCase drops every public attribute after a test, including the test
-        # method pytest put on the instance and removes itself afterwards.
-        keep = {k: v for k, v in self.__dict__.items() if k.startswith("test")}
-        super().tearDown()
-        self.__dict__.update(keep)
 
     def driver_options(self):
         values = {
