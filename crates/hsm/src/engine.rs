@@ -335,7 +335,7 @@ impl HsmEngine {
             blocking(move || posix::capture_entry(&e)).await?
         };
         let abs = entry.abs.clone();
-        if meta.kind != EntryKind::File {
+        if meta.kind != EntryKind::File && !key.as_ref().is_empty() {
             // A directory or symlink now where a file was: that file, renamed, may pin the
             // version at this key.
             self.store.preserve(&key, None).await?;
