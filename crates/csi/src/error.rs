@@ -14,6 +14,7 @@
 //!   ([`UNSUPPORTED`]): the request asks for something this driver will never do.
 
 use backend::BackendError;
+use backend::mount::FsCallError;
 use share::ShareError;
 use thiserror::Error;
 use tonic::{Code, Status};
@@ -63,6 +64,18 @@ pub enum CsiError {
     Transport(#[from] tonic::transport::Error),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+impl From<FsCallError> for CsiError {
+    fn from(error: FsCallError) -> Self {
+        match error {
+            FsCallError::TimedOut { .. } => Self::Timeout(error.to_string()),
+            FsCallError::Hung { .. } | FsCallError::Busy { .. } => {
+                Self::Unavailable(error.to_string())
+            }
+            FsCallError::Lost { .. } => Self::Internal(error.to_string()),
+        }
+    }
 }
 
 impl CsiError {

@@ -49,6 +49,7 @@ pub async fn run(args: CsiArgs, config: &std::path::Path) -> Result<()> {
             name: args.driver_name.clone(),
             node_id,
             mode: args.mode,
+            fs_timeout: args.fs_timeout(),
         },
     );
     server::serve(
