@@ -407,7 +407,8 @@ impl ShareService {
             let mut record = self.ready_record(name).await?;
             let dir = self.layout.share_dir(name);
             if new_size < record.size_bytes {
-                let report = self.fs.quota(&dir, record.project_id).await?;
+                // Current numbers, not the cheap (possibly a little stale) stats ones.
+                let report = self.fs.quota_now(&dir, record.project_id).await?;
                 if report.usage.used_bytes > new_size {
                     return Err(ShareError::ShrinkBelowUsage {
                         share: name.to_string(),
