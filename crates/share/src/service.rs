@@ -168,15 +168,16 @@ impl ShareService {
 
     async fn lock(&self, name: &ShareName) -> Result<Held> {
         self.locks
-            .acquire(self.fs(), name.as_str(), self.layout.lock(name.as_str())?)
+            .acquire(&self.fs, name.as_str(), self.layout.lock(name.as_str())?)
             .await
     }
 
-    /// Runs `f` under the share's lock, releasing it whatever `f` returns.
+    /// Runs `f` under the share's lock, releasing it whatever `f` returns (and, should this
+    /// future be dropped midway, from the lock's `Drop`).
     async fn locked<T>(&self, name: &ShareName, f: impl AsyncFnOnce() -> Result<T>) -> Result<T> {
         let held = self.lock(name).await?;
         let result = f().await;
-        let released = held.release(self.fs()).await;
+        let released = held.release().await;
         let value = result?;
         released?;
         Ok(value)
@@ -516,7 +517,7 @@ impl ShareService {
         )?;
         let held = self
             .locks
-            .acquire(self.fs(), NODEMAP_LOCK, self.layout.lock(NODEMAP_LOCK)?)
+            .acquire(&self.fs, NODEMAP_LOCK, self.layout.lock(NODEMAP_LOCK)?)
             .await?;
         let result = async {
             let live = self.fs.nodemaps().await?;
@@ -530,7 +531,7 @@ impl ShareService {
             Ok(changes)
         }
         .await;
-        held.release(self.fs()).await?;
+        held.release().await?;
         result
     }
 
