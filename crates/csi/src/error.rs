@@ -116,7 +116,7 @@ fn share_code(error: &ShareError) -> Code {
         ShareError::ProjectIdsInUse { .. } | ShareError::AccessConflict { .. } => {
             Code::FailedPrecondition
         }
-        ShareError::Busy { .. } => Code::Aborted,
+        ShareError::Busy { .. } | ShareError::InProgress { .. } => Code::Aborted,
         ShareError::Config(_) => Code::Internal,
         ShareError::Backend(e) => backend_code(e),
     }

@@ -267,12 +267,12 @@ impl ShareService {
     async fn ready_record(&self, name: &ShareName) -> Result<Record> {
         match self.read_record(name).await? {
             Some(r) if r.state == ShareState::Ready => Ok(r),
-            Some(r) => Err(ShareError::Conflict {
+            Some(r) => Err(ShareError::InProgress {
                 share: name.to_string(),
-                message: format!(
-                    "it is {:?}; retry the interrupted operation or run ensure",
-                    r.state
-                ),
+                state: serde_json::to_value(r.state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_else(|| format!("{:?}", r.state)),
             }),
             None => Err(ShareError::NotFound {
                 share: name.to_string(),
