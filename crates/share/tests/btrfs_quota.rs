@@ -119,8 +119,29 @@ async fn a_tenants_nested_subvolume_counts_against_the_share_and_is_deleted_with
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    // Stats (kubelet's NodeGetVolumeStats, `share show`) put them under the share's limit.
+    // Before anything adopts them, a write into one is not refused (the window until the
+    // next stats call or ensure)...
+    let early = dir.join("x/early");
+    let out = as_tenant(&[
+        "dd",
+        "if=/dev/zero",
+        &format!("of={}", early.display()),
+        "bs=1M",
+        "count=3",
+        "conv=fsync",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    sync_fs(&root.root);
+    // ...stats (kubelet's NodeGetVolumeStats, `share show`) put them under the share's
+    // limit, and what was written counts from then on.
     svc.usage(&name).await.unwrap();
+    sync_fs(&root.root);
+    let usage = svc.usage(&name).await.unwrap();
+    assert!(usage.used_bytes >= 3 * MIB, "{usage:?}");
     // One more, after the stats call, so not yet under the group: delete removes it too.
     let out = as_tenant(&[
         "btrfs",
@@ -153,8 +174,8 @@ async fn a_tenants_nested_subvolume_counts_against_the_share_and_is_deleted_with
     assert!(stderr.contains("Disk quota exceeded"), "{stderr}");
     let written = std::fs::metadata(&fill).unwrap().len();
     assert!(
-        written <= 10 * MIB,
-        "wrote {written} bytes past a 10 MiB limit"
+        written + 3 * MIB <= 10 * MIB,
+        "wrote {written} bytes (and 3 MiB before) past a 10 MiB limit"
     );
     // `share show` reports the real usage, the nested subvolumes' included.
     sync_fs(&root.root);
