@@ -311,7 +311,7 @@ mod tests {
     async fn a_held_lock_is_renewed_past_its_lease() {
         let dir = tempfile::tempdir().expect("tempdir");
         let fs = fs(dir.path()).await;
-        let lease = Duration::from_secs(2);
+        let lease = Duration::from_secs(4);
         let holder = Locks::with_timing(lease, Duration::from_secs(1));
         let other = Locks::with_timing(lease, Duration::from_secs(2));
         let held = holder
@@ -319,7 +319,7 @@ mod tests {
             .await
             .expect("lock");
         // Well past the lease: without renewal the other process would take it over.
-        tokio::time::sleep(Duration::from_secs(4)).await;
+        tokio::time::sleep(Duration::from_secs(7)).await;
         let err = other
             .acquire(&fs, "share", lock_dir())
             .await
