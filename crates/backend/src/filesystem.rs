@@ -196,7 +196,14 @@ pub trait Filesystem: Send + Sync + 'static {
     async fn set_project(&self, dir: &RelPath, id: ProjectId) -> Result<()>;
     async fn project_of(&self, dir: &RelPath) -> Result<Option<ProjectId>>;
     async fn set_quota(&self, dir: &RelPath, id: ProjectId, limits: &QuotaLimits) -> Result<()>;
+    /// Usage and limits, cheap enough for periodic stats: a backend may serve numbers a
+    /// little behind the writes (see its documentation for how far).
     async fn quota(&self, dir: &RelPath, id: ProjectId) -> Result<QuotaReport>;
+    /// [`Filesystem::quota`] as current as the backend can make it, at a cost (on btrfs, a
+    /// filesystem-wide commit and a fresh walk): for decisions such as refusing a shrink.
+    async fn quota_now(&self, dir: &RelPath, id: ProjectId) -> Result<QuotaReport> {
+        self.quota(dir, id).await
+    }
 
     // ---- nodemaps ----
     async fn nodemaps(&self) -> Result<NodemapState>;

@@ -9,6 +9,14 @@ use crate::error::CsiError;
 /// The driver name registered with Kubernetes (`CSIDriver.metadata.name`).
 pub const DEFAULT_DRIVER_NAME: &str = "lustre.csi.lustrekit.io";
 
+/// How long one blocking filesystem step on the node may take (seconds) before the call
+/// fails with DEADLINE_EXCEEDED; kubelet's own CSI call timeout is two minutes.
+pub const DEFAULT_FS_TIMEOUT_SECS: u64 = 10;
+
+/// [`DEFAULT_FS_TIMEOUT_SECS`] as a duration.
+pub const DEFAULT_FS_TIMEOUT: std::time::Duration =
+    std::time::Duration::from_secs(DEFAULT_FS_TIMEOUT_SECS);
+
 /// Which CSI services this process serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
@@ -50,6 +58,12 @@ pub struct CsiArgs {
     /// Where `/metrics` (Prometheus text) and `/healthz` are served; `off` disables them.
     #[arg(long, env = "CSI_METRICS_ADDRESS", default_value = "0.0.0.0:9810")]
     pub metrics_address: String,
+    /// Seconds one blocking filesystem step on the node (stat, statvfs, mkdir, rmdir of a
+    /// target) may take before the call fails; a dead server then costs one stuck thread,
+    /// not the node plugin.
+    #[arg(long, env = "CSI_FS_TIMEOUT", default_value_t = DEFAULT_FS_TIMEOUT_SECS,
+        value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub fs_timeout: u64,
 }
 
 impl CsiArgs {
@@ -67,6 +81,11 @@ impl CsiArgs {
                 .map(Some)
                 .map_err(|e| CsiError::Config(format!("--metrics-address {text:?}: {e}"))),
         }
+    }
+
+    /// `--fs-timeout` as a duration.
+    pub fn fs_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.fs_timeout)
     }
 
     /// The node ID: `--node-id`, or the host name.
@@ -153,6 +172,8 @@ mod tests {
         assert!(cli.csi.mode.node() && !cli.csi.mode.controller());
         assert_eq!(cli.csi.metrics_addr().unwrap(), None);
         assert_eq!(cli.csi.node_id().unwrap(), "n1");
+        assert_eq!(cli.csi.fs_timeout(), DEFAULT_FS_TIMEOUT);
         assert!(Cli::try_parse_from(["csi", "--mode", "both"]).is_err());
+        assert!(Cli::try_parse_from(["csi", "--fs-timeout", "0"]).is_err());
     }
 }

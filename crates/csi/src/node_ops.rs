@@ -1,11 +1,16 @@
 //! The node's filesystem steps, kept apart from the gRPC code: checking and making the target
 //! directory, telling whether a mount there is ours, and statvfs.
 //!
-//! All of these block, so callers run them on the blocking pool.
+//! All of these block, and any of them can hang on a dead server, so callers run them in
+//! [`backend::mount::FsCalls`] under a timeout. Whether a target is mounted is read from
+//! the mount table alone: nothing here stats a path that is (or may be) a mount point just
+//! to learn that.
 
 use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
+
+use backend::mount::{mount_table, top_mount};
 
 use crate::error::{CsiError, Result};
 
@@ -40,8 +45,38 @@ pub enum Target {
 
 /// Looks at the target without following a symlink there: a target that is itself a symlink
 /// is refused, wherever it points, since a mount would follow it out of kubelet's directory.
+///
+/// Mounted or not is decided from the mount table, under the target's path as given and
+/// under its parent's canonical path (mountinfo lists resolved paths). Only a target that is
+/// no mount point is stat'ed, so a dead server behind a mount there cannot block this.
 pub fn inspect(target: &Path) -> Result<Target> {
-    let meta = match std::fs::symlink_metadata(target) {
+    let table = mount_table()?;
+    let listed = |path: &Path| top_mount(&table, path).is_some();
+    if listed(target) {
+        return Ok(Target::Dir {
+            path: target.to_path_buf(),
+            mounted: true,
+        });
+    }
+    let (Some(parent), Some(name)) = (target.parent(), target.file_name()) else {
+        return Err(CsiError::invalid(format!(
+            "target path {} has no parent directory",
+            target.display()
+        )));
+    };
+    let parent = match std::fs::canonicalize(parent) {
+        Ok(parent) => parent,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Target::Absent),
+        Err(e) => return Err(e.into()),
+    };
+    let path = parent.join(name);
+    if listed(&path) {
+        return Ok(Target::Dir {
+            path,
+            mounted: true,
+        });
+    }
+    let meta = match std::fs::symlink_metadata(&path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Target::Absent),
         Err(e) => return Err(e.into()),
@@ -58,9 +93,10 @@ pub fn inspect(target: &Path) -> Result<Target> {
             target.display()
         )));
     }
-    let path = std::fs::canonicalize(target)?;
-    let mounted = backend::mount::is_mount_point(&path);
-    Ok(Target::Dir { path, mounted })
+    Ok(Target::Dir {
+        path,
+        mounted: false,
+    })
 }
 
 /// Makes the target directory (its parent must exist: the CO makes it). Returns its

@@ -1,5 +1,5 @@
-//! The Node service end to end: real bind mounts on the `local` backend (needs root; skipped
-//! otherwise).
+//! The Node service end to end: real bind mounts on the `local` backend (needs root: the
+//! tests are ignored unless run with `--include-ignored`).
 
 mod common;
 
@@ -31,19 +31,9 @@ fn unpublish_req(volume_id: &str, target: &Path) -> NodeUnpublishVolumeRequest {
     }
 }
 
-fn skip_unless_root() -> bool {
-    if !is_root() {
-        eprintln!("skipped: node tests need root for bind mounts");
-        return true;
-    }
-    false
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root (bind mounts)"]
 async fn publish_two_volumes_and_unpublish_one() {
-    if skip_unless_root() {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
     let pods = dir.path().join("pods");
@@ -151,10 +141,8 @@ async fn publish_two_volumes_and_unpublish_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root (bind mounts)"]
 async fn hostile_targets_static_volumes_and_missing_shares() {
-    if skip_unless_root() {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
     let pods = dir.path().join("pods");
@@ -315,10 +303,8 @@ async fn hostile_targets_static_volumes_and_missing_shares() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root (bind mounts)"]
 async fn stats_are_abnormal_over_quota() {
-    if skip_unless_root() {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
     let pods = dir.path().join("pods");
@@ -365,10 +351,8 @@ async fn stats_are_abnormal_over_quota() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root (bind mounts)"]
 async fn bind_mount_mode_reaches_the_node_and_bad_modes_are_refused() {
-    if skip_unless_root() {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
     let pods = dir.path().join("pods");

@@ -142,6 +142,7 @@ async fn the_socket_is_private_and_stale_sockets_are_replaced() {
             name: "x".into(),
             node_id: "n".into(),
             mode: Mode::All,
+            fs_timeout: csi::args::DEFAULT_FS_TIMEOUT,
         },
     );
     let err = csi::server::serve(driver, &socket, None, async {}, |_| {})
@@ -159,6 +160,7 @@ async fn the_socket_is_private_and_stale_sockets_are_replaced() {
             name: "x".into(),
             node_id: "n".into(),
             mode: Mode::All,
+            fs_timeout: csi::args::DEFAULT_FS_TIMEOUT,
         },
     );
     let err = csi::server::serve(driver, &socket, None, async {}, |_| {})

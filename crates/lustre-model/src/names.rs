@@ -94,7 +94,8 @@ impl NodemapName {
 }
 
 /// One user-supplied path component: non-empty, at most 255 bytes, no `/`, no NUL,
-/// no control characters, and not `.` or `..`.
+/// no control characters, not `.` or `..`, and no whitespace at either end (`" "` or
+/// `"a "` would make directories that look like another name, or like none).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct ShareName(String);
@@ -128,6 +129,20 @@ impl ShareName {
                 InvalidShareName,
                 s,
                 "control character {c:?} not allowed"
+            ));
+        }
+        if s.trim().is_empty() {
+            return Err(model_err!(
+                InvalidShareName,
+                s,
+                "must not be only whitespace"
+            ));
+        }
+        if s.trim() != s {
+            return Err(model_err!(
+                InvalidShareName,
+                s,
+                "must not start or end with whitespace"
             ));
         }
         Ok(ShareName(s.to_owned()))
@@ -301,6 +316,12 @@ mod tests {
         // 128 two-byte chars = 256 bytes
         assert!(ShareName::new(&"é".repeat(128)).is_err());
         assert!(ShareName::new("...").is_ok());
+        for bad in [" ", "   ", " a", "a ", "\u{a0}", "a\u{3000}", "\u{2003}b"] {
+            let e = ShareName::new(bad).unwrap_err().to_string();
+            assert!(e.contains("whitespace"), "{bad:?}: {e}");
+        }
+        assert!(RelPath::parse("shares/ ").is_err());
+        assert!(RelPath::parse("shares/a /b").is_err());
     }
 
     #[test]
@@ -355,6 +376,14 @@ mod tests {
         fn share_name_roundtrip(s in "[a-zA-Z0-9 ._-]{1,40}") {
             if let Ok(n) = ShareName::new(&s) {
                 prop_assert_eq!(n.to_string().parse::<ShareName>().unwrap(), n);
+            }
+        }
+
+        #[test]
+        fn share_names_never_start_or_end_with_whitespace(s in "\\PC{0,12}") {
+            if let Ok(n) = ShareName::new(&s) {
+                prop_assert_eq!(n.as_str().trim(), n.as_str());
+                prop_assert!(!n.as_str().is_empty());
             }
         }
 

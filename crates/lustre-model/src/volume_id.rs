@@ -225,8 +225,10 @@ mod tests {
     }
 
     #[test]
-    fn trailing_space_component_is_canonical() {
-        assert!("v1/fs/1/a%20".parse::<VolumeId>().is_ok());
+    fn inner_space_component_is_canonical() {
+        assert!("v1/fs/1/a%20b".parse::<VolumeId>().is_ok());
+        // Names never start or end with whitespace (ShareName), so neither do volume IDs.
+        assert!("v1/fs/1/a%20".parse::<VolumeId>().is_err());
     }
 
     proptest! {

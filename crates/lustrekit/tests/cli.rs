@@ -115,9 +115,29 @@ fn share_lifecycle_through_the_cli_with_json() {
 fn bad_input_gets_a_clear_error_code_and_creates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
-    let cases: [(&[&str], i32, &str); 8] = [
+    let cases: [(&[&str], i32, &str); 12] = [
         (
             &["share", "create", "a/b", "--size", "1M"],
+            2,
+            "invalid_argument",
+        ),
+        (
+            &["share", "create", " ", "--size", "1M"],
+            2,
+            "invalid_argument",
+        ),
+        (
+            &["share", "create", " lead", "--size", "1M"],
+            2,
+            "invalid_argument",
+        ),
+        (
+            &["share", "create", "trail\t", "--size", "1M"],
+            2,
+            "invalid_argument",
+        ),
+        (
+            &["share", "create", "trail ", "--size", "1M"],
             2,
             "invalid_argument",
         ),

@@ -29,6 +29,13 @@ pub enum ShareError {
     ProjectIdsInUse { range: String, in_use: String },
     #[error("share {share:?} is busy: another operation holds it")]
     Busy { share: String },
+    /// The share is still being created or deleted (by another call, or by one that was
+    /// interrupted and that the next create, delete or `ensure` finishes): retry later.
+    /// gRPC: ABORTED, never ALREADY_EXISTS.
+    #[error(
+        "share {share:?} is {state}: a create or delete is in progress or was interrupted; retry, or run ensure"
+    )]
+    InProgress { share: String, state: String },
     #[error(
         "access rule {rule} conflicts with nodemap {nodemap}: a client can be in one nodemap only"
     )]
@@ -55,7 +62,8 @@ impl ShareError {
             Self::ShrinkBelowUsage { .. } => "shrink_below_usage",
             Self::ProjectIdsExhausted { .. } => "project_ids_exhausted",
             Self::ProjectIdsInUse { .. } => "project_ids_in_use",
-            Self::Busy { .. } => "busy",
+            // Retry later, as for a held lock (exit 4 in the CLI).
+            Self::Busy { .. } | Self::InProgress { .. } => "busy",
             Self::AccessConflict { .. } => "access_conflict",
             Self::Config(_) => "config",
             Self::Backend(_) => "backend",

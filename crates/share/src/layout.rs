@@ -5,7 +5,7 @@
 //! <prefix>/<share>                       the shares
 //! <prefix>/.lustrekit/shares/<share>.json   one record per share
 //! <prefix>/.lustrekit/projects/<id>         project-ID claims (made with one mkdir)
-//! <prefix>/.lustrekit/locks/<share>         per-share locks (mkdir), stale after a lease
+//! <prefix>/.lustrekit/locks/<share>/<n>     per-share locks: generation n (mkdir), renewed
 //! <prefix>/.lustrekit/trash/<share>@<time>  trashed shares, and their .json records
 //! ```
 

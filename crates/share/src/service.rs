@@ -168,15 +168,16 @@ impl ShareService {
 
     async fn lock(&self, name: &ShareName) -> Result<Held> {
         self.locks
-            .acquire(self.fs(), name.as_str(), self.layout.lock(name.as_str())?)
+            .acquire(&self.fs, name.as_str(), self.layout.lock(name.as_str())?)
             .await
     }
 
-    /// Runs `f` under the share's lock, releasing it whatever `f` returns.
+    /// Runs `f` under the share's lock, releasing it whatever `f` returns (and, should this
+    /// future be dropped midway, from the lock's `Drop`).
     async fn locked<T>(&self, name: &ShareName, f: impl AsyncFnOnce() -> Result<T>) -> Result<T> {
         let held = self.lock(name).await?;
         let result = f().await;
-        let released = held.release(self.fs()).await;
+        let released = held.release().await;
         let value = result?;
         released?;
         Ok(value)
@@ -266,12 +267,12 @@ impl ShareService {
     async fn ready_record(&self, name: &ShareName) -> Result<Record> {
         match self.read_record(name).await? {
             Some(r) if r.state == ShareState::Ready => Ok(r),
-            Some(r) => Err(ShareError::Conflict {
+            Some(r) => Err(ShareError::InProgress {
                 share: name.to_string(),
-                message: format!(
-                    "it is {:?}; retry the interrupted operation or run ensure",
-                    r.state
-                ),
+                state: serde_json::to_value(r.state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_else(|| format!("{:?}", r.state)),
             }),
             None => Err(ShareError::NotFound {
                 share: name.to_string(),
@@ -407,7 +408,8 @@ impl ShareService {
             let mut record = self.ready_record(name).await?;
             let dir = self.layout.share_dir(name);
             if new_size < record.size_bytes {
-                let report = self.fs.quota(&dir, record.project_id).await?;
+                // Current numbers, not the cheap (possibly a little stale) stats ones.
+                let report = self.fs.quota_now(&dir, record.project_id).await?;
                 if report.usage.used_bytes > new_size {
                     return Err(ShareError::ShrinkBelowUsage {
                         share: name.to_string(),
@@ -515,7 +517,7 @@ impl ShareService {
         )?;
         let held = self
             .locks
-            .acquire(self.fs(), NODEMAP_LOCK, self.layout.lock(NODEMAP_LOCK)?)
+            .acquire(&self.fs, NODEMAP_LOCK, self.layout.lock(NODEMAP_LOCK)?)
             .await?;
         let result = async {
             let live = self.fs.nodemaps().await?;
@@ -529,7 +531,7 @@ impl ShareService {
             Ok(changes)
         }
         .await;
-        held.release(self.fs()).await?;
+        held.release().await?;
         result
     }
 

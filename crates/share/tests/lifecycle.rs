@@ -424,6 +424,14 @@ async fn a_create_interrupted_by_a_crash_is_finished_by_a_retry() {
         br#"{"name":"half","project_id":1500,"size_bytes":1048576,"inode_limit":null,"state":"creating","created_at":1}"#,
     )
     .unwrap();
+    // Until then, calls that need a ready share say it is in progress (gRPC ABORTED, so the
+    // sidecar retries), not that it exists with other parameters.
+    let err = svc.extend(&name("half"), 2 * MIB).await.unwrap_err();
+    assert!(
+        matches!(&err, ShareError::InProgress { state, .. } if state == "creating"),
+        "{err}"
+    );
+    assert_eq!(err.code(), "busy");
     let s = svc.create(req("half", MIB)).await.unwrap();
     assert_eq!(s.project_id.get(), 1500);
     assert_eq!(s.state, ShareState::Ready);

@@ -2,6 +2,10 @@
 //!
 //! - On btrfs, each share is a subvolume and its quota a qgroup limit on referenced bytes,
 //!   which the kernel enforces (EDQUOT). Quotas are switched on when the backend opens.
+//!   The limit sits on a level-1 qgroup per share (`1/<share subvolume ID>`) that holds the
+//!   share's subvolume and every subvolume a tenant creates below it (no privilege is needed
+//!   for `btrfs subvolume create`, and with full qgroups a new subvolume belongs to no
+//!   group). See [`Inner::adopt_nested`] for when they join and the window before.
 //! - Elsewhere, shares are plain directories; usage is measured by walking and limits are
 //!   advisory, and [`Capabilities`] says so.
 //! - The project ID and the requested limits live in xattrs on the share directory; nodemaps
@@ -17,6 +21,8 @@ mod usage;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use usage::{InodeCache, Lookup, Walked};
 
 use async_trait::async_trait;
 use lustre_model::{
@@ -52,6 +58,9 @@ struct Inner {
     root_fd: OwnedFd,
     btrfs: bool,
     quota_enforced: bool,
+    /// Inode counts of btrfs shares, whose bytes the kernel counts (elsewhere the walk is the
+    /// byte count too, and is done on every call so that usage is never stale).
+    inodes: Arc<InodeCache>,
 }
 
 fn io(path: impl AsRef<Path>, e: Errno) -> BackendError {
@@ -98,6 +107,7 @@ impl LocalBackend {
                 root_fd,
                 btrfs: is_btrfs,
                 quota_enforced,
+                inodes: Arc::default(),
             }),
         })
     }
@@ -148,6 +158,155 @@ impl Inner {
         }
         let st = nix::sys::stat::fstat(fd.as_fd()).map_err(|e| io(&self.root, e))?;
         Ok(st.st_ino == BTRFS_SUBVOLUME_INO)
+    }
+
+    /// Puts every subvolume below share subvolume `share_id` into the share's level-1
+    /// qgroup (and out of any other group a tenant named when creating it), so the share's
+    /// limit covers it. Returns whether a relation changed; when one did and the kernel
+    /// marked its numbers inconsistent (shared extents), starts a rescan.
+    ///
+    /// Called by `set_quota` (create, resize, `ensure`) and by every `quota()` (stats):
+    /// a subvolume a tenant creates is outside the limit until the next of those, which
+    /// for a mounted CSI volume is the kubelet's next NodeGetVolumeStats (every minute by
+    /// default). Writes into it before then are counted once it joins, so the share is
+    /// then over its limit and further writes fail, but they were not refused when made.
+    /// With full qgroups the kernel offers no way to make new subvolumes inherit a group
+    /// without the creator asking for it.
+    fn adopt_nested(&self, dir: &RelPath, share_id: u64, changed: bool) -> Result<()> {
+        let err = |e| io(dir.as_str(), e);
+        // The root's descriptor, not the share's: see `set_quota`.
+        let fd = &self.root_fd;
+        let group = btrfs::share_qgroup(share_id);
+        let mut changed = changed;
+        for (id, _) in btrfs::nested_subvolumes(fd.as_fd(), share_id).map_err(err)? {
+            let (parents, _) = btrfs::relations(fd.as_fd(), id).map_err(err)?;
+            if !parents.contains(&group) {
+                let joined = match btrfs::assign(fd.as_fd(), id, group, true) {
+                    Err(Errno::ENOENT) => {
+                        btrfs::create_qgroup(fd.as_fd(), id).map_err(err)?;
+                        btrfs::assign(fd.as_fd(), id, group, true).map_err(err)?
+                    }
+                    other => other.map_err(err)?,
+                };
+                tracing::info!(share = %dir, subvolume = id, "nested subvolume put under the share's quota");
+                changed |= joined;
+            }
+            for foreign in parents.into_iter().filter(|&p| p != group) {
+                tracing::warn!(share = %dir, subvolume = id, qgroup = foreign,
+                    "nested subvolume taken out of a qgroup that is not its share's");
+                changed |= btrfs::assign(fd.as_fd(), id, foreign, false).map_err(err)?;
+            }
+        }
+        if changed {
+            let status = btrfs::status(fd.as_fd()).map_err(err)?;
+            if status.inconsistent && !status.rescanning {
+                tracing::info!(share = %dir, "qgroup numbers inconsistent after a new relation; rescanning");
+                btrfs::start_rescan(fd.as_fd()).map_err(err)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Inode count (and walked bytes) of a share; on btrfs from the cache when it is fresh
+    /// enough, see [`usage::FRESH`] and [`usage::USABLE`].
+    fn walked(&self, fd: &OwnedFd, dir: &RelPath, cached: bool) -> Result<Walked> {
+        let st = nix::sys::stat::fstat(fd.as_fd()).map_err(|e| io(dir.as_str(), e))?;
+        let key = (st.st_dev, st.st_ino);
+        if cached {
+            match self.inodes.lookup(key) {
+                Lookup::Fresh(walked) => return Ok(walked),
+                Lookup::Stale { walked, refresh } => {
+                    if refresh {
+                        self.refresh_in_background(fd, dir, key);
+                    }
+                    return Ok(walked);
+                }
+                Lookup::Missing => {}
+            }
+        }
+        let dup = fd
+            .try_clone()
+            .map_err(|e| BackendError::io(dir.as_str(), e))?;
+        let walked = usage::walk(dup).map_err(|e| io(dir.as_str(), e))?;
+        if cached || self.btrfs {
+            self.inodes.put(key, walked);
+        }
+        Ok(walked)
+    }
+
+    fn refresh_in_background(&self, fd: &OwnedFd, dir: &RelPath, key: (u64, u64)) {
+        let cache = Arc::clone(&self.inodes);
+        let (Ok(dup), Ok(handle)) = (fd.try_clone(), tokio::runtime::Handle::try_current()) else {
+            cache.refreshed(key, None);
+            return;
+        };
+        let dir = dir.clone();
+        handle.spawn_blocking(move || match usage::walk(dup) {
+            Ok(walked) => cache.refreshed(key, Some(walked)),
+            Err(e) => {
+                tracing::warn!(share = %dir, error = %e, "background inode count failed");
+                cache.refreshed(key, None);
+            }
+        });
+    }
+
+    /// The quota report of one share. `exact` commits the running transaction first (a
+    /// filesystem-wide sync) and walks afresh; otherwise the btrfs numbers are those of the
+    /// last commit (at most one commit interval, 30 s by default, behind the writes) and the
+    /// inode count may be as old as [`usage::USABLE`].
+    fn report(&self, dir: &RelPath, exact: bool) -> Result<QuotaReport> {
+        let fd = self
+            .open_dir_opt(dir)?
+            .ok_or_else(|| BackendError::NotFound {
+                path: dir.as_str().to_string(),
+            })?;
+        let err = |e| io(dir.as_str(), e);
+        let mut limits = self.limits_of(&fd, dir)?;
+        let mut inaccurate = false;
+        let kernel = self.quota_enforced && self.is_subvolume(&fd)?;
+        let walked = self.walked(&fd, dir, kernel && !exact)?;
+        let mut used_bytes = walked.bytes;
+        if kernel {
+            let share_id = btrfs::subvolume_id(fd.as_fd()).map_err(err)?;
+            let group = btrfs::share_qgroup(share_id);
+            let has_group = btrfs::qgroup(fd.as_fd(), group).map_err(err)?.is_some();
+            if has_group {
+                self.adopt_nested(dir, share_id, false)?;
+            }
+            if exact {
+                btrfs::sync(fd.as_fd()).map_err(err)?;
+            }
+            let numbers = if has_group {
+                btrfs::qgroup(fd.as_fd(), group).map_err(err)?
+            } else {
+                btrfs::qgroup(fd.as_fd(), share_id).map_err(err)?
+            }
+            .unwrap_or_default();
+            used_bytes = numbers.referenced;
+            // Report the limit the kernel enforces on the whole share, so a lost limit (or
+            // a share from before the level-1 groups) shows as none and `ensure` repairs it.
+            limits.block_hard_bytes = if has_group {
+                numbers.max_referenced.unwrap_or(0)
+            } else {
+                0
+            };
+            let status = btrfs::status(fd.as_fd()).map_err(err)?;
+            inaccurate = status.inconsistent || status.rescanning;
+        }
+        let block_exceeded = limits.block_hard_bytes > 0 && used_bytes >= limits.block_hard_bytes;
+        let inode_exceeded = limits.inode_hard > 0 && walked.inodes >= limits.inode_hard;
+        Ok(QuotaReport {
+            usage: QuotaUsage {
+                used_bytes,
+                inodes: walked.inodes,
+            },
+            limits,
+            block_exceeded,
+            inode_exceeded,
+            block_grace: Grace::None,
+            inode_grace: Grace::None,
+            inaccurate,
+        })
     }
 
     fn limits_of(&self, fd: &OwnedFd, dir: &RelPath) -> Result<QuotaLimits> {
@@ -229,11 +388,14 @@ impl Filesystem for LocalBackend {
                 return Ok(false);
             };
             let subvolume = inner.is_subvolume(&fd)?;
-            drop(fd);
+            let st = nix::sys::stat::fstat(fd.as_fd()).map_err(|e| io(dir.as_str(), e))?;
+            inner.inodes.forget((st.st_dev, st.st_ino));
             let (parent, name) = beneath::open_parent(inner.root_fd.as_fd(), &dir)
                 .map_err(|e| io(dir.as_str(), e))?;
             if subvolume {
-                btrfs::destroy_subvolume(parent.as_fd(), name).map_err(|e| io(dir.as_str(), e))?;
+                let share_id = btrfs::subvolume_id(fd.as_fd()).map_err(|e| io(dir.as_str(), e))?;
+                drop(fd);
+                destroy_share_subvolume(inner, &parent, name, share_id, &dir)?;
             } else {
                 // The parent was opened beneath the root without symlinks, and remove_dir_all
                 // itself never follows symlinks.
@@ -406,7 +568,25 @@ impl Filesystem for LocalBackend {
                     )));
                 }
                 let hard = (limits.block_hard_bytes > 0).then_some(limits.block_hard_bytes);
-                btrfs::set_limit(fd.as_fd(), hard).map_err(|e| io(dir.as_str(), e))?;
+                let err = |e| io(dir.as_str(), e);
+                let share_id = btrfs::subvolume_id(fd.as_fd()).map_err(err)?;
+                let group = btrfs::share_qgroup(share_id);
+                // Every qgroup ioctl goes through the root's descriptor: its transaction
+                // reserves metadata in the fd's own subvolume, which for a full share would
+                // fail with EDQUOT, and a full share is when a resize is wanted.
+                let root = inner.root_fd.as_fd();
+                btrfs::create_qgroup(root, group).map_err(err)?;
+                let joined = match btrfs::assign(root, share_id, group, true) {
+                    Err(Errno::ENOENT) => {
+                        btrfs::create_qgroup(root, share_id).map_err(err)?;
+                        btrfs::assign(root, share_id, group, true).map_err(err)?
+                    }
+                    other => other.map_err(err)?,
+                };
+                inner.adopt_nested(&dir, share_id, joined)?;
+                // The share-wide limit, and the same on the share's own subvolume.
+                btrfs::set_limit(root, group, hard).map_err(err)?;
+                btrfs::set_limit(root, share_id, hard).map_err(err)?;
             }
             let json = serde_json::to_vec(&limits)
                 .map_err(|e| BackendError::InvalidState(format!("serialising limits: {e}")))?;
@@ -417,47 +597,12 @@ impl Filesystem for LocalBackend {
 
     async fn quota(&self, dir: &RelPath, _id: ProjectId) -> Result<QuotaReport> {
         let dir = dir.clone();
-        self.run(move |inner| {
-            let fd = inner
-                .open_dir_opt(&dir)?
-                .ok_or_else(|| BackendError::NotFound {
-                    path: dir.as_str().to_string(),
-                })?;
-            let mut limits = inner.limits_of(&fd, &dir)?;
-            let walked = usage::walk(
-                fd.try_clone()
-                    .map_err(|e| BackendError::io(dir.as_str(), e))?,
-            )
-            .map_err(|e| io(dir.as_str(), e))?;
-            let mut used_bytes = walked.bytes;
-            if inner.quota_enforced && inner.is_subvolume(&fd)? {
-                // The kernel's numbers are the ones it enforces; commit first so they are current.
-                btrfs::sync(fd.as_fd()).map_err(|e| io(dir.as_str(), e))?;
-                let subvol = btrfs::subvolume_id(fd.as_fd()).map_err(|e| io(dir.as_str(), e))?;
-                let group = btrfs::qgroup(fd.as_fd(), subvol)
-                    .map_err(|e| io(dir.as_str(), e))?
-                    .unwrap_or_default();
-                used_bytes = group.referenced;
-                // Report the limit the kernel enforces, so a lost limit shows as one.
-                limits.block_hard_bytes = group.max_referenced.unwrap_or(0);
-            }
-            let block_exceeded =
-                limits.block_hard_bytes > 0 && used_bytes >= limits.block_hard_bytes;
-            let inode_exceeded = limits.inode_hard > 0 && walked.inodes >= limits.inode_hard;
-            Ok(QuotaReport {
-                usage: QuotaUsage {
-                    used_bytes,
-                    inodes: walked.inodes,
-                },
-                limits,
-                block_exceeded,
-                inode_exceeded,
-                block_grace: Grace::None,
-                inode_grace: Grace::None,
-                inaccurate: false,
-            })
-        })
-        .await
+        self.run(move |inner| inner.report(&dir, false)).await
+    }
+
+    async fn quota_now(&self, dir: &RelPath, _id: ProjectId) -> Result<QuotaReport> {
+        let dir = dir.clone();
+        self.run(move |inner| inner.report(&dir, true)).await
     }
 
     async fn nodemaps(&self) -> Result<NodemapState> {
@@ -546,6 +691,81 @@ impl Filesystem for LocalBackend {
     async fn unmount(&self, target: &Path) -> Result<()> {
         unmount_cascade(target).await
     }
+}
+
+/// Destroys a share subvolume with every subvolume a tenant made below it (deepest first,
+/// each by ID, so no tenant-controlled path is resolved), then the share itself from its
+/// trusted parent, then the share's level-1 qgroup. A subvolume created between the listing
+/// and the destroy (ENOTEMPTY) makes it list again, a bounded number of times.
+///
+/// Destroying a nested subvolume changes a directory of the share, and the kernel reserves
+/// metadata for that against the share's (full) qgroup: on EDQUOT the share's limits are
+/// lifted, as the data is going anyway, and the destroy retried.
+fn destroy_share_subvolume(
+    inner: &Inner,
+    parent: &OwnedFd,
+    name: &str,
+    share_id: u64,
+    dir: &RelPath,
+) -> Result<()> {
+    const ATTEMPTS: usize = 5;
+    let err = |e| io(dir.as_str(), e);
+    let root = inner.root_fd.as_fd();
+    let mut lifted = false;
+    let mut lift = |why: Errno| -> Result<()> {
+        if lifted || why != Errno::EDQUOT || !inner.quota_enforced {
+            return Err(err(why));
+        }
+        tracing::info!(share = %dir, "share is full; lifting its limit to delete it");
+        btrfs::set_limit(root, btrfs::share_qgroup(share_id), None).map_err(err)?;
+        btrfs::set_limit(root, share_id, None).map_err(err)?;
+        lifted = true;
+        Ok(())
+    };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut nested = btrfs::nested_subvolumes(root, share_id).map_err(err)?;
+        nested.sort_by_key(|&(_, depth)| std::cmp::Reverse(depth));
+        let mut retry = false;
+        for (id, _) in nested {
+            match btrfs::destroy_subvolume_by_id(root, id) {
+                Ok(()) => {
+                    tracing::info!(share = %dir, subvolume = id, "nested subvolume destroyed")
+                }
+                Err(e) => {
+                    lift(e)?;
+                    retry = true;
+                    break;
+                }
+            }
+        }
+        if !retry {
+            match btrfs::destroy_subvolume(parent.as_fd(), name) {
+                Ok(()) => break,
+                Err(Errno::ENOTEMPTY) => {}
+                Err(e) => lift(e)?,
+            }
+        }
+        if attempt >= ATTEMPTS {
+            return Err(err(Errno::ENOTEMPTY));
+        }
+    }
+    if inner.quota_enforced {
+        // Best effort: a leftover empty qgroup limits nothing and costs a few bytes.
+        let group = btrfs::share_qgroup(share_id);
+        let root = inner.root_fd.as_fd();
+        let removed = btrfs::relations(root, group).and_then(|(_, members)| {
+            for member in members {
+                btrfs::assign(root, member, group, false)?;
+            }
+            btrfs::remove_qgroup(root, group)
+        });
+        if let Err(e) = removed {
+            tracing::warn!(share = %dir, qgroup = group, error = %e, "cannot remove the share's qgroup");
+        }
+    }
+    Ok(())
 }
 
 fn read_project(fd: &OwnedFd, dir: &RelPath) -> Result<Option<ProjectId>> {

@@ -6,7 +6,7 @@ mod node;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use share::ShareService;
 use tonic::{Response, Status};
@@ -28,6 +28,7 @@ pub struct Driver {
     pub(crate) name: String,
     pub(crate) node_id: String,
     pub(crate) mode: Mode,
+    pub(crate) fs_timeout: Duration,
 }
 
 /// How a [`Driver`] is set up, apart from its share service.
@@ -36,6 +37,9 @@ pub struct DriverOptions {
     pub name: String,
     pub node_id: String,
     pub mode: Mode,
+    /// How long one blocking filesystem step on the node (stat, statvfs, mkdir, rmdir of a
+    /// target) may take; see [`crate::args::DEFAULT_FS_TIMEOUT`].
+    pub fs_timeout: Duration,
 }
 
 impl Driver {
@@ -47,6 +51,7 @@ impl Driver {
             name: options.name,
             node_id: options.node_id,
             mode: options.mode,
+            fs_timeout: options.fs_timeout,
         })
     }
 
@@ -89,7 +94,8 @@ impl Driver {
                 match code {
                     tonic::Code::Internal
                     | tonic::Code::Unknown
-                    | tonic::Code::DeadlineExceeded => {
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::Unavailable => {
                         tracing::error!(method, subject, %error, ?elapsed, "failed")
                     }
                     _ => tracing::info!(method, subject, %error, code = ?code, ?elapsed, "refused"),

@@ -5,10 +5,18 @@
 //! client mount for `bind`; on `local`, a bind mount either way); NodeUnpublishVolume runs the
 //! backend's bounded unmount cascade, which on `lustre` also drops the shared client mount
 //! after its last bind. The target's own checks live in [`crate::node_ops`].
+//!
+//! A dead server behind a mount must not wedge the node: every step that touches a
+//! filesystem runs in [`FsCalls::global`] under the driver's `fs_timeout` (the unmount steps
+//! under the backend's own step timeout), whether a target is mounted is read from the mount
+//! table only, and a call that gives no answer fails with DEADLINE_EXCEEDED (UNAVAILABLE
+//! when the same call on that path is still stuck), which releases the volume's in-flight
+//! claim so that the CO's retries are not ABORTED forever.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use backend::mount::FsCalls;
 use backend::{BackendKind, MountMode, MountRequest};
 use lustre_model::VolumeId;
 use tonic::{Request, Response, Status};
@@ -26,12 +34,6 @@ pub const CAPABILITIES: &[rpc::Type] = &[rpc::Type::GetVolumeStats, rpc::Type::V
 
 pub struct NodeService {
     driver: Arc<Driver>,
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| CsiError::Internal(format!("blocking task failed: {e}")))?
 }
 
 /// Usage in CSI terms, and whether something is wrong.
@@ -125,6 +127,18 @@ impl NodeService {
         format!("volume:{volume_id}")
     }
 
+    /// Runs one blocking filesystem step (`op` on `path`) in the bounded pool.
+    async fn fs_call<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        path: &Path,
+        f: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        FsCalls::global()
+            .run(op, path, self.driver.fs_timeout, f)
+            .await?
+    }
+
     async fn publish(&self, req: NodePublishVolumeRequest) -> Result<NodePublishVolumeResponse> {
         if req.volume_id.is_empty() {
             return Err(CsiError::Missing("volume_id"));
@@ -164,7 +178,10 @@ impl NodeService {
         }
         let source = backend.host_path(&volume.path);
         let probe = target.clone();
-        let (target, created) = match blocking(move || node_ops::inspect(&probe)).await? {
+        let (target, created) = match self
+            .fs_call("inspect", &target, move || node_ops::inspect(&probe))
+            .await?
+        {
             Target::Dir {
                 path,
                 mounted: true,
@@ -184,7 +201,12 @@ impl NodeService {
                 mounted: true,
             } => {
                 let (s, t) = (source.clone(), path.clone());
-                return if blocking(move || node_ops::mount_matches(&s, &t, read_only)).await? {
+                return if self
+                    .fs_call("stat", &path, move || {
+                        node_ops::mount_matches(&s, &t, read_only)
+                    })
+                    .await?
+                {
                     Ok(NodePublishVolumeResponse {})
                 } else {
                     Err(CsiError::AlreadyExists(format!(
@@ -199,7 +221,10 @@ impl NodeService {
             } => (path, false),
             Target::Absent => {
                 let t = target.clone();
-                (blocking(move || node_ops::create_target(&t)).await?, true)
+                let made = self
+                    .fs_call("mkdir", &target, move || node_ops::create_target(&t))
+                    .await?;
+                (made, true)
             }
         };
         let request = MountRequest {
@@ -209,7 +234,9 @@ impl NodeService {
         if let Err(e) = backend.mount(&request).await {
             if created {
                 let t = target.clone();
-                let _ = blocking(move || node_ops::remove_target(&t)).await;
+                let _ = self
+                    .fs_call("rmdir", &target, move || node_ops::remove_target(&t))
+                    .await;
             }
             return Err(e.into());
         }
@@ -234,14 +261,22 @@ impl NodeService {
             .driver
             .inflight
             .claim([Self::volume_key(&req.volume_id)])?;
+        // Mounted or not comes from the mount table; only a target that is no mount point is
+        // stat'ed (see node_ops::inspect).
         let probe = target.clone();
-        let path: PathBuf = match blocking(move || node_ops::inspect(&probe)).await? {
+        let (path, mounted): (PathBuf, bool) = match self
+            .fs_call("inspect", &target, move || node_ops::inspect(&probe))
+            .await?
+        {
             Target::Absent => return Ok(NodeUnpublishVolumeResponse {}),
-            Target::Dir { path, .. } => path,
+            Target::Dir { path, mounted } => (path, mounted),
         };
-        self.driver.service.backend().unmount(&path).await?;
+        if mounted {
+            self.driver.service.backend().unmount(&path).await?;
+        }
         let p = path.clone();
-        blocking(move || node_ops::remove_target(&p)).await?;
+        self.fs_call("rmdir", &path, move || node_ops::remove_target(&p))
+            .await?;
         tracing::info!(volume_id = %req.volume_id, target = %path.display(), "volume unpublished");
         Ok(NodeUnpublishVolumeResponse {})
     }
@@ -255,12 +290,17 @@ impl NodeService {
         }
         let volume_path = PathBuf::from(&req.volume_path);
         let probe = volume_path.clone();
-        let fs = match blocking(move || match std::fs::symlink_metadata(&probe) {
-            Ok(_) => node_ops::fs_stats(&probe).map(Some),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
-        })
-        .await?
+        let fs = match self
+            .fs_call(
+                "statvfs",
+                &volume_path,
+                move || match std::fs::symlink_metadata(&probe) {
+                    Ok(_) => node_ops::fs_stats(&probe).map(Some),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(e.into()),
+                },
+            )
+            .await?
         {
             Some(fs) => fs,
             None => {

@@ -58,6 +58,17 @@ pub async fn connect(socket: &Path) -> Channel {
 
 impl Running {
     pub async fn start(root: &Path, socket: &Path, mode: Mode, metrics: bool) -> Running {
+        Self::start_with(root, socket, mode, metrics, csi::args::DEFAULT_FS_TIMEOUT).await
+    }
+
+    /// [`Running::start`] with the node's filesystem-step timeout of the caller's choice.
+    pub async fn start_with(
+        root: &Path,
+        socket: &Path,
+        mode: Mode,
+        metrics: bool,
+        fs_timeout: std::time::Duration,
+    ) -> Running {
         let service = service(root).await;
         let driver = Driver::new(
             service,
@@ -65,6 +76,7 @@ impl Running {
                 name: "test.csi.lustrekit.io".into(),
                 node_id: "node-1".into(),
                 mode,
+                fs_timeout,
             },
         );
         let (stop, stopped) = oneshot::channel::<()>();

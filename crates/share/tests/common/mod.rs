@@ -30,42 +30,42 @@ fn ok(cmd: &mut Command) -> bool {
     cmd.output().map(|o| o.status.success()).unwrap_or(false)
 }
 
-/// A btrfs loop mount, or `None` with the reason printed.
-pub fn btrfs_root(size_mib: u64) -> Option<TestRoot> {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIP: btrfs tests need root (loop devices, mount)");
-        return None;
-    }
-    if !ok(Command::new("mkfs.btrfs").arg("--version")) {
-        eprintln!("SKIP: mkfs.btrfs not installed (make test installs btrfs-progs)");
-        return None;
-    }
-    let dir = tempfile::tempdir().ok()?;
+/// A btrfs loop mount. Tests that call this are `#[ignore = "needs root ..."]`: when they
+/// run (`--include-ignored`, as CI does as root) and cannot have one, they fail with the
+/// reason rather than pass without testing anything.
+pub fn btrfs_root(size_mib: u64) -> TestRoot {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "btrfs tests need root (loop devices, mount); run them as root or leave them ignored"
+    );
+    assert!(
+        ok(Command::new("mkfs.btrfs").arg("--version")),
+        "mkfs.btrfs not installed (scripts/install-deps.sh installs btrfs-progs)"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
     let image = dir.path().join("fs.img");
     let root = dir.path().join("mnt");
-    std::fs::create_dir_all(&root).ok()?;
+    std::fs::create_dir_all(&root).expect("mkdir");
     std::fs::File::create(&image)
-        .ok()?
-        .set_len(size_mib << 20)
-        .ok()?;
-    if !ok(Command::new("mkfs.btrfs").arg("-q").arg(&image)) {
-        eprintln!("SKIP: mkfs.btrfs failed");
-        return None;
-    }
-    if !ok(Command::new("mount")
-        .arg("-o")
-        .arg("loop")
-        .arg(&image)
-        .arg(&root))
-    {
-        eprintln!("SKIP: cannot mount a loop device here");
-        return None;
-    }
-    Some(TestRoot {
+        .and_then(|f| f.set_len(size_mib << 20))
+        .expect("image file");
+    assert!(
+        ok(Command::new("mkfs.btrfs").arg("-q").arg(&image)),
+        "mkfs.btrfs failed"
+    );
+    assert!(
+        ok(Command::new("mount")
+            .arg("-o")
+            .arg("loop")
+            .arg(&image)
+            .arg(&root)),
+        "cannot mount a loop device here"
+    );
+    TestRoot {
         dir,
         root,
         mounted: true,
-    })
+    }
 }
 
 pub fn plain_root() -> TestRoot {
@@ -105,6 +105,19 @@ pub async fn local(root: &Path) -> Arc<dyn Filesystem> {
 
 pub async fn service(root: &Path) -> ShareService {
     ShareService::open(local(root).await, settings(1000, 1999))
+        .await
+        .expect("open service")
+}
+
+/// A service whose share directories belong to `uid`/`gid` (a tenant), mode 0770.
+pub async fn service_owned_by(root: &Path, uid: u32, gid: u32) -> ShareService {
+    let mut settings = settings(1000, 1999);
+    settings.dir = backend::DirSpec {
+        mode: 0o770,
+        uid,
+        gid,
+    };
+    ShareService::open(local(root).await, settings)
         .await
         .expect("open service")
 }
