@@ -366,16 +366,30 @@ class LustrekitShareDriver(driver.ShareDriver):
             to_allow = {c: wanted[c] for c in sorted((touched | deleted) & set(wanted))}
 
         after = None  # the share's rules as the last successful call left them
-        for cidr in to_deny:
-            after = self._call(share, self._client.deny, name, cidr)
-        for cidr, level in to_allow.items():
+
+        def allow(cidr):
+            nonlocal after
             try:
-                after = self._client.allow(name, cidr, level)
+                after = self._client.allow(name, cidr, to_allow[cidr])
+                return None
             except lk.LustrekitError as exc:
                 if exc.code not in (lk.INVALID_ARGUMENT, lk.ACCESS_CONFLICT):
                     raise self._fail(exc, share_id) from exc
-                for rule in owners[cidr]:
-                    error(rule, exc.message)
+                return exc
+
+        # Grants first, so a nodemap that keeps clients is never emptied and re-made in
+        # between; a grant refused for clients that a revoked rule still held is retried after
+        # the revocations.
+        failed = {cidr: exc for cidr in to_allow if (exc := allow(cidr)) is not None}
+        for cidr in to_deny:
+            after = self._call(share, self._client.deny, name, cidr)
+        if to_deny:
+            for cidr in [c for c, e in failed.items() if e.code == lk.ACCESS_CONFLICT]:
+                if allow(cidr) is None:
+                    del failed[cidr]
+        for cidr, exc in failed.items():
+            for rule in owners[cidr]:
+                error(rule, exc.message)
         # Rules on the share that Manila does not have (granted behind its back, or left by a
         # crash) are revoked too; every call above returned the full list, so this costs no
         # extra call.

@@ -360,6 +360,12 @@ class EnsureStatsTest(helpers.DriverTestCase):
         self.assertEqual("10.0.0.2@tcp:10.0.0.3@tcp:/testfs/manila_shares/" + s["id"],
                          other.create_share(self.ctx, s)[0]["path"])
 
+    def test_stats_without_lustrekit_are_unknown_not_an_exception(self):
+        self.driver._client.binary = os.path.join(self.fs.dir, "no-such-lustrekit")
+        stats = self.driver.get_share_stats(refresh=True)
+        self.assertEqual("unknown", stats["total_capacity_gb"])
+        self.assertEqual("unknown", stats["pools"][0]["free_capacity_gb"])
+
     def test_stats_are_one_pool_per_filesystem(self):
         for size in (1, 2):
             self.driver.create_share(self.ctx, self.share(size=size))
@@ -394,7 +400,8 @@ class ManageTest(helpers.DriverTestCase):
         self.assertEqual(2 * GIB, self.qgroup_limit(s))
         # Managed again under a new Manila ID, from its export location.
         again = self.managed(self.export(s["id"]))
-        result = self.driver.manage_existing(again, {})
+        # A size given by the admin is not taken over the share's own.
+        result = self.driver.manage_existing(again, {"size": 7})
         self.assertEqual({"size": 2, "export_locations": [
             {"path": self.export(s["id"]), "is_admin_only": False, "metadata": {}}]}, result)
         self.assertEqual(s["id"], self.driver.private_storage.get(again["id"], "lustrekit_share"))

@@ -59,6 +59,15 @@ class LustreSetupTest(LustreTestCase):
         self.assertIn("2.16", str(err))
         self.assertFalse(os.path.exists(os.path.join(self.fs.dir, "old.toml")))
 
+    def test_an_unreadable_or_unparseable_version_is_refused(self):
+        self.standins.edit(lambda s: s.update(version="garbage"))
+        self.assertRaises(exception.ShareBackendException, self.make_driver().do_setup, self.ctx)
+        self.standins.edit(lambda s: s["fail"].append(
+            {"tool": "lctl", "words": ["version"], "code": 1, "stderr": "error: invalid ioctl"}))
+        err = self.assertRaises(exception.ShareBackendException, self.make_driver().do_setup,
+                                self.ctx)
+        self.assertIn("invalid ioctl", str(err))
+
     def test_root_prj_enable_0_is_refused_when_root_is_not_squashed(self):
         targets = {f"osd-ldiskfs.{FS_NAME}-MDT0000.quota_slave.root_prj_enable": "1",
                    f"osd-ldiskfs.{FS_NAME}-OST0000.quota_slave.root_prj_enable": "0"}
@@ -129,6 +138,46 @@ class LustreShareTest(LustreTestCase):
         self.assertEqual(["project", "-p", "10001", "-s", f"MNT/{PREFIX}/{second['id']}"],
                          [a for a in lfs if "-p" in a and a[0] == "project"][0])
 
+    def test_a_failed_delete_is_finished_by_the_retry(self):
+        s = self.share()
+        self.driver.create_share(self.ctx, s)
+        self.standins.edit(lambda st: st["fail"].append(
+            {"tool": "lfs", "words": ["setquota", "-B", "0"], "code": 1,
+             "stderr": "lfs setquota: quotactl failed: Input/output error"}))
+        self.assertRaises(exception.ShareBackendException, self.driver.delete_share, self.ctx, s)
+        self.standins.edit(lambda st: st["fail"].clear())
+        self.driver.delete_share(self.ctx, s)  # Manila retries the delete
+        self.assertFalse(os.path.exists(self.share_dir(s)))
+        self.assertEqual(0, self.standins.state()["quotas"]["10000"]["-B"])
+        self.assertEqual([], self.cli("list"))
+
+    def test_an_exhausted_project_range_refuses_cleanly(self):
+        driver = self.make_driver(lustre_project_id_start=10000, lustre_project_id_end=10000)
+        driver.do_setup(self.ctx)
+        driver.create_share(self.ctx, self.share())
+        extra = self.share()
+        err = self.assertRaises(exception.ShareBackendException, driver.create_share, self.ctx,
+                                extra)
+        self.assertIn("exhausted", str(err))
+        self.assertFalse(os.path.exists(self.share_dir(extra)))
+
+    def test_quota_commands_use_the_mds_mount_point(self):
+        mds_view = os.path.join(self.fs.dir, "mds-view")
+        os.mkdir(mds_view)
+        helpers.run("mount", "--bind", self.mnt, mds_view)
+        self.addCleanup(helpers.run, "umount", mds_view)
+        driver = self.make_driver(lustre_mds_mount_point=mds_view)
+        driver.do_setup(self.ctx)
+        s = self.share()
+        self.standins.clear_calls()
+        # The export location still names the share by the filesystem, not a host path.
+        self.assertEqual(self.export(s["id"]), driver.create_share(self.ctx, s)[0]["path"])
+        driver.extend_share(s, 2)
+        setquota = [a for _, a in self.standins.calls("lfs") if a[0] == "setquota"]
+        self.assertEqual([mds_view, mds_view], [a[-1] for a in setquota])
+        self.assertIn(["project", "-p", "10000", "-s", f"{mds_view}/{PREFIX}/{s['id']}"],
+                      [a for _, a in self.standins.calls("lfs")])
+
     def test_stats_come_from_lfs_df(self):
         self.driver.create_share(self.ctx, self.share(size=2))
         self.standins.clear_calls()
@@ -196,6 +245,47 @@ class LustreAccessTest(LustreTestCase):
             ["nodemap_add_range", "--name", m, "--range", "10.2.0.7@tcp"],
         ], self.mutations())
 
+    def test_the_nid_type_is_the_network_of_every_range(self):
+        driver = self.make_driver(lustre_nid_type="o2ib3")
+        driver.do_setup(self.ctx)
+        rule = self.rule("192.168.4.0/23")
+        driver.update_access(self.ctx, self.s, [rule], [rule], [], [])
+        self.assertEqual(["nodemap_add_range", "--name", "lk10000rw", "--range",
+                          "192.168.[4-5].[0-255]@o2ib3"], self.mutations()[-1])
+
+    def test_adding_and_deleting_in_one_call(self):
+        a, b = self.rule("10.1.0.1"), self.rule("10.1.0.2")
+        self.access([a], add=[a])
+        self.standins.clear_calls()
+        self.assertEqual({b["access_id"]: ACTIVE}, self.access([b], add=[b], delete=[a]))
+        # The grant first: the map keeps a client throughout, never deleted and re-made.
+        self.assertEqual([
+            ["nodemap_add_range", "--name", "lk10000rw", "--range", "10.1.0.2@tcp"],
+            ["nodemap_del_range", "--name", "lk10000rw", "--range", "10.1.0.1@tcp"],
+        ], self.mutations())
+
+    def test_clients_moving_to_a_new_rule_in_one_call(self):
+        wide = self.rule("10.1.0.0/24", "rw")
+        self.access([wide], add=[wide])
+        # Replace the /24 read-write by one read-only host inside it: the grant is refused
+        # while the /24 holds the host, and applied once the /24 is revoked.
+        host = self.rule("10.1.0.5", "ro")
+        self.assertEqual({host["access_id"]: ACTIVE}, self.access([host], add=[host], delete=[wide]))
+        self.assertEqual([("10.1.0.5/32", "ro")],
+                         [(r["to"], r["level"]) for r in self.cli("access", "list", self.s["id"])])
+        self.assertNotIn("lk10000rw", self.lustre_nodemaps())
+
+    def test_recovery_with_one_bad_rule_applies_the_others(self):
+        def site(state):
+            state["nodemap"]["maps"]["site"] = {
+                "id": 90, "props": {}, "fileset": "/tenants/site",
+                "ranges": [{"id": 1, "start": "10.9.0.0@tcp", "end": "10.9.255.255@tcp"}]}
+        self.standins.edit(site)
+        good, clash = self.rule("10.1.0.0/24"), self.rule("10.9.0.0/24")
+        updates = self.access([good, clash])
+        self.assertEqual({good["access_id"]: ACTIVE, clash["access_id"]: ERROR}, updates)
+        self.assertEqual(["10.1.0.0/24"], [r["to"] for r in self.cli("access", "list", self.s["id"])])
+
     def test_activation_is_opt_in(self):
         driver = self.make_driver(lustrekit_activate_nodemaps=True)
         driver.do_setup(self.ctx)
@@ -222,7 +312,6 @@ class LustreAccessTest(LustreTestCase):
         self.access([a, c])
         ro = "lk10000ro"
         self.assertEqual([
-            ["nodemap_del_range", "--name", "lk10000rw", "--range", "10.2.0.[0-255]@tcp"],
             ["nodemap_add", ro],
             ["nodemap_set_fileset", "--name", ro, "--fileset", self.fileset],
             self.modify(ro, "deny_unknown", "1"),
@@ -232,6 +321,7 @@ class LustreAccessTest(LustreTestCase):
             self.modify(ro, "squash_gid", "65534"),
             self.modify(ro, "readonly_mount", "1"),
             ["nodemap_add_range", "--name", ro, "--range", "10.3.0.[0-255]@tcp"],
+            ["nodemap_del_range", "--name", "lk10000rw", "--range", "10.2.0.[0-255]@tcp"],
         ], self.mutations())
         maps = self.lustre_nodemaps()
         self.assertEqual([("10.1.0.0@tcp", "10.1.0.255@tcp")],
