@@ -42,6 +42,30 @@ pub struct Capabilities {
     pub restore_on_access: bool,
 }
 
+/// A release of a file in progress, as a restore-on-access daemon must know it (see
+/// [`Filesystem::hsm_release_watched`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseInProgress {
+    /// The releasing process and thread, as the releaser's pid namespace numbers them.
+    pub pid: i32,
+    pub tid: i32,
+    /// The releaser's pid namespace (the inode number of `/proc/self/ns/pid`); 0 if unknown.
+    pub pid_ns: u64,
+    /// When the release began (wall clock, ns since the Unix epoch).
+    pub started_ns: i64,
+    /// Whether the releaser still holds the file (its lock on it): `false` means the release
+    /// died midway, and the file must be treated as released.
+    pub releaser_alive: bool,
+}
+
+/// What a restore-on-access daemon asks about a file on every access.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HsmAccessState {
+    pub state: HsmState,
+    /// A release of the file in progress, if any.
+    pub releasing: Option<ReleaseInProgress>,
+}
+
 /// Ownership and mode of a new share directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DirSpec {
@@ -252,6 +276,25 @@ pub trait Filesystem: Send + Sync + 'static {
                 file.display()
             ),
         ))
+    }
+
+    /// [`Filesystem::hsm_release`] for a caller that made sure a restore-on-access daemon
+    /// watches the file's filesystem (its reads of released files are held by the daemon,
+    /// not by the filesystem). A backend whose exclusion of other processes during the
+    /// release would conflict with that daemon (the `local` backend's write lease against
+    /// the daemon's event descriptors) releases differently here, leaving the exclusion to
+    /// the daemon. The default is [`Filesystem::hsm_release`].
+    async fn hsm_release_watched(&self, file: &Path) -> Result<()> {
+        self.hsm_release(file).await
+    }
+    /// [`Filesystem::hsm_state`] with the release in progress on the file, if any: what a
+    /// restore-on-access daemon asks on every access. The default knows of no release in
+    /// progress.
+    async fn hsm_access_state(&self, file: &Path) -> Result<HsmAccessState> {
+        Ok(HsmAccessState {
+            state: self.hsm_state(file).await?,
+            releasing: None,
+        })
     }
 
     // ---- mounts (on the node) ----

@@ -16,6 +16,6 @@ pub mod mount;
 
 pub use error::{BackendError, Result};
 pub use filesystem::{
-    BackendKind, Capabilities, Capacity, DirInfo, DirSpec, Filesystem, MountMode, MountRequest,
-    NodemapChange, QuotaEnforcement,
+    BackendKind, Capabilities, Capacity, DirInfo, DirSpec, Filesystem, HsmAccessState, MountMode,
+    MountRequest, NodemapChange, QuotaEnforcement, ReleaseInProgress,
 };

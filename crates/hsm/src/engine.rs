@@ -606,9 +606,24 @@ impl HsmEngine {
                 ),
             ));
         }
+        // Where a restore daemon watches, the backend leaves the exclusion during the punch
+        // to it (a write lease across the punch would stall for the kernel's
+        // lease-break-time); the mode is kept until the release is done (see `guard`).
+        let mode = crate::guard::release_mode(
+            &self.backend.capabilities(),
+            self.cfg.allow_unguarded_release,
+            &abs,
+            Some(file.as_fd()),
+        )?;
         // The release takes a write lease, which our own open descriptor would refuse.
         drop((file, entry));
-        self.backend.hsm_release(&abs).await?;
+        match &mode {
+            crate::guard::ReleaseMode::Watched(_) => self.backend.hsm_release_watched(&abs).await?,
+            crate::guard::ReleaseMode::Kernel | crate::guard::ReleaseMode::Unguarded => {
+                self.backend.hsm_release(&abs).await?
+            }
+        }
+        drop(mode);
         let mut r = Self::report("release", &abs, &key, Outcome::Done, None);
         r.bytes = cur.size;
         Ok(r)

@@ -41,6 +41,16 @@
 //! run it under a supervisor that restarts it; and where a crash must not show zeros, run
 //! two daemons per filesystem: the survivor is asked next and restores.
 //!
+//! **Which release.** [`release_mode`] tells the engine how to release: where a daemon
+//! watches, the backend's [`backend::Filesystem::hsm_release_watched`], which leaves the
+//! exclusion of other processes during the punch to the daemon (see the `local` backend's
+//! HSM module doc: a write lease across the punch would stall every release for the kernel's
+//! `lease-break-time`); otherwise the plain release under a lease. A watched release holds a
+//! shared lock on `<run dir>/restore-release-<major>:<minor>.lock` from before its probe until
+//! it is done, and a daemon that stops drops its watch lock first, then waits (within its
+//! stop grace) until no such lock is held: a release that counted on a daemon never loses
+//! it midway to a clean stop. (A SIGKILL of the last daemon has the window described above.)
+//!
 //! The probe ([`watched`]) asks the kernel whether a write lock *could* be taken
 //! (`F_OFD_GETLK`), without taking one, so two concurrent probes never see each other as a
 //! daemon.
@@ -242,6 +252,65 @@ impl Drop for WatchLock {
     }
 }
 
+/// The lock file of releases that count on a daemon of the filesystem.
+pub fn release_lock_path(run_dir: &Path, key: FsKey) -> PathBuf {
+    run_dir.join(format!("restore-release-{key}.lock"))
+}
+
+/// The shared lock a release that counts on a watching daemon holds until it is done; a
+/// stopping daemon waits for it ([`releases_in_flight_in`]).
+#[derive(Debug)]
+pub struct ReleaseHold {
+    file: File,
+}
+
+impl ReleaseHold {
+    /// Takes a shared hold in `run_dir` (the file is made if it may be; a daemon makes it
+    /// when it starts, for releasers that may not write there).
+    pub fn take(run_dir: &Path, key: FsKey) -> io::Result<Self> {
+        let path = release_lock_path(run_dir, key);
+        let file = match open_lock_file(&path, true) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => open_lock_file(&path, false)?,
+            Err(e) if e.raw_os_error() == Some(libc::EROFS) => open_lock_file(&path, false)?,
+            Err(e) => return Err(e),
+        };
+        fcntl(
+            file.as_fd(),
+            FcntlArg::F_OFD_SETLK(&whole_file_lock(libc::F_RDLCK)),
+        )
+        .map_err(|e| io::Error::from_raw_os_error(e as i32))?;
+        Ok(Self { file })
+    }
+
+    /// Makes the lock file (a daemon, at its start).
+    pub fn prepare(run_dir: &Path, key: FsKey) -> io::Result<()> {
+        open_lock_file(&release_lock_path(run_dir, key), true).map(drop)
+    }
+}
+
+impl Drop for ReleaseHold {
+    fn drop(&mut self) {
+        let _ = fcntl(
+            self.file.as_fd(),
+            FcntlArg::F_OFD_SETLK(&whole_file_lock(libc::F_UNLCK)),
+        );
+    }
+}
+
+/// Whether some release that counts on a daemon of `key` is in progress. Takes no lock.
+pub fn releases_in_flight_in(run_dir: &Path, key: FsKey) -> io::Result<bool> {
+    let file = match open_lock_file(&release_lock_path(run_dir, key), false) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let mut fl = whole_file_lock(libc::F_WRLCK);
+    fcntl(file.as_fd(), FcntlArg::F_OFD_GETLK(&mut fl))
+        .map_err(|e| io::Error::from_raw_os_error(e as i32))?;
+    Ok(fl.l_type != libc::F_UNLCK as libc::c_short)
+}
+
 /// Whether some daemon holds the watch lock of `key` in `run_dir`. Takes no lock.
 pub fn watched_in(run_dir: &Path, key: FsKey) -> io::Result<bool> {
     let file = match open_lock_file(&lock_path(run_dir, key), false) {
@@ -273,26 +342,69 @@ pub fn watched_fd(fd: BorrowedFd<'_>) -> bool {
         .unwrap_or(false)
 }
 
-/// The check `release` makes before it frees anything: on a backend whose reads of released
-/// files are not held by the filesystem, a restore daemon must watch the file's filesystem,
-/// unless unguarded releases are allowed.
+/// How a release goes on (see the module doc).
+#[derive(Debug)]
+pub enum ReleaseMode {
+    /// The filesystem holds reads of released files (Lustre): the backend's plain release.
+    Kernel,
+    /// A restore daemon watches the file's filesystem: the backend's watched release, with
+    /// this hold kept until it is done (`None` when the hold could not be taken, which a
+    /// warning says).
+    Watched(Option<ReleaseHold>),
+    /// Nothing guards reads of the released file, as the caller allowed: the backend's
+    /// plain release.
+    Unguarded,
+}
+
+/// How a release must go on, or why it must not: on a backend whose reads of released files
+/// are not held by the filesystem, a restore daemon must watch the file's filesystem,
+/// unless unguarded releases are allowed. Keep the result until the release is done.
 /// `fd`, the open file when the caller has it, names the filesystem more surely than the
 /// path (whose directories a tenant may swap).
-pub fn check_release(
+pub fn release_mode(
     caps: &Capabilities,
     allow_unguarded: bool,
     path: &Path,
     fd: Option<BorrowedFd<'_>>,
-) -> Result<()> {
-    if allow_unguarded || ReadGuard::of(caps) == ReadGuard::Kernel {
-        return Ok(());
+) -> Result<ReleaseMode> {
+    if ReadGuard::of(caps) == ReadGuard::Kernel {
+        return Ok(ReleaseMode::Kernel);
     }
-    let watched = match fd {
-        Some(fd) => watched_fd(fd),
-        None => watched(path),
+    let key = match fd {
+        Some(fd) => fs_key_of_fd(fd),
+        None => fs_key_of_path(path),
     };
-    if watched {
-        return Ok(());
+    let run = run_dir();
+    let watched = match key {
+        Ok(key) => {
+            // The hold comes first: a daemon that stops after our probe then waits for us.
+            let hold = ReleaseHold::take(&run, key)
+                .map_err(|e| {
+                    tracing::debug!(path = %path.display(), error = %e, "no release hold");
+                })
+                .ok();
+            match watched_in(&run, key) {
+                Ok(true) => Some(hold),
+                Ok(false) => None,
+                Err(e) => {
+                    tracing::debug!(path = %path.display(), error = %e, "watch probe failed; counted as unwatched");
+                    None
+                }
+            }
+        }
+        Err(e) => {
+            tracing::debug!(path = %path.display(), error = %e, "watch probe failed; counted as unwatched");
+            None
+        }
+    };
+    if let Some(hold) = watched {
+        if hold.is_none() {
+            tracing::warn!(path = %path.display(), run_dir = %run.display(), "cannot hold the release lock: a daemon stopping now would not wait for this release");
+        }
+        return Ok(ReleaseMode::Watched(hold));
+    }
+    if allow_unguarded {
+        return Ok(ReleaseMode::Unguarded);
     }
     Err(HsmError::refused(
         path,
@@ -302,6 +414,16 @@ pub fn check_release(
             run_dir().display()
         ),
     ))
+}
+
+/// The check `release` makes before it frees anything ([`release_mode`], its result dropped).
+pub fn check_release(
+    caps: &Capabilities,
+    allow_unguarded: bool,
+    path: &Path,
+    fd: Option<BorrowedFd<'_>>,
+) -> Result<()> {
+    release_mode(caps, allow_unguarded, path, fd).map(drop)
 }
 
 /// Whether a file in this state is released with nothing guarding its reads.
@@ -360,6 +482,27 @@ mod tests {
         };
         let _c = WatchLock::acquire(dir.path(), other).expect("lock c");
         assert!(!watched_in(dir.path(), key).expect("probe"));
+    }
+
+    #[test]
+    fn release_holds_are_seen_by_daemons_and_never_look_like_one() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let key = FsKey {
+            major: 250,
+            minor: 9,
+        };
+        assert!(!releases_in_flight_in(dir.path(), key).expect("probe"));
+        let a = ReleaseHold::take(dir.path(), key).expect("hold a");
+        let b = ReleaseHold::take(dir.path(), key).expect("hold b");
+        assert!(releases_in_flight_in(dir.path(), key).expect("probe"));
+        assert!(
+            !watched_in(dir.path(), key).expect("probe"),
+            "a hold is no daemon"
+        );
+        drop(a);
+        assert!(releases_in_flight_in(dir.path(), key).expect("probe"));
+        drop(b);
+        assert!(!releases_in_flight_in(dir.path(), key).expect("probe"));
     }
 
     #[test]

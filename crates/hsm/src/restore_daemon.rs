@@ -3,11 +3,12 @@
 //! The daemon puts a filesystem mark for `FAN_PRE_ACCESS` (Linux 6.14+, ext4/btrfs/xfs) on
 //! the filesystem of the namespace root. The kernel then holds every read of a marked file
 //! until we answer:
-//! - a file outside the root, or one that is not released: `FAN_ALLOW` at once. We also
-//!   ask for an ignore mark on its inode (`FAN_MARK_IGNORE`, no `SURV_MODIFY`, so a
-//!   modification such as a release's hole punch drops it), but on the 6.18 kernel of this
-//!   workplace the kernel still sent later events for that inode, so each read chunk of a
-//!   present file costs one quick answer (a readlink and an xattr read);
+//! - a file outside the root, or one that is not released: `FAN_ALLOW` at once. Each read
+//!   chunk of a present file costs one quick answer (a readlink and an xattr read). We put
+//!   no ignore mark on the inode of a present file: a release relies on every access of the
+//!   file raising an event (below), and an ignore mark would let a write slip past it
+//!   between the release's intent and its punch. (On the 6.18 kernel of this workplace the
+//!   ignore marks we used to ask for did not stop later events anyway.)
 //! - a released file: its data is fetched with ranged GETs and written **in place** with
 //!   `pwrite` through the event's own descriptor (whose I/O raises no events), the checksum
 //!   verified, the stub's mtime put back and the state flipped to archived-and-present;
@@ -17,6 +18,27 @@
 //! - on an error, or when its state cannot be read: `FAN_DENY` with `EIO` (or a plain
 //!   `FAN_DENY` on kernels without deny errnos), logged, and the file stays released, so
 //!   the next read tries again.
+//! - a file **being released** (its HSM record carries a `releasing` marker: see the
+//!   `local` backend's HSM module doc for the whole protocol):
+//!   - the releaser's own access (its hole punch: the event's thread is the marker's, in
+//!     our pid namespace, and the releaser still holds its lock on the file): `FAN_ALLOW`
+//!     at once, no restore. The group reports thread IDs (`FAN_REPORT_TID`), so another
+//!     thread of the releasing process is not the releaser;
+//!   - anyone else's access (read, write, fallocate, truncate, mmap): held, the
+//!     record read again every [`RELEASE_POLL`], until the marker is gone; then as any
+//!     access (restored if released, allowed if the release was rolled back). A writer
+//!     mid-release thus writes into the restored file, never into one punched after its
+//!     write. Held at most [`DaemonConfig::restore_timeout`], then denied with `EBUSY`;
+//!   - a marker whose releaser no longer holds its lock (it died midway): the file is
+//!     treated as released and restored, never as present (the punch may have happened);
+//!   - a marker from another pid namespace, whose thread IDs we cannot compare: denied with
+//!     `EBUSY` at once while its releaser lives (its own punch included, so such a release
+//!     fails and puts the old record back: run releases in the daemon's pid namespace).
+//!
+//!   A release without a daemon keeps its write lease for the whole release instead. The
+//!   kernel opens an event's descriptor for us when we read the event, which breaks a
+//!   lease and waits out `lease-break-time` (45 s): that is why a watched release drops
+//!   its lease before it punches.
 //!
 //! # Bounds
 //! - **Restores**: at most [`DaemonConfig::restores`] at once. Several reads of one file
@@ -51,17 +73,16 @@
 //! drops the lock before it closes its group. Several daemons may watch one filesystem at
 //! once (each group is asked in turn): a restart starts the new daemon, then stops the old.
 //! On stop, a daemon serves on for up to [`DaemonConfig::stop_grace`] while restores are in
-//! flight, then stops reading, drops its lock, denies what it still holds, and closes.
+//! flight, drops its lock, serves on (within the same grace, at least
+//! [`MIN_RELEASE_WAIT`]) while releases that counted on a daemon are in flight
+//! ([`guard::releases_in_flight_in`]), then stops reading, denies what it still holds, and
+//! closes.
 //!
 //! # Known limitations
-//! - **Releasing while the daemon runs stalls.** The backend's release holds a write lease
-//!   (`F_SETLEASE`) while it punches the data out; the punch raises a pre-content event,
-//!   and the kernel's open of the event descriptor for us breaks that lease and waits for
-//!   the kernel's `lease-break-time` (45 s by default) before the release goes on (and the
-//!   daemon, seeing the release's intent, restores the file before letting the punch on).
-//!   Only that reader thread waits; the others go on. Since a release on `local` now needs a
-//!   daemon, this cost is every release's: the fix belongs to the release (drop the lease
-//!   when it is broken, or punch through a mount the daemon does not mark).
+//! - **An unguarded release racing a daemon's start** (`--unguarded`, probed before the
+//!   daemon watched) keeps its lease across the punch, and stalls for `lease-break-time`
+//!   once; the daemon then restores the file before the punch goes on, and the file ends
+//!   released all the same.
 //! - **Read-only mounts.** Event descriptors are opened read-write (the restore writes
 //!   through them), which the kernel cannot do for an access through a read-only mount of
 //!   the filesystem: such reads are denied (`EPERM`) while the daemon runs.
@@ -77,6 +98,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::{Notify, Semaphore, watch};
+
+use backend::{HsmAccessState, ReleaseInProgress};
 
 use crate::engine::HsmEngine;
 use crate::error::{HsmError, Result};
@@ -123,6 +146,10 @@ pub struct DaemonStats {
     pub read_errors: AtomicU64,
     /// The most events held at once.
     pub held_peak: AtomicU64,
+    /// Accesses of a releaser to the file it releases (its punch), allowed at once.
+    pub releaser_allowed: AtomicU64,
+    /// Other accesses held while a release was in progress.
+    pub held_for_release: AtomicU64,
 }
 
 /// The smallest number of slots a read is made with: a pre-content event (metadata and a
@@ -136,6 +163,12 @@ const READER_TICK_MS: i32 = 250;
 const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
 /// The most events held when the descriptor limit would allow more.
 const HELD_CEILING: usize = 16_384;
+/// How often the record of a file being released is read again while an access is held.
+pub const RELEASE_POLL: Duration = Duration::from_millis(20);
+/// On stop, the least time given to releases in flight.
+pub const MIN_RELEASE_WAIT: Duration = Duration::from_secs(5);
+/// `FAN_REPORT_TID`: events name the thread, not the process.
+const FAN_REPORT_TID: u32 = 0x0000_0100;
 
 /// A counting semaphore for the reader threads (plain threads, no runtime).
 struct Slots {
@@ -192,7 +225,10 @@ impl Slots {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verdict {
     Allow,
+    /// `EIO`.
     Deny,
+    /// `EBUSY`: the file is being released.
+    Busy,
 }
 
 /// The group, the events not answered yet, and the answers.
@@ -214,7 +250,19 @@ impl Responder {
     fn send(&self, group: &Group, fd: RawFd, v: Verdict) {
         let res = match v {
             Verdict::Allow => group.respond(fd, fan::FAN_ALLOW),
-            Verdict::Deny => {
+            Verdict::Busy if self.deny_errno.load(Ordering::Relaxed) => {
+                match group.respond(fd, fan::fan_deny_errno(libc::EBUSY)) {
+                    // A kernel that takes no EBUSY (or no deny errnos): as a plain denial.
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                        return self.send(group, fd, Verdict::Deny);
+                    }
+                    other => {
+                        self.stats.denied.fetch_add(1, Ordering::Relaxed);
+                        other
+                    }
+                }
+            }
+            Verdict::Deny | Verdict::Busy => {
                 self.stats.denied.fetch_add(1, Ordering::Relaxed);
                 if self.deny_errno.load(Ordering::Relaxed) {
                     match group.respond(fd, fan::fan_deny_errno(libc::EIO)) {
@@ -262,17 +310,6 @@ impl Responder {
         open.clear();
         if let Ok(mut g) = self.group.write() {
             g.take();
-        }
-    }
-
-    fn ignore(&self, fd: RawFd) {
-        let Some(g) = self.group() else { return };
-        if let Err(e) = g.mark_fd(
-            fan::FAN_MARK_ADD | fan::FAN_MARK_IGNORE,
-            fan::FAN_PRE_ACCESS,
-            fd,
-        ) {
-            tracing::debug!(error = %e, "ignore mark refused; later reads will ask again");
         }
     }
 }
@@ -329,6 +366,10 @@ impl Pending {
     fn deny(self) {
         self.answer(Verdict::Deny)
     }
+
+    fn busy(self) {
+        self.answer(Verdict::Busy)
+    }
 }
 
 impl Drop for Pending {
@@ -358,8 +399,35 @@ struct Shared {
     /// Readers stop reading.
     stop: AtomicBool,
     watch: Mutex<Option<WatchLock>>,
+    /// Where the watch and release locks live.
+    run_dir: PathBuf,
+    /// Our pid namespace (the inode number of `/proc/self/ns/pid`), 0 if unknown.
+    pid_ns: u64,
     /// Set (with the reason) when the daemon died.
     failed: watch::Sender<Option<String>>,
+}
+
+/// What an access needs.
+#[derive(Debug)]
+enum Access {
+    /// Nothing: allowed at once.
+    Allow,
+    /// The releaser's own access to the file it releases: allowed at once, no restore.
+    Releaser,
+    /// Someone else's access to a file being released: held until the release is done.
+    MidRelease(ReleaseInProgress),
+    /// A release from another pid namespace: denied while it lasts.
+    OtherNamespace(ReleaseInProgress),
+    /// Released (or a release died midway): restore this file (path, identity).
+    Restore(PathBuf, (u64, u64)),
+}
+
+/// The inode number of our pid namespace, 0 if it cannot be read.
+fn own_pid_ns() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/pid")
+        .map(|m| m.ino())
+        .unwrap_or(0)
 }
 
 /// A running restore-on-access daemon.
@@ -423,6 +491,7 @@ impl RestoreDaemon {
         let root = engine.config().root.clone();
         let group = Group::init(
             fan::FAN_CLASS_PRE_CONTENT
+                | FAN_REPORT_TID
                 | fan::FAN_CLOEXEC
                 | fan::FAN_NONBLOCK
                 | fan::FAN_UNLIMITED_QUEUE
@@ -449,7 +518,10 @@ impl RestoreDaemon {
         // The mark is in place: from now on reads are held, so we may say we watch.
         let run_dir = guard::run_dir();
         let lock = guard::fs_key_of_path(&root)
-            .and_then(|key| WatchLock::acquire(&run_dir, key))
+            .and_then(|key| {
+                guard::ReleaseHold::prepare(&run_dir, key)?;
+                WatchLock::acquire(&run_dir, key)
+            })
             .map_err(|e| {
                 HsmError::io(
                     &run_dir,
@@ -476,6 +548,8 @@ impl RestoreDaemon {
             in_flight_changed: Notify::new(),
             stop: AtomicBool::new(false),
             watch: Mutex::new(Some(lock)),
+            run_dir,
+            pid_ns: own_pid_ns(),
             failed: watch::channel(None).0,
         });
         let mut readers = Vec::new();
@@ -577,6 +651,26 @@ impl RestoreDaemon {
             let left = deadline.saturating_duration_since(Instant::now());
             let _ = tokio::time::timeout(left.min(Duration::from_millis(500)), notified).await;
         }
+        // No release may count on us from here; those that did finish first (their punch
+        // needs our answer, and a writer they hold must not be let go unwatched).
+        let lock = self.shared.watch.lock().ok().and_then(|mut w| w.take());
+        if let Some(lock) = lock {
+            let key = lock.key();
+            tracing::info!(lock = %lock.path().display(), why = "stopping", "restore daemon no longer watches");
+            drop(lock);
+            let until = deadline.max(Instant::now() + MIN_RELEASE_WAIT);
+            while !self.shared.stop.load(Ordering::Relaxed)
+                && guard::releases_in_flight_in(&self.shared.run_dir, key).unwrap_or(false)
+            {
+                if Instant::now() >= until {
+                    tracing::warn!(
+                        "releases still in flight at the end of the stop grace; stopping"
+                    );
+                    break;
+                }
+                tokio::time::sleep(RELEASE_POLL).await;
+            }
+        }
         self.shared.stop.store(true, Ordering::Relaxed);
         // Readers notice within a tick, unless the kernel holds one inside an open (a
         // lease break): then we go on without it; it exits when the open ends.
@@ -599,6 +693,8 @@ impl RestoreDaemon {
             read_errors = s.read_errors.load(Ordering::Relaxed),
             held_peak = s.held_peak.load(Ordering::Relaxed),
             held_cap = self.held_cap,
+            releaser_allowed = s.releaser_allowed.load(Ordering::Relaxed),
+            held_for_release = s.held_for_release.load(Ordering::Relaxed),
             "restore-on-access daemon stopped"
         );
     }
@@ -756,27 +852,76 @@ impl Shared {
         if p.mask & fan::FAN_PRE_ACCESS == 0 {
             return p.allow();
         }
-        let checked = tokio::time::timeout(CHECK_TIMEOUT, self.check(&p)).await;
-        let (path, id) = match checked {
-            Ok(Ok(Some(found))) => found,
-            Ok(Ok(None)) => {
-                self.resp
-                    .stats
-                    .allowed_at_once
-                    .fetch_add(1, Ordering::Relaxed);
-                self.resp.ignore(p.raw);
-                return p.allow();
-            }
-            Ok(Err(e)) => {
-                tracing::error!(pid = p.pid, error = %e, "cannot tell whether a read file is released; read denied (EIO)");
-                return p.deny();
-            }
-            Err(_) => {
-                tracing::error!(
-                    pid = p.pid,
-                    "checking a read file took over {CHECK_TIMEOUT:?}; read denied (EIO)"
-                );
-                return p.deny();
+        // Held while the file is being released by someone else, at most the restore
+        // timeout.
+        let hold_until = Instant::now() + self.restore_timeout;
+        let mut held = false;
+        let (path, id) = loop {
+            let checked = tokio::time::timeout(CHECK_TIMEOUT, self.check(&p)).await;
+            match checked {
+                Ok(Ok(Access::Allow)) => {
+                    self.resp
+                        .stats
+                        .allowed_at_once
+                        .fetch_add(1, Ordering::Relaxed);
+                    return p.allow();
+                }
+                Ok(Ok(Access::Releaser)) => {
+                    self.resp
+                        .stats
+                        .releaser_allowed
+                        .fetch_add(1, Ordering::Relaxed);
+                    return p.allow();
+                }
+                Ok(Ok(Access::MidRelease(r))) => {
+                    if !held {
+                        held = true;
+                        self.resp
+                            .stats
+                            .held_for_release
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(
+                            pid = p.pid,
+                            releaser = r.tid,
+                            "access held: the file is being released"
+                        );
+                    }
+                    if self.resp.group().is_none() {
+                        // Closed: the event was denied with the rest (this answer is none).
+                        return p.busy();
+                    }
+                    if Instant::now() >= hold_until {
+                        self.resp.stats.timed_out.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(
+                            pid = p.pid,
+                            releaser_pid = r.pid,
+                            releaser_tid = r.tid,
+                            "a release of the accessed file did not finish within the restore timeout; access denied (EBUSY)"
+                        );
+                        return p.busy();
+                    }
+                    tokio::time::sleep(RELEASE_POLL).await;
+                }
+                Ok(Ok(Access::OtherNamespace(r))) => {
+                    tracing::error!(
+                        pid = p.pid,
+                        releaser_pid = r.pid,
+                        "the accessed file is being released from another pid namespace, whose threads the daemon cannot tell apart; access denied (EBUSY): run releases in the daemon's pid namespace"
+                    );
+                    return p.busy();
+                }
+                Ok(Ok(Access::Restore(path, id))) => break (path, id),
+                Ok(Err(e)) => {
+                    tracing::error!(pid = p.pid, error = %e, "cannot tell whether a read file is released; read denied (EIO)");
+                    return p.deny();
+                }
+                Err(_) => {
+                    tracing::error!(
+                        pid = p.pid,
+                        "checking a read file took over {CHECK_TIMEOUT:?}; read denied (EIO)"
+                    );
+                    return p.deny();
+                }
             }
         };
         // One restore per inode; later readers wait for it.
@@ -811,7 +956,6 @@ impl Shared {
         match res {
             Ok(Ok(())) => {
                 self.resp.stats.restored.fetch_add(1, Ordering::Relaxed);
-                self.resp.ignore(p.raw);
                 p.allow();
                 for w in waiters {
                     w.allow();
@@ -835,9 +979,33 @@ impl Shared {
         }
     }
 
-    /// `None` when the read needs nothing; else the released file's path and identity.
-    async fn check(&self, p: &Pending) -> Result<Option<(PathBuf, (u64, u64))>> {
-        let Some(fd) = p.fd() else { return Ok(None) };
+    /// What an access needs (see the module doc).
+    fn judge(&self, p: &Pending, a: &HsmAccessState) -> Access {
+        match a.releasing {
+            None if !a.state.flags.released => Access::Allow,
+            None => Access::Restore(PathBuf::new(), (0, 0)),
+            Some(r) if !r.releaser_alive => {
+                tracing::warn!(
+                    releaser_pid = r.pid,
+                    started_ns = r.started_ns,
+                    "a release died midway; the file is treated as released"
+                );
+                Access::Restore(PathBuf::new(), (0, 0))
+            }
+            Some(r) if r.pid_ns != 0 && self.pid_ns != 0 && r.pid_ns != self.pid_ns => {
+                Access::OtherNamespace(r)
+            }
+            Some(r) if r.tid == p.pid => Access::Releaser,
+            Some(r) => Access::MidRelease(r),
+        }
+    }
+
+    /// What the access of an event needs; a restore names the released file's path and
+    /// identity.
+    async fn check(&self, p: &Pending) -> Result<Access> {
+        let Some(fd) = p.fd() else {
+            return Ok(Access::Allow);
+        };
         let raw = fd.as_raw_fd();
         // SAFETY: a zeroed stat is a valid out-buffer; fd is valid.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
@@ -848,7 +1016,7 @@ impl Shared {
             ));
         }
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-            return Ok(None);
+            return Ok(Access::Allow);
         }
         let id = (st.st_dev, st.st_ino);
         // The path may move under us (a rename): one more try on a fresh readlink.
@@ -856,16 +1024,24 @@ impl Shared {
         for _ in 0..2 {
             let path = match fan::fd_path(raw) {
                 Ok(p) if p.starts_with(&self.root) => p,
-                _ => return Ok(None),
+                _ => return Ok(Access::Allow),
             };
-            match self.engine.backend().hsm_state(&path).await {
-                Ok(s) if !s.flags.released => return Ok(None),
-                Ok(_) => {
-                    // The name must still be the file read (a rename or a swapped directory
-                    // could point it at another file, whose data we would write here).
+            match self.engine.backend().hsm_access_state(&path).await {
+                Ok(a) if a.releasing.is_none() && !a.state.flags.released => {
+                    return Ok(Access::Allow);
+                }
+                Ok(a) => {
+                    // The name must still be the file accessed (a rename or a swapped
+                    // directory could point it at another file, whose data we would write
+                    // here, or whose release we would take for this one's).
                     use std::os::unix::fs::MetadataExt;
                     match std::fs::symlink_metadata(&path) {
-                        Ok(m) if (m.dev(), m.ino()) == id => return Ok(Some((path, id))),
+                        Ok(m) if (m.dev(), m.ino()) == id => {
+                            return Ok(match self.judge(p, &a) {
+                                Access::Restore(..) => Access::Restore(path, id),
+                                other => other,
+                            });
+                        }
                         Ok(_) => {
                             last = Some(HsmError::refused(
                                 &path,

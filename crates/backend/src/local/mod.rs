@@ -15,6 +15,8 @@ pub mod beneath;
 mod btrfs;
 pub mod file_version;
 mod hsm;
+#[doc(hidden)]
+pub use hsm::test_hooks as hsm_test_hooks;
 mod nodemaps;
 mod usage;
 
@@ -657,6 +659,18 @@ impl Filesystem for LocalBackend {
     async fn hsm_release(&self, file: &Path) -> Result<()> {
         let file = file.to_path_buf();
         self.run(move |inner| hsm::hsm_release(&inner.hsm_root(), &file))
+            .await
+    }
+
+    async fn hsm_release_watched(&self, file: &Path) -> Result<()> {
+        let file = file.to_path_buf();
+        self.run(move |inner| hsm::hsm_release_watched(&inner.hsm_root(), &file))
+            .await
+    }
+
+    async fn hsm_access_state(&self, file: &Path) -> Result<crate::HsmAccessState> {
+        let file = file.to_path_buf();
+        self.run(move |inner| hsm::hsm_access_state(&inner.hsm_root(), &file))
             .await
     }
 
