@@ -559,7 +559,11 @@ async fn gc(common: &CommonArgs, args: &GcArgs, json: bool) -> anyhow::Result<()
     if json {
         print_json(&report)?;
     } else {
-        let verb = if report.dry_run { "would free" } else { "freed" };
+        let verb = if report.dry_run {
+            "would free"
+        } else {
+            "freed"
+        };
         println!(
             "gc: {} files scanned, {} versions pinned; {} versions aside: {} pinned, {} in grace; {verb} {} ({})",
             report.files_scanned,

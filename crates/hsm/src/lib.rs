@@ -27,10 +27,10 @@
 pub mod cli;
 pub mod copytool;
 pub mod engine;
-pub mod gc;
-pub mod guard;
 pub mod error;
 pub mod fanotify;
+pub mod gc;
+pub mod guard;
 pub mod import;
 pub mod meta;
 pub mod metrics;

@@ -564,7 +564,10 @@ impl ArchiveStore {
             Ok(()) => done.copied = true,
             Err(object_store::Error::AlreadyExists { .. }) => return Ok(done),
             // Stores without create-only copies: look, then copy.
-            Err(object_store::Error::NotImplemented { .. }) => {
+            Err(
+                object_store::Error::NotImplemented { .. }
+                | object_store::Error::NotSupported { .. },
+            ) => {
                 done.requests += 1;
                 if self.head(&aside).await?.is_none() {
                     self.inner

@@ -404,12 +404,9 @@ async fn restore<C: Coordinator>(
             (s, expected)
         }
         // A record from before pins names the key only; the object's own checksum is all
-        // there is to verify.
-        legacy => {
-            let key = match legacy {
-                Some(IndexRecord::Key(k)) => k,
-                _ => key_of_fid(coord, engine, &item.fid)?,
-            };
+        // there is to verify. No record at all: this copytool never finished an archive of
+        // the file, and guessing by its path could hand it another file's data.
+        Some(IndexRecord::Key(key)) => {
             let info = engine
                 .store()
                 .head(&key)
@@ -428,6 +425,12 @@ async fn restore<C: Coordinator>(
                 },
                 expected,
             )
+        }
+        None => {
+            return Err(HsmError::NoArchive {
+                store: engine.store().name().to_string(),
+                key: format!("{FID_INDEX_ROOT}/{}", fid_key(&item.fid)),
+            });
         }
     };
     let fd = {
