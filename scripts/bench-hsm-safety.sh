@@ -26,15 +26,21 @@ RUN="s$(date +%s)"
 command -v rclone >/dev/null || { echo "rclone is missing: apt-get install rclone" >&2; exit 1; }
 
 # --- the two movers ---------------------------------------------------------------------
-OLD_TREE="$TARGET/src-before"
-if [[ ! -d "$OLD_TREE" ]]; then
-    git worktree add --detach "$OLD_TREE" "$BEFORE" >&2
+mkdir -p "$TARGET"
+if [[ -n "${HSM_BEFORE_BIN:-}" ]]; then
+    cp "$HSM_BEFORE_BIN" "$TARGET/hsm-before"    # built earlier from $BEFORE
 else
-    git -C "$OLD_TREE" checkout -q --detach "$BEFORE"
+    OLD_TREE="$TARGET/src-before"
+    if [[ ! -d "$OLD_TREE" ]]; then
+        git worktree add --detach "$OLD_TREE" "$BEFORE" >&2
+    else
+        git -C "$OLD_TREE" checkout -q --detach "$BEFORE"
+    fi
+    echo "building hsm-cli before ($BEFORE) (release)" >&2
+    (cd "$OLD_TREE" && CARGO_TARGET_DIR="$TARGET" nice cargo build -q --release -p hsm --example hsm-cli)
+    cp "$TARGET/release/examples/hsm-cli" "$TARGET/hsm-before"
 fi
-echo "building hsm-cli before ($BEFORE) and after (release)" >&2
-(cd "$OLD_TREE" && CARGO_TARGET_DIR="$TARGET" nice cargo build -q --release -p hsm --example hsm-cli)
-cp "$TARGET/release/examples/hsm-cli" "$TARGET/hsm-before"
+echo "building hsm-cli after (release)" >&2
 CARGO_TARGET_DIR="$TARGET" nice cargo build -q --release -p hsm --example hsm-cli
 cp "$TARGET/release/examples/hsm-cli" "$TARGET/hsm-after"
 
