@@ -6,9 +6,11 @@
 #   scripts/bench-hsm-safety.sh BEFORE_COMMIT            # e.g. 695cdda
 #   BENCH_STORE=azurite BENCH_BIG=256M BENCH_SMALL=1000 scripts/bench-hsm-safety.sh 695cdda
 #
-# Both mover binaries are the `hsm-cli` example, built in release mode from a detached
-# worktree of BEFORE_COMMIT and from this checkout, sharing one target directory so the
-# dependencies build once. Prints a Markdown table (also benches/hsm-safety-latest.md).
+# Both movers are `lustrekit hsm`, built in release mode from a detached worktree of
+# BEFORE_COMMIT and from this checkout, sharing one target directory so the dependencies
+# build once. HSM_BEFORE_BIN may name a binary built earlier from BEFORE_COMMIT: a
+# `lustrekit`, or the `hsm-cli` example older trees had (the same flags without `hsm`).
+# Prints a Markdown table (also benches/hsm-safety-latest.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -36,13 +38,16 @@ else
     else
         git -C "$OLD_TREE" checkout -q --detach "$BEFORE"
     fi
-    echo "building hsm-cli before ($BEFORE) (release)" >&2
-    (cd "$OLD_TREE" && CARGO_TARGET_DIR="$TARGET" nice cargo build -q --release -p hsm --example hsm-cli)
-    cp "$TARGET/release/examples/hsm-cli" "$TARGET/hsm-before"
+    echo "building lustrekit before ($BEFORE) (release)" >&2
+    (cd "$OLD_TREE" && CARGO_TARGET_DIR="$TARGET" nice cargo build -q --release -p lustrekit --bin lustrekit)
+    cp "$TARGET/release/lustrekit" "$TARGET/hsm-before"
 fi
-echo "building hsm-cli after (release)" >&2
-CARGO_TARGET_DIR="$TARGET" nice cargo build -q --release -p hsm --example hsm-cli
-cp "$TARGET/release/examples/hsm-cli" "$TARGET/hsm-after"
+echo "building lustrekit after (release)" >&2
+CARGO_TARGET_DIR="$TARGET" nice cargo build -q --release -p lustrekit --bin lustrekit
+cp "$TARGET/release/lustrekit" "$TARGET/hsm-after"
+# Each mover's subcommand: `hsm` for `lustrekit`, none for an `hsm-cli` example.
+sub_of() { if "$TARGET/hsm-$1" hsm --help >/dev/null 2>&1; then echo hsm; fi; }
+declare -A SUB=([before]="$(sub_of before)" [after]="$(sub_of after)")
 
 # --- store ------------------------------------------------------------------------------
 if [[ $STORE == garage ]]; then
@@ -108,12 +113,12 @@ for round in $(seq "$ROUNDS"); do
                 rm -rf "$ns/$w"; sync
                 down=$(secs "${RCLONE[@]}" "$RREMOTE/rclone-$round/$w" "$ns/$w")
             else
-                bin="$TARGET/hsm-$tool"; s=$(spec "$tool-$round")
+                bin=("$TARGET/hsm-$tool" ${SUB[$tool]}); s=$(spec "$tool-$round")
                 unguarded=(); [[ $tool == after ]] && unguarded=(--unguarded)
-                up=$(secs "$bin" --no-progress --store "$s" --root "$ns" -j "$JOBS" archive -r "$ns/$w")
-                "$bin" --no-progress --store "$s" --root "$ns" -j "$JOBS" release "${unguarded[@]}" -r "$ns/$w" >/dev/null
+                up=$(secs "${bin[@]}" --no-progress --store "$s" --root "$ns" -j "$JOBS" archive -r "$ns/$w")
+                "${bin[@]}" --no-progress --store "$s" --root "$ns" -j "$JOBS" release "${unguarded[@]}" -r "$ns/$w" >/dev/null
                 sync
-                down=$(secs "$bin" --no-progress --store "$s" --root "$ns" -j "$JOBS" restore -r "$ns/$w")
+                down=$(secs "${bin[@]}" --no-progress --store "$s" --root "$ns" -j "$JOBS" restore -r "$ns/$w")
             fi
             T[$tool,$w,up]+="$up "; T[$tool,$w,down]+="$down "
             echo "  round $round $tool $w: up ${up}s down ${down}s" >&2

@@ -25,9 +25,9 @@ RUN="r$(date +%s)"
 command -v rclone >/dev/null || { echo "rclone is missing: apt-get install rclone" >&2; exit 1; }
 [[ -x /usr/bin/time ]] || { echo "/usr/bin/time is missing: apt-get install time" >&2; exit 1; }
 
-echo "building hsm-cli (release)" >&2
-nice cargo build -q --release -p hsm --example hsm-cli
-HSM="$ROOT/target/release/examples/hsm-cli"
+echo "building lustrekit (release)" >&2
+nice cargo build -q --release -p lustrekit --bin lustrekit
+HSM=("$ROOT/target/release/lustrekit" hsm)
 
 AZ_ENV=$(scripts/start-azurite.sh)
 eval "export $AZ_ENV"
@@ -108,17 +108,17 @@ for store in garage azurite; do
                 --azureblob-chunk-size 8M --azureblob-upload-concurrency 4)
     fi
     # The mover skips files it already archived: mark them dirty between stores.
-    "$HSM" --no-progress --store "$SPEC" --root "$WORK/ns" dirty -r "$WORK/ns" >/dev/null 2>&1 || true
+    "${HSM[@]}" --no-progress --store "$SPEC" --root "$WORK/ns" dirty -r "$WORK/ns" >/dev/null 2>&1 || true
 
     timed "$store-rclone-big" "${RCLONE[@]}" "$WORK/ns/big" "$RDST/big"
     R[$store,rclone,big]=$SECS; R[$store,rclone,big,rss]=$RSS_KB
-    timed "$store-hsm-big" "$HSM" --no-progress --store "$SPEC" --root "$WORK/ns" -j "$JOBS" \
+    timed "$store-hsm-big" "${HSM[@]}" --no-progress --store "$SPEC" --root "$WORK/ns" -j "$JOBS" \
         archive "$WORK/ns/big/big.bin"
     R[$store,hsm,big]=$SECS; R[$store,hsm,big,rss]=$RSS_KB
 
     timed "$store-rclone-small" "${RCLONE[@]}" "$WORK/ns/small" "$RDST/small"
     R[$store,rclone,small]=$SECS
-    timed "$store-hsm-small" "$HSM" --no-progress --store "$SPEC" --root "$WORK/ns" -j "$JOBS" \
+    timed "$store-hsm-small" "${HSM[@]}" --no-progress --store "$SPEC" --root "$WORK/ns" -j "$JOBS" \
         archive -r "$WORK/ns/small"
     R[$store,hsm,small]=$SECS
 done
@@ -136,7 +136,7 @@ for i in range(n):
     with open(os.path.join(sub, f"obj{i:07d}"), "wb") as f:
         f.write(b"x" * 100)
 PY
-timed import "$HSM" --no-progress --json --store "file://$IMP/store" --root "$IMP/ns" \
+timed import "${HSM[@]}" --no-progress --json --store "file://$IMP/store" --root "$IMP/ns" \
     import "$IMP/ns/imported"
 IMPORT_SECS=$SECS
 IMPORTED=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["files"])' "$WORK/out.import" 2>/dev/null || echo 0)

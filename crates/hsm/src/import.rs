@@ -58,7 +58,7 @@ use crate::meta::{EntryKind, FileMeta};
 use crate::posix;
 use crate::store::ObjectInfo;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum ConflictMode {
     #[default]

@@ -16,15 +16,14 @@
 //! - **import** turns a container or prefix into released stubs, reading every known
 //!   metadata dialect; **export** sends what is new or changed.
 //!
-//! Around it: [`cli`] (`lustrekit hsm ...`, entry point [`cli::run`]), [`policy`] (rules
-//! in TOML, `policy run|watch`), [`restore_daemon`] (restore on access with fanotify
-//! pre-content events; [`guard`] says what keeps a released file from reading as zeros) and
-//! [`copytool`] (the Lustre HSM coordinator's agent, through
-//! `liblustreapi` loaded at run time).
+//! Around it: [`policy`] (rules in TOML, `policy run|watch`), [`restore_daemon`] (restore
+//! on access with fanotify pre-content events; [`guard`] says what keeps a released file
+//! from reading as zeros) and [`copytool`] (the Lustre HSM coordinator's agent, through
+//! `liblustreapi` loaded at run time). The command line, `lustrekit hsm ...`, lives in the
+//! binary crate; this crate carries no clap, indicatif or anyhow.
 //!
 //! Entry point: [`HsmEngine`]. Every operation returns a serde-serialisable report.
 
-pub mod cli;
 pub mod copytool;
 pub mod engine;
 pub mod error;

@@ -7,7 +7,6 @@ mod common;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use clap::Parser;
 use common::*;
 use hsm::meta::{FileMeta, MetaMap};
 use hsm::{ConflictMode, EntryKind, HsmEngine, ImportOptions, ImportReport};
@@ -428,53 +427,4 @@ async fn a_device_node_where_a_stub_goes_is_refused() {
     assert!(std::os::unix::fs::FileTypeExt::is_char_device(
         &md.file_type()
     ));
-}
-
-#[derive(Parser)]
-struct Top {
-    #[command(subcommand)]
-    cmd: Cmd,
-}
-
-#[derive(clap::Subcommand)]
-enum Cmd {
-    Hsm(hsm::cli::HsmArgs),
-}
-
-#[test]
-fn the_command_line_has_the_safety_flags() {
-    let Cmd::Hsm(h) = Top::try_parse_from([
-        "lk",
-        "hsm",
-        "import",
-        "dir",
-        "--preserve-owner",
-        "--preserve-setid",
-        "--xattr-allow",
-        "security.selinux",
-        "--xattr-allow",
-        "trusted.",
-        "--uid",
-        "7",
-    ])
-    .expect("parse")
-    .cmd;
-    match h.command {
-        hsm::cli::HsmCommand::Import(i) => {
-            assert!(i.preserve_owner && i.preserve_setid);
-            assert_eq!(i.xattr_allow, vec!["security.selinux", "trusted."]);
-            assert_eq!((i.uid, i.gid), (Some(7), None));
-        }
-        _ => panic!("not import"),
-    }
-    let Cmd::Hsm(h) = Top::try_parse_from(["lk", "hsm", "import", "dir"])
-        .expect("parse")
-        .cmd;
-    match h.command {
-        hsm::cli::HsmCommand::Import(i) => {
-            assert!(!i.preserve_owner && !i.preserve_setid && i.xattr_allow.is_empty());
-            assert_eq!((i.uid, i.gid), (None, None));
-        }
-        _ => panic!("not import"),
-    }
 }

@@ -13,8 +13,8 @@
 //! - 2,000 concurrent readers against a daemon limited to 256 descriptors: every reader gets
 //!   the right bytes, the daemon never runs out of descriptors, the filesystem stays readable.
 //!
-//! The daemons under test run as child processes (the `hsm-cli` example, which is
-//! `lustrekit hsm`), so a descriptor limit or a SIGKILL hits only them.
+//! The daemons under test run as child processes (`lustrekit hsm`, the binary built by
+//! [`build_cli`]), so a descriptor limit or a SIGKILL hits only them.
 
 mod common;
 
@@ -101,21 +101,22 @@ async fn engine_at(ns: &Path, store_dir: &Path, unguarded: bool) -> Arc<HsmEngin
     Arc::new(HsmEngine::new(store, Arc::new(backend), cfg))
 }
 
+/// The `lustrekit` binary (in the target directory of this test), which [`build_cli`] builds.
 fn cli_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("exe");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    dir.join("examples/hsm-cli")
+    dir.join("lustrekit")
 }
 
 fn build_cli() {
     let st = Command::new(env!("CARGO"))
-        .args(["build", "-q", "-p", "hsm", "--example", "hsm-cli"])
+        .args(["build", "-q", "-p", "lustrekit", "--bin", "lustrekit"])
         .status()
         .expect("cargo build");
     assert!(st.success());
 }
 
-/// `hsm-cli restore-daemon` as a child process, its stderr collected.
+/// `lustrekit hsm restore-daemon` as a child process, its stderr collected.
 struct DaemonChild {
     child: tokio::process::Child,
     log: Arc<Mutex<Vec<String>>>,
@@ -126,7 +127,7 @@ impl DaemonChild {
     /// Starts a daemon and waits until it says it watches. `nofile` limits its descriptors.
     async fn start(store: &str, root: &Path, extra: &[&str], nofile: Option<u64>) -> Self {
         let mut cmd = tokio::process::Command::new(cli_bin());
-        cmd.args(["--no-progress", "--store", store, "--root"])
+        cmd.args(["hsm", "--no-progress", "--store", store, "--root"])
             .arg(root)
             .arg("restore-daemon")
             .args(extra)
@@ -151,7 +152,7 @@ impl DaemonChild {
                 });
             }
         }
-        let mut child = cmd.spawn().expect("spawn hsm-cli restore-daemon");
+        let mut child = cmd.spawn().expect("spawn lustrekit hsm restore-daemon");
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(Vec::new()));
         let line = Arc::new(tokio::sync::Notify::new());
@@ -320,11 +321,18 @@ async fn release_without_a_daemon_is_refused_and_state_names_the_risk() {
     let store = format!("file://{}", store_dir.display());
     let cli = |args: &[&str]| {
         Command::new(cli_bin())
-            .args(["--json", "--no-progress", "--store", &store, "--root"])
+            .args([
+                "hsm",
+                "--json",
+                "--no-progress",
+                "--store",
+                &store,
+                "--root",
+            ])
             .arg(&ns)
             .args(args)
             .output()
-            .expect("run hsm-cli")
+            .expect("run lustrekit hsm")
     };
     let gs = g.display().to_string();
     assert!(cli(&["archive", &gs]).status.success());
@@ -343,7 +351,7 @@ async fn release_without_a_daemon_is_refused_and_state_names_the_risk() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("state json");
     assert_eq!(v[0]["unguarded"], true, "{v}");
     let help = Command::new(cli_bin())
-        .args(["release", "--help"])
+        .args(["hsm", "release", "--help"])
         .output()
         .expect("help");
     let help = String::from_utf8_lossy(&help.stdout);

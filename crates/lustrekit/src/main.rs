@@ -3,6 +3,7 @@
 
 mod bench;
 mod demo;
+mod hsm_cmd;
 mod output;
 mod share_cmd;
 
@@ -43,7 +44,7 @@ enum Command {
     /// Serve the CSI driver (spec v1.12) on a unix socket.
     Csi(csi::CsiArgs),
     /// Tier files to object storage: archive, release, restore, import, export, policies.
-    Hsm(hsm::cli::HsmArgs),
+    Hsm(hsm_cmd::HsmArgs),
     /// Run the whole share lifecycle on the embedded local backend, with a report.
     Demo(demo::DemoArgs),
     /// Measurements behind the benchmark figures.
@@ -74,14 +75,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Share(args) => share_cmd::run(&cli.config, json, args).await,
             Command::Csi(args) => Ok(csi::run(args, &cli.config).await?),
-            Command::Hsm(mut args) => {
-                if args.common.backend_source == hsm::cli::BackendSource::Config {
-                    let config = share::Config::load(&cli.config)?;
-                    args.common.backend =
-                        hsm::cli::InjectedBackend(Some(config.open_backend().await?));
-                }
-                hsm::cli::run(args, json).await
-            }
+            Command::Hsm(args) => hsm_cmd::run(args, &cli.config, json).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Bench(args) => bench::run(args).await,
         }

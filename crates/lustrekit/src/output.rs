@@ -28,7 +28,7 @@ fn exit_code(code: &str) -> u8 {
 
 pub fn report_error(error: &anyhow::Error, json: bool) -> ExitCode {
     // A tree operation with some failed paths has printed its full report already.
-    if error.is::<hsm::cli::PartialFailure>() {
+    if error.is::<crate::hsm_cmd::PartialFailure>() {
         if !json {
             eprintln!("error: {error:#}");
         }
@@ -48,17 +48,26 @@ pub fn report_error(error: &anyhow::Error, json: bool) -> ExitCode {
     ExitCode::from(exit_code(code))
 }
 
+/// `1.5 GiB`: binary units up to PiB.
 pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    scaled(bytes, &["B", "KiB", "MiB", "GiB", "TiB", "PiB"])
+}
+
+/// [`human_bytes`] up to TiB, as the `hsm` reports print it.
+pub fn human_bytes_tib(bytes: u64) -> String {
+    scaled(bytes, &["B", "KiB", "MiB", "GiB", "TiB"])
+}
+
+fn scaled(bytes: u64, units: &[&str]) -> String {
     let mut value = bytes as f64;
     let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
+    while value >= 1024.0 && unit < units.len() - 1 {
         value /= 1024.0;
         unit += 1;
     }
     if unit == 0 {
         format!("{bytes} B")
     } else {
-        format!("{value:.1} {}", UNITS[unit])
+        format!("{value:.1} {}", units[unit])
     }
 }

@@ -49,9 +49,33 @@ impl TryFrom<SizeRepr> for Size {
     fn try_from(r: SizeRepr) -> std::result::Result<Self, String> {
         match r {
             SizeRepr::N(n) => Ok(Size(n)),
-            SizeRepr::S(s) => crate::cli::parse_size(&s).map(Size),
+            SizeRepr::S(s) => parse_size(&s).map(Size),
         }
     }
+}
+
+/// `8MiB`, `16k`, `2G`, `1000` → bytes (binary units).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}`: not a size (e.g. 8MiB, 512k, 1000)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        other => return Err(format!("`{s}`: unknown unit `{other}`")),
+    };
+    if !n.is_finite() || n < 0.0 {
+        return Err(format!("`{s}`: not a size"));
+    }
+    Ok((n * mult as f64) as u64)
 }
 
 impl From<Size> for u64 {
@@ -250,6 +274,16 @@ impl PolicyConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("8MiB"), Ok(8 << 20));
+        assert_eq!(parse_size("16k"), Ok(16 << 10));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert_eq!(parse_size("1.5G"), Ok(3 << 29));
+        assert!(parse_size("abc").is_err());
+        assert!(parse_size("5 parsecs").is_err());
+    }
 
     #[test]
     fn full_example_parses() {

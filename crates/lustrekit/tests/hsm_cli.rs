@@ -1,35 +1,45 @@
-//! The command line, run as a separate process (the `hsm-cli` example wraps `hsm::cli::run`
-//! exactly as the `lustrekit hsm` subcommand does): trees with `-r`, `--json` reports,
+//! `lustrekit hsm ...`, run as a separate process: trees with `-r`, `--json` reports,
 //! failures and `--max-errors`.
 
-mod common;
-
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use common::*;
-
-fn cli_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    dir.join("examples/hsm-cli")
+/// `lustrekit hsm`, ready for more arguments.
+fn lustrekit_hsm() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lustrekit"));
+    cmd.arg("hsm");
+    cmd
 }
 
-fn build() {
-    let st = Command::new(env!("CARGO"))
-        .args(["build", "-q", "-p", "hsm", "--example", "hsm-cli"])
-        .status()
-        .expect("cargo build");
-    assert!(st.success());
+/// Deterministic pseudo-random content.
+fn content(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn write(path: &Path, data: &[u8]) {
+    if let Some(p) = path.parent() {
+        std::fs::create_dir_all(p).expect("mkdir");
+    }
+    std::fs::write(path, data).expect("write");
 }
 
 fn hsm(store: &str, root: &Path, args: &[&str]) -> (i32, serde_json::Value, String) {
-    let out = Command::new(cli_bin())
+    let out = lustrekit_hsm()
         .args(["--json", "--no-progress", "--store", store, "--root"])
         .arg(root)
         .args(args)
         .output()
-        .expect("run hsm-cli");
+        .expect("run lustrekit hsm");
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     let v = serde_json::from_str(&stdout)
@@ -39,7 +49,6 @@ fn hsm(store: &str, root: &Path, args: &[&str]) -> (i32, serde_json::Value, Stri
 
 #[test]
 fn trees_round_trip_with_json_reports() {
-    build();
     let tmp = tempfile::tempdir().expect("tmp");
     let ns = tmp.path().join("ns");
     let store = format!("file://{}", tmp.path().join("store").display());
@@ -83,7 +92,7 @@ fn trees_round_trip_with_json_reports() {
     }
 
     // A relative path on the command line is relative to the current directory.
-    let out = Command::new(cli_bin())
+    let out = lustrekit_hsm()
         .current_dir(ns.join("d0/sub"))
         .args(["--no-progress", "--store", &store, "--root"])
         .arg(&ns)
@@ -100,7 +109,6 @@ fn trees_round_trip_with_json_reports() {
 
 #[test]
 fn failures_exit_non_zero_and_max_errors_stops() {
-    build();
     let tmp = tempfile::tempdir().expect("tmp");
     let ns = tmp.path().join("ns");
     let store = format!("file://{}", tmp.path().join("store").display());
@@ -132,7 +140,7 @@ fn failures_exit_non_zero_and_max_errors_stops() {
     assert_eq!(v["stopped"], true);
     assert_eq!(v["failed"], 2, "{v}");
     // No store: a clear message.
-    let out = Command::new(cli_bin())
+    let out = lustrekit_hsm()
         .env_remove("LUSTREKIT_HSM_STORE")
         .args(["state", "x"])
         .output()
@@ -140,7 +148,7 @@ fn failures_exit_non_zero_and_max_errors_stops() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--store"));
     // A directory without -r.
-    let out = Command::new(cli_bin())
+    let out = lustrekit_hsm()
         .args(["--store", &store, "--root"])
         .arg(&ns)
         .args(["release", &dir])
@@ -151,7 +159,6 @@ fn failures_exit_non_zero_and_max_errors_stops() {
 
 #[test]
 fn import_and_export_from_the_command_line() {
-    build();
     let tmp = tempfile::tempdir().expect("tmp");
     let ns = tmp.path().join("ns");
     let store = format!("file://{}", tmp.path().join("store").display());
@@ -212,8 +219,7 @@ fn import_and_export_from_the_command_line() {
 
 #[test]
 fn copytool_without_liblustreapi_fails_plainly() {
-    build();
-    let out = Command::new(cli_bin())
+    let out = lustrekit_hsm()
         .args([
             "--store",
             "file:///tmp/unused-store",
