@@ -23,6 +23,7 @@ async fn main() {
     let run = async {
         let backend = backend::local::LocalBackend::open(&cfg.root).await?;
         let store = ArchiveStore::open(&args[2], &cfg.retry)?;
+        hsm::engine::ignore_lease_break_signal();
         let engine = HsmEngine::new(store, Arc::new(backend), cfg.clone());
         let path = PathBuf::from(&args[4]);
         let out = match args[1].as_str() {

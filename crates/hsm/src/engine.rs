@@ -132,8 +132,9 @@ pub struct HsmEngine {
 }
 
 impl HsmEngine {
+    /// The process's signal dispositions are the caller's: a process that releases or
+    /// restores calls [`ignore_lease_break_signal`] first.
     pub fn new(store: ArchiveStore, backend: Arc<dyn Filesystem>, cfg: EngineConfig) -> Self {
-        ignore_lease_break_signal();
         let mut cfg = cfg;
         cfg.part_size = cfg.part_size.max(64 << 10);
         cfg.concurrency = cfg.concurrency.max(1);
@@ -1264,6 +1265,10 @@ impl TreeReport {
 /// opening a file mid-release (or a fanotify listener opening an event fd) would kill the
 /// mover. Ignoring SIGIO keeps lease breaks working (the kernel still waits for us to let
 /// go, up to `lease-break-time`). A handler someone else installed is left alone.
+///
+/// It changes the whole process, so the library never calls it: the `lustrekit` binary
+/// does (its `hsm` commands and the demo), and so must any other program that uses an
+/// [`HsmEngine`] or runs a restore daemon.
 pub fn ignore_lease_break_signal() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {

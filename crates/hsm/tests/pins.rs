@@ -614,6 +614,7 @@ async fn store_requests_per_operation() {
         root: ns.clone(),
         ..small_cfg()
     };
+    hsm::engine::ignore_lease_break_signal();
     let e = HsmEngine::new(store, Arc::new(backend), cfg);
     let take = || {
         use std::sync::atomic::Ordering::Relaxed;

@@ -98,6 +98,7 @@ async fn engine_at(ns: &Path, store_dir: &Path, unguarded: bool) -> Arc<HsmEngin
     cfg.allow_unguarded_release = unguarded;
     let store =
         ArchiveStore::open(&format!("file://{}", store_dir.display()), &cfg.retry).expect("store");
+    hsm::engine::ignore_lease_break_signal();
     Arc::new(HsmEngine::new(store, Arc::new(backend), cfg))
 }
 
@@ -842,6 +843,7 @@ async fn a_dying_daemon_denies_what_it_holds_and_stops_watching() {
     let backend = LocalBackend::open(&ns).await.expect("backend");
     let mut cfg = small_cfg();
     cfg.root = backend.root().to_path_buf();
+    hsm::engine::ignore_lease_break_signal();
     let hanging = Arc::new(HsmEngine::new(
         ArchiveStore::open(&silent, &cfg.retry).expect("store"),
         Arc::new(backend),

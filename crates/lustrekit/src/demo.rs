@@ -397,6 +397,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             allow_unguarded_release: true,
             ..hsm::EngineConfig::default()
         };
+        hsm::engine::ignore_lease_break_signal();
         let engine = hsm::HsmEngine::new(store, Arc::clone(&demo_fs), config);
         let file = share_file(fs, &gamma, "more.bin")?;
         let before = s.usage(&gamma).await?.used_bytes;

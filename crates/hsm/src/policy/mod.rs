@@ -521,16 +521,16 @@ impl Policy {
                 Some(w)
             }
             (backend::BackendKind::Local, Err(why)) => {
-                let msg = format!(
-                    "fanotify is unavailable ({why}); falling back to a pass every {}s",
+                tracing::warn!(
+                    dir = %self.dir.display(),
+                    "policy watch: fanotify is unavailable ({why}); falling back to a pass every {}s",
                     interval.as_secs()
                 );
-                tracing::warn!("{msg}");
-                eprintln!("policy watch: {msg}");
                 None
             }
             (_, _) => {
-                eprintln!(
+                // Warn, not info: the default log level shows it, as the notice it is.
+                tracing::warn!(
                     "policy watch: change events are only watched on the local backend; a pass every {}s",
                     interval.as_secs()
                 );

@@ -69,6 +69,8 @@ pub async fn env_with(spec: &str, tmp: tempfile::TempDir, cfg: EngineConfig) -> 
     let mut cfg = cfg;
     cfg.root = ns.clone();
     let store = ArchiveStore::open(spec, &cfg.retry).expect("store");
+    // As the binary does: a lease break must not end the test process.
+    hsm::engine::ignore_lease_break_signal();
     Env {
         _tmp: tmp,
         ns,

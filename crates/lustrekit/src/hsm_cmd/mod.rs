@@ -27,6 +27,8 @@ use args::{BackendSource, CommonArgs, HsmCommand, InjectedBackend, PolicyCommand
 /// Runs `lustrekit hsm ...`; `config` is the configuration file, read only with
 /// `--backend config`.
 pub async fn run(args: HsmArgs, config: &Path, json: bool) -> anyhow::Result<()> {
+    // Release and restore hold leases; a lease break must not end the process (SIGIO).
+    hsm::engine::ignore_lease_break_signal();
     let mut common = args.common;
     if common.backend_source == BackendSource::Config {
         let config = share::Config::load(config)?;
