@@ -42,9 +42,13 @@ else
     (cd "$OLD_TREE" && CARGO_TARGET_DIR="$TARGET" nice cargo build -q --release -p lustrekit --bin lustrekit)
     cp "$TARGET/release/lustrekit" "$TARGET/hsm-before"
 fi
-echo "building lustrekit after (release)" >&2
-CARGO_TARGET_DIR="$TARGET" nice cargo build -q --release -p lustrekit --bin lustrekit
-cp "$TARGET/release/lustrekit" "$TARGET/hsm-after"
+if [[ -n "${HSM_AFTER_BIN:-}" ]]; then
+    cp "$HSM_AFTER_BIN" "$TARGET/hsm-after"    # built earlier
+else
+    echo "building lustrekit after (release)" >&2
+    CARGO_TARGET_DIR="$TARGET" nice cargo build -q --release -p lustrekit --bin lustrekit
+    cp "$TARGET/release/lustrekit" "$TARGET/hsm-after"
+fi
 # Each mover's subcommand: `hsm` for `lustrekit`, none for an `hsm-cli` example.
 sub_of() { if "$TARGET/hsm-$1" hsm --help >/dev/null 2>&1; then echo hsm; fi; }
 declare -A SUB=([before]="$(sub_of before)" [after]="$(sub_of after)")
