@@ -21,8 +21,10 @@ pub struct BenchArgs {
 enum BenchCommand {
     /// Create then delete COUNT shares on the local backend at ROOT.
     Shares {
+        /// The directory the local backend works in.
         #[arg(long)]
         root: PathBuf,
+        /// Shares created and deleted.
         #[arg(long, default_value_t = 1000)]
         count: u32,
         /// Shares created at once.
@@ -31,9 +33,12 @@ enum BenchCommand {
     },
     /// Parse a file of `lfs quota` or `lctl get_param nodemap.*` output many times.
     Parse {
+        /// What the file holds: `quota` (`lfs quota`) or `nodemap` (`lctl get_param nodemap.*`).
         #[arg(long)]
         kind: String,
+        /// The file of captured output.
         file: PathBuf,
+        /// Times the whole file is parsed.
         #[arg(long, default_value_t = 20)]
         rounds: u32,
     },

@@ -16,12 +16,24 @@ pub struct ShareArgs {
     command: ShareCommand,
 }
 
+/// What `<NAME>` says in the help of every share command.
+const NAME_HELP: &str =
+    "The share's name: one path component (no `/`, not `.` or `..`, at most 255 bytes)";
+
+/// What `--size` says in the help of `create`, `extend` and `shrink`.
+const SIZE_HELP: &str = "The size: bytes, or a number with a unit: K, M, G, T (or KiB, MiB, \
+GiB, TiB) are powers of 1024, KB, MB, GB, TB powers of 1000 (e.g. `10G`, `512MiB`)";
+
+/// What `--to` says in the help of `access allow` and `access deny`.
+const TO_HELP: &str = "The clients: an IP address or a CIDR (e.g. `10.0.0.0/24`)";
+
 #[derive(Subcommand)]
 enum ShareCommand {
     /// Create a share of SIZE (e.g. 10G); an existing identical share is returned as is.
     Create {
+        #[arg(help = NAME_HELP)]
         name: String,
-        #[arg(long, allow_hyphen_values = true)]
+        #[arg(long, allow_hyphen_values = true, help = SIZE_HELP)]
         size: String,
         /// Optional inode (file count) limit.
         #[arg(long)]
@@ -32,7 +44,9 @@ enum ShareCommand {
     },
     /// Delete a share (its quota, nodemaps and tree); with --trash, keep it restorable.
     Delete {
+        #[arg(help = NAME_HELP)]
         name: String,
+        /// Move it to the trash instead, restorable until its TTL passes.
         #[arg(long)]
         trash: bool,
         /// Hours the trashed share is kept (default from the config).
@@ -41,20 +55,25 @@ enum ShareCommand {
     },
     /// Grow a share to SIZE.
     Extend {
+        #[arg(help = NAME_HELP)]
         name: String,
-        #[arg(long, allow_hyphen_values = true)]
+        #[arg(long, allow_hyphen_values = true, help = SIZE_HELP)]
         size: String,
     },
     /// Shrink a share to SIZE; refused while it uses more.
     Shrink {
+        #[arg(help = NAME_HELP)]
         name: String,
-        #[arg(long, allow_hyphen_values = true)]
+        #[arg(long, allow_hyphen_values = true, help = SIZE_HELP)]
         size: String,
     },
     /// List shares.
     List,
     /// Show one share with its usage.
-    Show { name: String },
+    Show {
+        #[arg(help = NAME_HELP)]
+        name: String,
+    },
     /// Manage access rules (nodemaps).
     Access {
         #[command(subcommand)]
@@ -65,7 +84,10 @@ enum ShareCommand {
     /// Re-verify every share, repair missing quotas and nodemaps, purge expired trash.
     Ensure,
     /// Restore the most recently trashed share of NAME.
-    Restore { name: String },
+    Restore {
+        #[arg(help = NAME_HELP)]
+        name: String,
+    },
     /// The trash can.
     Trash {
         #[command(subcommand)]
@@ -77,20 +99,26 @@ enum ShareCommand {
 enum AccessCommand {
     /// Grant clients in TO (an IP or CIDR) read-write or read-only access.
     Allow {
+        #[arg(help = NAME_HELP)]
         name: String,
-        #[arg(long)]
+        #[arg(long, help = TO_HELP)]
         to: String,
+        /// The access: `rw` (read-write) or `ro` (read-only).
         #[arg(long, default_value = "rw")]
         level: String,
     },
     /// Revoke the rule for TO (a rule never granted is not an error).
     Deny {
+        #[arg(help = NAME_HELP)]
         name: String,
-        #[arg(long)]
+        #[arg(long, help = TO_HELP)]
         to: String,
     },
     /// List a share's rules.
-    List { name: String },
+    List {
+        #[arg(help = NAME_HELP)]
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
