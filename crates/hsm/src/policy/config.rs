@@ -11,7 +11,7 @@
 //! older_than_minutes = 60
 //! include = ["**/*.dat"]     # globs on the path below `path`; none = everything
 //! exclude = ["**/tmp/**"]    # exclude wins over include
-//! min_size = "1MiB"          # sizes: bytes, or a string with a unit
+//! min_size = "1MiB"          # sizes: bytes, or a string with a unit (G, GiB: 2^30; GB: 10^9)
 //! max_size = "100GiB"
 //!
 //! [release]                  # when usage passes high_watermark %, release the least
@@ -28,11 +28,13 @@
 use std::path::{Path, PathBuf};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
+use lustre_model::ByteSize;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{HsmError, Result};
 
-/// A byte size from TOML: an integer, or a string like `"10MiB"`.
+/// A byte size from TOML: an integer, or a string like `"10MiB"` read as
+/// [`lustre_model::ByteSize`] reads it (`G`, `GiB`: 2^30; `GB`: 10^9).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "SizeRepr", into = "u64")]
 pub struct Size(pub u64);
@@ -49,33 +51,12 @@ impl TryFrom<SizeRepr> for Size {
     fn try_from(r: SizeRepr) -> std::result::Result<Self, String> {
         match r {
             SizeRepr::N(n) => Ok(Size(n)),
-            SizeRepr::S(s) => parse_size(&s).map(Size),
+            SizeRepr::S(s) => s
+                .parse::<ByteSize>()
+                .map(|b| Size(b.bytes()))
+                .map_err(|e| e.to_string()),
         }
     }
-}
-
-/// `8MiB`, `16k`, `2G`, `1000` → bytes (binary units).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}`: not a size (e.g. 8MiB, 512k, 1000)"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        other => return Err(format!("`{s}`: unknown unit `{other}`")),
-    };
-    if !n.is_finite() || n < 0.0 {
-        return Err(format!("`{s}`: not a size"));
-    }
-    Ok((n * mult as f64) as u64)
 }
 
 impl From<Size> for u64 {
@@ -277,12 +258,23 @@ mod tests {
 
     #[test]
     fn sizes_parse() {
-        assert_eq!(parse_size("8MiB"), Ok(8 << 20));
-        assert_eq!(parse_size("16k"), Ok(16 << 10));
-        assert_eq!(parse_size("1000"), Ok(1000));
-        assert_eq!(parse_size("1.5G"), Ok(3 << 29));
-        assert!(parse_size("abc").is_err());
-        assert!(parse_size("5 parsecs").is_err());
+        let size = |text: &str| {
+            PolicyConfig::parse(&format!(
+                "[archive]\nolder_than_minutes = 1\nmin_size = {text}"
+            ))
+            .map(|c| c.archive.and_then(|a| a.min_size))
+        };
+        assert_eq!(size("\"8MiB\"").expect("8MiB"), Some(Size(8 << 20)));
+        assert_eq!(size("\"16k\"").expect("16k"), Some(Size(16 << 10)));
+        assert_eq!(size("\"1000\"").expect("1000"), Some(Size(1000)));
+        assert_eq!(size("1000").expect("integer"), Some(Size(1000)));
+        assert_eq!(size("\"1.5G\"").expect("1.5G"), Some(Size(3 << 29)));
+        // One parser for every size a user types: `GB` is decimal, as for share sizes.
+        assert_eq!(size("\"2GB\"").expect("2GB"), Some(Size(2_000_000_000)));
+        assert_eq!(size("\"2GiB\"").expect("2GiB"), Some(Size(2 << 30)));
+        assert!(size("\"abc\"").is_err());
+        assert!(size("\"5 parsecs\"").is_err());
+        assert!(size("\"-5M\"").is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use lustre_model::ByteSize;
 
 /// `lustrekit hsm ...`.
 #[derive(Debug, Args)]
@@ -280,9 +281,12 @@ pub struct CopytoolArgs {
     pub metrics_addr: Option<SocketAddr>,
 }
 
-/// `8MiB`, `16k`, `2G`, `1000` → bytes.
+/// `8MiB`, `16k`, `2G`, `1000` → bytes, read as every size a user types
+/// ([`ByteSize`]: `G` and `GiB` are 2^30, `GB` is 10^9).
 fn parse_size(s: &str) -> Result<u64, String> {
-    hsm::policy::config::parse_size(s)
+    s.parse::<ByteSize>()
+        .map(ByteSize::bytes)
+        .map_err(|e| e.to_string())
 }
 
 /// `90s`, `10m`, `1h`, `600` (seconds) → a duration.
@@ -384,6 +388,25 @@ mod tests {
             })
         ));
         assert!(Top::try_parse_from(["lk", "hsm", "archive"]).is_err());
+    }
+
+    #[test]
+    fn sizes_read_as_every_size_a_user_types() {
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["lk", "hsm", "state", "x"];
+            argv.extend_from_slice(args);
+            let Cmd::Hsm(h) = Top::try_parse_from(argv).expect("parse").cmd;
+            (h.common.part_size, h.common.bandwidth)
+        };
+        assert_eq!(parse(&[]), (8 << 20, None));
+        assert_eq!(
+            parse(&["--part-size", "16MiB", "--bandwidth", "1.5G"]),
+            (16 << 20, Some(3 << 29))
+        );
+        assert_eq!(parse(&["--part-size", "8MB"]), (8_000_000, None));
+        assert!(
+            Top::try_parse_from(["lk", "hsm", "state", "x", "--part-size", "8 parsecs"]).is_err()
+        );
     }
 
     #[test]
