@@ -33,8 +33,13 @@ use serde::{Deserialize, Serialize};
 use crate::error::{HsmError, Result};
 use crate::meta::MetaMap;
 
-/// The sidecar tree of stores without native metadata.
+// The store's reserved roots: objects of its own below them, never a file's archived copy
+// (`ArchiveStore::rel_of` skips them, so import and export never see them).
+
+/// The sidecar tree of stores without native metadata, at the store root.
 pub const SIDECAR_ROOT: &str = ".lustrekit-meta";
+/// Where the copytool keeps `fid → key` records, at the store root.
+pub const FID_INDEX_ROOT: &str = ".lustrekit-fid";
 /// Where versions a stub may still pin are copied before their key is overwritten, under
 /// the store prefix: `<prefix>/.lustrekit-versions/<version ID>` (see [`crate::pin`]).
 pub const VERSIONS_ROOT: &str = ".lustrekit-versions";
@@ -281,7 +286,7 @@ impl ArchiveStore {
     /// as `Err` so the caller can report it.
     pub fn rel_of(&self, key: &ObjPath) -> Option<Vec<std::result::Result<String, String>>> {
         let s: &str = key.as_ref();
-        for root in [SIDECAR_ROOT, crate::copytool::FID_INDEX_ROOT] {
+        for root in [SIDECAR_ROOT, FID_INDEX_ROOT] {
             if s == root || s.starts_with(&format!("{root}/")) {
                 return None;
             }

@@ -40,10 +40,7 @@ use crate::error::{HsmError, Result};
 use crate::meta::FileMeta;
 use crate::pin::Pin;
 use crate::posix;
-use crate::store::PinnedSource;
-
-/// Where the copytool keeps `fid → key` records, at the store root (import skips it).
-pub const FID_INDEX_ROOT: &str = ".lustrekit-fid";
+use crate::store::{FID_INDEX_ROOT, PinnedSource};
 
 /// What the copytool needs from the coordinator and the filesystem.
 pub trait Coordinator: Send + Sync + 'static {
