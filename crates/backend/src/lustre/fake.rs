@@ -1,4 +1,6 @@
-//! [`FakeRunner`]: a scripted [`CommandRunner`] for tests, here and in other crates.
+//! [`FakeRunner`]: a scripted [`CommandRunner`] for tests, here and in other crates. It is
+//! not in the shipped library: other crates' tests enable the `test-util` feature as a
+//! dev-dependency (`backend = { workspace = true, features = ["test-util"] }`).
 //!
 //! It is given the exact argv sequence it must see, each with the output to replay. A call
 //! that differs from the next expectation returns an error naming both (it never panics

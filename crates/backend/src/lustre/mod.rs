@@ -15,6 +15,7 @@
 
 pub mod config;
 mod dirs;
+#[cfg(any(test, feature = "test-util"))]
 pub mod fake;
 mod hsm;
 mod mount;
@@ -35,6 +36,7 @@ use lustre_model::{
 };
 
 pub use config::{HostKeyChecking, LustreConfig, SshHostConfig};
+#[cfg(any(test, feature = "test-util"))]
 pub use fake::FakeRunner;
 pub use mount::{MountInfoEntry, parse_mountinfo, shared_mount_users, top_mount};
 pub use runner::{CommandOutput, CommandRunner, LocalRunner};
@@ -95,8 +97,8 @@ impl LustreBackend {
         Self::with_runners(config.clone(), mds, mgs, Arc::new(local))
     }
 
-    /// Builds the backend with one runner for everything (tests pass a [`FakeRunner`], whose
-    /// script then lists MDS, MGS and node commands in one order).
+    /// Builds the backend with one runner for everything (tests pass a `FakeRunner`, of the
+    /// `test-util` feature, whose script then lists MDS, MGS and node commands in one order).
     pub fn with_runner(config: LustreConfig, runner: Arc<dyn CommandRunner>) -> Result<Self> {
         Self::with_runners(config, runner.clone(), runner.clone(), runner)
     }
