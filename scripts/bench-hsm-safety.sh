@@ -108,7 +108,9 @@ declare -A T
 # One round: each tool archives (uploads) then restores (downloads) both workloads, into
 # its own fresh namespace copy and prefix.
 for round in $(seq "$ROUNDS"); do
-    for tool in rclone before after; do
+    # Alternate the order, so neither mover always runs right after the other.
+    order=(rclone before after); (( round % 2 == 0 )) && order=(after before rclone)
+    for tool in "${order[@]}"; do
         for w in big small; do
             ns="$WORK/ns-$tool-$round"; rm -rf "$ns"; mkdir -p "$ns"; cp -a "$WORK/src/$w" "$ns/$w"
             sync
