@@ -14,7 +14,7 @@ pub mod local;
 pub mod lustre;
 pub mod mount;
 
-pub use error::{BackendError, Result};
+pub use error::{BackendError, Result, panic_message};
 pub use filesystem::{
     BackendKind, Capabilities, Capacity, DirInfo, DirSpec, Filesystem, HsmAccessState, MountMode,
     MountRequest, NodemapChange, QuotaEnforcement, ReleaseInProgress,

@@ -1289,5 +1289,5 @@ pub(crate) async fn blocking<T: Send + 'static>(
 ) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| HsmError::Unsupported(format!("blocking task failed: {e}")))?
+        .map_err(|e| HsmError::from_join("blocking task", e))?
 }

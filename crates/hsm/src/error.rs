@@ -57,6 +57,9 @@ pub enum HsmError {
     Policy(String),
     #[error("{0}")]
     Unsupported(String),
+    /// Work on the blocking pool panicked (a bug, not a property of the file or store).
+    #[error("{task} panicked: {message}")]
+    Panic { task: String, message: String },
 }
 
 impl HsmError {
@@ -71,6 +74,18 @@ impl HsmError {
         Self::Refused {
             path: path.into(),
             why: why.into(),
+        }
+    }
+
+    /// A blocking task that ended without its result: [`HsmError::Panic`] when it
+    /// panicked; otherwise the runtime cancelled it (it is shutting down).
+    pub fn from_join(what: &str, join: tokio::task::JoinError) -> Self {
+        match join.try_into_panic() {
+            Ok(payload) => Self::Panic {
+                task: what.to_string(),
+                message: backend::panic_message(payload.as_ref()),
+            },
+            Err(join) => Self::Unsupported(format!("{what} failed: {join}")),
         }
     }
 
@@ -92,6 +107,25 @@ impl HsmError {
             Self::TooManyErrors { .. } => "too_many_errors",
             Self::Policy(_) => "policy",
             Self::Unsupported(_) => "unsupported",
+            Self::Panic { .. } => "panic",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_blocking_task_is_a_panic() {
+        let err = crate::engine::blocking(|| -> Result<()> { panic!("boom") })
+            .await
+            .expect_err("it panicked");
+        assert!(
+            matches!(&err, HsmError::Panic { message, .. } if message == "boom"),
+            "{err:?}"
+        );
+        assert_eq!(err.kind(), "panic");
+        assert_eq!(err.to_string(), "blocking task panicked: boom");
     }
 }

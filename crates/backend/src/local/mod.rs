@@ -76,7 +76,7 @@ impl LocalBackend {
         let root = root.into();
         tokio::task::spawn_blocking(move || Self::open_blocking(root))
             .await
-            .map_err(|e| BackendError::InvalidState(format!("open task failed: {e}")))?
+            .map_err(|e| BackendError::from_join("open task", e))?
     }
 
     fn open_blocking(root: PathBuf) -> Result<Self> {
@@ -130,7 +130,7 @@ impl LocalBackend {
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || f(&inner))
             .await
-            .map_err(|e| BackendError::InvalidState(format!("blocking task failed: {e}")))?
+            .map_err(|e| BackendError::from_join("blocking task", e))?
     }
 }
 

@@ -361,7 +361,7 @@ async fn bounded<T: Send + 'static>(
 ) -> Result<T> {
     match tokio::time::timeout(timeout, tokio::task::spawn_blocking(f)).await {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(join)) => Err(BackendError::InvalidState(format!("{what}: {join}"))),
+        Ok(Err(join)) => Err(BackendError::from_join(&what, join)),
         Err(_) => Err(BackendError::Timeout {
             command: what,
             after: timeout,
