@@ -11,18 +11,10 @@ fn lustrekit_hsm() -> Command {
     cmd
 }
 
-/// Deterministic pseudo-random content.
+/// `n` bytes that differ from file to file (`seed`) and along each file.
 fn content(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
+    (0..n as u64)
+        .map(|i| (i.wrapping_mul(2654435761) >> 7 ^ seed.wrapping_mul(97)) as u8)
         .collect()
 }
 
