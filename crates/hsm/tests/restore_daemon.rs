@@ -44,6 +44,11 @@ impl Drop for LoopMount {
     }
 }
 
+/// The tests of this file run one at a time: several of them start daemons with
+/// filesystem-wide fanotify marks, whose event descriptors would break the leases of a
+/// release running beside them.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn run_ok(c: &mut Command) -> Result<(), String> {
     c.output().map_err(|e| e.to_string()).and_then(|o| {
         if o.status.success() {
@@ -257,6 +262,7 @@ async fn released(engine: &HsmEngine, files: &[(PathBuf, Vec<u8>)]) {
 /// is released anyway (`allow_unguarded_release`) its state names the risk.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_without_a_daemon_is_refused_and_state_names_the_risk() {
+    let _serial = SERIAL.lock().await;
     let tmp = tempfile::tempdir().expect("tmp");
     let ns = tmp.path().join("ns");
     std::fs::create_dir_all(&ns).expect("ns");
@@ -365,6 +371,7 @@ async fn release_without_a_daemon_is_refused_and_state_names_the_risk() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root and a loop device (fanotify pre-content, Linux 6.14+)"]
 async fn released_file_is_restored_when_read() {
+    let _serial = SERIAL.lock().await;
     let lm = loop_mount("ext4");
     let ns = lm.mnt.join("ns");
     std::fs::create_dir_all(&ns).expect("ns");
@@ -485,6 +492,7 @@ fn walk_files(dir: &Path) -> Vec<PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root and a loop device (fanotify pre-content, Linux 6.14+)"]
 async fn release_goes_on_while_a_daemon_watches() {
+    let _serial = SERIAL.lock().await;
     build_cli();
     let lm = loop_mount("ext4");
     let ns = lm.mnt.join("ns");
@@ -534,6 +542,7 @@ async fn release_goes_on_while_a_daemon_watches() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root and a loop device (fanotify pre-content, Linux 6.14+)"]
 async fn a_rolling_restart_leaves_no_window() {
+    let _serial = SERIAL.lock().await;
     build_cli();
     let lm = loop_mount("btrfs");
     let ns = lm.mnt.join("ns");
@@ -617,6 +626,7 @@ fn silent_store() -> (String, std::thread::JoinHandle<()>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root and a loop device (fanotify pre-content, Linux 6.14+)"]
 async fn a_second_daemon_covers_a_sigkill() {
+    let _serial = SERIAL.lock().await;
     build_cli();
     let lm = loop_mount("ext4");
     let ns = lm.mnt.join("ns");
@@ -679,6 +689,7 @@ async fn a_second_daemon_covers_a_sigkill() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root and a loop device (fanotify pre-content, Linux 6.14+)"]
 async fn a_hung_restore_times_out_with_eio() {
+    let _serial = SERIAL.lock().await;
     build_cli();
     let lm = loop_mount("ext4");
     let ns = lm.mnt.join("ns");
@@ -711,6 +722,7 @@ async fn a_hung_restore_times_out_with_eio() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root and a loop device (fanotify pre-content, Linux 6.14+)"]
 async fn two_thousand_readers_against_256_descriptors() {
+    let _serial = SERIAL.lock().await;
     build_cli();
     // This process opens 2,000 files at once.
     // SAFETY: plain getrlimit/setrlimit on valid structs.
@@ -830,6 +842,7 @@ async fn two_thousand_readers_against_256_descriptors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root and a loop device (fanotify pre-content, Linux 6.14+)"]
 async fn a_dying_daemon_denies_what_it_holds_and_stops_watching() {
+    let _serial = SERIAL.lock().await;
     let lm = loop_mount("ext4");
     let ns = lm.mnt.join("ns");
     std::fs::create_dir_all(&ns).expect("ns");
@@ -983,6 +996,7 @@ async fn join_thread<T: Send + 'static>(h: std::thread::JoinHandle<T>, what: &st
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root and a loop device (fanotify pre-content, Linux 6.14+)"]
 async fn accesses_mid_release_are_held_until_it_is_done() {
+    let _serial = SERIAL.lock().await;
     let lm = loop_mount("ext4");
     let ns = lm.mnt.join("ns");
     std::fs::create_dir_all(&ns).expect("ns");
