@@ -405,10 +405,9 @@ impl HsmEngine {
         // file, renamed): keep it aside first. This file's own previous version is not
         // kept: the file still has the data, and it is about to be archived anew.
         let own = old_pin.filter(|p| p.key == key.as_ref()).map(|p| p.version);
-        self.store.preserve(key, own.as_deref()).await?;
         let version = pin::new_version_id()?;
         let etag = self
-            .upload_file(abs, key, &file, size, &mut meta, &version)
+            .upload_file(abs, key, &file, size, &mut meta, &version, own.as_deref())
             .await?;
 
         // The file must not have changed while we read it (fd and name both).
@@ -459,8 +458,10 @@ impl HsmEngine {
 
     /// Streams `size` bytes of an open file to `key` with `meta` (the checksum is filled in
     /// first) as version `version`: one PUT for a small file, else a multipart upload with
-    /// bounded memory and `concurrency` parts in flight. Returns the store's ETag. Used by
-    /// archive and by the Lustre copytool.
+    /// bounded memory and `concurrency` parts in flight. The version the key held is kept
+    /// aside first unless it is `own_version` (see [`ArchiveStore::put_keeping`]). Returns
+    /// the store's ETag. Used by archive and by the Lustre copytool.
+    #[allow(clippy::too_many_arguments)]
     pub async fn upload_file(
         &self,
         abs: &Path,
@@ -469,6 +470,7 @@ impl HsmEngine {
         size: u64,
         meta: &mut FileMeta,
         version: &str,
+        own_version: Option<&str>,
     ) -> Result<Option<String>> {
         let part = self.cfg.part_size;
         let started = Instant::now();
@@ -493,7 +495,10 @@ impl HsmEngine {
             meta.checksum = Some(format!("blake3:{}", blake3::hash(&data).to_hex()));
             let map = with_version(meta);
             self.throttle(started, data.len() as u64).await;
-            let etag = self.store.put(key, Bytes::from(data), &map).await?;
+            let etag = self
+                .store
+                .put_keeping(key, Bytes::from(data), &map, own_version)
+                .await?;
             self.emit("archive", abs, size, size);
             Ok(etag)
         } else {
@@ -509,6 +514,7 @@ impl HsmEngine {
             .await?;
             meta.checksum = Some(format!("blake3:{sum}"));
             let map = with_version(meta);
+            self.store.preserve(key, own_version).await?;
             let mut up = self.store.start_upload(key, &map, part).await?;
             let mut off = 0u64;
             let res: Result<()> = async {

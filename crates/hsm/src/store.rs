@@ -120,6 +120,10 @@ pub struct ArchiveStore {
     prefix: ObjPath,
     name: String,
     native_metadata: bool,
+    /// Whether a create-only PUT is known to be refused on a taken key here (so
+    /// [`put_keeping`](Self::put_keeping) can skip the HEAD). Not trusted for S3-compatible
+    /// stores unless the spec asks for it: some ignore `If-None-Match` and overwrite.
+    create_only_put: bool,
 }
 
 fn spec_err(spec: &str, why: impl ToString) -> HsmError {
@@ -218,11 +222,20 @@ impl ArchiveStore {
             }
             other => return Err(spec_err(spec, format!("unknown scheme `{other}`"))),
         };
+        // S3-compatible servers differ: only an explicit `conditional_put=etag` in the spec
+        // says this one refuses a create-only PUT on a taken key.
+        let create_only_put = match url.scheme() {
+            "s3" | "s3a" => query
+                .iter()
+                .any(|(k, v)| k.contains("conditional_put") && v.eq_ignore_ascii_case("etag")),
+            _ => true,
+        };
         Ok(Self {
             inner,
             prefix,
             name,
             native_metadata: true,
+            create_only_put,
         })
     }
 
@@ -239,6 +252,7 @@ impl ArchiveStore {
             prefix: ObjPath::default(),
             name: format!("file://{}", dir.display()),
             native_metadata: false,
+            create_only_put: true,
         })
     }
 
@@ -255,7 +269,15 @@ impl ArchiveStore {
             prefix,
             name: name.into(),
             native_metadata,
+            create_only_put: false,
         }
+    }
+
+    /// Says that this store refuses a create-only PUT on a taken key (see
+    /// [`put_keeping`](Self::put_keeping)); only for stores known to.
+    pub fn with_create_only_put(mut self, honoured: bool) -> Self {
+        self.create_only_put = honoured;
+        self
     }
 
     /// The store's name for messages (no secrets).
@@ -296,8 +318,10 @@ impl ArchiveStore {
         } else {
             s.strip_prefix(self.prefix.as_ref())?.strip_prefix('/')?
         };
-        if rest == VERSIONS_ROOT || rest.starts_with(&format!("{VERSIONS_ROOT}/")) {
-            return None;
+        for root in [VERSIONS_ROOT, FID_INDEX_ROOT] {
+            if rest == root || rest.starts_with(&format!("{root}/")) {
+                return None;
+            }
         }
         Some(
             rest.split('/')
@@ -371,6 +395,48 @@ impl ArchiveStore {
             .map_err(|e| self.err("put", key, e))?;
         self.put_sidecar(key, meta).await?;
         Ok(res.e_tag)
+    }
+
+    /// Writes a file's new version at `key` without losing the version there: first a
+    /// create-only PUT where the store is known to refuse one on a taken key (Azure, GCS,
+    /// the local store, S3 with `conditional_put=etag` in the spec), so the usual first
+    /// archive costs no extra request; when the key is taken, or the store is not known to
+    /// refuse (S3-compatible servers by default: some ignore `If-None-Match` and would
+    /// overwrite), the version there is kept aside ([`preserve`](Self::preserve)) first.
+    pub async fn put_keeping(
+        &self,
+        key: &ObjPath,
+        data: Bytes,
+        meta: &MetaMap,
+        own_version: Option<&str>,
+    ) -> Result<Option<String>> {
+        if !self.create_only_put {
+            self.preserve(key, own_version).await?;
+            return self.put(key, data, meta).await;
+        }
+        let opts = PutOptions {
+            mode: object_store::PutMode::Create,
+            attributes: self.attributes(meta),
+            ..Default::default()
+        };
+        match self
+            .inner
+            .put_opts(key, PutPayload::from(data.clone()), opts)
+            .await
+        {
+            Ok(res) => {
+                self.put_sidecar(key, meta).await?;
+                return Ok(res.e_tag);
+            }
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::NotImplemented { .. }
+                | object_store::Error::NotSupported { .. },
+            ) => {}
+            Err(e) => return Err(self.err("put", key, e)),
+        }
+        self.preserve(key, own_version).await?;
+        self.put(key, data, meta).await
     }
 
     /// Starts a multipart upload. Metadata that is only known at the end (the checksum) is
@@ -524,6 +590,23 @@ impl ArchiveStore {
             .collect();
         parts.push(PathPart::from(VERSIONS_ROOT));
         parts.push(PathPart::from(version.to_owned()));
+        ObjPath::from_iter(parts)
+    }
+
+    /// The key of a Lustre copytool's FID record, under the store prefix (filesystems that
+    /// share a bucket have their own FIDs): `<prefix>/.lustrekit-fid/<name>`.
+    pub fn fid_index_key(&self, name: &str) -> ObjPath {
+        self.fid_index_root().join(name)
+    }
+
+    /// The root of the Lustre copytool's FID records.
+    pub fn fid_index_root(&self) -> ObjPath {
+        let mut parts: Vec<PathPart<'static>> = self
+            .prefix
+            .parts()
+            .map(|p| PathPart::from(p.as_ref().to_owned()))
+            .collect();
+        parts.push(PathPart::from(FID_INDEX_ROOT));
         ObjPath::from_iter(parts)
     }
 

@@ -603,7 +603,8 @@ async fn store_requests_per_operation() {
         object_store::path::Path::default(),
         "counting",
         true,
-    );
+    )
+    .with_create_only_put(true);
     let tmp = tempfile::tempdir().expect("tmp");
     let ns = tmp.path().join("ns");
     std::fs::create_dir_all(&ns).expect("ns");
@@ -656,14 +657,24 @@ async fn store_requests_per_operation() {
     ] {
         println!("  {what}: {c:?}");
     }
-    // Before pins: archive = 1 PUT, release = 1 HEAD, restore = 1 HEAD + GETs.
-    assert_eq!(first, [1, 1, 0, 0, 0], "first archive: one HEAD more");
-    assert_eq!(again, [1, 1, 0, 0, 0], "own previous version: no copy");
+    // Before pins: archive = 1 PUT, release = 1 HEAD, restore = 1 HEAD + GETs. Now a
+    // first archive is a create-only PUT; a taken key costs the refused create and a HEAD,
+    // and a copy aside only when another file pins what is there.
+    assert_eq!(
+        first,
+        [0, 1, 0, 0, 0],
+        "first archive: a create-only PUT, nothing more"
+    );
+    assert_eq!(
+        again,
+        [1, 2, 0, 0, 0],
+        "key taken: a HEAD, no copy of its own version"
+    );
     assert_eq!(release, [1, 0, 0, 0, 0], "release: unchanged");
     assert_eq!(restore, [1, 0, 0, 1, 0], "restore: unchanged");
     assert_eq!(
         over,
-        [1, 1, 1, 0, 0],
+        [1, 2, 1, 0, 0],
         "a pinned version is copied aside once"
     );
     assert_eq!(aside, [2, 0, 0, 1, 0], "restore from aside: one HEAD more");

@@ -40,7 +40,7 @@ use crate::error::{HsmError, Result};
 use crate::meta::FileMeta;
 use crate::pin::Pin;
 use crate::posix;
-use crate::store::{FID_INDEX_ROOT, PinnedSource};
+use crate::store::PinnedSource;
 
 /// What the copytool needs from the coordinator and the filesystem.
 pub trait Coordinator: Send + Sync + 'static {
@@ -137,11 +137,10 @@ fn errno_of(e: &HsmError) -> i32 {
     }
 }
 
-fn fid_key(fid: &Fid) -> ObjPath {
-    ObjPath::from_iter([
-        FID_INDEX_ROOT.to_string(),
-        format!("{:x}-{:x}-{:x}", fid.seq, fid.oid, fid.ver),
-    ])
+fn fid_key(engine: &HsmEngine, fid: &Fid) -> ObjPath {
+    engine
+        .store()
+        .fid_index_key(&format!("{:x}-{:x}-{:x}", fid.seq, fid.oid, fid.ver))
 }
 
 impl<C: Coordinator> Dispatcher<C> {
@@ -330,14 +329,21 @@ async fn archive<C: Coordinator>(
         .await?
         .filter(|p| p.key == key.as_ref())
         .map(|p| p.version);
-    engine.store().preserve(&key, own.as_deref()).await?;
     let version = crate::pin::new_version_id()?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, u64)>();
     let mover = mover(engine).with_progress(Arc::new(move |p| {
         let _ = tx.send((p.done_bytes, p.total_bytes));
     }));
     let etag = {
-        let upload = mover.upload_file(&abs, &key, &file, v0.size, &mut meta, &version);
+        let upload = mover.upload_file(
+            &abs,
+            &key,
+            &file,
+            v0.size,
+            &mut meta,
+            &version,
+            own.as_deref(),
+        );
         tokio::pin!(upload);
         loop {
             tokio::select! {
@@ -364,7 +370,7 @@ async fn archive<C: Coordinator>(
         checksum: meta.checksum.clone(),
         size: v0.size,
     };
-    let idx = fid_key(&item.fid);
+    let idx = fid_key(engine, &item.fid);
     let record = serde_json::to_vec(&pinned).map_err(|e| HsmError::Metadata {
         key: idx.to_string(),
         field: "pin".into(),
@@ -426,7 +432,7 @@ async fn restore<C: Coordinator>(
         None => {
             return Err(HsmError::NoArchive {
                 store: engine.store().name().to_string(),
-                key: format!("{FID_INDEX_ROOT}/{}", fid_key(&item.fid)),
+                key: fid_key(engine, &item.fid).to_string(),
             });
         }
     };
@@ -493,7 +499,7 @@ enum IndexRecord {
 }
 
 async fn index_record(engine: &HsmEngine, fid: &Fid) -> Result<Option<IndexRecord>> {
-    record_at(engine, &fid_key(fid)).await
+    record_at(engine, &fid_key(engine, fid)).await
 }
 
 async fn record_at(engine: &HsmEngine, idx: &ObjPath) -> Result<Option<IndexRecord>> {
@@ -531,7 +537,7 @@ async fn pin_from_index(engine: &HsmEngine, fid: &Fid) -> Result<Option<Pin>> {
 /// Every pin in the FID index (for gc).
 pub async fn indexed_pins(engine: &HsmEngine) -> Result<Vec<Pin>> {
     use futures::TryStreamExt;
-    let root = ObjPath::from(FID_INDEX_ROOT);
+    let root = engine.store().fid_index_root();
     let store = engine.store().object_store().clone();
     let metas: Vec<_> =
         store
@@ -588,7 +594,7 @@ async fn remove<C: Coordinator>(
             engine.store().delete(&key).await?;
         }
     }
-    let idx = fid_key(&item.fid);
+    let idx = fid_key(engine, &item.fid);
     match engine.store().object_store().delete(&idx).await {
         Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
         Err(e) => tracing::warn!(key = %idx, error = %e, "cannot delete the fid record"),
