@@ -50,6 +50,9 @@ pub struct CsiArgs {
     /// Where `/metrics` (Prometheus text) and `/healthz` are served; `off` disables them.
     #[arg(long, env = "CSI_METRICS_ADDRESS", default_value = "0.0.0.0:9810")]
     pub metrics_address: String,
+    /// Self-registration with the kubelet's plugin watcher (instead of node-driver-registrar).
+    #[command(flatten)]
+    pub registration: crate::registration::RegistrationArgs,
 }
 
 impl CsiArgs {

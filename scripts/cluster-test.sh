@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# The cluster tests: brings the one-node cluster up once (scripts/kube-up.sh), builds and
+# imports the images, mounts a btrfs loop image for the `local` backend, installs the Helm
+# chart for real, then runs every cluster test file against it: each crates/*/tests/cluster*.rs
+# (their tests are #[ignore]d, "needs a cluster"). A new file of cluster tests is picked up by
+# its name alone; tests/kube/mod.rs has the helpers.
+#
+# Usage: scripts/cluster-test.sh [--keep] [-- TEST-FILTER...]
+#   --keep   leave the cluster and the release running afterwards (the next run is warm);
+#            by default everything is taken down (scripts/kube-down.sh)
+# When root, loop devices, cgroups or btrfs are missing, the tests are skipped with the reason
+# printed; with CI=true a skip is a failure.
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+
+keep="${KEEP_CLUSTER:-0}"
+filters=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --keep) keep=1 ;;
+    --) shift; filters=("$@"); break ;;
+    *) echo "usage: $0 [--keep] [-- TEST-FILTER...]" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+state="${KUBE_STATE:-/var/lib/lustrekit-kube}"
+export KUBE_STATE="$state"
+local_root="${LUSTREKIT_LOCAL_ROOT:-/var/lib/lustrekit-e2e}"
+namespace=lustrekit
+release=lustrekit
+t_start=$(date +%s)
+say() { printf 'cluster-test: %s\n' "$*" >&2; }
+
+skip() {
+  if [ "${CI:-}" = true ]; then
+    say "FAILED: cluster tests cannot run in CI: $*"
+    exit 1
+  fi
+  say "SKIPPED: $*"
+  exit 0
+}
+[ "$(id -u)" = 0 ] || skip "not root (the cluster needs mounts, cgroups and containerd)"
+[ -e /dev/loop-control ] || skip "no loop devices (/dev/loop-control)"
+[ -d /sys/fs/cgroup/memory ] || [ -f /sys/fs/cgroup/cgroup.controllers ] || skip "no cgroups at /sys/fs/cgroup"
+grep -qw btrfs /proc/filesystems || modprobe btrfs 2>/dev/null || skip "no btrfs in this kernel"
+command -v go >/dev/null || skip "no Go toolchain to build the cluster binaries"
+
+scripts/install-kube-deps.sh
+helm="$(scripts/install-helm.sh)"
+
+# --- the cluster ---------------------------------------------------------------------------
+t0=$(date +%s)
+eval "$(scripts/kube-up.sh)"
+t_up=$(( $(date +%s) - t0 ))
+kubectl="$("$repo/scripts/kube-build.sh")/kubectl"
+export KUBECTL="$kubectl"
+
+cleanup() {
+  local rc=$?
+  if [ "$keep" = 1 ]; then
+    say "leaving the cluster up: export KUBECONFIG=$KUBECONFIG KUBECTL=$KUBECTL"
+  else
+    "$helm" uninstall "$release" -n "$namespace" --wait --timeout 2m >/dev/null 2>&1 || true
+    umount "$local_root" 2>/dev/null || true
+    scripts/kube-down.sh || true
+  fi
+  exit $rc
+}
+trap cleanup EXIT
+
+# --- images --------------------------------------------------------------------------------
+t0=$(date +%s)
+cargo build -p lustrekit
+bin="${CARGO_TARGET_DIR:-$repo/target}/debug/lustrekit"
+# The tag follows the binary, so a rebuilt driver rolls the pods on `helm upgrade`.
+tag="dev-$(sha256sum "$bin" | cut -c1-12)"
+LUSTREKIT_BIN="$bin" LUSTREKIT_IMAGE="localhost/lustrekit/lustrekit:$tag" scripts/kube-images.sh all
+t_images=$(( $(date +%s) - t0 ))
+
+# --- the backend's btrfs ---------------------------------------------------------------------
+if ! mountpoint -q "$local_root"; then
+  img="$state/lustrekit-e2e.img"
+  if [ ! -f "$img" ]; then
+    truncate -s 1G "$img"
+    mkfs.btrfs -q "$img"
+  fi
+  mkdir -p "$local_root"
+  mount -o loop "$img" "$local_root"
+fi
+# The node plugin's Bidirectional mount of this directory needs a shared mount.
+mount --make-rshared "$local_root"
+
+# --- the chart -----------------------------------------------------------------------------
+t0=$(date +%s)
+"$helm" upgrade --install "$release" deploy/helm/lustrekit -n "$namespace" --create-namespace \
+  -f deploy/helm/lustrekit/ci/cluster-values.yaml --set image.tag="$tag" \
+  --wait --timeout 5m
+"$kubectl" -n "$namespace" rollout status "daemonset/$release-node" --timeout=3m
+"$kubectl" -n "$namespace" rollout status "deployment/$release-controller" --timeout=3m
+t_chart=$(( $(date +%s) - t0 ))
+
+# --- the tests -----------------------------------------------------------------------------
+export LUSTREKIT_NAMESPACE="$namespace" LUSTREKIT_RELEASE="$release" LUSTREKIT_LOCAL_ROOT="$local_root"
+t0=$(date +%s)
+status=0
+for file in crates/*/tests/cluster*.rs; do
+  crate="$(basename "$(dirname "$(dirname "$file")")")"
+  test="$(basename "$file" .rs)"
+  say "running $crate --test $test"
+  cargo test -p "$crate" --test "$test" -- --include-ignored --test-threads=3 --show-output \
+    "${filters[@]}" || status=1
+done
+t_tests=$(( $(date +%s) - t0 ))
+say "cluster up ${t_up}s, images ${t_images}s, chart ${t_chart}s, tests ${t_tests}s, total $(( $(date +%s) - t_start ))s"
+exit $status
