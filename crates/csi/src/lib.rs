@@ -9,9 +9,12 @@
 //! - [`params`], [`capacity`], [`volume`]: StorageClass parameters, sizes, volume IDs and
 //!   contexts, with no I/O;
 //! - [`node_ops`]: the node's target-path steps;
-//! - [`server`]: the socket, metrics and shutdown; [`run`] is the binary's entry point.
+//! - [`server`]: the socket, metrics and shutdown; [`run`] is the binary's entry point;
+//! - [`authority`]: the relay in front of h2 that accepts clients sending the socket path as
+//!   `:authority` (gRPC C-core, grpc-java).
 
 pub mod args;
+pub mod authority;
 pub mod capacity;
 pub mod csi_server;
 pub mod error;

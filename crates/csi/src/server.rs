@@ -7,8 +7,10 @@ use std::sync::Arc;
 
 use tokio::net::UnixListener;
 use tokio::sync::watch;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnixListenerStream;
 
+use crate::authority::Relays;
 use crate::csi_server::{ControllerService, Driver, IdentityService, NodeService};
 use crate::error::{CsiError, Result};
 use crate::grpc::controller_server::ControllerServer;
@@ -137,8 +139,15 @@ pub async fn serve(
         "CSI driver serving");
     on_ready(&served);
     let metrics_ref = Arc::clone(driver.metrics());
+    // Every connection goes through the authority relay (see crate::authority), so that
+    // clients sending the socket path as :authority are served too.
+    let relays = Relays::default();
+    let incoming = UnixListenerStream::new(listener).filter_map(move |accepted| match accepted {
+        Ok(stream) => relays.relay(stream).map(Ok),
+        Err(e) => Some(Err(e)),
+    });
     let result = router
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
             metrics_ref.set_ready(false);
             tracing::info!("shutting down: finishing calls in flight");
