@@ -63,8 +63,8 @@ cleanup() {
     say "leaving the cluster up: export KUBECONFIG=$KUBECONFIG KUBECTL=$KUBECTL"
   else
     "$helm" uninstall "$release" -n "$namespace" --wait --timeout 2m >/dev/null 2>&1 || true
-    umount "$local_root" 2>/dev/null || true
     scripts/kube-down.sh || true
+    umount "$local_root" 2>/dev/null && rm -f "$state/lustrekit-e2e.img"
   fi
   exit $rc
 }
@@ -80,12 +80,12 @@ LUSTREKIT_BIN="$bin" LUSTREKIT_IMAGE="localhost/lustrekit/lustrekit:$tag" script
 t_images=$(( $(date +%s) - t0 ))
 
 # --- the backend's btrfs ---------------------------------------------------------------------
+# A fresh filesystem per cluster run; a kept (--keep) run reuses its mount.
 if ! mountpoint -q "$local_root"; then
   img="$state/lustrekit-e2e.img"
-  if [ ! -f "$img" ]; then
-    truncate -s 1G "$img"
-    mkfs.btrfs -q "$img"
-  fi
+  rm -f "$img"
+  truncate -s 1G "$img"
+  mkfs.btrfs -q "$img"
   mkdir -p "$local_root"
   mount -o loop "$img" "$local_root"
 fi

@@ -70,7 +70,7 @@ image_busybox() {
     local root
     root="$(mktemp -d)"
     populate_busybox "$root"
-    write_image "$BUSYBOX_IMAGE" "$root" "$out" --entrypoint /bin/sh
+    write_image "$BUSYBOX_IMAGE" "$root" "$out" --cmd /bin/sh
     rm -rf "$root"
     echo "$stamp" > "$out.stamp"
   fi

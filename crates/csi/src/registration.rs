@@ -16,10 +16,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status};
 
 use crate::args::Mode;
+use crate::authority::Relays;
 use crate::csi_server::Driver;
 use crate::error::{CsiError, Result};
 use crate::server;
@@ -165,10 +167,19 @@ impl Registration {
                 driver = %self.driver_name, "offering registration to the kubelet plugin watcher");
             let mut stop_serving = stop.clone();
             let (refused_reason_tx, refused_reason_rx) = tokio::sync::oneshot::channel();
+            // The kubelet's plugin watcher dials without setting an authority, so grpc-go
+            // sends the socket path as `:authority`, which h2 refuses: every connection goes
+            // through the authority relay (crate::authority), as on the CSI socket.
+            let relays = Relays::default();
+            let incoming =
+                UnixListenerStream::new(listener).filter_map(move |accepted| match accepted {
+                    Ok(stream) => relays.relay(stream).map(Ok),
+                    Err(e) => Some(Err(e)),
+                });
             let serving = tonic::transport::Server::builder()
                 .timeout(CALL_TIMEOUT)
                 .add_service(RegistrationServer::new(service))
-                .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+                .serve_with_incoming_shutdown(incoming, async move {
                     tokio::select! {
                         _ = stop_serving.wait_for(|s| *s) => {}
                         reason = refused_rx.recv() => {

@@ -268,7 +268,7 @@ fn read_only_volumes_refuse_writes() {
     let a = running_pod(&ns, pod("ro-flag", "rw", true, None));
     let b = running_pod(&ns, pod("ro-mode", "rox", false, None));
     for p in [&a, &b] {
-        let out = c.exec(ns.as_str(), p, "echo x > /data/f 2>&1; echo exit=$?");
+        let out = c.exec(ns.as_str(), p, "touch /data/f 2>&1; echo exit=$?");
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(
             text.contains("Read-only file system") && !text.contains("exit=0"),
@@ -337,16 +337,25 @@ fn deleting_the_claim_removes_directory_qgroup_and_project() {
         Duration::from_secs(2),
         || qgroup(subvol).is_none().then_some(()),
     );
+    // The share's record is gone, so its project ID is free. (Another test may already have
+    // been given the same ID since: only the deleted share must not hold it.)
+    let share = dir.file_name().unwrap().to_string_lossy().into_owned();
     let shares = c.lustrekit_json(&["share", "list"]);
     let holders: Vec<&serde_json::Value> = shares
         .as_array()
         .expect("share list")
         .iter()
-        .filter(|s| s["project_id"].as_u64() == Some(project))
+        .filter(|s| s["name"] == share.as_str() || s["path"] == share_path(&pv).as_str())
         .collect();
     assert!(
         holders.is_empty(),
-        "project {project} still held: {holders:?}"
+        "the deleted share (project {project}) is still recorded: {holders:?}"
+    );
+    let out = c.lustrekit(&["share", "show", &share]);
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stdout).contains("not_found"),
+        "share show {share} after delete: {}",
+        String::from_utf8_lossy(&out.stdout)
     );
     let trash = c.lustrekit_json(&["share", "trash", "list"]);
     assert!(
