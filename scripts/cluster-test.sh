@@ -52,7 +52,8 @@ helm="$(scripts/install-helm.sh)"
 
 # --- the cluster ---------------------------------------------------------------------------
 t0=$(date +%s)
-eval "$(scripts/kube-up.sh)"
+up_env="$(scripts/kube-up.sh)" || { say "FAILED: scripts/kube-up.sh (logs in $state/log)"; exit 1; }
+eval "$up_env"
 t_up=$(( $(date +%s) - t0 ))
 kubectl="$("$repo/scripts/kube-build.sh")/kubectl"
 export KUBECTL="$kubectl"
@@ -100,6 +101,12 @@ t0=$(date +%s)
 "$kubectl" -n "$namespace" rollout status "daemonset/$release-node" --timeout=3m
 "$kubectl" -n "$namespace" rollout status "deployment/$release-controller" --timeout=3m
 t_chart=$(( $(date +%s) - t0 ))
+# Images of earlier driver builds cannot be collected by the kubelet (image GC is off, as
+# nothing can be pulled back): drop their tags now that the pods run the new one.
+ctr_="ctr --address $state/run/containerd.sock -n k8s.io"
+for old in $($ctr_ images ls -q | grep '^localhost/lustrekit/lustrekit:dev-' | grep -vx "localhost/lustrekit/lustrekit:$tag" || true); do
+  $ctr_ images rm "$old" >/dev/null || true
+done
 
 # --- the tests -----------------------------------------------------------------------------
 export LUSTREKIT_NAMESPACE="$namespace" LUSTREKIT_RELEASE="$release" LUSTREKIT_LOCAL_ROOT="$local_root"

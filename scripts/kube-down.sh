@@ -81,7 +81,8 @@ done
 
 ip link show lkbr0 >/dev/null 2>&1 && ip link delete lkbr0
 for ip in "$node_ip" "$service_ip"; do
-  ip -4 addr show dev lo | grep -q " $ip/" && ip addr del "$ip/32" dev lo
+  # Here-strings, not pipes into grep -q: with pipefail, grep's early exit fails the pipe.
+  grep -q " $ip/" <<< "$(ip -4 addr show dev lo)" && ip addr del "$ip/32" dev lo
 done
 
 if [ "$purge" = 1 ]; then

@@ -82,7 +82,8 @@ wait_until() { # SECONDS WHAT COMMAND...
 
 # --- addresses on lo ---------------------------------------------------------------------
 for ip in "$node_ip" "$service_ip"; do
-  ip -4 addr show dev lo | grep -q " $ip/" || ip addr add "$ip/32" dev lo
+  # Here-strings, not pipes into grep -q: with pipefail, grep's early exit fails the pipe.
+  grep -q " $ip/" <<< "$(ip -4 addr show dev lo)" || ip addr add "$ip/32" dev lo
 done
 
 # --- certificates ------------------------------------------------------------------------
@@ -210,7 +211,7 @@ start kube-apiserver "$bin/kube-apiserver" \
   --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
   --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction \
   --allow-privileged=true --profiling=false
-ready() { kubectl get --raw /readyz | grep -qx ok; }
+ready() { [ "$(kubectl get --raw /readyz)" = ok ]; }
 wait_until 90 kube-apiserver ready
 
 # The controller-manager exits if it starts before the API server is ready (and pods are then
@@ -261,7 +262,7 @@ EOF
 start kubelet "$bin/kubelet" --config="$state/kubelet.yaml" --kubeconfig="$state/kubelet.kubeconfig" \
   --hostname-override="$node_name" --node-ip="$node_ip" --v=1
 node_ready() {
-  kubectl get node "$node_name" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' | grep -qx True
+  [ "$(kubectl get node "$node_name" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]
 }
 wait_until 120 "node $node_name" node_ready
 # The default ServiceAccount, made by the controller-manager, gates every pod.
