@@ -8,6 +8,11 @@
 # Usage: scripts/cluster-test.sh [--keep] [-- TEST-FILTER...]
 #   --keep   leave the cluster and the release running afterwards (the next run is warm);
 #            by default everything is taken down (scripts/kube-down.sh)
+#        scripts/cluster-test.sh --up
+#            bring the cluster up and install the chart, run no tests, leave it running, and
+#            print the test environment as VAR=value lines on stdout (everything else goes to
+#            stderr), for a test run that includes the cluster tests itself:
+#            `export $(scripts/cluster-test.sh --up)` before `cargo test ... --include-ignored`
 # When root, loop devices, cgroups or btrfs are missing, the tests are skipped with the reason
 # printed; with CI=true a skip is a failure.
 set -euo pipefail
@@ -15,15 +20,19 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
 keep="${KEEP_CLUSTER:-0}"
+up_only=0
 filters=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --keep) keep=1 ;;
+    --up) up_only=1; keep=1 ;;
     --) shift; filters=("$@"); break ;;
-    *) echo "usage: $0 [--keep] [-- TEST-FILTER...]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--keep] [-- TEST-FILTER...] | $0 --up" >&2; exit 2 ;;
   esac
   shift
 done
+# Only the environment lines reach stdout (fd 3); every tool's output goes to stderr.
+exec 3>&1 1>&2
 
 state="${KUBE_STATE:-/var/lib/lustrekit-kube}"
 export KUBE_STATE="$state"
@@ -110,6 +119,13 @@ done
 
 # --- the tests -----------------------------------------------------------------------------
 export LUSTREKIT_NAMESPACE="$namespace" LUSTREKIT_RELEASE="$release" LUSTREKIT_LOCAL_ROOT="$local_root"
+if [ "$up_only" = 1 ]; then
+  for var in KUBECONFIG KUBECTL LUSTREKIT_NAMESPACE LUSTREKIT_RELEASE LUSTREKIT_LOCAL_ROOT; do
+    echo "$var=${!var}" >&3
+  done
+  say "cluster and chart up in $(( $(date +%s) - t_start ))s; tests: crates/*/tests/cluster*.rs"
+  exit 0
+fi
 t0=$(date +%s)
 status=0
 for file in crates/*/tests/cluster*.rs; do
