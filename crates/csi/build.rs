@@ -37,6 +37,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("csi_descriptor.bin"),
         compiler.encode_file_descriptor_set(),
     )?;
+
+    compile_plugin_registration()?;
+    Ok(())
+}
+
+/// The kubelet's plugin registration API (`pluginregistration`), for self-registration
+/// without node-driver-registrar (src/registration.rs).
+fn compile_plugin_registration() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto/pluginregistration.proto");
+    let mut compiler = protox::Compiler::new(["proto"])?;
+    compiler.open_file("pluginregistration.proto")?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(compiler.file_descriptor_set())?;
     Ok(())
 }
 

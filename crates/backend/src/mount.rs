@@ -30,6 +30,7 @@ use tokio::sync::Semaphore;
 use crate::{BackendError, Result};
 
 pub use crate::lustre::{MountInfoEntry, parse_mountinfo, top_mount};
+mod attach;
 
 /// How long one unmount step may take before the cascade moves on.
 pub const UNMOUNT_STEP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -331,8 +332,10 @@ impl FsCalls {
     }
 }
 
-/// Bind-mounts `source` on `target`, then applies read-only and the other flags with a
-/// remount (a bind mount ignores them on the first call). Already mounted is success.
+/// Bind-mounts `source` on `target` with read-only and the other flags in effect from the
+/// moment it is attached, so every copy mount propagation makes has them too (see
+/// [`attach`]; a bind then a remount would leave the propagated copies read-write). Already
+/// mounted is success.
 pub async fn bind_mount(source: PathBuf, target: PathBuf, flags: MsFlags) -> Result<()> {
     if mounted(&target)? {
         return Ok(());
@@ -340,25 +343,7 @@ pub async fn bind_mount(source: PathBuf, target: PathBuf, flags: MsFlags) -> Res
     let tgt = target.clone();
     FsCalls::global()
         .run("bind mount", &target, UNMOUNT_STEP_TIMEOUT, move || {
-            nix::mount::mount(
-                Some(&source),
-                &tgt,
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )?;
-            if !flags.is_empty() {
-                let remount = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags;
-                if let Err(e) =
-                    nix::mount::mount(None::<&str>, &tgt, None::<&str>, remount, None::<&str>)
-                {
-                    // Leave nothing half-made: a mount without its read-only flag is worse
-                    // than none.
-                    let _ = nix::mount::umount2(&tgt, MntFlags::MNT_DETACH);
-                    return Err(e);
-                }
-            }
-            Ok(())
+            attach::bind_with_flags(&source, &tgt, flags)
         })
         .await?
         .map_err(|e: Errno| BackendError::io(target, std::io::Error::from(e)))

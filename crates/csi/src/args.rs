@@ -64,6 +64,9 @@ pub struct CsiArgs {
     #[arg(long, env = "CSI_FS_TIMEOUT", default_value_t = DEFAULT_FS_TIMEOUT_SECS,
         value_parser = clap::value_parser!(u64).range(1..=600))]
     pub fs_timeout: u64,
+    /// Self-registration with the kubelet's plugin watcher (instead of node-driver-registrar).
+    #[command(flatten)]
+    pub registration: crate::registration::RegistrationArgs,
 }
 
 impl CsiArgs {

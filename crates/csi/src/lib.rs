@@ -23,6 +23,7 @@ pub mod inflight;
 pub mod metrics;
 pub mod node_ops;
 pub mod params;
+pub mod registration;
 pub mod server;
 pub mod volume;
 
@@ -42,6 +43,7 @@ pub async fn run(args: CsiArgs, config: &std::path::Path) -> Result<()> {
     } else {
         args.node_id().unwrap_or_default()
     };
+    let registration = args.registration.plan(&args.driver_name, args.mode)?;
     let config = share::Config::load(config)?;
     let settings = config.settings()?;
     let fs = config.open_backend().await?;
@@ -55,12 +57,12 @@ pub async fn run(args: CsiArgs, config: &std::path::Path) -> Result<()> {
             fs_timeout: args.fs_timeout(),
         },
     );
-    server::serve(
+    registration::serve_registered(
+        registration,
         driver,
         &socket,
         metrics_addr,
         server::shutdown_signal(),
-        |_| {},
     )
     .await
 }
