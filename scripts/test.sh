@@ -34,6 +34,10 @@ trap 'rm -rf "$log_dir"' EXIT
 test_args=(--test-threads=2)
 [ "$(id -u)" = 0 ] && test_args+=(--include-ignored)
 [ "${CI:-}" = true ] && test_args+=(--show-output)
+# A one-node Kubernetes cluster with the chart installed, for the cluster tests
+# (crates/*/tests/cluster*.rs, #[ignore]d "needs a cluster"); it stays up for the next run.
+# Without root it prints why it skips (in CI that fails).
+export $(scripts/cluster-test.sh --up)
 cargo test --workspace -- "${test_args[@]}" 2>&1 | tee "$log_dir/cargo.log"
 if [ "${CI:-}" = true ]; then
   # No Rust test may skip in CI: nothing left ignored, and no "skipping: <reason>" line.
