@@ -583,42 +583,23 @@ impl ArchiveStore {
 
     /// The key a version is kept at once copied aside.
     pub fn aside_key(&self, version: &str) -> ObjPath {
-        let mut parts: Vec<PathPart<'static>> = self
-            .prefix
-            .parts()
-            .map(|p| PathPart::from(p.as_ref().to_owned()))
-            .collect();
-        parts.push(PathPart::from(VERSIONS_ROOT));
-        parts.push(PathPart::from(version.to_owned()));
-        ObjPath::from_iter(parts)
+        self.key_for(&[VERSIONS_ROOT, version])
     }
 
     /// The key of a Lustre copytool's FID record, under the store prefix (filesystems that
     /// share a bucket have their own FIDs): `<prefix>/.lustrekit-fid/<name>`.
     pub fn fid_index_key(&self, name: &str) -> ObjPath {
-        self.fid_index_root().join(name)
+        self.key_for(&[FID_INDEX_ROOT, name])
     }
 
     /// The root of the Lustre copytool's FID records.
     pub fn fid_index_root(&self) -> ObjPath {
-        let mut parts: Vec<PathPart<'static>> = self
-            .prefix
-            .parts()
-            .map(|p| PathPart::from(p.as_ref().to_owned()))
-            .collect();
-        parts.push(PathPart::from(FID_INDEX_ROOT));
-        ObjPath::from_iter(parts)
+        self.key_for(&[FID_INDEX_ROOT])
     }
 
     /// The root of the versions kept aside.
     pub fn versions_root(&self) -> ObjPath {
-        let mut parts: Vec<PathPart<'static>> = self
-            .prefix
-            .parts()
-            .map(|p| PathPart::from(p.as_ref().to_owned()))
-            .collect();
-        parts.push(PathPart::from(VERSIONS_ROOT));
-        ObjPath::from_iter(parts)
+        self.key_for(&[VERSIONS_ROOT])
     }
 
     /// Before `key` is overwritten: copies the version it holds aside (object and
