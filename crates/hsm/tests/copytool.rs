@@ -6,145 +6,15 @@
 mod common;
 
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::coordinator::*;
 use common::*;
-use hsm::copytool::hal::{self, Action, ActionItem, ActionList, Fid};
-use hsm::copytool::{Coordinator, Dispatcher};
+use hsm::copytool::Dispatcher;
+use hsm::copytool::hal::{self, Action};
 use hsm::{EngineConfig, HsmEngine};
-
-struct FakeAction {
-    cookie: u64,
-    target: Option<(PathBuf, std::fs::File)>,
-}
-
-#[derive(Default)]
-struct Log {
-    progress: Vec<(u64, u64, u64, u64)>,
-    ends: Vec<(u64, i32, u64)>,
-    restored: HashMap<u64, PathBuf>,
-}
-
-struct Fake {
-    mnt: PathBuf,
-    scratch: PathBuf,
-    fids: HashMap<Fid, PathBuf>,
-    log: Mutex<Log>,
-    /// When set, every data-version read differs (as Lustre's does when a client writes).
-    drifting_version: Option<std::sync::atomic::AtomicU64>,
-}
-
-impl Coordinator for Fake {
-    type Action = FakeAction;
-
-    fn begin(&self, item: &ActionItem, _base: usize) -> std::io::Result<FakeAction> {
-        let target = if item.action == Action::Restore {
-            let p = self.scratch.join(format!("volatile-{}", item.cookie));
-            let f = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&p)?;
-            Some((p, f))
-        } else {
-            None
-        };
-        Ok(FakeAction {
-            cookie: item.cookie,
-            target,
-        })
-    }
-
-    fn progress(&self, a: &FakeAction, offset: u64, length: u64, total: u64) {
-        self.log
-            .lock()
-            .expect("lock")
-            .progress
-            .push((a.cookie, offset, length, total));
-    }
-
-    fn restore_fd(&self, a: &FakeAction) -> std::io::Result<RawFd> {
-        a.target
-            .as_ref()
-            .map(|(_, f)| f.as_raw_fd())
-            .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))
-    }
-
-    fn end(&self, a: FakeAction, _offset: u64, length: u64, errval: i32) -> std::io::Result<()> {
-        let mut log = self.log.lock().expect("lock");
-        log.ends.push((a.cookie, errval, length));
-        if let Some((p, _)) = a.target {
-            log.restored.insert(a.cookie, p);
-        }
-        Ok(())
-    }
-
-    fn path_of(&self, fid: &Fid) -> std::io::Result<PathBuf> {
-        self.fids
-            .get(fid)
-            .cloned()
-            .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENOENT))
-    }
-
-    fn data_path(&self, fid: &Fid) -> PathBuf {
-        self.mnt
-            .join(self.fids.get(fid).cloned().unwrap_or_default())
-    }
-
-    fn data_version(&self, file: &std::fs::File) -> std::io::Result<String> {
-        match &self.drifting_version {
-            Some(n) => Ok(format!(
-                "fake:{}",
-                n.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-            )),
-            None => hsm::posix::DataVersion::of_file(file).map(|v| v.token()),
-        }
-    }
-}
-
-fn fid(n: u32) -> Fid {
-    Fid {
-        seq: 0x200000401,
-        oid: n,
-        ver: 0,
-    }
-}
-
-fn list(items: Vec<(Action, Fid, u64)>) -> Vec<u8> {
-    hal::build(&ActionList {
-        version: hal::HAL_VERSION,
-        compound_id: 0,
-        flags: 0,
-        archive_id: 1,
-        fsname: "testfs".into(),
-        items: items
-            .into_iter()
-            .map(|(action, f, cookie)| ActionItem {
-                action,
-                fid: f,
-                dfid: f,
-                offset: 0,
-                length: u64::MAX,
-                cookie,
-                gid: 0,
-                data: Vec::new(),
-                at: 0,
-            })
-            .collect(),
-    })
-}
-
-async fn run_list<C: Coordinator>(d: &mut Dispatcher<C>, bytes: &[u8]) {
-    let l = hal::parse(bytes).expect("parse");
-    d.dispatch(&l, bytes.as_ptr() as usize);
-    tokio::time::timeout(Duration::from_secs(60), d.drain())
-        .await
-        .expect("actions end");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn archive_restore_remove_and_cancel_map_to_the_engine() {
@@ -163,10 +33,10 @@ async fn archive_restore_remove_and_cancel_map_to_the_engine() {
     let fake = Arc::new(Fake {
         mnt: mnt.clone(),
         scratch,
-        fids: HashMap::from([
+        fids: Mutex::new(HashMap::from([
             (fid(1), PathBuf::from("proj/big.bin")),
             (fid(2), PathBuf::from("slow.bin")),
-        ]),
+        ])),
         log: Mutex::new(Log::default()),
         drifting_version: None,
     });
@@ -252,7 +122,7 @@ async fn archive_restore_remove_and_cancel_map_to_the_engine() {
     let fake2 = Arc::new(Fake {
         mnt: mnt.clone(),
         scratch: tmp.path().join("scratch"),
-        fids: HashMap::from([(fid(2), PathBuf::from("slow.bin"))]),
+        fids: Mutex::new(HashMap::from([(fid(2), PathBuf::from("slow.bin"))])),
         log: Mutex::new(Log::default()),
         drifting_version: None,
     });
@@ -312,7 +182,7 @@ async fn an_archive_whose_data_version_moves_fails() {
     let fake = Arc::new(Fake {
         mnt: mnt.clone(),
         scratch: tmp.path().to_path_buf(),
-        fids: HashMap::from([(fid(7), PathBuf::from("busy.bin"))]),
+        fids: Mutex::new(HashMap::from([(fid(7), PathBuf::from("busy.bin"))])),
         log: Mutex::new(Log::default()),
         drifting_version: Some(std::sync::atomic::AtomicU64::new(0)),
     });

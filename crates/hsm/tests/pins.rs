@@ -206,100 +206,9 @@ async fn remove_never_deletes_another_files_version() {
 /// bytes, and RESTORE of FID 2 its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copytool_restore_by_fid_follows_the_pin_not_the_path() {
+    use common::coordinator::{Fake, Log, fid, list, run_list};
     use hsm::copytool::Dispatcher;
-    use hsm::copytool::hal::{self, Action, ActionItem, ActionList, Fid};
-
-    struct Fake {
-        mnt: PathBuf,
-        scratch: PathBuf,
-        fids: Mutex<HashMap<u32, PathBuf>>,
-        restored: Mutex<HashMap<u64, (i32, PathBuf)>>,
-    }
-    struct Act {
-        cookie: u64,
-        target: Option<(PathBuf, std::fs::File)>,
-    }
-    impl hsm::copytool::Coordinator for Fake {
-        type Action = Act;
-        fn begin(&self, item: &ActionItem, _base: usize) -> std::io::Result<Act> {
-            let target = if item.action == Action::Restore {
-                let p = self.scratch.join(format!("volatile-{}", item.cookie));
-                let f = std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .open(&p)?;
-                Some((p, f))
-            } else {
-                None
-            };
-            Ok(Act {
-                cookie: item.cookie,
-                target,
-            })
-        }
-        fn progress(&self, _: &Act, _: u64, _: u64, _: u64) {}
-        fn restore_fd(&self, a: &Act) -> std::io::Result<std::os::fd::RawFd> {
-            use std::os::fd::AsRawFd;
-            a.target
-                .as_ref()
-                .map(|(_, f)| f.as_raw_fd())
-                .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))
-        }
-        fn end(&self, a: Act, _: u64, _: u64, errval: i32) -> std::io::Result<()> {
-            if let Some((p, _)) = a.target {
-                self.restored
-                    .lock()
-                    .expect("lock")
-                    .insert(a.cookie, (errval, p));
-            }
-            Ok(())
-        }
-        fn path_of(&self, fid: &Fid) -> std::io::Result<PathBuf> {
-            self.fids
-                .lock()
-                .expect("lock")
-                .get(&fid.oid)
-                .cloned()
-                .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENOENT))
-        }
-        fn data_path(&self, fid: &Fid) -> PathBuf {
-            self.mnt.join(self.path_of(fid).unwrap_or_default())
-        }
-    }
-    fn list(action: Action, oid: u32, cookie: u64) -> Vec<u8> {
-        let fid = Fid {
-            seq: 0x200000401,
-            oid,
-            ver: 0,
-        };
-        hal::build(&ActionList {
-            version: hal::HAL_VERSION,
-            compound_id: 0,
-            flags: 0,
-            archive_id: 1,
-            fsname: "testfs".into(),
-            items: vec![ActionItem {
-                action,
-                fid,
-                dfid: fid,
-                offset: 0,
-                length: u64::MAX,
-                cookie,
-                gid: 0,
-                data: Vec::new(),
-                at: 0,
-            }],
-        })
-    }
-    async fn run<C: hsm::copytool::Coordinator>(d: &mut Dispatcher<C>, bytes: Vec<u8>) {
-        let l = hal::parse(&bytes).expect("parse");
-        d.dispatch(&l, bytes.as_ptr() as usize);
-        tokio::time::timeout(Duration::from_secs(60), d.drain())
-            .await
-            .expect("actions end");
-    }
+    use hsm::copytool::hal::Action;
 
     for (label, env) in envs(small_cfg()).await {
         let mnt = env.ns.clone();
@@ -309,37 +218,40 @@ async fn copytool_restore_by_fid_follows_the_pin_not_the_path() {
         let fake = Arc::new(Fake {
             mnt: mnt.clone(),
             scratch: scratch.path().to_path_buf(),
-            fids: Mutex::new(HashMap::from([(1, PathBuf::from("x"))])),
-            restored: Mutex::new(HashMap::new()),
+            fids: Mutex::new(HashMap::from([(fid(1), PathBuf::from("x"))])),
+            log: Mutex::new(Log::default()),
+            drifting_version: None,
         });
         let engine = Arc::new(env.engine);
         let mut d = Dispatcher::new(fake.clone(), engine.clone());
-        run(&mut d, list(Action::Archive, 1, 1)).await;
+        run_list(&mut d, &list(vec![(Action::Archive, fid(1), 1)])).await;
         // (The coordinator would release FID 1 now.) Rename, and a new file at `x`.
         std::fs::rename(mnt.join("x"), mnt.join("y")).expect("mv");
-        fake.fids
-            .lock()
-            .expect("lock")
-            .insert(1, PathBuf::from("y"));
-        fake.fids
-            .lock()
-            .expect("lock")
-            .insert(2, PathBuf::from("x"));
-        write(&mnt.join("x"), b"NEW\n");
-        run(&mut d, list(Action::Archive, 2, 2)).await;
-
-        run(&mut d, list(Action::Restore, 1, 3)).await;
-        run(&mut d, list(Action::Restore, 2, 4)).await;
         {
-            let restored = fake.restored.lock().expect("lock");
-            let (err1, p1) = restored.get(&3).expect("restore 1 ended");
-            assert_eq!(*err1, 0, "{label}");
+            let mut fids = fake.fids.lock().expect("lock");
+            fids.insert(fid(1), PathBuf::from("y"));
+            fids.insert(fid(2), PathBuf::from("x"));
+        }
+        write(&mnt.join("x"), b"NEW\n");
+        run_list(&mut d, &list(vec![(Action::Archive, fid(2), 2)])).await;
+
+        run_list(&mut d, &list(vec![(Action::Restore, fid(1), 3)])).await;
+        run_list(&mut d, &list(vec![(Action::Restore, fid(2), 4)])).await;
+        {
+            let log = fake.log.lock().expect("lock");
+            for cookie in [1, 2, 3, 4] {
+                assert!(
+                    log.ends.iter().any(|(c, e, _)| *c == cookie && *e == 0),
+                    "{label}: action {cookie}: {:?}",
+                    log.ends
+                );
+            }
+            let p1 = log.restored.get(&3).expect("restore 1 ended");
             assert!(
                 std::fs::read(p1).expect("read") == original,
                 "{label}: fid 1"
             );
-            let (err2, p2) = restored.get(&4).expect("restore 2 ended");
-            assert_eq!(*err2, 0, "{label}");
+            let p2 = log.restored.get(&4).expect("restore 2 ended");
             assert!(
                 std::fs::read(p2).expect("read") == b"NEW\n",
                 "{label}: fid 2"

@@ -2,6 +2,8 @@
 //! offers (the local directory store always; Azurite and S3 when their env vars are set).
 #![allow(dead_code)]
 
+pub mod coordinator;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
