@@ -400,10 +400,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         hsm::engine::ignore_lease_break_signal();
         let engine = hsm::HsmEngine::new(store, Arc::clone(&demo_fs), config);
         let file = share_file(fs, &gamma, "more.bin")?;
-        let before = s.usage(&gamma).await?.used_bytes;
+        let before = s.usage_now(&gamma).await?.used_bytes;
         engine.archive(&file).await?;
         engine.release(&file).await?;
-        let released = s.usage(&gamma).await?.used_bytes;
+        let released = s.usage_now(&gamma).await?.used_bytes;
         let state = engine.state(&file).await?;
         let state = if state.unguarded {
             format!("{}; released with --unguarded: no restore daemon runs in the demo", state.text)
@@ -411,7 +411,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             state.text
         };
         engine.restore(&file).await?;
-        let after = s.usage(&gamma).await?.used_bytes;
+        let after = s.usage_now(&gamma).await?.used_bytes;
         let intact = std::fs::read(&file)?.iter().all(|b| *b == 0x5a);
         Ok(format!(
             "archived and released more.bin ({state}): quota use {} -> {}; restored: {} (data intact: {intact})",

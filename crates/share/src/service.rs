@@ -235,11 +235,24 @@ impl ShareService {
     }
 
     pub async fn usage(&self, name: &ShareName) -> Result<ShareUsage> {
+        self.usage_with(name, false).await
+    }
+
+    /// [`usage`](Self::usage) as of now: the backend flushes and counts afresh (a btrfs
+    /// commit, a walk for inodes) instead of answering from its last commit. For callers
+    /// that must see a change they just made; stats polling uses [`usage`](Self::usage).
+    pub async fn usage_now(&self, name: &ShareName) -> Result<ShareUsage> {
+        self.usage_with(name, true).await
+    }
+
+    async fn usage_with(&self, name: &ShareName, now: bool) -> Result<ShareUsage> {
         let record = self.ready_record(name).await?;
-        let report = self
-            .fs
-            .quota(&self.layout.share_dir(name), record.project_id)
-            .await?;
+        let dir = self.layout.share_dir(name);
+        let report = if now {
+            self.fs.quota_now(&dir, record.project_id).await?
+        } else {
+            self.fs.quota(&dir, record.project_id).await?
+        };
         Ok(ShareUsage {
             used_bytes: report.usage.used_bytes,
             limit_bytes: record.size_bytes,
