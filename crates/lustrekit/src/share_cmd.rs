@@ -83,6 +83,14 @@ enum ShareCommand {
     Capacity,
     /// Re-verify every share, repair missing quotas and nodemaps, purge expired trash.
     Ensure,
+    /// Adopt an existing share directory that has no lustrekit record (one made by Manila's
+    /// own Lustre driver): claim its project ID and take its live quota as the size.
+    Adopt {
+        /// The share's directory name under the share prefix (for Manila, the share ID); one
+        /// path component. The directory must carry a project ID in the configured range that
+        /// no other share holds, and a block quota.
+        name: String,
+    },
     /// Restore the most recently trashed share of NAME.
     Restore {
         #[arg(help = NAME_HELP)]
@@ -355,6 +363,21 @@ pub async fn run(config: &Path, json: bool, args: ShareArgs) -> anyhow::Result<(
             }
             if !report.problems.is_empty() {
                 anyhow::bail!("{} share(s) need attention", report.problems.len());
+            }
+        }
+        ShareCommand::Adopt { name: n } => {
+            let n = name(&n)?;
+            let config = Config::load(config)?;
+            let settings = config.settings()?;
+            let fs = config.open_backend().await?;
+            let share = ShareService::open_for_adoption(fs, settings)
+                .await?
+                .adopt(&n)
+                .await?;
+            if json {
+                print_json(&share)?
+            } else {
+                print_share(&share)
             }
         }
         ShareCommand::Restore { name: n } => {

@@ -322,3 +322,23 @@ fn hsm_uses_the_configured_backend_when_asked() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn adopt_refuses_what_is_not_a_share_with_the_documented_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    lustrekit(&cfg, &["share", "list"]);
+    // A plain directory: no project ID, so nothing to adopt.
+    std::fs::create_dir_all(dir.path().join("root/shares/plain")).unwrap();
+    for (n, code, kind) in [("plain", 2, "invalid_argument"), ("absent", 3, "not_found")] {
+        let out = lustrekit(&cfg, &["--json", "share", "adopt", n]);
+        assert_eq!(out.status.code(), Some(code), "{n}");
+        assert_eq!(json(&out)["error"]["code"], kind, "{n}");
+    }
+    let out = lustrekit(&cfg, &["--json", "share", "list"]);
+    assert_eq!(json(&out), serde_json::json!([]));
+    let claims = std::fs::read_dir(dir.path().join("root/shares/.lustrekit/projects")).unwrap();
+    assert_eq!(claims.count(), 0);
+    let help = lustrekit(&cfg, &["share", "adopt", "--help"]);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("project ID"));
+}

@@ -31,6 +31,18 @@ impl ShareService {
     /// Opens the service: makes its metadata directories and checks that the project-ID range
     /// does not overlap IDs that something other than lustrekit already uses.
     pub async fn open(fs: Arc<dyn Filesystem>, settings: ShareSettings) -> Result<Self> {
+        let service = Self::open_for_adoption(fs, settings).await?;
+        service.check_project_range().await?;
+        Ok(service)
+    }
+
+    /// Opens the service without refusing project IDs in the range that directories not made
+    /// by lustrekit use: only for [`ShareService::adopt`], which is how such a directory
+    /// becomes a share (its ID claimed, so no create can ever reuse it).
+    pub async fn open_for_adoption(
+        fs: Arc<dyn Filesystem>,
+        settings: ShareSettings,
+    ) -> Result<Self> {
         let layout = Layout::new(settings.prefix.clone());
         for dir in [
             layout.records_dir()?,
@@ -46,7 +58,6 @@ impl ShareService {
             layout,
             locks: Locks::default(),
         };
-        service.check_project_range().await?;
         Ok(service)
     }
 
@@ -407,6 +418,110 @@ impl ShareService {
             .remove_file(&self.layout.record(&record.name)?)
             .await?;
         allocator::release(self.fs(), &self.layout, record.project_id).await
+    }
+
+    // ---------- adopt ----------
+
+    /// Takes over an existing share directory that has no lustrekit record (one made by
+    /// Manila's own Lustre driver): its project ID, read from the directory, is claimed and its
+    /// live quota becomes the share's size. Refused, with nothing changed, when the directory
+    /// has no project ID, an ID outside the range, an ID another share holds, or no quota.
+    /// Adopting a share already recorded with the directory's project ID returns it.
+    pub async fn adopt(&self, name: &ShareName) -> Result<Share> {
+        Self::check_name(name)?;
+        self.locked(name, async || {
+            let dir = self.layout.share_dir(name);
+            let project = match self.fs.project_of(&dir).await {
+                Ok(project) => project,
+                Err(backend::BackendError::NotFound { .. }) => {
+                    return Err(ShareError::NotFound {
+                        share: format!("{name} (no directory {})", dir.as_str()),
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let Some(project) = project else {
+                return Err(ShareError::invalid(format!(
+                    "{} has no project ID: it is not a share to adopt",
+                    dir.as_str()
+                )));
+            };
+            if let Some(record) = self.read_record(name).await? {
+                if record.project_id != project {
+                    return Err(ShareError::Conflict {
+                        share: name.to_string(),
+                        message: format!(
+                            "it is a lustrekit share with project ID {}, but its directory has {}",
+                            record.project_id.get(),
+                            project.get()
+                        ),
+                    });
+                }
+                return self.ready_record(name).await.map(|r| self.to_share(&r));
+            }
+            if !self.settings.project_ids.contains(project) {
+                return Err(ShareError::invalid(format!(
+                    "{} has project ID {}, outside the configured range {}",
+                    dir.as_str(),
+                    project.get(),
+                    self.range_text()
+                )));
+            }
+            if !self.fs.claim(&self.layout.project_claim(project)?).await? {
+                return Err(ShareError::Conflict {
+                    share: name.to_string(),
+                    message: format!("project ID {} is claimed by another share", project.get()),
+                });
+            }
+            match self.finish_adopt(name, &dir, project).await {
+                Ok(record) => Ok(self.to_share(&record)),
+                Err(e) => {
+                    // Nothing half-made: no record (a failed write may have landed), no claim.
+                    if let Ok(path) = self.layout.record(name)
+                        && let Err(undo) = self.fs.remove_file(&path).await
+                    {
+                        tracing::error!(share = %name, error = %undo, "cannot remove the record of a failed adopt");
+                    }
+                    if let Err(undo) = allocator::release(self.fs(), &self.layout, project).await {
+                        tracing::error!(share = %name, error = %undo, "cannot release the claim of a failed adopt");
+                    }
+                    Err(e)
+                }
+            }
+        })
+        .await
+    }
+
+    async fn finish_adopt(
+        &self,
+        name: &ShareName,
+        dir: &lustre_model::RelPath,
+        project: ProjectId,
+    ) -> Result<Record> {
+        let live = self.fs.quota(dir, project).await?.limits;
+        if live.block_hard_bytes == 0 {
+            return Err(ShareError::invalid(format!(
+                "{} (project ID {}) has no block quota, so no size to adopt",
+                dir.as_str(),
+                project.get()
+            )));
+        }
+        let record = Record {
+            name: name.clone(),
+            project_id: project,
+            size_bytes: live.block_hard_bytes,
+            inode_limit: (live.inode_hard > 0).then_some(live.inode_hard),
+            state: ShareState::Ready,
+            access: Vec::new(),
+            labels: Default::default(),
+            created_at: now_secs(),
+            trash_id: None,
+            deleted_at: None,
+            expires_at: None,
+        };
+        self.write_record(&record).await?;
+        tracing::info!(share = %name, project = project.get(), size = record.size_bytes, "share adopted");
+        Ok(record)
     }
 
     // ---------- resize ----------
