@@ -145,6 +145,11 @@ class LustrekitClient:
     def access_list(self, name):
         return self._run("access", "list", name)
 
+    def adopt(self, name):
+        """Takes over the share directory `name` that has no lustrekit record (one made by
+        Manila's own Lustre driver): the Share, as `create` prints it."""
+        return self._run("adopt", name)
+
     def capacity(self):
         return self._run("capacity")
 

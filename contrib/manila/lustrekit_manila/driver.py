@@ -138,6 +138,13 @@ class LustrekitShareDriver(driver.ShareDriver):
         try:
             self._client.capacity()
         except lk.LustrekitError as exc:
+            if exc.code == lk.PROJECT_IDS_IN_USE:
+                # Shares of Manila's own Lustre driver (the operator just switched drivers):
+                # ensure_shares and manage_existing adopt them. Until every such ID is adopted
+                # lustrekit refuses to create, so no new share can take one of their IDs.
+                LOG.warning("lustrekit: %s. ensure_shares adopts the shares Manila knows among "
+                            "them; until then no share can be created.", exc.message)
+                return
             raise exception.ShareBackendException(
                 msg=_("lustrekit cannot serve with %(path)s: %(err)s")
                 % {"path": path, "err": exc.message}) from exc
@@ -223,7 +230,35 @@ class LustrekitShareDriver(driver.ShareDriver):
         # lustrekit refuses, changing nothing, while the share uses more than the new size.
         self._call(share, self._client.shrink, self._name(share), size)
 
+    def _adopt_unrecorded(self, shares):
+        """Adopts the shares whose directory exists with a project ID but which lustrekit has
+        no record of: those of Manila's own Lustre driver, before `share_driver` was switched."""
+        try:
+            recorded = {s["name"] for s in self._client.list()}
+        except lk.LustrekitError as exc:
+            if exc.code != lk.PROJECT_IDS_IN_USE:
+                raise exception.ShareBackendException(msg=exc.message) from exc
+            recorded = set()  # the upstream driver's directories hold IDs: adopt them below
+        for share in shares:
+            try:
+                name = self._name(share)
+            except exception.InvalidShare:
+                continue
+            if name in recorded:
+                continue
+            try:
+                adopted = self._client.adopt(name)
+            except lk.LustrekitError as exc:
+                if exc.code != lk.NOT_FOUND:
+                    LOG.warning("Share %(id)s: cannot adopt %(name)s: %(err)s",
+                                {"id": _field(share, "id"), "name": name, "err": exc.message})
+                continue
+            LOG.info("Share %(id)s adopted: project %(project)s, %(size)d bytes.",
+                     {"id": _field(share, "id"), "project": adopted["project_id"],
+                      "size": adopted["size_bytes"]})
+
     def ensure_shares(self, context, shares):
+        self._adopt_unrecorded(shares)
         problems = {}
         try:
             report = self._client.ensure()
@@ -488,11 +523,13 @@ class LustrekitShareDriver(driver.ShareDriver):
         try:
             found = self._client.show(name)["share"]
         except lk.LustrekitError as exc:
-            if exc.code in (lk.NOT_FOUND, lk.INVALID_ARGUMENT):
+            if exc.code == lk.INVALID_ARGUMENT:
                 raise exception.ManageInvalidShare(
-                    reason=_("%(name)s is not a lustrekit share (lustrekit manages the shares it "
-                             "created): %(err)s") % {"name": name, "err": exc.message}) from exc
-            raise self._fail(exc, share_id) from exc
+                    reason=_("%(name)s is not a lustrekit share: %(err)s")
+                    % {"name": name, "err": exc.message}) from exc
+            if exc.code not in (lk.NOT_FOUND, lk.PROJECT_IDS_IN_USE):
+                raise self._fail(exc, share_id) from exc
+            found = self._adopt_for_manage(share_id, name)
         if found["state"] != "ready":
             raise exception.ManageInvalidShare(
                 reason=_("lustrekit share %(name)s is %(state)s")
@@ -512,6 +549,19 @@ class LustrekitShareDriver(driver.ShareDriver):
             else:
                 self.private_storage.delete(share_id, PRIVATE_NAME)
         return {"size": size, "export_locations": self._exports(found)}
+
+    def _adopt_for_manage(self, share_id, name):
+        """A directory with no lustrekit record: adopted when it is a share of Manila's own
+        Lustre driver (a project ID in the range, held by no other share, and a quota)."""
+        try:
+            return self._client.adopt(name)
+        except lk.LustrekitError as exc:
+            if exc.code in (lk.NOT_FOUND, lk.INVALID_ARGUMENT, lk.CONFLICT):
+                raise exception.ManageInvalidShare(
+                    reason=_("%(name)s is neither a lustrekit share nor one to adopt (a directory "
+                             "with a project ID and quota): %(err)s")
+                    % {"name": name, "err": exc.message}) from exc
+            raise self._fail(exc, share_id) from exc
 
     def unmanage(self, share):
         # The share, its data, quota and nodemaps stay; Manila forgets it.

@@ -54,14 +54,20 @@ class SetupTest(helpers.DriverTestCase):
             self.assertRaises(exception.BadConfigurationException, driver.do_setup, self.ctx)
             self.assertFalse(os.path.exists(os.path.join(self.fs.dir, "bad.toml")), overrides)
 
-    def test_a_range_overlapping_foreign_project_ids_is_refused(self):
-        # A directory under the prefix that lustrekit did not make, already in the range.
+    def test_a_range_overlapping_foreign_project_ids_refuses_creates(self):
+        # A directory under the prefix that lustrekit did not make, already in the range. The
+        # driver starts (it may be the upstream driver's share, which ensure_shares adopts),
+        # but no share can be created that could take its ID.
         foreign = os.path.join(self.mnt, PREFIX, "legacy")
         os.mkdir(foreign)
         os.setxattr(foreign, "user.lustrekit.project", b"10005")
         driver = self.make_driver(lustrekit_config_path=os.path.join(self.fs.dir, "two.toml"))
-        err = self.assertRaises(exception.ShareBackendException, driver.do_setup, self.ctx)
+        driver.do_setup(self.ctx)
+        s = self.share()
+        err = self.assertRaises(exception.ShareBackendException, driver.create_share, self.ctx, s)
         self.assertIn("10005", str(err))
+        self.assertFalse(os.path.exists(self.share_dir(s)))
+        self.assertEqual([], os.listdir(os.path.join(self.mnt, PREFIX, ".lustrekit", "projects")))
 
     def test_check_for_setup_error_needs_the_root(self):
         driver = self.make_driver(lustre_mount_point=os.path.join(self.fs.dir, "missing"))
@@ -445,3 +451,89 @@ class ManageTest(helpers.DriverTestCase):
         self.assertIsNot(self.driver.private_storage, restarted.private_storage)
         restarted.extend_share(other, 2)
         self.assertEqual(2 * GIB, self.qgroup_limit(s))
+
+
+class UpstreamMigrationTest(helpers.DriverTestCase):
+    """Shares made by Manila's own Lustre driver, then `share_driver` switched to this one."""
+
+    def upstream_share(self, share, size_gib, project):
+        """What the upstream driver leaves, made by hand with the local backend's own means: the
+        share directory (a subvolume, as the local backend's quotas need), its project ID (the
+        xattr the local backend keeps it in) and its quota (a level-1 qgroup holding the
+        subvolume, limited), and no lustrekit record."""
+        path = self.share_dir(share)
+        run = helpers.run
+        run("btrfs", "subvolume", "create", path)
+        os.chmod(path, 0o777)
+        os.setxattr(path, "user.lustrekit.project", str(project).encode())
+        subvol = run("btrfs", "inspect-internal", "rootid", path).stdout.strip()
+        run("btrfs", "qgroup", "create", f"1/{subvol}", self.mnt)
+        run("btrfs", "qgroup", "assign", "--no-rescan", f"0/{subvol}", f"1/{subvol}", self.mnt)
+        for group in (f"1/{subvol}", f"0/{subvol}"):
+            run("btrfs", "qgroup", "limit", str(size_gib * GIB), group, self.mnt)
+        with open(os.path.join(path, "data"), "w") as f:
+            f.write("kept")
+        return path
+
+    def switched_driver(self):
+        """manila-share restarted with `share_driver` switched, the options unchanged."""
+        driver = self.make_driver()
+        driver.do_setup(self.ctx)
+        driver.check_for_setup_error()
+        return driver
+
+    def test_ensure_shares_adopts_the_upstream_drivers_shares(self):
+        a, b, gone = self.share(size=2), self.share(size=1), self.share()
+        self.upstream_share(a, 2, 10000)
+        self.upstream_share(b, 1, 10001)
+        driver = self.switched_driver()
+        updates = driver.ensure_shares(self.ctx, [a, b, gone])
+        for s in (a, b):
+            self.assertEqual({"export_locations": [{"path": self.export(s["id"]),
+                                                    "is_admin_only": False, "metadata": {}}],
+                              "reapply_access_rules": False}, updates[s["id"]])
+            self.assertEqual("kept", open(os.path.join(self.share_dir(s), "data")).read())
+        self.assertEqual({"status": constants.STATUS_ERROR}, updates[gone["id"]])
+        shown = self.cli("show", a["id"])["share"]
+        self.assertEqual((10000, 2 * GIB, "ready"),
+                         (shown["project_id"], shown["size_bytes"], shown["state"]))
+        self.assertEqual(["10000", "10001"], sorted(
+            os.listdir(os.path.join(self.mnt, PREFIX, ".lustrekit", "projects"))))
+        # Now ordinary shares: the quota follows an extend, and a new share gets a free ID.
+        driver.extend_share(a, 3)
+        self.assertEqual(3 * GIB, self.qgroup_limit(a))
+        rule = self.rule("10.1.0.0/24")
+        self.assertEqual({rule["access_id"]: ACTIVE},
+                         driver.update_access(self.ctx, b, [rule], [rule], [], []))
+        c = self.share()
+        driver.create_share(self.ctx, c)
+        self.assertEqual(10002, self.cli("show", c["id"])["share"]["project_id"])
+        # A second ensure adopts nothing and changes nothing.
+        self.assertEqual(updates[a["id"]], driver.ensure_shares(self.ctx, [a, b])[a["id"]])
+        self.assertEqual(3 * GIB, self.cli("show", a["id"])["share"]["size_bytes"])
+
+    def test_manage_existing_adopts_an_upstream_share(self):
+        s = self.share(size=2)
+        self.upstream_share(s, 2, 10007)
+        driver = self.switched_driver()
+        managed = self.share()
+        managed["export_locations"] = [{"path": self.export(s["id"])}]
+        self.assertEqual({"size": 2, "export_locations": [
+            {"path": self.export(s["id"]), "is_admin_only": False, "metadata": {}}]},
+            driver.manage_existing(managed, {}))
+        self.assertEqual(s["id"], driver.private_storage.get(managed["id"], "lustrekit_share"))
+        self.assertEqual(10007, self.cli("show", s["id"])["share"]["project_id"])
+        driver.extend_share(managed, 4)
+        self.assertEqual(4 * GIB, self.qgroup_limit(s))
+
+    def test_a_directory_whose_id_another_share_holds_is_not_adopted(self):
+        mine = self.share()
+        self.driver.create_share(self.ctx, mine)  # project 10000
+        s = self.share()
+        self.upstream_share(s, 1, 10000)
+        managed = self.share()
+        managed["export_locations"] = [{"path": self.export(s["id"])}]
+        self.assertRaises(exception.ManageInvalidShare, self.driver.manage_existing, managed, {})
+        self.assertEqual([mine["id"]], [x["name"] for x in self.cli("list")])
+        self.assertEqual({"status": constants.STATUS_ERROR},
+                         self.driver.ensure_shares(self.ctx, [s])[s["id"]])
