@@ -61,7 +61,7 @@ helm="$(scripts/install-helm.sh)"
 
 # --- the cluster ---------------------------------------------------------------------------
 t0=$(date +%s)
-up_env="$(scripts/kube-up.sh)" || { say "FAILED: scripts/kube-up.sh (logs in $state/log)"; exit 1; }
+up_env="$(scripts/kube-up.sh 3>&-)" || { say "FAILED: scripts/kube-up.sh (logs in $state/log)"; exit 1; }
 eval "$up_env"
 t_up=$(( $(date +%s) - t0 ))
 kubectl="$("$repo/scripts/kube-build.sh")/kubectl"

@@ -67,7 +67,9 @@ start() { # NAME BINARY ARGS...: start in its own session, unless already runnin
   shift 2
   if running "$name" "$exe"; then return 0; fi
   say "starting $name"
-  setsid "$exe" "$@" >>"$log_dir/$name.log" 2>&1 < /dev/null &
+  # Only the log and /dev/null: a daemon must hold no descriptor of ours (a caller's pipe
+  # it kept open would make `$(kube-up.sh)` or `$(cluster-test.sh --up)` wait forever).
+  setsid "$exe" "$@" >>"$log_dir/$name.log" 2>&1 < /dev/null 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- &
   echo $! > "$state/pids/$name.pid"
 }
 wait_until() { # SECONDS WHAT COMMAND...
