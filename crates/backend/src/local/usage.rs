@@ -336,7 +336,10 @@ mod tests {
             walk(open(dir.path())).expect("walk");
         }
         let after = open_fds();
-        assert!(after < before + 50, "{before} descriptors open before, {after} after");
+        assert!(
+            after < before + 50,
+            "{before} descriptors open before, {after} after"
+        );
     }
 
     #[test]
