@@ -139,21 +139,7 @@ impl Group {
 
     /// Waits up to `timeout_ms` for events, then reads what is there (empty on timeout).
     pub fn read_events(&self, buf: &mut [u8], timeout_ms: i32) -> std::io::Result<Vec<Event>> {
-        let mut pfd = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        let rc = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
-        if rc < 0 {
-            let e = last_err();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                return Ok(Vec::new());
-            }
-            return Err(e);
-        }
-        if rc == 0 {
+        if !self.wait_readable(timeout_ms)? {
             return Ok(Vec::new());
         }
         // SAFETY: reads into a valid buffer.

@@ -300,20 +300,18 @@ impl Drop for ReleaseHold {
 
 /// Whether some release that counts on a daemon of `key` is in progress. Takes no lock.
 pub fn releases_in_flight_in(run_dir: &Path, key: FsKey) -> io::Result<bool> {
-    let file = match open_lock_file(&release_lock_path(run_dir, key), false) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(e),
-    };
-    let mut fl = whole_file_lock(libc::F_WRLCK);
-    fcntl(file.as_fd(), FcntlArg::F_OFD_GETLK(&mut fl))
-        .map_err(|e| io::Error::from_raw_os_error(e as i32))?;
-    Ok(fl.l_type != libc::F_UNLCK as libc::c_short)
+    held_by_anyone(&release_lock_path(run_dir, key))
 }
 
 /// Whether some daemon holds the watch lock of `key` in `run_dir`. Takes no lock.
 pub fn watched_in(run_dir: &Path, key: FsKey) -> io::Result<bool> {
-    let file = match open_lock_file(&lock_path(run_dir, key), false) {
+    held_by_anyone(&lock_path(run_dir, key))
+}
+
+/// Whether anyone holds a lock on the lock file at `path` (absent: nobody). Asks the kernel
+/// whether a write lock could be taken (`F_OFD_GETLK`), taking none.
+fn held_by_anyone(path: &Path) -> io::Result<bool> {
+    let file = match open_lock_file(path, false) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(e),
