@@ -259,6 +259,10 @@ imageGCLowThresholdPercent: 99
 evictionHard: {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%", "nodefs.inodesFree": "1%"}
 # Volume stats (NodeGetVolumeStats) are polled this often; the default is a minute.
 volumeStatsAggPeriod: 10s
+# The kubelet reads NodeGetVolumeStats' volume condition only with this alpha gate (off by
+# default through 1.34): then kubelet_volume_stats_health_status_abnormal and the pod's
+# VolumeConditionAbnormal events report it.
+featureGates: {CSIVolumeHealth: true}
 serializeImagePulls: false
 EOF
 start kubelet "$bin/kubelet" --config="$state/kubelet.yaml" --kubeconfig="$state/kubelet.kubeconfig" \

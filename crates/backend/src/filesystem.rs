@@ -40,6 +40,20 @@ pub struct Capabilities {
     pub nodemaps_enforced_by_server: bool,
     pub encryption: bool,
     pub restore_on_access: bool,
+    /// Bytes a quota charges one write beyond its data: a btrfs qgroup reserves a metadata
+    /// node (16 KiB by default), so a volume with less headroom than one block plus this
+    /// already refuses writes with EDQUOT. 0 where the limit is charged by data alone.
+    pub quota_write_reserve: u64,
+}
+
+/// What `statfs` (and so `df`) reports inside a volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "reports")]
+pub enum VolumeStatfs {
+    /// The volume's own project quota (Lustre with `llite.*.statfs_project=1`).
+    ProjectQuota,
+    /// The whole filesystem; `why` says why, for logs and the volume's condition.
+    Filesystem { why: String },
 }
 
 /// A release of a file in progress, as a restore-on-access daemon must know it (see
@@ -302,6 +316,9 @@ pub trait Filesystem: Send + Sync + 'static {
     /// Unmounts with a bounded cascade: normal, then forced, then lazy. A target that is not
     /// mounted (or does not exist) is success.
     async fn unmount(&self, target: &Path) -> Result<()>;
+    /// What `statfs` (and so `df`) inside this node's volumes reports: the volume's quota or
+    /// the whole filesystem. Asked at publish, so that a pod's `df` is explained.
+    async fn volume_statfs(&self) -> Result<VolumeStatfs>;
 
     fn kind_name(&self) -> &'static str {
         match self.kind() {

@@ -17,5 +17,5 @@ pub mod mount;
 pub use error::{BackendError, Result, panic_message};
 pub use filesystem::{
     BackendKind, Capabilities, Capacity, DirInfo, DirSpec, Filesystem, HsmAccessState, MountMode,
-    MountRequest, NodemapChange, QuotaEnforcement, ReleaseInProgress,
+    MountRequest, NodemapChange, QuotaEnforcement, ReleaseInProgress, VolumeStatfs,
 };

@@ -96,6 +96,7 @@ async fn main() {
             node_id: "bench".into(),
             mode: Mode::Controller,
             fs_timeout: csi::args::DEFAULT_FS_TIMEOUT,
+            quota_margin: Default::default(),
         },
     );
     let dir = tempfile::tempdir().unwrap();

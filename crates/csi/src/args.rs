@@ -64,6 +64,11 @@ pub struct CsiArgs {
     #[arg(long, env = "CSI_FS_TIMEOUT", default_value_t = DEFAULT_FS_TIMEOUT_SECS,
         value_parser = clap::value_parser!(u64).range(1..=600))]
     pub fs_timeout: u64,
+    /// How close to its quota a volume may get before NodeGetVolumeStats calls it abnormal:
+    /// `0` (as soon as one more block, with what the quota reserves per write, would not
+    /// fit), a size (`64MiB`) or a share of the quota (`5%`) that must stay free besides.
+    #[arg(long, env = "CSI_QUOTA_MARGIN", default_value = "0")]
+    pub quota_margin: crate::stats::QuotaMargin,
     /// Self-registration with the kubelet's plugin watcher (instead of node-driver-registrar).
     #[command(flatten)]
     pub registration: crate::registration::RegistrationArgs,

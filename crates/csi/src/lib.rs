@@ -25,6 +25,7 @@ pub mod node_ops;
 pub mod params;
 pub mod registration;
 pub mod server;
+pub mod stats;
 pub mod volume;
 
 use std::sync::Arc;
@@ -55,6 +56,7 @@ pub async fn run(args: CsiArgs, config: &std::path::Path) -> Result<()> {
             node_id,
             mode: args.mode,
             fs_timeout: args.fs_timeout(),
+            quota_margin: args.quota_margin,
         },
     );
     registration::serve_registered(

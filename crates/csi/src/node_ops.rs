@@ -13,6 +13,7 @@ use std::path::{Component, Path, PathBuf};
 use backend::mount::{mount_table, top_mount};
 
 use crate::error::{CsiError, Result};
+pub use crate::stats::FsStats;
 
 /// A target path from the CO: absolute, no `..`, no NUL.
 pub fn check_target(path: &str) -> Result<PathBuf> {
@@ -155,19 +156,13 @@ pub fn mount_matches(source: &Path, target: &Path, read_only: bool) -> Result<bo
     Ok(is_ro == read_only)
 }
 
-/// Bytes and inodes of the filesystem under `path`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FsStats {
-    pub total_bytes: u64,
-    pub available_bytes: u64,
-    pub used_bytes: u64,
-    pub total_inodes: u64,
-    pub free_inodes: u64,
-}
-
+/// Bytes, inodes and block size of the filesystem under `path`.
 pub fn fs_stats(path: &Path) -> Result<FsStats> {
     let s = nix::sys::statvfs::statvfs(path).map_err(std::io::Error::from)?;
-    let frag = s.fragment_size() as u64;
+    let frag = match s.fragment_size() as u64 {
+        0 => s.block_size() as u64,
+        frag => frag,
+    };
     let total_bytes = (s.blocks() as u64).saturating_mul(frag);
     let free_bytes = (s.blocks_free() as u64).saturating_mul(frag);
     Ok(FsStats {
@@ -176,6 +171,7 @@ pub fn fs_stats(path: &Path) -> Result<FsStats> {
         used_bytes: total_bytes.saturating_sub(free_bytes),
         total_inodes: s.files() as u64,
         free_inodes: s.files_free() as u64,
+        block_size: frag,
     })
 }
 

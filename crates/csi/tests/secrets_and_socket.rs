@@ -143,6 +143,7 @@ async fn the_socket_is_private_and_stale_sockets_are_replaced() {
             node_id: "n".into(),
             mode: Mode::All,
             fs_timeout: csi::args::DEFAULT_FS_TIMEOUT,
+            quota_margin: Default::default(),
         },
     );
     let err = csi::server::serve(driver, &socket, None, async {}, |_| {})
@@ -161,6 +162,7 @@ async fn the_socket_is_private_and_stale_sockets_are_replaced() {
             node_id: "n".into(),
             mode: Mode::All,
             fs_timeout: csi::args::DEFAULT_FS_TIMEOUT,
+            quota_margin: Default::default(),
         },
     );
     let err = csi::server::serve(driver, &socket, None, async {}, |_| {})

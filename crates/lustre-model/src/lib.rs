@@ -15,6 +15,7 @@ pub mod error;
 pub mod grace;
 pub mod hsm;
 pub mod layout;
+pub mod llite;
 pub mod names;
 pub mod nid;
 pub mod nodemap;
@@ -33,6 +34,7 @@ pub use hsm::{
     HS_RELEASED, HsmFlags, HsmState, parse_lfs_hsm_state,
 };
 pub use layout::{Layout, LayoutComponent, StripeLayout, StripeObject, parse_lfs_getstripe};
+pub use llite::{LliteValue, parse_llite_param};
 pub use names::{FsName, NodemapName, RelPath, ShareName};
 pub use nid::{LNet, NetType, Nid, NidRange, parse_nid_range_expr};
 pub use nodemap::{

@@ -212,6 +212,21 @@ fn kubelet_volume_stats_show_the_quota() {
     assert_eq!(capacity, (10 * MIB) as f64, "capacity is not the quota");
     assert!(used < (10 * MIB) as f64, "used {used}");
 
+    // No inode limit, and btrfs keeps no inode counts: the driver reports no INODES entry,
+    // which the kubelet turns into zeros (never "all inodes used": free/total is 0/0, so the
+    // usual inodes-filling-up alert cannot fire).
+    let metrics = c.kubelet_metrics();
+    let inode_metric = |name: &str| pvc_metric(&metrics, name, ns.as_str(), "data");
+    let (inodes, free, inodes_used) = (
+        inode_metric("kubelet_volume_stats_inodes"),
+        inode_metric("kubelet_volume_stats_inodes_free"),
+        inode_metric("kubelet_volume_stats_inodes_used"),
+    );
+    assert!(
+        inodes.unwrap_or(0.0) == 0.0 && inodes_used.unwrap_or(0.0) == 0.0,
+        "an inode figure without an inode limit: inodes {inodes:?}, used {inodes_used:?}, free {free:?}"
+    );
+
     let summary = c.kubelet_summary();
     let volume = summary["pods"]
         .as_array()
@@ -223,6 +238,119 @@ fn kubelet_volume_stats_show_the_quota() {
         .expect("the summary API lists the volume");
     assert_eq!(volume["capacityBytes"], 10 * MIB);
     assert!(volume["usedBytes"].as_u64().expect("usedBytes") >= 3 * MIB);
+    assert_eq!(volume["inodesUsed"].as_u64().unwrap_or(0), 0, "{volume}");
+}
+
+/// With `inodeLimit`, the kubelet's inode metrics are the limit and the files in the volume.
+#[test]
+#[ignore = "needs a cluster: scripts/kube-up.sh"]
+fn inode_limit_is_what_the_kubelet_reports() {
+    let _g = kube::shared();
+    let c = Cluster::get();
+    let ns = Namespace::new("inodes");
+    let class = class(
+        "lk-test-inodes",
+        json!({"reclaimPolicy": "delete", "inodeLimit": "50"}),
+    );
+    bound_pvc(&ns, "data", &class, "10Mi", "ReadWriteOnce");
+    let p = running_pod(&ns, pod("writer", "data", false, None));
+    c.exec_ok(
+        ns.as_str(),
+        &p,
+        "mkdir /data/d && for i in 1 2 3 4 5 6 7 8 9; do echo $i > /data/d/f$i; done",
+    );
+    // The root, d and its nine files: 11 inodes.
+    let (inodes, used, free) = c.poll(
+        "kubelet inode metrics with the pod's files",
+        Duration::from_secs(120),
+        Duration::from_secs(3),
+        || {
+            let metrics = c.kubelet_metrics();
+            let m = |name: &str| pvc_metric(&metrics, name, ns.as_str(), "data");
+            let used = m("kubelet_volume_stats_inodes_used")?;
+            (used >= 11.0).then_some((
+                m("kubelet_volume_stats_inodes")?,
+                used,
+                m("kubelet_volume_stats_inodes_free")?,
+            ))
+        },
+    );
+    assert_eq!(inodes, 50.0, "inodes is not the limit");
+    assert_eq!(used, 11.0, "used inodes");
+    assert_eq!(free, 39.0, "free inodes");
+}
+
+/// Writing until EDQUOT turns the volume's condition abnormal (the kubelet's health metric
+/// and a VolumeConditionAbnormal event on the pod, naming the quota); freeing the space
+/// turns it back.
+#[test]
+#[ignore = "needs a cluster: scripts/kube-up.sh"]
+fn condition_turns_abnormal_at_the_quota() {
+    let _g = kube::shared();
+    let c = Cluster::get();
+    let ns = Namespace::new("full");
+    let class = delete_class();
+    bound_pvc(&ns, "data", &class, "10Mi", "ReadWriteOnce");
+    let p = running_pod(&ns, pod("writer", "data", false, None));
+    let health = || {
+        pvc_metric(
+            &c.kubelet_metrics(),
+            "kubelet_volume_stats_health_status_abnormal",
+            ns.as_str(),
+            "data",
+        )
+    };
+    c.poll(
+        "a healthy volume reported healthy",
+        Duration::from_secs(120),
+        Duration::from_secs(3),
+        || (health()? == 0.0).then_some(()),
+    );
+
+    let out = c.exec(
+        ns.as_str(),
+        &p,
+        "dd if=/dev/zero of=/data/fill bs=1M count=20 conv=fsync 2>&1; echo exit=$?",
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Disk quota exceeded"), "{text}");
+    c.poll(
+        "kubelet_volume_stats_health_status_abnormal at the quota",
+        Duration::from_secs(120),
+        Duration::from_secs(3),
+        || (health()? == 1.0).then_some(()),
+    );
+    let message = c.poll(
+        "a VolumeConditionAbnormal event on the pod",
+        Duration::from_secs(60),
+        Duration::from_secs(2),
+        || {
+            let events = c.json(&[
+                "get",
+                "events",
+                "-n",
+                ns.as_str(),
+                "--field-selector",
+                "reason=VolumeConditionAbnormal",
+            ]);
+            events["items"]
+                .as_array()?
+                .iter()
+                .find_map(|e| e["message"].as_str().map(str::to_owned))
+        },
+    );
+    assert!(
+        message.contains("byte quota 10MiB is full") && message.contains("EDQUOT"),
+        "{message}"
+    );
+
+    c.exec_ok(ns.as_str(), &p, "rm /data/fill && sync");
+    c.poll(
+        "the condition back to healthy once the space is free",
+        Duration::from_secs(120),
+        Duration::from_secs(3),
+        || (health()? == 0.0).then_some(()),
+    );
 }
 
 /// With fsGroup, the kubelet gives the volume to the pod's group (fsGroupPolicy: File): the

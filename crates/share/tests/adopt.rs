@@ -7,13 +7,9 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use async_trait::async_trait;
 use backend::Filesystem;
-use backend::lustre::{
-    CommandOutput, CommandRunner, FakeRunner, LocalRunner, LustreBackend, LustreConfig,
-};
+use backend::lustre::{FakeRunner, LustreBackend, LustreConfig, ToolsFaked};
 use lustre_model::{FsName, ProjectId, QuotaLimits, RelPath, ShareName};
 use share::{CreateShare, DeleteMode, ShareError, ShareService, ShareState};
 
@@ -137,34 +133,6 @@ async fn what_cannot_be_adopted_is_refused_and_leaves_nothing() {
     assert_eq!(svc.get(&name("a")).await.unwrap().project_id.get(), 1000);
 }
 
-/// `lfs`/`lctl` to the fake, everything else (mkdir, stat, cat, mv) to a real local runner.
-#[derive(Debug)]
-struct Split {
-    local: LocalRunner,
-    fake: Arc<FakeRunner>,
-}
-
-#[async_trait]
-impl CommandRunner for Split {
-    fn describe(&self) -> String {
-        "split".into()
-    }
-    fn default_timeout(&self) -> Duration {
-        Duration::from_secs(20)
-    }
-    async fn run_with_timeout(
-        &self,
-        argv: &[String],
-        stdin: Option<&[u8]>,
-        timeout: Duration,
-    ) -> backend::Result<CommandOutput> {
-        match argv.first().map(String::as_str) {
-            Some("lfs" | "lctl") => self.fake.run_with_timeout(argv, stdin, timeout).await,
-            _ => self.local.run_with_timeout(argv, stdin, timeout).await,
-        }
-    }
-}
-
 #[tokio::test]
 async fn adopt_on_lustre_reads_the_project_id_and_quota_with_exact_commands() {
     let scratch = tempfile::tempdir().unwrap();
@@ -208,10 +176,7 @@ async fn adopt_on_lustre_reads_the_project_id_and_quota_with_exact_commands() {
                 0,
             ),
     );
-    let runner = Arc::new(Split {
-        local: LocalRunner::new(Duration::from_secs(20), 4),
-        fake: fake.clone(),
-    });
+    let runner = Arc::new(ToolsFaked::new(fake.clone()));
     let config = LustreConfig::new(
         FsName::new("testfs").unwrap(),
         vec!["10.0.0.1@tcp".into()],

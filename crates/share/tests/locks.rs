@@ -130,6 +130,9 @@ impl Filesystem for Jittery {
     async fn unmount(&self, target: &Path) -> Result<()> {
         self.inner.unmount(target).await
     }
+    async fn volume_statfs(&self) -> Result<backend::VolumeStatfs> {
+        self.inner.volume_statfs().await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

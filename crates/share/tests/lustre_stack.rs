@@ -4,43 +4,11 @@
 //! `shared/lustre-formats/`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use async_trait::async_trait;
 use backend::Filesystem;
-use backend::lustre::{
-    CommandOutput, CommandRunner, FakeRunner, LocalRunner, LustreBackend, LustreConfig,
-};
+use backend::lustre::{FakeRunner, LustreBackend, LustreConfig, ToolsFaked};
 use lustre_model::{FsName, LNet, ProjectId, ProjectRange, RelPath, ShareName};
 use share::{AccessLevel, CreateShare, DeleteMode, ShareError, ShareService, ShareSettings};
-
-/// `lfs`/`lctl` to the fake, everything else (mkdir, stat, mv, rm) to a real local runner.
-#[derive(Debug)]
-struct Split {
-    local: LocalRunner,
-    fake: Arc<FakeRunner>,
-}
-
-#[async_trait]
-impl CommandRunner for Split {
-    fn describe(&self) -> String {
-        "split".into()
-    }
-    fn default_timeout(&self) -> Duration {
-        Duration::from_secs(20)
-    }
-    async fn run_with_timeout(
-        &self,
-        argv: &[String],
-        stdin: Option<&[u8]>,
-        timeout: Duration,
-    ) -> backend::Result<CommandOutput> {
-        match argv.first().map(String::as_str) {
-            Some("lfs" | "lctl") => self.fake.run_with_timeout(argv, stdin, timeout).await,
-            _ => self.local.run_with_timeout(argv, stdin, timeout).await,
-        }
-    }
-}
 
 /// Rendered ≤2.16 `lctl get_param nodemap.active nodemap.*.*` (lctl-nodemap.md (b); the
 /// BirdResearchSite range is the manual's sample in (c)).
@@ -112,10 +80,7 @@ fn settings() -> ShareSettings {
 
 /// The share service over the `lustre` backend mounted (for directory commands) at `mnt`.
 async fn service_over(mnt: &str, fake: &Arc<FakeRunner>) -> ShareService {
-    let runner = Arc::new(Split {
-        local: LocalRunner::new(Duration::from_secs(20), 4),
-        fake: fake.clone(),
-    });
+    let runner = Arc::new(ToolsFaked::new(fake.clone()));
     let config = LustreConfig::new(
         FsName::new("testfs").unwrap(),
         vec!["10.0.0.1@tcp".into()],

@@ -88,6 +88,18 @@ struct QgroupLimitArgs {
     lim: QgroupLimit,
 }
 
+/// `btrfs_ioctl_fs_info_args` (1 KiB); only the node size is read.
+#[repr(C)]
+struct FsInfoArgs {
+    max_id: u64,
+    num_devices: u64,
+    fsid: [u8; 16],
+    nodesize: u32,
+    sectorsize: u32,
+    rest: [u8; 1024 - 40],
+}
+const _: () = assert!(std::mem::size_of::<FsInfoArgs>() == 1024);
+
 #[repr(C)]
 struct InoLookupArgs {
     treeid: u64,
@@ -134,6 +146,7 @@ nix::ioctl_write_ptr!(ioc_qgroup_assign, BTRFS_IOCTL_MAGIC, 41, QgroupAssignArgs
 nix::ioctl_write_ptr!(ioc_qgroup_create, BTRFS_IOCTL_MAGIC, 42, QgroupCreateArgs);
 nix::ioctl_write_ptr!(ioc_quota_rescan, BTRFS_IOCTL_MAGIC, 44, QuotaRescanArgs);
 nix::ioctl_write_ptr!(ioc_snap_destroy_v2, BTRFS_IOCTL_MAGIC, 63, VolArgsV2);
+nix::ioctl_read!(ioc_fs_info, BTRFS_IOCTL_MAGIC, 31, FsInfoArgs);
 
 /// True when `fd` lies on a btrfs filesystem.
 pub fn is_btrfs(fd: BorrowedFd<'_>) -> Result<bool, Errno> {
@@ -155,6 +168,21 @@ fn vol_args(name: &str) -> Result<Box<VolArgs>, Errno> {
 }
 
 /// Creates subvolume `name` inside the directory `parent`.
+/// The metadata node size: what a qgroup reserves, beyond the data, for one more write.
+pub fn node_size(fd: BorrowedFd<'_>) -> Result<u32, Errno> {
+    let mut args = FsInfoArgs {
+        max_id: 0,
+        num_devices: 0,
+        fsid: [0; 16],
+        nodesize: 0,
+        sectorsize: 0,
+        rest: [0; 1024 - 40],
+    };
+    // SAFETY: `args` is a zeroed btrfs_ioctl_fs_info_args of the kernel's size (1024 bytes).
+    unsafe { ioc_fs_info(fd.as_raw_fd(), &mut args) }?;
+    Ok(args.nodesize)
+}
+
 pub fn create_subvolume(parent: BorrowedFd<'_>, name: &str) -> Result<(), Errno> {
     let args = vol_args(name)?;
     // SAFETY: `args` is a properly laid out, NUL-terminated btrfs_ioctl_vol_args.

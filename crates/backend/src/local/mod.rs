@@ -39,7 +39,7 @@ use nix::unistd::{Gid, Uid, UnlinkatFlags};
 use crate::mount::{bind_flags, bind_mount, unmount_cascade};
 use crate::{
     BackendError, BackendKind, Capabilities, Capacity, DirInfo, DirSpec, Filesystem, MountRequest,
-    NodemapChange, QuotaEnforcement, Result,
+    NodemapChange, QuotaEnforcement, Result, VolumeStatfs,
 };
 
 const PROJECT_XATTR: &str = "user.lustrekit.project";
@@ -60,6 +60,8 @@ struct Inner {
     root_fd: OwnedFd,
     btrfs: bool,
     quota_enforced: bool,
+    /// The btrfs metadata node size (0 off btrfs): what a qgroup reserves per write.
+    node_size: u32,
     /// Inode counts of btrfs shares, whose bytes the kernel counts (elsewhere the walk is the
     /// byte count too, and is done on every call so that usage is never stale).
     inodes: Arc<InodeCache>,
@@ -101,7 +103,13 @@ impl LocalBackend {
                     false
                 }
             };
-        tracing::info!(root = %root.display(), btrfs = is_btrfs, quota_enforced, "local backend open");
+        let node_size = if is_btrfs {
+            btrfs::node_size(root_fd.as_fd()).map_err(|e| io(&root, e))?
+        } else {
+            0
+        };
+        tracing::info!(root = %root.display(), btrfs = is_btrfs, quota_enforced, node_size,
+            "local backend open");
         Ok(Self {
             inner: Arc::new(Inner {
                 given_root,
@@ -109,6 +117,7 @@ impl LocalBackend {
                 root_fd,
                 btrfs: is_btrfs,
                 quota_enforced,
+                node_size,
                 inodes: Arc::default(),
             }),
         })
@@ -338,6 +347,11 @@ impl Filesystem for LocalBackend {
             nodemaps_enforced_by_server: false,
             encryption: false,
             restore_on_access: false,
+            quota_write_reserve: if self.inner.quota_enforced {
+                u64::from(self.inner.node_size)
+            } else {
+                0
+            },
         }
     }
 
@@ -704,6 +718,15 @@ impl Filesystem for LocalBackend {
 
     async fn unmount(&self, target: &Path) -> Result<()> {
         unmount_cascade(target).await
+    }
+
+    async fn volume_statfs(&self) -> Result<VolumeStatfs> {
+        let why = if self.inner.btrfs {
+            "btrfs statfs reports the whole filesystem: a qgroup limit is not what df shows"
+        } else {
+            "the local backend's volumes are plain directories: df shows their filesystem"
+        };
+        Ok(VolumeStatfs::Filesystem { why: why.into() })
     }
 }
 

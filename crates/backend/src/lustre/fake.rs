@@ -14,12 +14,12 @@
 //! ```
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::runner::{CommandOutput, CommandRunner, display_argv};
+use super::runner::{CommandOutput, CommandRunner, LocalRunner, display_argv};
 use crate::{BackendError, Result};
 
 /// What the fake does when its expectation is met.
@@ -240,6 +240,47 @@ impl CommandRunner for FakeRunner {
                 command: display_argv(argv),
                 after: timeout,
             }),
+        }
+    }
+}
+
+/// `lfs` and `lctl` to a [`FakeRunner`], everything else (mkdir, stat, cat, mv, rm) to a
+/// real [`LocalRunner`]: for tests that run the backend's directory commands for real on a
+/// scratch directory standing in for the client mount.
+#[derive(Debug)]
+pub struct ToolsFaked {
+    local: LocalRunner,
+    fake: Arc<FakeRunner>,
+}
+
+impl ToolsFaked {
+    pub fn new(fake: Arc<FakeRunner>) -> Self {
+        Self {
+            local: LocalRunner::new(Duration::from_secs(20), 4),
+            fake,
+        }
+    }
+}
+
+#[async_trait]
+impl CommandRunner for ToolsFaked {
+    fn describe(&self) -> String {
+        "lfs/lctl faked, the rest local".to_owned()
+    }
+
+    fn default_timeout(&self) -> Duration {
+        Duration::from_secs(20)
+    }
+
+    async fn run_with_timeout(
+        &self,
+        argv: &[String],
+        stdin: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<CommandOutput> {
+        match argv.first().map(String::as_str) {
+            Some("lfs" | "lctl") => self.fake.run_with_timeout(argv, stdin, timeout).await,
+            _ => self.local.run_with_timeout(argv, stdin, timeout).await,
         }
     }
 }

@@ -24,6 +24,7 @@ mod project;
 mod quota;
 pub mod runner;
 pub mod ssh;
+mod statfs;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,14 +38,14 @@ use lustre_model::{
 
 pub use config::{HostKeyChecking, LustreConfig, SshHostConfig};
 #[cfg(any(test, feature = "test-util"))]
-pub use fake::FakeRunner;
+pub use fake::{FakeRunner, ToolsFaked};
 pub use mount::{MountInfoEntry, parse_mountinfo, shared_mount_users, top_mount};
 pub use runner::{CommandOutput, CommandRunner, LocalRunner};
 pub use ssh::SshRunner;
 
 use crate::{
     BackendError, BackendKind, Capabilities, Capacity, DirInfo, DirSpec, Filesystem, MountRequest,
-    NodemapChange, QuotaEnforcement, Result,
+    NodemapChange, QuotaEnforcement, Result, VolumeStatfs,
 };
 
 mod capacity;
@@ -270,6 +271,7 @@ impl Filesystem for LustreBackend {
             nodemaps_enforced_by_server: true,
             encryption: true,
             restore_on_access: true,
+            quota_write_reserve: 0,
         }
     }
 
@@ -376,6 +378,10 @@ impl Filesystem for LustreBackend {
     /// crash left without users).
     async fn unmount(&self, target: &Path) -> Result<()> {
         mount::unmount(self, target).await
+    }
+
+    async fn volume_statfs(&self) -> Result<VolumeStatfs> {
+        statfs::volume_statfs(self).await
     }
 }
 

@@ -8,6 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use backend::VolumeStatfs;
 use share::ShareService;
 use tonic::{Response, Status};
 
@@ -15,6 +16,7 @@ use crate::args::Mode;
 use crate::error::CsiError;
 use crate::inflight::InFlight;
 use crate::metrics::Metrics;
+use crate::stats::QuotaMargin;
 
 pub use controller::ControllerService;
 pub use identity::IdentityService;
@@ -29,6 +31,10 @@ pub struct Driver {
     pub(crate) node_id: String,
     pub(crate) mode: Mode,
     pub(crate) fs_timeout: Duration,
+    pub(crate) quota_margin: QuotaMargin,
+    /// What `df` in this node's volumes shows, as last asked at a publish (or at the first
+    /// stats call after a restart); never held across an await.
+    pub(crate) statfs: std::sync::Mutex<Option<VolumeStatfs>>,
 }
 
 /// How a [`Driver`] is set up, apart from its share service.
@@ -40,6 +46,9 @@ pub struct DriverOptions {
     /// How long one blocking filesystem step on the node (stat, statvfs, mkdir, rmdir of a
     /// target) may take; see [`crate::args::DEFAULT_FS_TIMEOUT`].
     pub fs_timeout: Duration,
+    /// How close to its quota a volume may get before its condition turns abnormal, beyond
+    /// one write of one block; see [`crate::stats`].
+    pub quota_margin: QuotaMargin,
 }
 
 impl Driver {
@@ -52,6 +61,8 @@ impl Driver {
             node_id: options.node_id,
             mode: options.mode,
             fs_timeout: options.fs_timeout,
+            quota_margin: options.quota_margin,
+            statfs: std::sync::Mutex::new(None),
         })
     }
 

@@ -17,105 +17,23 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use backend::mount::FsCalls;
-use backend::{BackendKind, MountMode, MountRequest};
+use backend::{BackendKind, MountMode, MountRequest, QuotaEnforcement, VolumeStatfs};
 use lustre_model::VolumeId;
 use tonic::{Request, Response, Status};
 
 use super::Driver;
-use crate::capacity::to_i64;
 use crate::error::{CsiError, Result};
 use crate::grpc::node_server::Node;
 use crate::grpc::node_service_capability::{self, rpc};
 use crate::grpc::*;
-use crate::node_ops::{self, FsStats, Target};
+use crate::node_ops::{self, Target};
+use crate::stats::{self, FsStats, QuotaFigures, VolumeStats};
 use crate::volume::{check_capability, is_read_only_mode, mount_flags, node_volume, share_of};
 
 pub const CAPABILITIES: &[rpc::Type] = &[rpc::Type::GetVolumeStats, rpc::Type::VolumeCondition];
 
 pub struct NodeService {
     driver: Arc<Driver>,
-}
-
-/// Usage in CSI terms, and whether something is wrong.
-struct Stats {
-    bytes: VolumeUsage,
-    inodes: VolumeUsage,
-    abnormal: Option<String>,
-}
-
-fn usage(unit: volume_usage::Unit, total: u64, used: u64, available: u64) -> VolumeUsage {
-    VolumeUsage {
-        available: to_i64(available),
-        total: to_i64(total),
-        used: to_i64(used),
-        unit: unit as i32,
-    }
-}
-
-fn fs_usage(fs: &FsStats) -> (VolumeUsage, VolumeUsage) {
-    (
-        usage(
-            volume_usage::Unit::Bytes,
-            fs.total_bytes,
-            fs.used_bytes,
-            fs.available_bytes,
-        ),
-        usage(
-            volume_usage::Unit::Inodes,
-            fs.total_inodes,
-            fs.total_inodes.saturating_sub(fs.free_inodes),
-            fs.free_inodes,
-        ),
-    )
-}
-
-/// Usage from a project quota; a limit of 0 (none) falls back to the filesystem's totals.
-fn quota_usage(
-    fs: &FsStats,
-    used_bytes: u64,
-    limit_bytes: u64,
-    used_inodes: u64,
-    inode_limit: Option<u64>,
-) -> (VolumeUsage, VolumeUsage) {
-    let bytes = if limit_bytes > 0 {
-        usage(
-            volume_usage::Unit::Bytes,
-            limit_bytes,
-            used_bytes,
-            limit_bytes.saturating_sub(used_bytes),
-        )
-    } else {
-        usage(
-            volume_usage::Unit::Bytes,
-            fs.total_bytes,
-            used_bytes,
-            fs.available_bytes,
-        )
-    };
-    let inodes = match inode_limit.filter(|l| *l > 0) {
-        Some(limit) => usage(
-            volume_usage::Unit::Inodes,
-            limit,
-            used_inodes,
-            limit.saturating_sub(used_inodes),
-        ),
-        None => usage(
-            volume_usage::Unit::Inodes,
-            used_inodes.saturating_add(fs.free_inodes),
-            used_inodes,
-            fs.free_inodes,
-        ),
-    };
-    (bytes, inodes)
-}
-
-fn exceeded(bytes: bool, inodes: bool) -> Option<String> {
-    match (bytes, inodes) {
-        (true, true) => Some("project quota exceeded: bytes and inodes".into()),
-        (true, false) => Some("project quota exceeded: bytes".into()),
-        (false, true) => Some("project quota exceeded: inodes".into()),
-        (false, false) => None,
-    }
 }
 
 impl NodeService {
@@ -240,6 +158,10 @@ impl NodeService {
             }
             return Err(e.into());
         }
+        // A failed check costs the pod nothing but an explanation of its `df`.
+        if let Err(e) = self.refresh_statfs().await {
+            tracing::warn!(error = %e, "cannot tell what df shows in this node's volumes");
+        }
         tracing::info!(volume_id = %req.volume_id, share = %volume.path, target = %target.display(),
             read_only, is_static = volume.is_static, mount_mode = volume.mount_mode.as_str(),
             "volume published");
@@ -310,82 +232,101 @@ impl NodeService {
                 )));
             }
         };
-        let stats = self.quota_stats(&req.volume_id, &fs).await?;
+        let stats = self.volume_stats(&req.volume_id, &fs).await?;
         Ok(NodeGetVolumeStatsResponse {
-            usage: vec![stats.bytes, stats.inodes],
+            usage: stats.usage,
             volume_condition: Some(VolumeCondition {
                 abnormal: stats.abnormal.is_some(),
-                message: stats.abnormal.unwrap_or_else(|| "ok".into()),
+                message: stats.message,
             }),
         })
     }
 
+    /// What `df` in this node's volumes shows, asked of the backend (and logged when it is
+    /// not the quota) at each publish, and at the first stats call after a restart.
+    async fn refresh_statfs(&self) -> Result<VolumeStatfs> {
+        let view = self.driver.service.backend().volume_statfs().await?;
+        if let VolumeStatfs::Filesystem { why } = &view {
+            tracing::warn!(%why, "df in a pod shows the filesystem, not the volume's quota");
+        }
+        *self.driver.statfs.lock().unwrap_or_else(|p| p.into_inner()) = Some(view.clone());
+        Ok(view)
+    }
+
+    async fn statfs(&self) -> Result<VolumeStatfs> {
+        let known = self
+            .driver
+            .statfs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match known {
+            Some(view) => Ok(view),
+            None => self.refresh_statfs().await,
+        }
+    }
+
     /// The share's project quota; the filesystem's own numbers when the volume has no quota
     /// we know of (a static volume with a handle of its own).
-    async fn quota_stats(&self, volume_id: &str, fs: &FsStats) -> Result<Stats> {
+    async fn volume_stats(&self, volume_id: &str, fs: &FsStats) -> Result<VolumeStats> {
         let service = &self.driver.service;
         let settings = service.settings();
-        if let Some((id, name)) = share_of(volume_id, settings) {
+        let capabilities = service.backend().capabilities();
+        let inodes_enforced = capabilities.inode_quota == QuotaEnforcement::Enforced;
+        let quota = if let Some((id, name)) = share_of(volume_id, settings) {
             let share = service
                 .find(&name)
                 .await?
                 .filter(|s| s.project_id == id.project);
-            if share.is_some() {
-                let u = service.usage(&name).await?;
-                let (bytes, inodes) = quota_usage(
+            if share.is_none() {
+                return Ok(stats::filesystem_stats(
                     fs,
-                    u.used_bytes,
-                    u.limit_bytes,
-                    u.used_inodes,
-                    u.inode_limit,
-                );
-                return Ok(Stats {
-                    bytes,
-                    inodes,
-                    abnormal: exceeded(u.bytes_exceeded, u.inodes_exceeded),
-                });
+                    Some(format!("share {:?} is missing", name.as_str())),
+                ));
             }
-            let (bytes, inodes) = fs_usage(fs);
-            return Ok(Stats {
-                bytes,
-                inodes,
-                abnormal: Some(format!("share {:?} is missing", name.as_str())),
-            });
-        }
-        if let Ok(id) = volume_id.parse::<VolumeId>()
+            let u = service.usage(&name).await?;
+            QuotaFigures {
+                project: id.project.get(),
+                used_bytes: u.used_bytes,
+                limit_bytes: u.limit_bytes,
+                used_inodes: u.used_inodes,
+                inode_limit: u.inode_limit,
+                bytes_exceeded: u.bytes_exceeded,
+                inodes_exceeded: u.inodes_exceeded,
+                inodes_enforced,
+            }
+        } else if let Ok(id) = volume_id.parse::<VolumeId>()
             && id.fs_key == settings.fsname.as_str()
         {
             // A static volume named by a v1 ID: its directory and project quota, no record.
             let backend = service.backend();
             if backend.stat_dir(&id.path).await?.is_none() {
-                let (bytes, inodes) = fs_usage(fs);
-                return Ok(Stats {
-                    bytes,
-                    inodes,
-                    abnormal: Some(format!("directory {} is missing", id.path.as_str())),
-                });
+                return Ok(stats::filesystem_stats(
+                    fs,
+                    Some(format!("directory {} is missing", id.path.as_str())),
+                ));
             }
             let q = backend.quota(&id.path, id.project).await?;
-            let inode_limit = (q.limits.inode_hard > 0).then_some(q.limits.inode_hard);
-            let (bytes, inodes) = quota_usage(
-                fs,
-                q.usage.used_bytes,
-                q.limits.block_hard_bytes,
-                q.usage.inodes,
-                inode_limit,
-            );
-            return Ok(Stats {
-                bytes,
-                inodes,
-                abnormal: exceeded(q.block_exceeded, q.inode_exceeded),
-            });
-        }
-        let (bytes, inodes) = fs_usage(fs);
-        Ok(Stats {
-            bytes,
-            inodes,
-            abnormal: None,
-        })
+            QuotaFigures {
+                project: id.project.get(),
+                used_bytes: q.usage.used_bytes,
+                limit_bytes: q.limits.block_hard_bytes,
+                used_inodes: q.usage.inodes,
+                inode_limit: (q.limits.inode_hard > 0).then_some(q.limits.inode_hard),
+                bytes_exceeded: q.block_exceeded,
+                inodes_exceeded: q.inode_exceeded,
+                inodes_enforced,
+            }
+        } else {
+            return Ok(stats::filesystem_stats(fs, None));
+        };
+        Ok(stats::quota_stats(
+            fs,
+            &quota,
+            capabilities.quota_write_reserve,
+            self.driver.quota_margin,
+            &self.statfs().await?,
+        ))
     }
 }
 

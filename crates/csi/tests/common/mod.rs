@@ -77,6 +77,7 @@ impl Running {
                 node_id: "node-1".into(),
                 mode,
                 fs_timeout,
+                quota_margin: Default::default(),
             },
         );
         let (stop, stopped) = oneshot::channel::<()>();
