@@ -450,8 +450,16 @@ impl HsmEngine {
         let started = Instant::now();
         let (target, comps) = self.resolve(&opts.target)?;
         let root = self.config().root.clone();
-        let dir = Arc::new(blocking(move || open_target(&root, &comps)).await?);
-        let st = nix::sys::stat::fstat(dir.as_fd()).map_err(|e| HsmError::io(&target, e.into()))?;
+        let (dir, st) = {
+            let shown = target.clone();
+            blocking(move || {
+                let dir = open_target(&root, &comps)?;
+                let st = nix::sys::stat::fstat(dir.as_fd())
+                    .map_err(|e| HsmError::io(&shown, e.into()))?;
+                Ok((Arc::new(dir), st))
+            })
+            .await?
+        };
         let owner = (
             opts.default_uid.unwrap_or(st.st_uid),
             opts.default_gid.unwrap_or(st.st_gid),
@@ -600,11 +608,16 @@ impl HsmEngine {
         let (parents, name) = comps.split_at(comps.len() - 1);
         let name = name[0].clone();
         let path = posix::display_join(&ctx.target, &comps);
-        let dir = {
+        let (dir, ex) = {
             let (target, shown, parents) = (ctx.dir.clone(), ctx.target.clone(), parents.to_vec());
-            blocking(move || parent_dir(&target, &shown, &parents, (uid, gid))).await?
+            let (name, path) = (name.clone(), path.clone());
+            blocking(move || {
+                let dir = parent_dir(&target, &shown, &parents, (uid, gid))?;
+                let ex = existing(&dir, &name, &path)?;
+                Ok((dir, ex))
+            })
+            .await?
         };
-        let ex = existing(&dir, &name, &path)?;
         let conflict = ctx.opts.conflict;
         let done = |kind, bytes, dropped| {
             Ok(Some(Imported {
@@ -704,7 +717,7 @@ impl HsmEngine {
         };
         let Some(id) = id else { return Ok(false) };
         let state = self.backend().hsm_state(path).await?;
-        if !posix::still_same(dir.as_fd(), name, id) {
+        if !still_same(dir, name, id).await? {
             return Err(HsmError::refused(
                 path,
                 "replaced while its HSM state was read",
@@ -845,24 +858,28 @@ impl HsmEngine {
                     Some(self.config().archive_id),
                 )
                 .await?;
-            if !posix::still_same(dir.as_fd(), &tmp, id) {
-                return Err(HsmError::refused(
-                    &tmp_path,
-                    "replaced while the stub was being marked",
-                ));
-            }
-            let (d, t, n, p) = (
+            let (d, t, n, p, tp) = (
                 dir.clone(),
                 tmp.clone(),
                 name.to_string(),
                 path.to_path_buf(),
+                tmp_path.clone(),
             );
-            blocking(move || place(&d, &t, &n, id, replace, &p)).await?;
+            blocking(move || {
+                if !posix::still_same(d.as_fd(), &t, id) {
+                    return Err(HsmError::refused(
+                        &tp,
+                        "replaced while the stub was being marked",
+                    ));
+                }
+                place(&d, &t, &n, id, replace, &p)
+            })
+            .await?;
             // The rename moved the ctime: take the stub's data version afresh.
             self.backend()
                 .hsm_mark(path, flags(0), flags(HS_DIRTY), None)
                 .await?;
-            if !posix::still_same(dir.as_fd(), name, id) {
+            if !still_same(dir, name, id).await? {
                 return Err(HsmError::refused(
                     path,
                     "replaced while the stub was being made",
@@ -971,6 +988,12 @@ impl HsmEngine {
         }
         self.archive(p).await.map(Some)
     }
+}
+
+/// [`posix::still_same`] on a blocking thread (it stats the name).
+async fn still_same(dir: &Arc<OwnedFd>, name: &str, id: (u64, u64)) -> Result<bool> {
+    let (dir, name) = (dir.clone(), name.to_string());
+    blocking(move || Ok(posix::still_same(dir.as_fd(), &name, id))).await
 }
 
 #[cfg(test)]

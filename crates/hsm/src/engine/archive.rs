@@ -75,10 +75,14 @@ impl HsmEngine {
                 Some("released: the archive already holds its data".into()),
             ));
         }
-        let file = Arc::new(entry.file()?);
-        let old_pin = {
-            let (f, a) = (file.clone(), abs.clone());
-            blocking(move || pin::read(f.as_fd(), &a)).await?
+        let (file, old_pin) = {
+            let e = entry.clone();
+            blocking(move || {
+                let file = e.file()?;
+                let old_pin = pin::read(file.as_fd(), &e.abs)?;
+                Ok((Arc::new(file), old_pin))
+            })
+            .await?
         };
         if st.flags.archived
             && st.flags.exists
@@ -94,7 +98,10 @@ impl HsmEngine {
                 Some("already archived and unchanged".into()),
             ));
         }
-        let v0 = posix::version_of(abs, &file)?;
+        let v0 = {
+            let (f, a) = (file.clone(), abs.clone());
+            blocking(move || posix::version_of(&a, &f)).await?
+        };
         let size = v0.size;
         meta.size = Some(size);
         meta.data_version = Some(v0.token());
@@ -108,10 +115,9 @@ impl HsmEngine {
             .await?;
 
         // The file must not have changed while we read it (fd and name both).
-        let v1 = posix::version_of(abs, &file)?;
-        let v1p = {
-            let e = entry.clone();
-            blocking(move || e.version_by_name()).await?
+        let (v1, v1p) = {
+            let (e, f) = (entry.clone(), file.clone());
+            blocking(move || Ok((posix::version_of(&e.abs, &f)?, e.version_by_name()?))).await?
         };
         if v1 != v0 || !v1p.same_data(&v0) {
             return Err(HsmError::ModifiedDuringArchive { path: abs.clone() });

@@ -288,7 +288,11 @@ impl HsmEngine {
     pub async fn state(&self, path: &Path) -> Result<StateReport> {
         let (abs, _) = self.resolve(path)?;
         let state = self.backend.hsm_state(&abs).await?;
-        let unguarded = crate::guard::unguarded(&self.backend.capabilities(), &state, &abs);
+        let unguarded = {
+            // The watch probe stats the file and reads lock files: off the async workers.
+            let (caps, released, a) = (self.backend.capabilities(), state.clone(), abs.clone());
+            blocking(move || Ok(crate::guard::unguarded(&caps, &released, &a))).await?
+        };
         let mut text = state.to_string();
         if unguarded {
             text = format!("{text}, {}", crate::guard::UNGUARDED_TEXT);

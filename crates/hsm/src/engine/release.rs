@@ -4,7 +4,7 @@ use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::Instant;
 
-use super::{HsmEngine, OpReport, Outcome};
+use super::{HsmEngine, OpReport, Outcome, blocking};
 use crate::error::{HsmError, Result};
 use crate::pin;
 use crate::posix;
@@ -21,12 +21,19 @@ impl HsmEngine {
     async fn release_inner(&self, path: &Path) -> Result<OpReport> {
         let (entry, key) = self.open(path).await?;
         let abs = entry.abs.clone();
-        crate::guard::check_release(
-            &self.backend.capabilities(),
-            self.cfg.allow_unguarded_release,
-            &abs,
-            entry.fd.as_ref().map(std::os::fd::AsFd::as_fd),
-        )?;
+        let caps = self.backend.capabilities();
+        let allow_unguarded = self.cfg.allow_unguarded_release;
+        // The guard check reads mountinfo and takes lock files: off the async workers.
+        let entry = blocking(move || {
+            crate::guard::check_release(
+                &caps,
+                allow_unguarded,
+                &entry.abs,
+                entry.fd.as_ref().map(AsFd::as_fd),
+            )?;
+            Ok(entry)
+        })
+        .await?;
         let st = self.backend.hsm_state(&abs).await?;
         if st.flags.released && !st.flags.dirty {
             return Ok(Self::report(
@@ -49,8 +56,13 @@ impl HsmEngine {
         if st.flags.no_release {
             return Err(HsmError::refused(&abs, "marked never_release"));
         }
-        let file = entry.file()?;
-        let pinned = pin::read(file.as_fd(), &abs)?.ok_or_else(|| {
+        let (entry, file, pinned) = blocking(move || {
+            let file = entry.file()?;
+            let pinned = pin::read(file.as_fd(), &entry.abs)?;
+            Ok((entry, file, pinned))
+        })
+        .await?;
+        let pinned = pinned.ok_or_else(|| {
             HsmError::refused(
                 &abs,
                 "no archived version is pinned on the file (archived before pins); archive it again",
@@ -65,27 +77,30 @@ impl HsmEngine {
             }
             other => other?,
         };
-        let cur = posix::version_of(&abs, &file)?;
-        if !source.exact || source.info.size != cur.size || pinned.size != cur.size {
-            return Err(HsmError::refused(
-                &abs,
-                format!(
-                    "the pinned archived version `{}` is missing or does not match the file",
-                    pinned.key
-                ),
-            ));
-        }
-        // Where a restore daemon watches, the backend leaves the exclusion during the punch
-        // to it (a write lease across the punch would stall for the kernel's
-        // lease-break-time); the mode is kept until the release is done (see `guard`).
-        let mode = crate::guard::release_mode(
-            &self.backend.capabilities(),
-            self.cfg.allow_unguarded_release,
-            &abs,
-            Some(file.as_fd()),
-        )?;
-        // The release takes a write lease, which our own open descriptor would refuse.
-        drop((file, entry));
+        let (exact, archived_size) = (source.exact, source.info.size);
+        let caps = self.backend.capabilities();
+        let allow_unguarded = self.cfg.allow_unguarded_release;
+        let (cur, mode) = blocking(move || {
+            let abs = &entry.abs;
+            let cur = posix::version_of(abs, &file)?;
+            if !exact || archived_size != cur.size || pinned.size != cur.size {
+                return Err(HsmError::refused(
+                    abs,
+                    format!(
+                        "the pinned archived version `{}` is missing or does not match the file",
+                        pinned.key
+                    ),
+                ));
+            }
+            // Where a restore daemon watches, the backend leaves the exclusion during the
+            // punch to it (a write lease across the punch would stall for the kernel's
+            // lease-break-time); the mode is kept until the release is done (see `guard`).
+            let mode = crate::guard::release_mode(&caps, allow_unguarded, abs, Some(file.as_fd()))?;
+            // The release takes a write lease, which our own open descriptor would refuse.
+            drop((file, entry));
+            Ok((cur, mode))
+        })
+        .await?;
         match &mode {
             crate::guard::ReleaseMode::Watched(_) => self.backend.hsm_release_watched(&abs).await?,
             crate::guard::ReleaseMode::Kernel | crate::guard::ReleaseMode::Unguarded => {

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use lustre_model::{HS_ARCHIVED, HS_DIRTY, HS_EXISTS};
 
-use super::{HsmEngine, OpReport, Outcome, flags};
+use super::{HsmEngine, OpReport, Outcome, blocking, flags};
 use crate::error::{HsmError, Result};
 use crate::meta::EntryKind;
 use crate::pin;
@@ -51,9 +51,14 @@ impl HsmEngine {
                 "released: the archive holds its only copy; restore it first",
             ));
         }
-        let file = entry.file()?;
+        let (file, pinned) = blocking(move || {
+            let file = entry.file()?;
+            let pinned = pin::read(file.as_fd(), &entry.abs)?;
+            Ok((file, pinned))
+        })
+        .await?;
         let mut detail = None;
-        match pin::read(file.as_fd(), &abs)? {
+        match pinned {
             Some(p) => {
                 let pinned_key = p.object_key()?;
                 match self.store.head(&pinned_key).await? {
@@ -70,7 +75,10 @@ impl HsmEngine {
             }
             None => self.store.delete(&key).await?,
         }
-        pin::clear(file.as_fd(), &abs)?;
+        {
+            let a = abs.clone();
+            blocking(move || pin::clear(file.as_fd(), &a)).await?;
+        }
         self.backend
             .hsm_mark(
                 &abs,

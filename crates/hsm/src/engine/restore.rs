@@ -127,13 +127,22 @@ impl HsmEngine {
         let (entry, key) = self.open(path).await?;
         let entry = Arc::new(entry);
         let abs = entry.abs.clone();
-        let stub = Arc::new(entry.file()?);
+        let stub = {
+            let e = entry.clone();
+            Arc::new(blocking(move || e.file()).await?)
+        };
         let src = match self.restore_source(&abs, &key, &stub).await? {
             Ok(source) => source,
             Err(skipped) => return Ok(skipped),
         };
-        posix::try_flock(&abs, &stub)?;
-        let stub_v0 = posix::version_of(&abs, &stub)?;
+        let stub_v0 = {
+            let (s, a) = (stub.clone(), abs.clone());
+            blocking(move || {
+                posix::try_flock(&a, &s)?;
+                posix::version_of(&a, &s)
+            })
+            .await?
+        };
         Self::check_stub_size(&abs, src.source.info.size, stub_v0.size)?;
         // The data goes into an unnamed file where the filesystem has them (a kill before
         // the flip leaves nothing), else into a random name created exclusively.
@@ -351,7 +360,10 @@ impl HsmEngine {
             Ok(source) => source,
             Err(skipped) => return Ok(skipped),
         };
-        let v0 = posix::version_of(&abs, &file)?;
+        let v0 = {
+            let (f, a) = (file.clone(), abs.clone());
+            blocking(move || posix::version_of(&a, &f)).await?
+        };
         Self::check_stub_size(&abs, src.source.info.size, v0.size)?;
         let res = self
             .download_into(
