@@ -125,6 +125,9 @@ pub struct Dispatcher<C: Coordinator> {
     engine: Arc<HsmEngine>,
     running: Running,
     tasks: tokio::task::JoinSet<()>,
+    /// Copies running at once: the engine's `file_concurrency`. An action waiting for a
+    /// permit is begun already, and a CANCEL still reaches it.
+    copies: Arc<tokio::sync::Semaphore>,
 }
 
 fn errno_of(e: &HsmError) -> i32 {
@@ -175,11 +178,15 @@ fn begin_list<C: Coordinator>(
 
 impl<C: Coordinator> Dispatcher<C> {
     pub fn new(coord: Arc<C>, engine: Arc<HsmEngine>) -> Self {
+        let copies = Arc::new(tokio::sync::Semaphore::new(
+            engine.config().file_concurrency.max(1),
+        ));
         Self {
             coord,
             engine,
             running: Arc::new(Mutex::new(HashMap::new())),
             tasks: tokio::task::JoinSet::new(),
+            copies,
         }
     }
 
@@ -226,9 +233,20 @@ impl<C: Coordinator> Dispatcher<C> {
         // The copy runs in its own task so CANCEL can abort it; this task ends the action
         // whatever happened to the copy.
         let copy = {
-            let (coord, engine, action, item) =
-                (coord.clone(), engine.clone(), action.clone(), item.clone());
-            tokio::spawn(async move { handle_item(&coord, &engine, &item, &action).await })
+            let (coord, engine, action, item, copies) = (
+                coord.clone(),
+                engine.clone(),
+                action.clone(),
+                item.clone(),
+                self.copies.clone(),
+            );
+            tokio::spawn(async move {
+                let _permit = copies
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| HsmError::Unsupported("copytool stopped".into()))?;
+                handle_item(&coord, &engine, &item, &action).await
+            })
         };
         if let Ok(mut m) = running.lock() {
             m.insert(cookie, copy.abort_handle());
