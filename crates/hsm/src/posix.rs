@@ -278,26 +278,6 @@ pub fn try_flock(path: &Path, f: &File) -> Result<()> {
     Ok(())
 }
 
-/// Opens (creating as needed) the directory `components` beneath `base`, never following
-/// a symlink and never leaving `base`: each component is opened from its parent's
-/// descriptor with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` (see [`dir_at`]).
-/// Components must already be validated names.
-pub fn open_dir_beneath(base: &Path, components: &[String], create_mode: u32) -> Result<OwnedFd> {
-    use std::os::fd::AsFd;
-    let mut cur = nix::fcntl::open(
-        base,
-        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(|e| HsmError::io(base, e.into()))?;
-    let mut at = base.to_path_buf();
-    for c in components {
-        at.push(c);
-        cur = dir_at(cur.as_fd(), c, create_mode, None, &at)?.0;
-    }
-    Ok(cur)
-}
-
 /// `fstatat(dirfd, name, AT_SYMLINK_NOFOLLOW)`: `None` when absent.
 pub fn lstat_at(dir: RawFd, name: &str) -> std::io::Result<Option<libc::stat>> {
     let c = CString::new(name).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
