@@ -40,7 +40,7 @@
 //! An existing directory is otherwise left as it is.
 
 use std::hash::{BuildHasher, Hasher};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -272,7 +272,7 @@ enum Existing {
 }
 
 fn existing(dir: &OwnedFd, name: &str, at: &Path) -> Result<Existing> {
-    let st = posix::lstat_at(dir.as_raw_fd(), name).map_err(|e| HsmError::io(at, e))?;
+    let st = posix::lstat_at(dir.as_fd(), name).map_err(|e| HsmError::io(at, e))?;
     Ok(match st.map(|st| st.st_mode & libc::S_IFMT) {
         None => Existing::None,
         Some(libc::S_IFDIR) => Existing::Dir,
@@ -641,7 +641,7 @@ impl HsmEngine {
             let (p, m) = (path.clone(), meta.clone());
             blocking(move || {
                 let (fd, _) = posix::dir_at(dir.as_fd(), &name, 0o700, None, &p)?;
-                posix::apply_fd(&p, fd.as_raw_fd(), &m)
+                posix::apply_fd(&p, fd.as_fd(), &m)
             })
             .await?;
             return done(EntryKind::Dir, 0, dropped);
@@ -768,7 +768,7 @@ impl HsmEngine {
             let (tmp, ()) = with_temp_name("link", &shown_dir, |tmp| {
                 nix::unistd::symlinkat(target.as_str(), dir.as_fd(), tmp)
             })?;
-            let id = posix::lstat_at(dir.as_raw_fd(), &tmp)
+            let id = posix::lstat_at(dir.as_fd(), &tmp)
                 .map_err(|e| HsmError::io(&path, e))?
                 .map(|st| (st.st_dev, st.st_ino))
                 .ok_or_else(|| HsmError::refused(&path, "the temporary symlink vanished"))?;
@@ -838,7 +838,7 @@ impl HsmEngine {
                 let made = file
                     .set_len(size)
                     .map_err(|e| HsmError::io(&tmp_path, e))
-                    .and_then(|()| posix::apply_fd(&tmp_path, file.as_raw_fd(), &meta))
+                    .and_then(|()| posix::apply_fd(&tmp_path, file.as_fd(), &meta))
                     .and_then(|()| crate::pin::write(file.as_fd(), &tmp_path, &pinned));
                 if let Err(e) = made {
                     drop_temp(&dir, &tmp, id);

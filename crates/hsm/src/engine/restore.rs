@@ -1,7 +1,7 @@
 //! Restore: a released file's data back, through a temporary file renamed over the stub
 //! or in place through an open descriptor (the restore daemon's).
 
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -269,7 +269,7 @@ impl HsmEngine {
                 f.set_len(size).map_err(|x| HsmError::io(&p, x))?;
                 let mut m = posix::capture_entry(&e)?;
                 m.atime_ns = None;
-                posix::apply_fd(&p, f.as_raw_fd(), &m)?;
+                posix::apply_fd(&p, f.as_fd(), &m)?;
                 if let Some(pinned) = &pinned {
                     pin::write(f.as_fd(), &p, pinned)?;
                 }
@@ -302,7 +302,7 @@ impl HsmEngine {
                 let _lease = posix::lease(&e.abs, &stub)?;
                 let now = posix::version_of(&e.abs, &stub)?;
                 // By name without opening it: an open would break our own lease.
-                let by_name = posix::lstat_at(e.parent.as_raw_fd(), &e.name)
+                let by_name = posix::lstat_at(e.parent.as_fd(), &e.name)
                     .map_err(|x| HsmError::io(&e.abs, x))?
                     .map(|st| st.st_ino);
                 if !now.same_data(&stub_v0) || by_name != Some(stub_v0.ino) {
@@ -387,7 +387,7 @@ impl HsmEngine {
                     )
                     .map_err(|e| HsmError::io(&abs, e.into()))?;
                 }
-                posix::set_times_fd(&abs, file.as_raw_fd(), None, v0.mtime_ns)
+                posix::set_times_fd(&abs, file.as_fd(), None, v0.mtime_ns)
             })
         };
         let verified =
@@ -404,7 +404,7 @@ impl HsmEngine {
             blocking(move || {
                 f.sync_data().map_err(|e| HsmError::io(&a, e))?;
                 // Our writes moved the mtime: the stub shows the archived times again.
-                posix::set_times_fd(&a, f.as_raw_fd(), None, v0.mtime_ns)
+                posix::set_times_fd(&a, f.as_fd(), None, v0.mtime_ns)
             })
             .await?;
         }
