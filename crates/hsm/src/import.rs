@@ -949,7 +949,10 @@ impl HsmEngine {
         p: &Path,
         conflict: ConflictMode,
     ) -> Result<Option<crate::OpReport>> {
-        let md = std::fs::symlink_metadata(p).map_err(|e| HsmError::io(p, e))?;
+        let md = {
+            let p = p.to_path_buf();
+            blocking(move || std::fs::symlink_metadata(&p).map_err(|e| HsmError::io(&p, e))).await?
+        };
         let key = self.key_of(p)?;
         if md.is_file() {
             let st = self.backend().hsm_state(p).await?;
@@ -974,7 +977,10 @@ impl HsmEngine {
             return self.archive(p).await.map(Some);
         }
         // Directories and symlinks: compare the recorded mtime.
-        let cur = posix::capture(p)?;
+        let cur = {
+            let p = p.to_path_buf();
+            blocking(move || posix::capture(&p)).await?
+        };
         let have = if self.store().folder_blobs() || cur.kind == EntryKind::Symlink {
             self.store().head(&key).await?.map(|i| i.meta)
         } else {

@@ -40,23 +40,26 @@ impl HsmEngine {
             blocking(move || crate::walk::walk(&abs)).await?
         };
         let mut report = TreeReport::default();
-        let results: Vec<_> = futures::stream::iter(
-            paths
-                .into_iter()
-                .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file()))
-                .map(|p| async move {
-                    let r = match op {
-                        TreeOp::Release => self.release(&p).await,
-                        TreeOp::Restore => self.restore(&p).await,
-                        TreeOp::Remove => self.remove(&p).await,
-                    };
-                    (p, r)
-                }),
-        )
+        let results: Vec<_> = futures::stream::iter(paths.into_iter().map(|p| async move {
+            // Regular files only, as each one's turn comes (the lstat on a blocking thread).
+            let is_file = {
+                let p = p.clone();
+                blocking(move || Ok(std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_file()))).await
+            };
+            if !matches!(is_file, Ok(true)) {
+                return None;
+            }
+            let r = match op {
+                TreeOp::Release => self.release(&p).await,
+                TreeOp::Restore => self.restore(&p).await,
+                TreeOp::Remove => self.remove(&p).await,
+            };
+            Some((p, r))
+        }))
         .buffer_unordered(self.cfg.file_concurrency)
         .collect()
         .await;
-        for (p, r) in results {
+        for (p, r) in results.into_iter().flatten() {
             report.add(p, r);
         }
         Ok(report)
