@@ -290,8 +290,8 @@ impl HsmEngine {
         let state = self.backend.hsm_state(&abs).await?;
         let unguarded = {
             // The watch probe stats the file and reads lock files: off the async workers.
-            let (caps, released, a) = (self.backend.capabilities(), state.clone(), abs.clone());
-            blocking(move || Ok(crate::guard::unguarded(&caps, &released, &a))).await?
+            let (caps, st, a) = (self.backend.capabilities(), state, abs.clone());
+            blocking(move || Ok(crate::guard::unguarded(&caps, &st, &a))).await?
         };
         let mut text = state.to_string();
         if unguarded {
