@@ -142,19 +142,11 @@ impl Group {
         if !self.wait_readable(timeout_ms)? {
             return Ok(Vec::new());
         }
-        // SAFETY: reads into a valid buffer.
-        let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n < 0 {
-            let e = last_err();
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-            ) {
-                return Ok(Vec::new());
-            }
-            return Err(e);
+        match nix::unistd::read(&self.fd, buf) {
+            Ok(n) => Ok(parse_events(&buf[..n])),
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => Ok(Vec::new()),
+            Err(e) => Err(e.into()),
         }
-        Ok(parse_events(&buf[..n as usize]))
     }
 
     /// Waits up to `timeout_ms` until events can be read. `Ok(false)` on timeout or a
@@ -188,19 +180,11 @@ impl Group {
     /// not open for us (`EMFILE`, `ENFILE`, `EROFS` on a read-only mount, a lease it could
     /// not break...), the kernel has already denied that one event.
     pub fn read_nonblock(&self, buf: &mut [u8]) -> std::io::Result<Option<Vec<Event>>> {
-        // SAFETY: reads into a valid buffer.
-        let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n < 0 {
-            let e = last_err();
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-            ) {
-                return Ok(None);
-            }
-            return Err(e);
+        match nix::unistd::read(&self.fd, buf) {
+            Ok(n) => Ok(Some(parse_events(&buf[..n]))),
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => Ok(None),
+            Err(e) => Err(e.into()),
         }
-        Ok(Some(parse_events(&buf[..n as usize])))
     }
 }
 

@@ -40,7 +40,7 @@
 //! An existing directory is otherwise left as it is.
 
 use std::hash::{BuildHasher, Hasher};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -272,7 +272,7 @@ enum Existing {
 }
 
 fn existing(dir: &OwnedFd, name: &str, at: &Path) -> Result<Existing> {
-    let st = posix::lstat_at(dir.as_raw_fd(), name).map_err(|e| HsmError::io(at, e))?;
+    let st = posix::lstat_at(dir.as_fd(), name).map_err(|e| HsmError::io(at, e))?;
     Ok(match st.map(|st| st.st_mode & libc::S_IFMT) {
         None => Existing::None,
         Some(libc::S_IFDIR) => Existing::Dir,
@@ -450,8 +450,16 @@ impl HsmEngine {
         let started = Instant::now();
         let (target, comps) = self.resolve(&opts.target)?;
         let root = self.config().root.clone();
-        let dir = Arc::new(blocking(move || open_target(&root, &comps)).await?);
-        let st = nix::sys::stat::fstat(dir.as_fd()).map_err(|e| HsmError::io(&target, e.into()))?;
+        let (dir, st) = {
+            let shown = target.clone();
+            blocking(move || {
+                let dir = open_target(&root, &comps)?;
+                let st = nix::sys::stat::fstat(dir.as_fd())
+                    .map_err(|e| HsmError::io(&shown, e.into()))?;
+                Ok((Arc::new(dir), st))
+            })
+            .await?
+        };
         let owner = (
             opts.default_uid.unwrap_or(st.st_uid),
             opts.default_gid.unwrap_or(st.st_gid),
@@ -600,11 +608,16 @@ impl HsmEngine {
         let (parents, name) = comps.split_at(comps.len() - 1);
         let name = name[0].clone();
         let path = posix::display_join(&ctx.target, &comps);
-        let dir = {
+        let (dir, ex) = {
             let (target, shown, parents) = (ctx.dir.clone(), ctx.target.clone(), parents.to_vec());
-            blocking(move || parent_dir(&target, &shown, &parents, (uid, gid))).await?
+            let (name, path) = (name.clone(), path.clone());
+            blocking(move || {
+                let dir = parent_dir(&target, &shown, &parents, (uid, gid))?;
+                let ex = existing(&dir, &name, &path)?;
+                Ok((dir, ex))
+            })
+            .await?
         };
-        let ex = existing(&dir, &name, &path)?;
         let conflict = ctx.opts.conflict;
         let done = |kind, bytes, dropped| {
             Ok(Some(Imported {
@@ -628,7 +641,7 @@ impl HsmEngine {
             let (p, m) = (path.clone(), meta.clone());
             blocking(move || {
                 let (fd, _) = posix::dir_at(dir.as_fd(), &name, 0o700, None, &p)?;
-                posix::apply_fd(&p, fd.as_raw_fd(), &m)
+                posix::apply_fd(&p, fd.as_fd(), &m)
             })
             .await?;
             return done(EntryKind::Dir, 0, dropped);
@@ -704,7 +717,7 @@ impl HsmEngine {
         };
         let Some(id) = id else { return Ok(false) };
         let state = self.backend().hsm_state(path).await?;
-        if !posix::still_same(dir.as_fd(), name, id) {
+        if !still_same(dir, name, id).await? {
             return Err(HsmError::refused(
                 path,
                 "replaced while its HSM state was read",
@@ -755,7 +768,7 @@ impl HsmEngine {
             let (tmp, ()) = with_temp_name("link", &shown_dir, |tmp| {
                 nix::unistd::symlinkat(target.as_str(), dir.as_fd(), tmp)
             })?;
-            let id = posix::lstat_at(dir.as_raw_fd(), &tmp)
+            let id = posix::lstat_at(dir.as_fd(), &tmp)
                 .map_err(|e| HsmError::io(&path, e))?
                 .map(|st| (st.st_dev, st.st_ino))
                 .ok_or_else(|| HsmError::refused(&path, "the temporary symlink vanished"))?;
@@ -825,7 +838,7 @@ impl HsmEngine {
                 let made = file
                     .set_len(size)
                     .map_err(|e| HsmError::io(&tmp_path, e))
-                    .and_then(|()| posix::apply_fd(&tmp_path, file.as_raw_fd(), &meta))
+                    .and_then(|()| posix::apply_fd(&tmp_path, file.as_fd(), &meta))
                     .and_then(|()| crate::pin::write(file.as_fd(), &tmp_path, &pinned));
                 if let Err(e) = made {
                     drop_temp(&dir, &tmp, id);
@@ -845,24 +858,28 @@ impl HsmEngine {
                     Some(self.config().archive_id),
                 )
                 .await?;
-            if !posix::still_same(dir.as_fd(), &tmp, id) {
-                return Err(HsmError::refused(
-                    &tmp_path,
-                    "replaced while the stub was being marked",
-                ));
-            }
-            let (d, t, n, p) = (
+            let (d, t, n, p, tp) = (
                 dir.clone(),
                 tmp.clone(),
                 name.to_string(),
                 path.to_path_buf(),
+                tmp_path.clone(),
             );
-            blocking(move || place(&d, &t, &n, id, replace, &p)).await?;
+            blocking(move || {
+                if !posix::still_same(d.as_fd(), &t, id) {
+                    return Err(HsmError::refused(
+                        &tp,
+                        "replaced while the stub was being marked",
+                    ));
+                }
+                place(&d, &t, &n, id, replace, &p)
+            })
+            .await?;
             // The rename moved the ctime: take the stub's data version afresh.
             self.backend()
                 .hsm_mark(path, flags(0), flags(HS_DIRTY), None)
                 .await?;
-            if !posix::still_same(dir.as_fd(), name, id) {
+            if !still_same(dir, name, id).await? {
                 return Err(HsmError::refused(
                     path,
                     "replaced while the stub was being made",
@@ -932,7 +949,10 @@ impl HsmEngine {
         p: &Path,
         conflict: ConflictMode,
     ) -> Result<Option<crate::OpReport>> {
-        let md = std::fs::symlink_metadata(p).map_err(|e| HsmError::io(p, e))?;
+        let md = {
+            let p = p.to_path_buf();
+            blocking(move || std::fs::symlink_metadata(&p).map_err(|e| HsmError::io(&p, e))).await?
+        };
         let key = self.key_of(p)?;
         if md.is_file() {
             let st = self.backend().hsm_state(p).await?;
@@ -957,7 +977,10 @@ impl HsmEngine {
             return self.archive(p).await.map(Some);
         }
         // Directories and symlinks: compare the recorded mtime.
-        let cur = posix::capture(p)?;
+        let cur = {
+            let p = p.to_path_buf();
+            blocking(move || posix::capture(&p)).await?
+        };
         let have = if self.store().folder_blobs() || cur.kind == EntryKind::Symlink {
             self.store().head(&key).await?.map(|i| i.meta)
         } else {
@@ -971,6 +994,12 @@ impl HsmEngine {
         }
         self.archive(p).await.map(Some)
     }
+}
+
+/// [`posix::still_same`] on a blocking thread (it stats the name).
+async fn still_same(dir: &Arc<OwnedFd>, name: &str, id: (u64, u64)) -> Result<bool> {
+    let (dir, name) = (dir.clone(), name.to_string());
+    blocking(move || Ok(posix::still_same(dir.as_fd(), &name, id))).await
 }
 
 #[cfg(test)]

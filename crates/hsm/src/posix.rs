@@ -3,7 +3,7 @@
 
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -208,49 +208,47 @@ pub fn capture(path: &Path) -> Result<FileMeta> {
     })
 }
 
-fn ts(ns: i64) -> libc::timespec {
-    libc::timespec {
-        tv_sec: ns.div_euclid(1_000_000_000) as libc::time_t,
-        tv_nsec: ns.rem_euclid(1_000_000_000) as _,
-    }
+fn ts(ns: i64) -> nix::sys::time::TimeSpec {
+    nix::sys::time::TimeSpec::new(
+        ns.div_euclid(1_000_000_000) as libc::time_t,
+        ns.rem_euclid(1_000_000_000) as _,
+    )
 }
 
 /// Applies owner, mode, xattrs and times to an open file or directory. Ownership changes
 /// need privilege; without it they are skipped (the file keeps the caller's IDs).
-pub fn apply_fd(path: &Path, fd: RawFd, meta: &FileMeta) -> Result<()> {
-    // SAFETY: plain syscalls on a valid fd.
-    unsafe {
-        if libc::fchown(fd, meta.uid, meta.gid) != 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EPERM) {
-                return Err(HsmError::io(path, e));
-            }
-        }
-        if libc::fchmod(fd, meta.mode & 0o7777) != 0 {
-            return Err(HsmError::io(path, std::io::Error::last_os_error()));
-        }
+pub fn apply_fd(path: &Path, fd: BorrowedFd<'_>, meta: &FileMeta) -> Result<()> {
+    match nix::unistd::fchown(
+        fd,
+        Some(nix::unistd::Uid::from_raw(meta.uid)),
+        Some(nix::unistd::Gid::from_raw(meta.gid)),
+    ) {
+        Ok(()) | Err(nix::errno::Errno::EPERM) => {}
+        Err(e) => return Err(HsmError::io(path, e.into())),
     }
+    nix::sys::stat::fchmod(
+        fd,
+        nix::sys::stat::Mode::from_bits_retain(meta.mode & 0o7777),
+    )
+    .map_err(|e| HsmError::io(path, e.into()))?;
     for (k, v) in &meta.xattrs {
-        if let Err(e) = fset_xattr(fd, k, v) {
+        if let Err(e) = fset_xattr(fd.as_raw_fd(), k, v) {
             tracing::warn!(file = %path.display(), xattr = %k, error = %e, "cannot set xattr");
         }
     }
     set_times_fd(path, fd, meta.atime_ns, meta.mtime_ns)
 }
 
-pub fn set_times_fd(path: &Path, fd: RawFd, atime_ns: Option<i64>, mtime_ns: i64) -> Result<()> {
-    let times = [
-        atime_ns.map(ts).unwrap_or(libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
-        }),
-        ts(mtime_ns),
-    ];
-    // SAFETY: two valid timespecs.
-    if unsafe { libc::futimens(fd, times.as_ptr()) } != 0 {
-        return Err(HsmError::io(path, std::io::Error::last_os_error()));
-    }
-    Ok(())
+pub fn set_times_fd(
+    path: &Path,
+    fd: BorrowedFd<'_>,
+    atime_ns: Option<i64>,
+    mtime_ns: i64,
+) -> Result<()> {
+    let atime = atime_ns
+        .map(ts)
+        .unwrap_or(nix::sys::time::TimeSpec::UTIME_OMIT);
+    nix::sys::stat::futimens(fd, &atime, &ts(mtime_ns)).map_err(|e| HsmError::io(path, e.into()))
 }
 
 pub use backend::local::file_version::Lease;
@@ -278,41 +276,12 @@ pub fn try_flock(path: &Path, f: &File) -> Result<()> {
     Ok(())
 }
 
-/// Opens (creating as needed) the directory `components` beneath `base`, never following
-/// a symlink and never leaving `base`: each component is opened from its parent's
-/// descriptor with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` (see [`dir_at`]).
-/// Components must already be validated names.
-pub fn open_dir_beneath(base: &Path, components: &[String], create_mode: u32) -> Result<OwnedFd> {
-    use std::os::fd::AsFd;
-    let mut cur = nix::fcntl::open(
-        base,
-        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(|e| HsmError::io(base, e.into()))?;
-    let mut at = base.to_path_buf();
-    for c in components {
-        at.push(c);
-        cur = dir_at(cur.as_fd(), c, create_mode, None, &at)?.0;
-    }
-    Ok(cur)
-}
-
 /// `fstatat(dirfd, name, AT_SYMLINK_NOFOLLOW)`: `None` when absent.
-pub fn lstat_at(dir: RawFd, name: &str) -> std::io::Result<Option<libc::stat>> {
-    let c = CString::new(name).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: zeroed stat is a valid out-buffer; valid dirfd and name.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::fstatat(dir, c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
-    if rc == 0 {
-        Ok(Some(st))
-    } else {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::ENOENT) {
-            Ok(None)
-        } else {
-            Err(e)
-        }
+pub fn lstat_at(dir: BorrowedFd<'_>, name: &str) -> std::io::Result<Option<libc::stat>> {
+    match nix::sys::stat::fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(st)),
+        Err(nix::errno::Errno::ENOENT) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -409,7 +378,7 @@ pub fn open_entry(root: &Path, components: &[String], abs: &Path) -> Result<Entr
         }
         e => HsmError::io(abs, e.into()),
     })?;
-    let st = lstat_at(parent.as_raw_fd(), name)
+    let st = lstat_at(parent.as_fd(), name)
         .map_err(|e| HsmError::io(abs, e))?
         .ok_or_else(|| HsmError::io(abs, std::io::Error::from_raw_os_error(libc::ENOENT)))?;
     let (kind, fd) = match st.st_mode & libc::S_IFMT {
@@ -459,7 +428,7 @@ pub fn capture_entry(e: &Entry) -> Result<FileMeta> {
         Some(fd) => {
             nix::sys::stat::fstat(fd.as_fd()).map_err(|x| HsmError::io(&e.abs, x.into()))?
         }
-        None => lstat_at(e.parent.as_raw_fd(), &e.name)
+        None => lstat_at(e.parent.as_fd(), &e.name)
             .map_err(|x| HsmError::io(&e.abs, x))?
             .ok_or_else(|| HsmError::io(&e.abs, std::io::Error::from_raw_os_error(libc::ENOENT)))?,
     };
@@ -535,7 +504,7 @@ pub fn dir_refusal(
     use nix::errno::Errno;
     match e {
         Errno::ELOOP | Errno::ENOTDIR | Errno::EXDEV => {
-            let what = lstat_at(dir.as_raw_fd(), name)
+            let what = lstat_at(dir.as_fd(), name)
                 .ok()
                 .flatten()
                 .map(|st| backend::local::beneath::file_type_name(st.st_mode))
@@ -602,7 +571,7 @@ pub fn identity(fd: std::os::fd::BorrowedFd<'_>, shown: &Path) -> Result<(u64, u
 /// Whether `name` in `dir` is still the entry with this device and inode (a tenant who owns
 /// `dir` can rename something else over a name between two of our calls).
 pub fn still_same(dir: std::os::fd::BorrowedFd<'_>, name: &str, id: (u64, u64)) -> bool {
-    matches!(lstat_at(dir.as_raw_fd(), name), Ok(Some(st)) if (st.st_dev, st.st_ino) == id)
+    matches!(lstat_at(dir.as_fd(), name), Ok(Some(st)) if (st.st_dev, st.st_ino) == id)
 }
 
 /// A temporary file in `dir` with no name yet (`O_TMPFILE`), so a crash before it is named
@@ -627,8 +596,7 @@ pub fn create_unnamed_in(dir: &OwnedFd, shown_dir: &Path) -> Result<Option<File>
 /// replacing anything there. Through `/proc/self/fd`, which needs no
 /// `CAP_DAC_READ_SEARCH` (unlike `AT_EMPTY_PATH`).
 pub fn link_unnamed(dir: &OwnedFd, file: &File, prefix: &str, shown_dir: &Path) -> Result<String> {
-    let from = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
-        .map_err(|_| HsmError::refused(shown_dir, "descriptor path"))?;
+    let from = format!("/proc/self/fd/{}", file.as_raw_fd());
     for _ in 0..8 {
         let mut b = [0u8; 12];
         getrandom::getrandom(&mut b).map_err(|e| {
@@ -638,19 +606,14 @@ pub fn link_unnamed(dir: &OwnedFd, file: &File, prefix: &str, shown_dir: &Path) 
             "{prefix}{}",
             b.iter().map(|x| format!("{x:02x}")).collect::<String>()
         );
-        let to = CString::new(name.as_str()).map_err(|_| HsmError::refused(shown_dir, "name"))?;
-        // SAFETY: NUL-terminated paths and a valid directory descriptor.
-        let rc = unsafe {
-            libc::linkat(
-                libc::AT_FDCWD,
-                from.as_ptr(),
-                dir.as_raw_fd(),
-                to.as_ptr(),
-                libc::AT_SYMLINK_FOLLOW,
-            )
-        };
-        match nix::errno::Errno::result(rc) {
-            Ok(_) => return Ok(name),
+        match nix::unistd::linkat(
+            nix::fcntl::AT_FDCWD,
+            from.as_str(),
+            dir.as_fd(),
+            name.as_str(),
+            nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
+        ) {
+            Ok(()) => return Ok(name),
             Err(nix::errno::Errno::EEXIST) => continue,
             Err(e) => return Err(HsmError::io(shown_dir.join(&name), e.into())),
         }

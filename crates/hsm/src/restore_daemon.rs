@@ -1007,14 +1007,8 @@ impl Shared {
             return Ok(Access::Allow);
         };
         let raw = fd.as_raw_fd();
-        // SAFETY: a zeroed stat is a valid out-buffer; fd is valid.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        if unsafe { libc::fstat(raw, &mut st) } != 0 {
-            return Err(HsmError::io(
-                format!("fanotify event fd {raw}"),
-                std::io::Error::last_os_error(),
-            ));
-        }
+        let st = nix::sys::stat::fstat(fd)
+            .map_err(|e| HsmError::io(format!("fanotify event fd {raw}"), e.into()))?;
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
             return Ok(Access::Allow);
         }

@@ -125,6 +125,9 @@ pub struct Dispatcher<C: Coordinator> {
     engine: Arc<HsmEngine>,
     running: Running,
     tasks: tokio::task::JoinSet<()>,
+    /// Copies running at once: the engine's `file_concurrency`. An action waiting for a
+    /// permit is begun already, and a CANCEL still reaches it.
+    copies: Arc<tokio::sync::Semaphore>,
 }
 
 fn errno_of(e: &HsmError) -> i32 {
@@ -143,22 +146,62 @@ fn fid_key(engine: &HsmEngine, fid: &Fid) -> ObjPath {
         .fid_index_key(&format!("{:x}-{:x}-{:x}", fid.seq, fid.oid, fid.ver))
 }
 
+/// One item of a received list, with the coordinator's part (`begin`) already done.
+enum Step<A> {
+    Cancel(ActionItem),
+    Run(ActionItem, A),
+}
+
+/// Begins every action of `list` (received at `base`) with the coordinator. It must run
+/// before the next receive, and `llapi_hsm_action_begin` opens files on the filesystem: the
+/// real loop calls it on a blocking thread, together with the receive.
+fn begin_list<C: Coordinator>(
+    coord: &C,
+    list: &hal::ActionList,
+    base: usize,
+) -> Vec<Step<C::Action>> {
+    let mut steps = Vec::with_capacity(list.items.len());
+    for item in &list.items {
+        match item.action {
+            Action::Cancel => steps.push(Step::Cancel(item.clone())),
+            Action::Archive | Action::Restore | Action::Remove => match coord.begin(item, base) {
+                Ok(a) => steps.push(Step::Run(item.clone(), a)),
+                Err(e) => {
+                    tracing::error!(fid = %item.fid, error = %e, "llapi_hsm_action_begin failed");
+                }
+            },
+            other => tracing::warn!(action = ?other, fid = %item.fid, "ignoring action"),
+        }
+    }
+    steps
+}
+
 impl<C: Coordinator> Dispatcher<C> {
     pub fn new(coord: Arc<C>, engine: Arc<HsmEngine>) -> Self {
+        let copies = Arc::new(tokio::sync::Semaphore::new(
+            engine.config().file_concurrency.max(1),
+        ));
         Self {
             coord,
             engine,
             running: Arc::new(Mutex::new(HashMap::new())),
             tasks: tokio::task::JoinSet::new(),
+            copies,
         }
     }
 
     /// Dispatches every item of one list: `begin` is called here, at once (the list's
     /// buffer is only valid until the next receive); the copies run as tasks.
     pub fn dispatch(&mut self, list: &hal::ActionList, base: usize) {
-        for item in &list.items {
-            match item.action {
-                Action::Cancel => {
+        let steps = begin_list(&*self.coord, list, base);
+        self.apply(steps);
+    }
+
+    /// Carries out the steps of lists already begun (see [`begin_list`]), in order.
+    fn apply(&mut self, steps: Vec<Step<C::Action>>) {
+        for step in steps {
+            match step {
+                Step::Cancel(item) => {
                     let handle = self
                         .running
                         .lock()
@@ -174,17 +217,7 @@ impl<C: Coordinator> Dispatcher<C> {
                         }
                     }
                 }
-                Action::Archive | Action::Restore | Action::Remove => {
-                    let action = match self.coord.begin(item, base) {
-                        Ok(a) => a,
-                        Err(e) => {
-                            tracing::error!(fid = %item.fid, error = %e, "llapi_hsm_action_begin failed");
-                            continue;
-                        }
-                    };
-                    self.spawn(item.clone(), action);
-                }
-                other => tracing::warn!(action = ?other, fid = %item.fid, "ignoring action"),
+                Step::Run(item, action) => self.spawn(item, action),
             }
         }
     }
@@ -200,9 +233,20 @@ impl<C: Coordinator> Dispatcher<C> {
         // The copy runs in its own task so CANCEL can abort it; this task ends the action
         // whatever happened to the copy.
         let copy = {
-            let (coord, engine, action, item) =
-                (coord.clone(), engine.clone(), action.clone(), item.clone());
-            tokio::spawn(async move { handle_item(&*coord, &engine, &item, &action).await })
+            let (coord, engine, action, item, copies) = (
+                coord.clone(),
+                engine.clone(),
+                action.clone(),
+                item.clone(),
+                self.copies.clone(),
+            );
+            tokio::spawn(async move {
+                let _permit = copies
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| HsmError::Unsupported("copytool stopped".into()))?;
+                handle_item(&coord, &engine, &item, &action).await
+            })
         };
         if let Ok(mut m) = running.lock() {
             m.insert(cookie, copy.abort_handle());
@@ -241,7 +285,7 @@ impl<C: Coordinator> Dispatcher<C> {
 
 /// Runs one item; returns the bytes moved.
 async fn handle_item<C: Coordinator>(
-    coord: &C,
+    coord: &Arc<C>,
     engine: &Arc<HsmEngine>,
     item: &ActionItem,
     action: &Arc<Mutex<Option<C::Action>>>,
@@ -298,28 +342,34 @@ fn mover(engine: &HsmEngine) -> HsmEngine {
 type Report<'a, C> = &'a (dyn Fn(u64, u64, &C) + Send + Sync);
 
 async fn archive<C: Coordinator>(
-    coord: &C,
+    coord: &Arc<C>,
     engine: &Arc<HsmEngine>,
     item: &ActionItem,
     report: Report<'_, C>,
 ) -> Result<u64> {
-    let rel = coord
-        .path_of(&item.fid)
-        .map_err(|e| HsmError::io(format!("fid {}", item.fid), e))?;
-    let abs = engine
-        .config()
-        .root
-        .join(rel.strip_prefix("/").unwrap_or(&rel));
-    let key = engine.key_of(&abs)?;
-    let data = coord.data_path(&item.fid);
-    let file = Arc::new(posix::open_noatime(&data)?);
-    let v0 = posix::version_of(&data, &file)?;
-    let dv0 = coord
-        .data_version(&file)
-        .map_err(|e| HsmError::io(&data, e))?;
-    let mut meta: FileMeta = {
-        let d = data.clone();
-        crate::engine::blocking(move || posix::capture(&d)).await?
+    // fid2path, the open, the stats and the data-version ioctl all wait on the
+    // filesystem: one blocking step.
+    let (abs, key, data, file, v0, dv0, mut meta) = {
+        let (coord, engine, fid) = (coord.clone(), engine.clone(), item.fid);
+        crate::engine::blocking(move || {
+            let rel = coord
+                .path_of(&fid)
+                .map_err(|e| HsmError::io(format!("fid {fid}"), e))?;
+            let abs = engine
+                .config()
+                .root
+                .join(rel.strip_prefix("/").unwrap_or(&rel));
+            let key = engine.key_of(&abs)?;
+            let data = coord.data_path(&fid);
+            let file = Arc::new(posix::open_noatime(&data)?);
+            let v0 = posix::version_of(&data, &file)?;
+            let dv0 = coord
+                .data_version(&file)
+                .map_err(|e| HsmError::io(&data, e))?;
+            let meta: FileMeta = posix::capture(&data)?;
+            Ok((abs, key, data, file, v0, dv0, meta))
+        })
+        .await?
     };
     meta.size = Some(v0.size);
     meta.data_version = Some(dv0.clone());
@@ -356,9 +406,15 @@ async fn archive<C: Coordinator>(
         report(done, total, coord);
     }
     // The coordinator's data version decides (Lustre's own on Lustre).
-    let dv1 = coord
-        .data_version(&file)
-        .map_err(|e| HsmError::io(&data, e))?;
+    let dv1 = {
+        let (coord, file, data) = (coord.clone(), file.clone(), data.clone());
+        crate::engine::blocking(move || {
+            coord
+                .data_version(&file)
+                .map_err(|e| HsmError::io(&data, e))
+        })
+        .await?
+    };
     if dv1 != dv0 {
         return Err(HsmError::ModifiedDuringArchive { path: abs.clone() });
     }
@@ -391,7 +447,7 @@ async fn archive<C: Coordinator>(
 }
 
 async fn restore<C: Coordinator>(
-    coord: &C,
+    coord: &Arc<C>,
     engine: &Arc<HsmEngine>,
     item: &ActionItem,
     action: &Arc<Mutex<Option<C::Action>>>,
@@ -488,7 +544,7 @@ async fn restore<C: Coordinator>(
             actual,
         });
     }
-    file.sync_data().map_err(|e| HsmError::io(&shown, e))?;
+    crate::engine::blocking(move || file.sync_data().map_err(|e| HsmError::io(&shown, e))).await?;
     Ok(size)
 }
 
@@ -572,7 +628,7 @@ fn key_of_fid<C: Coordinator>(coord: &C, engine: &HsmEngine, fid: &Fid) -> Resul
 }
 
 async fn remove<C: Coordinator>(
-    coord: &C,
+    coord: &Arc<C>,
     engine: &Arc<HsmEngine>,
     item: &ActionItem,
 ) -> Result<u64> {
@@ -589,7 +645,10 @@ async fn remove<C: Coordinator>(
         }
         Some(IndexRecord::Key(key)) => engine.store().delete(&key).await?,
         None => {
-            let key = key_of_fid(coord, engine, &item.fid)?;
+            let key = {
+                let (coord, engine, fid) = (coord.clone(), engine.clone(), item.fid);
+                crate::engine::blocking(move || key_of_fid(&*coord, &engine, &fid)).await?
+            };
             engine.store().preserve(&key, None).await?;
             engine.store().delete(&key).await?;
         }
@@ -622,37 +681,63 @@ pub async fn run(
     });
     tracing::info!(mnt = %mnt.display(), ?archives, "copytool registered");
     let mut disp = Dispatcher::new(coord.clone(), engine);
+    // The copytool descriptor (a pipe from the kernel, registered non-blocking) wakes
+    // us through the runtime's reactor.
+    // SAFETY: the descriptor belongs to the registered copytool, which `CopytoolFd` keeps
+    // alive (it holds the coordinator) for as long as the registration lasts.
+    let ready = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(
+            CopytoolFd {
+                _registered: coord.clone(),
+                fd: pollfd,
+            },
+            tokio::io::Interest::READABLE,
+        )
+    }
+    .map_err(|e| HsmError::io(mnt, e.into()))?;
     tokio::pin!(stop);
     loop {
-        // Wait for the copytool descriptor (non-blocking registration), a tick at a time.
-        let ready = tokio::task::spawn_blocking(move || {
-            let mut p = libc::pollfd {
-                fd: pollfd,
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd.
-            unsafe { libc::poll(&mut p, 1, 500) > 0 }
-        });
-        tokio::select! {
+        let mut guard = tokio::select! {
             _ = &mut stop => break,
-            r = ready => {
-                if !r.unwrap_or(false) {
-                    continue;
+            g = ready.readable() => g.map_err(|e| HsmError::io(mnt, e))?,
+        };
+        // Receive every waiting list and begin its actions on a blocking thread: a list's
+        // buffer lives only until the next receive, and beginning opens files.
+        let steps = {
+            let (coord, mnt) = (coord.clone(), mnt.to_path_buf());
+            crate::engine::blocking(move || {
+                let mut steps = Vec::new();
+                while let Some((bytes, base)) = coord.ct.recv().map_err(|e| HsmError::io(&mnt, e))? {
+                    match hal::parse(&bytes) {
+                        Ok(list) => {
+                            tracing::info!(items = list.items.len(), archive_id = list.archive_id, fs = %list.fsname, "action list");
+                            steps.extend(begin_list(&*coord, &list, base as usize));
+                        }
+                        Err(e) => tracing::error!(error = %e, "unreadable action list; skipped"),
+                    }
                 }
-            }
-        }
-        while let Some((bytes, base)) = coord.ct.recv().map_err(|e| HsmError::io(mnt, e))? {
-            match hal::parse(&bytes) {
-                Ok(list) => {
-                    tracing::info!(items = list.items.len(), archive_id = list.archive_id, fs = %list.fsname, "action list");
-                    disp.dispatch(&list, base as usize);
-                }
-                Err(e) => tracing::error!(error = %e, "unreadable action list; skipped"),
-            }
-        }
+                Ok(steps)
+            })
+            .await?
+        };
+        // Drained to EAGAIN: the next list raises readiness again.
+        guard.clear_ready();
+        disp.apply(steps);
     }
     tracing::info!("copytool stopping; waiting for running actions");
     disp.drain().await;
     Ok(())
+}
+
+/// The copytool's descriptor, owned by liblustreapi: holding the coordinator keeps the
+/// copytool registered, so the descriptor open.
+struct CopytoolFd {
+    _registered: Arc<Lustre>,
+    fd: RawFd,
+}
+
+impl std::os::fd::AsRawFd for CopytoolFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd
+    }
 }

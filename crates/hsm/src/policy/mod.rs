@@ -512,15 +512,21 @@ impl Policy {
     ) -> Result<()> {
         let interval = Duration::from_secs(self.cfg.watch.interval_secs);
         let debounce = Duration::from_millis(self.cfg.watch.debounce_ms);
+        // fanotify sees only the changes made through this node's kernel. A filesystem
+        // whose own servers hold reads of released files (Lustre's coordinator,
+        // `restore_on_access`) is one many clients write to, so its changes are not all
+        // seen here: it gets the timed pass only. (`restore_on_access` stands in for
+        // "every change goes through this kernel"; exact for the backends there are.)
+        let local_changes_visible = !self.engine.backend().capabilities().restore_on_access;
         let mut watcher = match (
-            self.engine.backend().kind(),
+            local_changes_visible,
             watch::ChangeWatcher::start(&self.dir),
         ) {
-            (backend::BackendKind::Local, Ok(w)) => {
+            (true, Ok(w)) => {
                 tracing::info!(dir = %self.dir.display(), mark = w.mark, "watching for changes with fanotify");
                 Some(w)
             }
-            (backend::BackendKind::Local, Err(why)) => {
+            (true, Err(why)) => {
                 tracing::warn!(
                     dir = %self.dir.display(),
                     "policy watch: fanotify is unavailable ({why}); falling back to a pass every {}s",
