@@ -217,10 +217,7 @@ pub struct WatchLock {
 impl WatchLock {
     /// Takes the shared watch lock of a filesystem in `run_dir` (made if missing).
     pub fn acquire(run_dir: &Path, key: FsKey) -> io::Result<Self> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(run_dir)?;
+        make_run_dir(run_dir)?;
         let path = lock_path(run_dir, key);
         let file = open_lock_file(&path, true)?;
         // Probes never take locks, so nothing but a foreign writer can refuse a read lock.
@@ -250,6 +247,14 @@ impl Drop for WatchLock {
             FcntlArg::F_OFD_SETLK(&whole_file_lock(libc::F_UNLCK)),
         );
     }
+}
+
+/// Makes the run dir (and its parents) if missing: `/run` is a tmpfs, empty after a boot.
+fn make_run_dir(run_dir: &Path) -> io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(run_dir)
 }
 
 /// The lock file of releases that count on a daemon of the filesystem.
@@ -283,8 +288,9 @@ impl ReleaseHold {
         Ok(Self { file })
     }
 
-    /// Makes the lock file (a daemon, at its start).
+    /// Makes the lock file, and the run dir if missing (a daemon, at its start).
     pub fn prepare(run_dir: &Path, key: FsKey) -> io::Result<()> {
+        make_run_dir(run_dir)?;
         open_lock_file(&release_lock_path(run_dir, key), true).map(drop)
     }
 }
@@ -432,6 +438,19 @@ pub fn unguarded(caps: &Capabilities, state: &lustre_model::HsmState, path: &Pat
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_daemon_starts_on_a_fresh_boot_without_its_run_dir() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run_dir = tmp.path().join("run/lustrekit");
+        let key = FsKey { major: 0, minor: 40 };
+        // In the daemon's order: the release lock file first, then the watch lock.
+        ReleaseHold::prepare(&run_dir, key).unwrap();
+        let lock = WatchLock::acquire(&run_dir, key).unwrap();
+        assert!(watched_in(&run_dir, key).unwrap());
+        drop(lock);
+        assert!(!watched_in(&run_dir, key).unwrap());
+    }
 
     #[test]
     fn mountinfo_names_the_superblock() {
