@@ -1,5 +1,8 @@
 //! Prometheus metrics of the HSM engines: operations, bytes and latencies by operation,
 //! served by the `telemetry` crate's HTTP server.
+//!
+//! The names, types, help texts and labels are those of the hand-written text this replaced;
+//! the OpenMetrics encoder puts `le` first in bucket labels and writes bounds as `1.0`.
 
 use std::time::Duration;
 
@@ -75,18 +78,18 @@ impl Metrics {
     /// Records one operation.
     pub fn record(&self, op: &'static str, ok: bool, bytes: u64, took: Duration) {
         // Both results of an operation are exposed once it has run, the other one at 0.
-        let ok_count = self
-            .operations
-            .get_or_create(&OpResult { op, result: "ok" });
-        let error_count = self.operations.get_or_create(&OpResult {
-            op,
-            result: "error",
-        });
-        if ok {
-            ok_count.inc();
-        } else {
-            error_count.inc();
-        }
+        // One series at a time: a family's guard holds its lock, and creating a second
+        // series while holding it would deadlock.
+        let (counted, other) = if ok { ("ok", "error") } else { ("error", "ok") };
+        self.operations
+            .get_or_create(&OpResult {
+                op,
+                result: counted,
+            })
+            .inc();
+        self.operations
+            .get_or_create(&OpResult { op, result: other })
+            .inc_by(0);
         self.bytes.get_or_create(&Op { op }).inc_by(bytes);
         self.latency
             .get_or_create(&Op { op })
@@ -123,7 +126,7 @@ mod tests {
         assert!(t.contains("lustrekit_hsm_operations_total{op=\"archive\",result=\"ok\"} 1"));
         assert!(t.contains("lustrekit_hsm_operations_total{op=\"archive\",result=\"error\"} 1"));
         assert!(t.contains("lustrekit_hsm_bytes_total{op=\"archive\"} 100"));
-        assert!(t.contains("lustrekit_hsm_operation_seconds_bucket{op=\"archive\",le=\"0.05\"} 1"));
+        assert!(t.contains("lustrekit_hsm_operation_seconds_bucket{le=\"0.05\",op=\"archive\"} 1"));
         assert!(t.contains("lustrekit_hsm_operation_seconds_count{op=\"archive\"} 2"));
     }
 
@@ -149,7 +152,7 @@ mod tests {
             "{t}"
         );
         assert!(
-            t.contains("lustrekit_hsm_operation_seconds_bucket{op=\"restore\",le=\"+Inf\"} 1"),
+            t.contains("lustrekit_hsm_operation_seconds_bucket{le=\"+Inf\",op=\"restore\"} 1"),
             "{t}"
         );
     }
