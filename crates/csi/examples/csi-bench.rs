@@ -95,7 +95,7 @@ async fn main() {
             name: "bench".into(),
             node_id: "bench".into(),
             mode: Mode::Controller,
-            fs_timeout: csi::args::DEFAULT_FS_TIMEOUT,
+            fs_timeout: csi::DEFAULT_FS_TIMEOUT,
             quota_margin: Default::default(),
         },
     );

@@ -9,11 +9,12 @@
 //! - [`params`], [`capacity`], [`volume`]: StorageClass parameters, sizes, volume IDs and
 //!   contexts, with no I/O;
 //! - [`node_ops`]: the node's target-path steps;
-//! - [`server`]: the socket, metrics and shutdown; [`run`] is the binary's entry point;
+//! - [`options`]: what the process is told to do (mode, endpoint, defaults); [`run`] takes
+//!   them and is the binary's entry point;
+//! - [`server`]: the socket, metrics and shutdown;
 //! - [`authority`]: the relay in front of h2 that accepts clients sending the socket path as
 //!   `:authority` (gRPC C-core, grpc-java).
 
-pub mod args;
 pub mod authority;
 pub mod capacity;
 pub mod csi_server;
@@ -22,6 +23,7 @@ pub mod grpc;
 pub mod inflight;
 pub mod metrics;
 pub mod node_ops;
+pub mod options;
 pub mod params;
 pub mod registration;
 pub mod server;
@@ -30,21 +32,24 @@ pub mod volume;
 
 use std::sync::Arc;
 
-pub use args::{CsiArgs, Mode};
 pub use csi_server::{Driver, DriverOptions};
 pub use error::{CsiError, Result};
+pub use options::{
+    DEFAULT_DRIVER_NAME, DEFAULT_FS_TIMEOUT, DEFAULT_FS_TIMEOUT_SECS, Mode, RunOptions,
+    node_id_or_host_name, parse_endpoint, parse_metrics_address,
+};
 
 /// `lustrekit csi`: loads the configuration (the same TOML the share service reads), opens
 /// the backend and the share service, and serves until SIGTERM or SIGINT.
-pub async fn run(args: CsiArgs, config: &std::path::Path) -> Result<()> {
-    let socket = args.socket_path()?;
-    let metrics_addr = args.metrics_addr()?;
-    let node_id = if args.mode.node() {
-        args.node_id()?
+pub async fn run(options: RunOptions, config: &std::path::Path) -> Result<()> {
+    let node_id = if options.mode.node() {
+        node_id_or_host_name(options.node_id.as_deref())?
     } else {
-        args.node_id().unwrap_or_default()
+        node_id_or_host_name(options.node_id.as_deref()).unwrap_or_default()
     };
-    let registration = args.registration.plan(&args.driver_name, args.mode)?;
+    let registration = options
+        .registration
+        .plan(&options.driver_name, options.mode)?;
     let config = share::Config::load(config)?;
     let settings = config.settings()?;
     let fs = config.open_backend().await?;
@@ -52,18 +57,18 @@ pub async fn run(args: CsiArgs, config: &std::path::Path) -> Result<()> {
     let driver = Driver::new(
         service,
         DriverOptions {
-            name: args.driver_name.clone(),
+            name: options.driver_name,
             node_id,
-            mode: args.mode,
-            fs_timeout: args.fs_timeout(),
-            quota_margin: args.quota_margin,
+            mode: options.mode,
+            fs_timeout: options.fs_timeout,
+            quota_margin: options.quota_margin,
         },
     );
     registration::serve_registered(
         registration,
         driver,
-        &socket,
-        metrics_addr,
+        &options.socket,
+        options.metrics_addr,
         server::shutdown_signal(),
     )
     .await

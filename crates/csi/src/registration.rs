@@ -20,10 +20,10 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status};
 
-use crate::args::Mode;
 use crate::authority::Relays;
 use crate::csi_server::Driver;
 use crate::error::{CsiError, Result};
+use crate::options::Mode;
 use crate::server;
 
 /// The generated `pluginregistration` types, client and server.
@@ -47,22 +47,18 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const RETRY_MIN: Duration = Duration::from_secs(2);
 const RETRY_MAX: Duration = Duration::from_secs(60);
 
-/// `lustrekit csi` flags for self-registration (flattened into [`crate::CsiArgs`]).
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct RegistrationArgs {
-    /// Register with the kubelet's plugin watcher, announcing this path as the CSI endpoint:
-    /// the CSI socket's path on the host, as the kubelet sees it (for example
-    /// /var/lib/kubelet/plugins/lustre.csi.lustrekit.io/csi.sock). Node and all modes only.
-    /// Leave unset when node-driver-registrar runs beside the driver.
-    #[arg(long, env = "CSI_KUBELET_REGISTRATION_PATH")]
+/// Self-registration as asked for (the binary's `--kubelet-registration-path` and
+/// `--plugin-registration-dir`).
+#[derive(Debug, Clone, Default)]
+pub struct RegistrationOptions {
+    /// The CSI socket's path as the kubelet sees it, announced as the endpoint; `None` (or
+    /// empty) leaves registration to node-driver-registrar.
     pub kubelet_registration_path: Option<PathBuf>,
-    /// The kubelet's plugin watcher directory as mounted in this container; the registration
-    /// socket `<driver>-reg.sock` is made there.
-    #[arg(long, env = "CSI_PLUGIN_REGISTRATION_DIR", default_value = DEFAULT_REGISTRATION_DIR)]
+    /// The kubelet's plugin watcher directory as mounted here; the socket is made there.
     pub plugin_registration_dir: PathBuf,
 }
 
-impl RegistrationArgs {
+impl RegistrationOptions {
     /// The registration to serve, or `None` when `--kubelet-registration-path` is unset.
     pub fn plan(&self, driver_name: &str, mode: Mode) -> Result<Option<Registration>> {
         let Some(endpoint) = self
@@ -316,7 +312,7 @@ mod tests {
 
     #[test]
     fn plan_needs_the_flag_and_a_node_mode() {
-        let mut args = RegistrationArgs {
+        let mut args = RegistrationOptions {
             kubelet_registration_path: None,
             plugin_registration_dir: PathBuf::from(DEFAULT_REGISTRATION_DIR),
         };
@@ -336,31 +332,6 @@ mod tests {
         }
         args.kubelet_registration_path = Some(PathBuf::from("relative/csi.sock"));
         assert!(args.plan("d.example.io", Mode::Node).is_err());
-    }
-
-    #[test]
-    fn flags_parse_with_clap() {
-        use clap::Parser;
-        #[derive(clap::Parser)]
-        struct Cli {
-            #[command(flatten)]
-            reg: RegistrationArgs,
-        }
-        let cli = Cli::try_parse_from([
-            "csi",
-            "--kubelet-registration-path",
-            "/var/lib/kubelet/plugins/x/csi.sock",
-            "--plugin-registration-dir",
-            "/registration",
-        ])
-        .unwrap();
-        assert_eq!(
-            cli.reg.kubelet_registration_path.as_deref(),
-            Some(Path::new("/var/lib/kubelet/plugins/x/csi.sock"))
-        );
-        assert_eq!(cli.reg.plugin_registration_dir, Path::new("/registration"));
-        let cli = Cli::try_parse_from(["csi"]).unwrap();
-        assert!(cli.reg.kubelet_registration_path.is_none());
     }
 
     /// Plays the kubelet: GetInfo, a refusal (the socket goes and comes back), then success;

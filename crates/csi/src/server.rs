@@ -16,7 +16,6 @@ use crate::error::{CsiError, Result};
 use crate::grpc::controller_server::ControllerServer;
 use crate::grpc::identity_server::IdentityServer;
 use crate::grpc::node_server::NodeServer;
-use crate::metrics;
 
 /// Calls served at once on one connection (the sidecars each hold one).
 const MAX_CALLS_PER_CONNECTION: usize = 64;
@@ -78,12 +77,12 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let metrics_task = match metrics_addr {
         Some(addr) => {
-            let (tcp, local) = metrics::bind(addr).await?;
+            let (tcp, local) = telemetry::bind(addr).await?;
             let mut rx = stop_rx.clone();
             let m = Arc::clone(driver.metrics());
             Some((
                 local,
-                tokio::spawn(metrics::serve(m, tcp, async move {
+                tokio::spawn(telemetry::serve(m, tcp, async move {
                     let _ = rx.wait_for(|stop| *stop).await;
                 })),
             ))

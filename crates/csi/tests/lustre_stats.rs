@@ -145,7 +145,7 @@ async fn project_quota_and_inode_limit_reach_the_stats_and_the_condition() {
             name: "test.csi.lustrekit.io".into(),
             node_id: "node-1".into(),
             mode: Mode::Node,
-            fs_timeout: csi::args::DEFAULT_FS_TIMEOUT,
+            fs_timeout: csi::DEFAULT_FS_TIMEOUT,
             quota_margin: Default::default(),
         },
     );

@@ -142,7 +142,7 @@ async fn the_socket_is_private_and_stale_sockets_are_replaced() {
             name: "x".into(),
             node_id: "n".into(),
             mode: Mode::All,
-            fs_timeout: csi::args::DEFAULT_FS_TIMEOUT,
+            fs_timeout: csi::DEFAULT_FS_TIMEOUT,
             quota_margin: Default::default(),
         },
     );
@@ -161,7 +161,7 @@ async fn the_socket_is_private_and_stale_sockets_are_replaced() {
             name: "x".into(),
             node_id: "n".into(),
             mode: Mode::All,
-            fs_timeout: csi::args::DEFAULT_FS_TIMEOUT,
+            fs_timeout: csi::DEFAULT_FS_TIMEOUT,
             quota_margin: Default::default(),
         },
     );

@@ -1,212 +1,121 @@
-//! Prometheus metrics: operations, bytes and latencies by operation, in the text format.
+//! Prometheus metrics of the HSM engines: operations, bytes and latencies by operation,
+//! served by the `telemetry` crate's HTTP server.
+//!
+//! The names, types, help texts and labels are those of the hand-written text this replaced;
+//! the OpenMetrics encoder puts `le` first in bucket labels and writes bounds as `1.0`.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
 use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 const BUCKETS: [f64; 10] = [0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0, 1800.0];
 
-#[derive(Default)]
-struct OpStats {
-    ok: u64,
-    failed: u64,
-    bytes: u64,
-    latency_sum: f64,
-    buckets: [u64; BUCKETS.len()],
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpResult {
+    op: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Op {
+    op: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
 }
 
 /// Counters of one engine (share one `Arc<Metrics>` between engines to aggregate).
-#[derive(Default)]
+#[derive(Debug)]
 pub struct Metrics {
-    ops: Mutex<BTreeMap<&'static str, OpStats>>,
+    registry: Registry,
+    operations: Family<OpResult, Counter>,
+    bytes: Family<Op, Counter>,
+    latency: Family<Op, Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Metrics {
     pub fn new() -> Self {
-        Self::default()
+        let operations = Family::<OpResult, Counter>::default();
+        let bytes = Family::<Op, Counter>::default();
+        let latency =
+            Family::<Op, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let mut registry = Registry::default();
+        // Counters are named without `_total`: the encoder appends it to the samples.
+        registry.register(
+            "lustrekit_hsm_operations",
+            "HSM operations by operation and result",
+            operations.clone(),
+        );
+        registry.register(
+            "lustrekit_hsm_bytes",
+            "Bytes moved by operation",
+            bytes.clone(),
+        );
+        registry.register(
+            "lustrekit_hsm_operation_seconds",
+            "Latency of HSM operations",
+            latency.clone(),
+        );
+        Self {
+            registry,
+            operations,
+            bytes,
+            latency,
+        }
     }
 
     /// Records one operation.
     pub fn record(&self, op: &'static str, ok: bool, bytes: u64, took: Duration) {
-        let Ok(mut ops) = self.ops.lock() else {
-            return;
-        };
-        let s = ops.entry(op).or_default();
-        if ok {
-            s.ok += 1;
-        } else {
-            s.failed += 1;
-        }
-        s.bytes += bytes;
-        let secs = took.as_secs_f64();
-        s.latency_sum += secs;
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if secs <= *b {
-                s.buckets[i] += 1;
-            }
-        }
+        // Both results of an operation are exposed once it has run, the other one at 0.
+        // One series at a time: a family's guard holds its lock, and creating a second
+        // series while holding it would deadlock.
+        let (counted, other) = if ok { ("ok", "error") } else { ("error", "ok") };
+        self.operations
+            .get_or_create(&OpResult {
+                op,
+                result: counted,
+            })
+            .inc();
+        self.operations
+            .get_or_create(&OpResult { op, result: other })
+            .inc_by(0);
+        self.bytes.get_or_create(&Op { op }).inc_by(bytes);
+        self.latency
+            .get_or_create(&Op { op })
+            .observe(took.as_secs_f64());
     }
 
-    /// The Prometheus text exposition.
+    /// The registry holding these metrics.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        let Ok(ops) = self.ops.lock() else {
-            return out;
-        };
-        let _ = writeln!(
-            out,
-            "# HELP lustrekit_hsm_operations_total HSM operations by operation and result."
-        );
-        let _ = writeln!(out, "# TYPE lustrekit_hsm_operations_total counter");
-        for (op, s) in ops.iter() {
-            let _ = writeln!(
-                out,
-                "lustrekit_hsm_operations_total{{op=\"{op}\",result=\"ok\"}} {}",
-                s.ok
-            );
-            let _ = writeln!(
-                out,
-                "lustrekit_hsm_operations_total{{op=\"{op}\",result=\"error\"}} {}",
-                s.failed
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP lustrekit_hsm_bytes_total Bytes moved by operation."
-        );
-        let _ = writeln!(out, "# TYPE lustrekit_hsm_bytes_total counter");
-        for (op, s) in ops.iter() {
-            let _ = writeln!(out, "lustrekit_hsm_bytes_total{{op=\"{op}\"}} {}", s.bytes);
-        }
-        let _ = writeln!(
-            out,
-            "# HELP lustrekit_hsm_operation_seconds Latency of HSM operations."
-        );
-        let _ = writeln!(out, "# TYPE lustrekit_hsm_operation_seconds histogram");
-        for (op, s) in ops.iter() {
-            for (i, b) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "lustrekit_hsm_operation_seconds_bucket{{op=\"{op}\",le=\"{b}\"}} {}",
-                    s.buckets[i]
-                );
-            }
-            let n = s.ok + s.failed;
-            let _ = writeln!(
-                out,
-                "lustrekit_hsm_operation_seconds_bucket{{op=\"{op}\",le=\"+Inf\"}} {n}"
-            );
-            let _ = writeln!(
-                out,
-                "lustrekit_hsm_operation_seconds_sum{{op=\"{op}\"}} {}",
-                s.latency_sum
-            );
-            let _ = writeln!(
-                out,
-                "lustrekit_hsm_operation_seconds_count{{op=\"{op}\"}} {n}"
-            );
-        }
-        out
+        telemetry::encode(&self.registry)
     }
 }
 
-/// Serves `metrics` over a minimal HTTP listener: `GET /metrics` answers the text
-/// exposition, anything else 404. Returns the bound address (port 0 picks one) and the
-/// serving task (abort it to stop).
-pub async fn serve(
-    addr: std::net::SocketAddr,
-    metrics: std::sync::Arc<Metrics>,
-) -> std::io::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
-    let task = tokio::spawn(async move {
-        loop {
-            let (mut sock, peer) = match listener.accept().await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics accept");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let metrics = metrics.clone();
-            tokio::spawn(async move {
-                // Read the request head (bounded), then answer and close.
-                let mut buf = Vec::with_capacity(1024);
-                let mut chunk = [0u8; 1024];
-                let read = tokio::time::timeout(Duration::from_secs(5), async {
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
-                        match sock.read(&mut chunk).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                })
-                .await;
-                if read.is_err() {
-                    return;
-                }
-                let line = buf.split(|b| *b == b'\n').next().unwrap_or_default();
-                let line = String::from_utf8_lossy(line);
-                let mut parts = line.split_whitespace();
-                let (method, target) = (parts.next(), parts.next());
-                let resp = if method == Some("GET")
-                    && target.is_some_and(|t| t == "/metrics" || t.starts_with("/metrics?"))
-                {
-                    let body = metrics.render();
-                    format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    )
-                } else {
-                    let body = "not found: try GET /metrics\n";
-                    format!(
-                        "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    )
-                };
-                if let Err(e) = sock.write_all(resp.as_bytes()).await {
-                    tracing::debug!(%peer, error = %e, "metrics write");
-                }
-                let _ = sock.shutdown().await;
-            });
-        }
-    });
-    Ok((bound, task))
+impl telemetry::Exposition for Metrics {
+    fn registry(&self) -> &Registry {
+        &self.registry
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn serves_get_metrics_over_http() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let m = std::sync::Arc::new(Metrics::new());
-        m.record("restore", true, 42, Duration::from_millis(3));
-        let (addr, task) = serve("127.0.0.1:0".parse().expect("addr"), m)
-            .await
-            .expect("bind");
-        let get = |path: &'static str| async move {
-            let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-                .await
-                .expect("send");
-            let mut out = String::new();
-            s.read_to_string(&mut out).await.expect("read");
-            out
-        };
-        let ok = get("/metrics").await;
-        assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
-        assert!(
-            ok.contains("lustrekit_hsm_bytes_total{op=\"restore\"} 42"),
-            "{ok}"
-        );
-        assert!(get("/other").await.starts_with("HTTP/1.1 404"));
-        task.abort();
-    }
 
     #[test]
     fn renders_counters_and_histogram() {
@@ -217,7 +126,34 @@ mod tests {
         assert!(t.contains("lustrekit_hsm_operations_total{op=\"archive\",result=\"ok\"} 1"));
         assert!(t.contains("lustrekit_hsm_operations_total{op=\"archive\",result=\"error\"} 1"));
         assert!(t.contains("lustrekit_hsm_bytes_total{op=\"archive\"} 100"));
-        assert!(t.contains("lustrekit_hsm_operation_seconds_bucket{op=\"archive\",le=\"0.05\"} 1"));
+        assert!(t.contains("lustrekit_hsm_operation_seconds_bucket{le=\"0.05\",op=\"archive\"} 1"));
         assert!(t.contains("lustrekit_hsm_operation_seconds_count{op=\"archive\"} 2"));
+    }
+
+    #[test]
+    fn one_result_exposes_the_other_at_zero() {
+        let m = Metrics::new();
+        m.record("restore", true, 42, Duration::from_millis(3));
+        let t = m.render();
+        assert!(
+            t.contains("# TYPE lustrekit_hsm_operations counter\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("# HELP lustrekit_hsm_bytes Bytes moved by operation.\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("lustrekit_hsm_operations_total{op=\"restore\",result=\"error\"} 0"),
+            "{t}"
+        );
+        assert!(
+            t.contains("lustrekit_hsm_bytes_total{op=\"restore\"} 42"),
+            "{t}"
+        );
+        assert!(
+            t.contains("lustrekit_hsm_operation_seconds_bucket{le=\"+Inf\",op=\"restore\"} 1"),
+            "{t}"
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! HSM mover. Nothing here knows Lustre commands.
 
 mod bench;
+mod csi_cmd;
 mod demo;
 mod hsm_cmd;
 mod output;
@@ -42,7 +43,7 @@ enum Command {
     /// Manage shares: the same lifecycle Manila and operators use.
     Share(share_cmd::ShareArgs),
     /// Serve the CSI driver (spec v1.12) on a unix socket.
-    Csi(csi::CsiArgs),
+    Csi(csi_cmd::CsiArgs),
     /// Tier files to object storage: archive, release, restore, import, export, policies.
     Hsm(hsm_cmd::HsmArgs),
     /// Run the whole share lifecycle on the embedded local backend, with a report.
@@ -74,7 +75,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Share(args) => share_cmd::run(&cli.config, json, args).await,
-            Command::Csi(args) => Ok(csi::run(args, &cli.config).await?),
+            Command::Csi(args) => csi_cmd::run(args, &cli.config).await,
             Command::Hsm(args) => hsm_cmd::run(args, &cli.config, json).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Bench(args) => bench::run(args).await,

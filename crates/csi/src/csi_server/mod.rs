@@ -12,10 +12,10 @@ use backend::VolumeStatfs;
 use share::ShareService;
 use tonic::{Response, Status};
 
-use crate::args::Mode;
 use crate::error::CsiError;
 use crate::inflight::InFlight;
 use crate::metrics::Metrics;
+use crate::options::Mode;
 use crate::stats::QuotaMargin;
 
 pub use controller::ControllerService;
@@ -44,7 +44,7 @@ pub struct DriverOptions {
     pub node_id: String,
     pub mode: Mode,
     /// How long one blocking filesystem step on the node (stat, statvfs, mkdir, rmdir of a
-    /// target) may take; see [`crate::args::DEFAULT_FS_TIMEOUT`].
+    /// target) may take; see [`crate::options::DEFAULT_FS_TIMEOUT`].
     pub fs_timeout: Duration,
     /// How close to its quota a volume may get before its condition turns abnormal, beyond
     /// one write of one block; see [`crate::stats`].

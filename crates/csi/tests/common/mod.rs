@@ -58,7 +58,7 @@ pub async fn connect(socket: &Path) -> Channel {
 
 impl Running {
     pub async fn start(root: &Path, socket: &Path, mode: Mode, metrics: bool) -> Running {
-        Self::start_with(root, socket, mode, metrics, csi::args::DEFAULT_FS_TIMEOUT).await
+        Self::start_with(root, socket, mode, metrics, csi::DEFAULT_FS_TIMEOUT).await
     }
 
     /// [`Running::start`] with the node's filesystem-step timeout of the caller's choice.

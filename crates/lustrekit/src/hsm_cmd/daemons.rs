@@ -18,11 +18,16 @@ async fn serve_metrics(
     match addr {
         None => Ok(None),
         Some(a) => {
-            let (bound, h) = hsm::metrics::serve(a, metrics.clone())
+            let (listener, bound) = telemetry::bind(a)
                 .await
                 .with_context(|| format!("metrics listener on {a}"))?;
             tracing::info!(addr = %bound, "serving Prometheus metrics at /metrics");
-            Ok(Some(h))
+            let exposition: Arc<dyn telemetry::Exposition> = metrics.clone();
+            Ok(Some(tokio::spawn(telemetry::serve(
+                exposition,
+                listener,
+                std::future::pending(),
+            ))))
         }
     }
 }
