@@ -2,6 +2,7 @@
 //! sequence, and replays outputs copied from `shared/lustre-formats/` (each fixture names
 //! its file and sample).
 
+use backend::{Hsm, Mounts, Namespace, Nodemaps, Quotas};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -1042,6 +1043,42 @@ async fn hsm_state_parses_the_manual_sample() {
         .unwrap();
     assert!(state.flags.exists && state.flags.archived && !state.flags.released);
     assert_eq!(state.archive_id, Some(5));
+    fake.assert_done();
+}
+
+#[tokio::test]
+async fn data_version_runs_lfs_data_version_read() {
+    // lfs-hsm.md (a): `lfs data_version {--nosync|--read|--write} FILE` prints "%ju\n".
+    let fake = Arc::new(
+        FakeRunner::new()
+            .expect(
+                ["lfs", "data_version", "--read", "/mnt/lustre/foo"],
+                "12884901890\n",
+                "",
+                0,
+            )
+            .expect(
+                ["lfs", "data_version", "--read", "/mnt/lustre/gone"],
+                "",
+                "lfs data_version: /mnt/lustre/gone: No such file or directory\n",
+                2,
+            ),
+    );
+    let b = backend_at(&fake, "/mnt/lustre");
+    let version = b.data_version(Path::new("/mnt/lustre/foo")).await.unwrap();
+    assert_eq!(
+        version,
+        backend::DataVersion::Lustre {
+            version: 12_884_901_890
+        }
+    );
+    assert_eq!(version.token(), "lustre:12884901890");
+    let gone = b.data_version(Path::new("/mnt/lustre/gone")).await;
+    assert!(
+        matches!(gone, Err(BackendError::NotFound { .. })),
+        "{gone:?}"
+    );
+    assert!(b.data_version(Path::new("/elsewhere/foo")).await.is_err());
     fake.assert_done();
 }
 

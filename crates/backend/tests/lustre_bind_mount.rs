@@ -5,6 +5,7 @@
 //! code: the reference counting from `/proc/self/mountinfo`, the bind mounts from the shared
 //! mount, the read-only remount and the bounded unmount cascade.
 
+use backend::Mounts;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use backend::lustre::{CommandOutput, CommandRunner, LustreBackend, LustreConfig};
-use backend::{BackendError, Filesystem, MountMode, MountRequest};
+use backend::{BackendError, MountMode, MountRequest};
 use lustre_model::{FsName, RelPath};
 
 /// Runs the shared client mount as a bind mount of `fs`, for real; refuses anything else.

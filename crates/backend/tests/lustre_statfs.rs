@@ -1,14 +1,15 @@
-//! What `df` in a pod shows on the `lustre` backend (`Filesystem::volume_statfs`), against
+//! What `df` in a pod shows on the `lustre` backend (`Mounts::volume_statfs`), against
 //! the [`FakeRunner`]. `lctl get_param` prints `<param>=<value>` lines (`lctl-stats-lnet.md`
 //! shows the form for `version`); `statfs_project` prints `%u` of a bit (lustre-release
 //! `lustre/llite/lproc_llite.c`, `statfs_project_show`, LU-16771, 2.16). A parameter that
 //! does not exist makes `lctl` exit 2 with `error: get_param: param_path '<path>': No such
 //! file or directory` (`lustre/utils/lustre_param.c`, `do_param_op`).
 
+use backend::Mounts;
 use std::sync::Arc;
 
+use backend::VolumeStatfs;
 use backend::lustre::{FakeRunner, LustreBackend, LustreConfig};
-use backend::{Filesystem, VolumeStatfs};
 use lustre_model::FsName;
 
 const PARAM: [&str; 3] = ["lctl", "get_param", "llite.testfs-*.statfs_project"];

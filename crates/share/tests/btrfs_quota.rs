@@ -62,7 +62,10 @@ async fn a_write_past_the_quota_fails_with_edquot() {
     let reserve = svc.backend().capabilities().quota_write_reserve;
     assert_eq!(reserve, 16384, "mkfs.btrfs's default node size");
     let left = usage.limit_bytes.saturating_sub(usage.used_bytes);
-    assert!(left < 4096 + reserve, "{left} bytes left after EDQUOT: {usage:?}");
+    assert!(
+        left < 4096 + reserve,
+        "{left} bytes left after EDQUOT: {usage:?}"
+    );
     // Extending lets more in.
     svc.extend(&name, 30 * MIB).await.unwrap();
     let more = svc.backend().host_path(&share.path).join("more");

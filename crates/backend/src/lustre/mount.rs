@@ -18,6 +18,7 @@
 //!
 //! Unmounting a target is the shared bounded cascade of [`crate::mount::unmount_cascade`].
 
+use async_trait::async_trait;
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -33,7 +34,7 @@ use nix::sys::stat::Mode;
 
 use super::{LustreBackend, On};
 use crate::mount::{UNMOUNT_STEP_TIMEOUT, bind_flags, bind_mount, unmount_cascade};
-use crate::{BackendError, MountMode, MountRequest, Result};
+use crate::{BackendError, MountMode, MountRequest, Result, VolumeStatfs};
 
 /// `<mgs nodes>:/<fsname>/<share>`: the device of a direct (fileset) mount.
 pub(super) fn device(b: &LustreBackend, request: &MountRequest) -> String {
@@ -468,6 +469,24 @@ pub fn shared_mount_users(mountinfo: &str, shared: &Path) -> Option<usize> {
             })
             .count(),
     )
+}
+
+#[async_trait]
+impl crate::Mounts for LustreBackend {
+    async fn mount(&self, request: &MountRequest) -> Result<()> {
+        mount(self, request).await
+    }
+
+    /// The bounded cascade on the target, then the shared client mount of bind mode if that
+    /// was its last user (whatever mode the target was: this also removes a shared mount a
+    /// crash left without users).
+    async fn unmount(&self, target: &Path) -> Result<()> {
+        unmount(self, target).await
+    }
+
+    async fn volume_statfs(&self) -> Result<VolumeStatfs> {
+        super::statfs::volume_statfs(self).await
+    }
 }
 
 #[cfg(test)]

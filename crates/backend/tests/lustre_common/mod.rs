@@ -3,11 +3,12 @@
 
 #![allow(dead_code)]
 
+use backend::{Namespace, Quotas};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use backend::lustre::{LustreBackend, LustreConfig};
-use backend::{BackendError, DirSpec, Filesystem};
+use backend::{BackendError, DirSpec};
 use lustre_model::{FsName, RelPath};
 
 pub fn rel(s: &str) -> RelPath {
