@@ -45,6 +45,15 @@ pub struct Capabilities {
     /// node (16 KiB by default), so a volume with less headroom than one block plus this
     /// already refuses writes with EDQUOT. 0 where the limit is charged by data alone.
     pub quota_write_reserve: u64,
+    /// The filesystem keeps a project's quota limits by project ID, apart from any directory
+    /// (Lustre): they outlive a removed share directory, so a project ID given back must have
+    /// its limits cleared first. False where the limits live on the directory and go with it.
+    pub quota_outlives_directory: bool,
+    /// Bind-mode mounts come from a client mount the node shares between volumes, not from
+    /// [`Filesystem::host_path`]: whether a mounted target already holds the volume is then
+    /// for [`Mounts::mount`] to judge against that mount, not for the caller to compare with
+    /// the host path.
+    pub bind_from_shared_client_mount: bool,
 }
 
 /// What `statfs` (and so `df`) reports inside a volume.

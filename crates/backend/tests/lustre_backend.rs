@@ -1440,6 +1440,7 @@ fn capabilities_and_paths() {
     assert_eq!(caps.quota, QuotaEnforcement::Enforced);
     assert_eq!(caps.inode_quota, QuotaEnforcement::Enforced);
     assert!(caps.nodemaps_enforced_by_server && caps.encryption && caps.restore_on_access);
+    assert!(caps.quota_outlives_directory && caps.bind_from_shared_client_mount);
     assert_eq!(
         b.host_path(&rel("tenants/a")),
         Path::new("/mnt/testfs/tenants/a")

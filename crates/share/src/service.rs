@@ -725,7 +725,7 @@ impl ShareService {
     /// can land between the quota going and the data going.
     async fn purge(&self, dir: &lustre_model::RelPath, project: ProjectId) -> Result<()> {
         self.fs.remove_share_dir(dir).await?;
-        if self.fs.kind() == backend::BackendKind::Lustre {
+        if self.fs.capabilities().quota_outlives_directory {
             self.fs
                 .set_quota(dir, project, &QuotaLimits::default())
                 .await?;

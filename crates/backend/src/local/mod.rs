@@ -345,6 +345,8 @@ impl Filesystem for LocalBackend {
             } else {
                 0
             },
+            quota_outlives_directory: false,
+            bind_from_shared_client_mount: false,
         }
     }
 
@@ -367,4 +369,22 @@ fn read_project(fd: &OwnedFd, dir: &RelPath) -> Result<Option<ProjectId>> {
         ))
     })?;
     Ok(Some(ProjectId::new(id)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The local backend keeps limits on the share directory and binds from the host path:
+    /// what the share service and the node plugin ask instead of the backend's kind.
+    #[tokio::test]
+    async fn limits_go_with_the_directory_and_binds_come_from_the_host_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let caps = LocalBackend::open(dir.path())
+            .await
+            .expect("open")
+            .capabilities();
+        assert!(!caps.quota_outlives_directory);
+        assert!(!caps.bind_from_shared_client_mount);
+    }
 }

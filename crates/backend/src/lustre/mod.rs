@@ -264,6 +264,8 @@ impl Filesystem for LustreBackend {
             encryption: true,
             restore_on_access: true,
             quota_write_reserve: 0,
+            quota_outlives_directory: true,
+            bind_from_shared_client_mount: true,
         }
     }
 
