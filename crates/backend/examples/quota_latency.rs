@@ -10,13 +10,13 @@
 //! Prints p50 and p99 of each, the first `quota()` call on its own (the cold walk), and the
 //! ratios. FILES defaults to 100000, ROUNDS to 50.
 
-use backend::{Namespace, Quotas};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use backend::local::LocalBackend;
 use backend::{DirSpec, Filesystem};
+use backend::{Namespace, Quotas};
 use lustre_model::{ProjectId, QuotaLimits, RelPath};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

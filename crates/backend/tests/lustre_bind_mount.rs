@@ -5,13 +5,13 @@
 //! code: the reference counting from `/proc/self/mountinfo`, the bind mounts from the shared
 //! mount, the read-only remount and the bounded unmount cascade.
 
-use backend::Mounts;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use backend::Mounts;
 use backend::lustre::{CommandOutput, CommandRunner, LustreBackend, LustreConfig};
 use backend::{BackendError, MountMode, MountRequest};
 use lustre_model::{FsName, RelPath};

@@ -5,9 +5,9 @@
 //! does not exist makes `lctl` exit 2 with `error: get_param: param_path '<path>': No such
 //! file or directory` (`lustre/utils/lustre_param.c`, `do_param_op`).
 
-use backend::Mounts;
 use std::sync::Arc;
 
+use backend::Mounts;
 use backend::VolumeStatfs;
 use backend::lustre::{FakeRunner, LustreBackend, LustreConfig};
 use lustre_model::FsName;
