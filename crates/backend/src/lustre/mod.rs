@@ -35,7 +35,7 @@ use lustre_model::{LustreVersion, Nid, RelPath};
 pub use config::{HostKeyChecking, LustreConfig, SshHostConfig};
 #[cfg(any(test, feature = "test-util"))]
 pub use fake::{FakeRunner, ToolsFaked};
-pub use mount::{MountInfoEntry, parse_mountinfo, shared_mount_users, top_mount};
+pub use mount::shared_mount_users;
 pub use runner::{CommandOutput, CommandRunner, LocalRunner};
 pub use ssh::SshRunner;
 
@@ -143,7 +143,7 @@ impl LustreBackend {
     /// (so a restarted node plugin gets the same answer); `None` when it is not mounted.
     pub fn shared_mount_users(&self) -> Result<Option<usize>> {
         Ok(shared_mount_users(
-            &mount::read_mountinfo()?,
+            &crate::mount::mount_table()?,
             &self.shared_mount_path(),
         ))
     }
