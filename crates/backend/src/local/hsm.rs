@@ -581,19 +581,13 @@ fn release(root: &HsmRoot<'_>, path: &Path, watched: bool) -> Result<()> {
         return Err(io_err(path, e));
     }
     // 4. Punching moved the mtime: put it back, so the stub shows the archived times.
-    let times = [
-        libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
-        },
-        libc::timespec {
-            tv_sec: cur.mtime_ns.div_euclid(1_000_000_000) as libc::time_t,
-            tv_nsec: cur.mtime_ns.rem_euclid(1_000_000_000) as _,
-        },
-    ];
-    // SAFETY: `times` is a valid array of two timespecs.
-    if unsafe { libc::futimens(f.as_raw_fd(), times.as_ptr()) } != 0 {
-        let e = std::io::Error::last_os_error();
+    let mtime = nix::sys::time::TimeSpec::new(
+        cur.mtime_ns.div_euclid(1_000_000_000) as libc::time_t,
+        cur.mtime_ns.rem_euclid(1_000_000_000) as _,
+    );
+    if let Err(errno) = nix::sys::stat::futimens(&f, &nix::sys::time::TimeSpec::UTIME_OMIT, &mtime)
+    {
+        let e = std::io::Error::from(errno);
         // Released all the same (with the punch's mtime, so it reads as dirty as well).
         rec.releasing = None;
         write_record(path, &f, &mut rec)?;
