@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use backend::local::LocalBackend;
 use backend::{DirSpec, Filesystem};
+use backend::{Namespace, Quotas};
 use lustre_model::{ProjectId, QuotaLimits, RelPath};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

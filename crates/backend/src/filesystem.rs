@@ -1,4 +1,5 @@
-//! The one trait every backend implements, and the plain data it speaks in.
+//! The trait every backend implements (`Filesystem`, made of role traits), and the plain
+//! data it speaks in.
 
 use std::path::{Path, PathBuf};
 
@@ -44,6 +45,15 @@ pub struct Capabilities {
     /// node (16 KiB by default), so a volume with less headroom than one block plus this
     /// already refuses writes with EDQUOT. 0 where the limit is charged by data alone.
     pub quota_write_reserve: u64,
+    /// The filesystem keeps a project's quota limits by project ID, apart from any directory
+    /// (Lustre): they outlive a removed share directory, so a project ID given back must have
+    /// its limits cleared first. False where the limits live on the directory and go with it.
+    pub quota_outlives_directory: bool,
+    /// Bind-mode mounts come from a client mount the node shares between volumes, not from
+    /// [`Filesystem::host_path`]: whether a mounted target already holds the volume is then
+    /// for [`Mounts::mount`] to judge against that mount, not for the caller to compare with
+    /// the host path.
+    pub bind_from_shared_client_mount: bool,
 }
 
 /// What `statfs` (and so `df`) reports inside a volume.
@@ -57,7 +67,7 @@ pub enum VolumeStatfs {
 }
 
 /// A release of a file in progress, as a restore-on-access daemon must know it (see
-/// [`Filesystem::hsm_release_watched`]).
+/// [`Hsm::hsm_release_watched`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReleaseInProgress {
     /// The releasing process and thread, as the releaser's pid namespace numbers them.
@@ -78,6 +88,36 @@ pub struct HsmAccessState {
     pub state: HsmState,
     /// A release of the file in progress, if any.
     pub releasing: Option<ReleaseInProgress>,
+}
+
+/// A file's data version as its backend measures it: two equal versions mean the data did
+/// not change between them. Archive records it, and release refuses unless it still holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "backend", rename_all = "lowercase")]
+pub enum DataVersion {
+    /// Lustre's own counter (`lfs data_version`), which every data change moves.
+    Lustre { version: u64 },
+    /// A plain file's size, times, inode and generation, read from an open descriptor.
+    Local(crate::local::file_version::DataVersion),
+}
+
+impl DataVersion {
+    /// Same data, as far as the backend can tell without reading it.
+    pub fn same_data(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Lustre { version: a }, Self::Lustre { version: b }) => a == b,
+            (Self::Local(a), Self::Local(b)) => a.same_data(b),
+            _ => false,
+        }
+    }
+
+    /// The string recorded in object metadata (the copytool's spelling on Lustre).
+    pub fn token(&self) -> String {
+        match self {
+            Self::Lustre { version } => format!("lustre:{version}"),
+            Self::Local(local) => local.token(),
+        }
+    }
 }
 
 /// Ownership and mode of a new share directory.
@@ -194,17 +234,32 @@ pub struct MountRequest {
     pub mode: MountMode,
 }
 
-/// A filesystem lustrekit manages shares on. Every method is idempotent: a retry after a
-/// timeout or a crash converges without error. Paths are relative to the filesystem root and
-/// are validated [`RelPath`]s, so no caller can name anything outside it.
-#[async_trait]
-pub trait Filesystem: Send + Sync + 'static {
+/// A filesystem lustrekit manages shares on: the name callers use. Its methods come from the
+/// role traits it is made of ([`Namespace`], [`Quotas`], [`Nodemaps`], [`Hsm`], [`Mounts`], in
+/// the object_store style), so a caller that needs one role names only that one, and a
+/// backend implements each role beside the code of that area. Callers ask
+/// [`Filesystem::capabilities`] what a backend does; [`Filesystem::kind`] is for names and logs.
+///
+/// Every method is idempotent: a retry after a timeout or a crash converges without error.
+/// Paths are relative to the filesystem root and are validated [`RelPath`]s, so no caller can
+/// name anything outside it.
+pub trait Filesystem: Namespace + Quotas + Nodemaps + Hsm + Mounts + 'static {
     fn kind(&self) -> BackendKind;
     fn capabilities(&self) -> Capabilities;
     /// The absolute path of `dir` as this host (or the node) sees it.
     fn host_path(&self, dir: &RelPath) -> PathBuf;
 
-    // ---- directories ----
+    fn kind_name(&self) -> &'static str {
+        match self.kind() {
+            BackendKind::Lustre => "lustre",
+            BackendKind::Local => "local",
+        }
+    }
+}
+
+/// Directories, atomic claims and small state files, beneath the filesystem root.
+#[async_trait]
+pub trait Namespace: Send + Sync {
     /// Creates the plain directories of `dir` (like `mkdir -p`), for prefixes and trash areas.
     async fn ensure_dir(&self, dir: &RelPath) -> Result<()>;
     /// Creates a share directory (a subvolume where the backend has them). Its parent must
@@ -228,8 +283,11 @@ pub trait Filesystem: Send + Sync + 'static {
     /// Writes a small state file atomically (temporary file, then rename).
     async fn write_file(&self, file: &RelPath, content: &[u8]) -> Result<()>;
     async fn remove_file(&self, file: &RelPath) -> Result<()>;
+}
 
-    // ---- projects and quotas ----
+/// Project IDs, project quotas, and the capacity of the whole filesystem.
+#[async_trait]
+pub trait Quotas: Send + Sync {
     /// Sets the project ID on `dir` with the inherit flag, so everything made inside counts.
     async fn set_project(&self, dir: &RelPath, id: ProjectId) -> Result<()>;
     async fn project_of(&self, dir: &RelPath) -> Result<Option<ProjectId>>;
@@ -237,29 +295,30 @@ pub trait Filesystem: Send + Sync + 'static {
     /// Usage and limits, cheap enough for periodic stats: a backend may serve numbers a
     /// little behind the writes (see its documentation for how far).
     async fn quota(&self, dir: &RelPath, id: ProjectId) -> Result<QuotaReport>;
-    /// [`Filesystem::quota`] as current as the backend can make it, at a cost (on btrfs, a
+    /// [`Quotas::quota`] as current as the backend can make it, at a cost (on btrfs, a
     /// filesystem-wide commit and a fresh walk): for decisions such as refusing a shrink.
     async fn quota_now(&self, dir: &RelPath, id: ProjectId) -> Result<QuotaReport> {
         self.quota(dir, id).await
     }
+    /// Space and inodes of the whole filesystem.
+    async fn capacity(&self) -> Result<Capacity>;
+}
 
-    // ---- nodemaps ----
+/// Nodemaps: which nodes may mount what, as the live state and ordered changes to it.
+#[async_trait]
+pub trait Nodemaps: Send + Sync {
     async fn nodemaps(&self) -> Result<NodemapState>;
     async fn apply_nodemap_changes(&self, changes: &[NodemapChange]) -> Result<()>;
+}
 
-    // ---- capacity ----
-    async fn capacity(&self) -> Result<Capacity>;
-
-    // ---- HSM ----
+/// The HSM state of files, by absolute host path. The defaults say the backend has none.
+#[async_trait]
+pub trait Hsm: Send + Sync {
     /// The HSM state of one file, by absolute host path.
     async fn hsm_state(&self, file: &Path) -> Result<HsmState> {
         Err(crate::BackendError::unsupported(
             "hsm_state",
-            format!(
-                "{} backend has no HSM state for {}",
-                self.kind_name(),
-                file.display()
-            ),
+            format!("this backend has no HSM state for {}", file.display()),
         ))
     }
     /// Sets and clears HSM flags, and records the archive ID when given.
@@ -273,35 +332,36 @@ pub trait Filesystem: Send + Sync + 'static {
         let _ = (set, clear, archive_id);
         Err(crate::BackendError::unsupported(
             "hsm_mark",
-            format!(
-                "{} backend cannot mark {}",
-                self.kind_name(),
-                file.display()
-            ),
+            format!("this backend cannot mark {}", file.display()),
         ))
     }
     /// Frees the data blocks of an archived file, keeping its size and metadata.
     async fn hsm_release(&self, file: &Path) -> Result<()> {
         Err(crate::BackendError::unsupported(
             "hsm_release",
-            format!(
-                "{} backend cannot release {}",
-                self.kind_name(),
-                file.display()
-            ),
+            format!("this backend cannot release {}", file.display()),
         ))
     }
 
-    /// [`Filesystem::hsm_release`] for a caller that made sure a restore-on-access daemon
+    /// The file's current data version, taken after flushing what clients have cached (on
+    /// Lustre `lfs data_version --read`; on `local`, from a descriptor opened beneath the root).
+    async fn data_version(&self, file: &Path) -> Result<DataVersion> {
+        Err(crate::BackendError::unsupported(
+            "data_version",
+            format!("this backend has no data version for {}", file.display()),
+        ))
+    }
+
+    /// [`Hsm::hsm_release`] for a caller that made sure a restore-on-access daemon
     /// watches the file's filesystem (its reads of released files are held by the daemon,
     /// not by the filesystem). A backend whose exclusion of other processes during the
     /// release would conflict with that daemon (the `local` backend's write lease against
     /// the daemon's event descriptors) releases differently here, leaving the exclusion to
-    /// the daemon. The default is [`Filesystem::hsm_release`].
+    /// the daemon. The default is [`Hsm::hsm_release`].
     async fn hsm_release_watched(&self, file: &Path) -> Result<()> {
         self.hsm_release(file).await
     }
-    /// [`Filesystem::hsm_state`] with the release in progress on the file, if any: what a
+    /// [`Hsm::hsm_state`] with the release in progress on the file, if any: what a
     /// restore-on-access daemon asks on every access. The default knows of no release in
     /// progress.
     async fn hsm_access_state(&self, file: &Path) -> Result<HsmAccessState> {
@@ -310,8 +370,11 @@ pub trait Filesystem: Send + Sync + 'static {
             releasing: None,
         })
     }
+}
 
-    // ---- mounts (on the node) ----
+/// Mounts on the node: publishing a share at a target, unmounting it, and what `df` shows.
+#[async_trait]
+pub trait Mounts: Send + Sync {
     async fn mount(&self, request: &MountRequest) -> Result<()>;
     /// Unmounts with a bounded cascade: normal, then forced, then lazy. A target that is not
     /// mounted (or does not exist) is success.
@@ -319,11 +382,4 @@ pub trait Filesystem: Send + Sync + 'static {
     /// What `statfs` (and so `df`) inside this node's volumes reports: the volume's quota or
     /// the whole filesystem. Asked at publish, so that a pod's `df` is explained.
     async fn volume_statfs(&self) -> Result<VolumeStatfs>;
-
-    fn kind_name(&self) -> &'static str {
-        match self.kind() {
-            BackendKind::Lustre => "lustre",
-            BackendKind::Local => "local",
-        }
-    }
 }

@@ -16,6 +16,7 @@ pub mod mount;
 
 pub use error::{BackendError, Result, panic_message};
 pub use filesystem::{
-    BackendKind, Capabilities, Capacity, DirInfo, DirSpec, Filesystem, HsmAccessState, MountMode,
-    MountRequest, NodemapChange, QuotaEnforcement, ReleaseInProgress, VolumeStatfs,
+    BackendKind, Capabilities, Capacity, DataVersion, DirInfo, DirSpec, Filesystem, Hsm,
+    HsmAccessState, MountMode, MountRequest, Mounts, Namespace, NodemapChange, Nodemaps,
+    QuotaEnforcement, Quotas, ReleaseInProgress, VolumeStatfs,
 };

@@ -18,6 +18,8 @@
 //!   lock is held across these calls.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -29,7 +31,6 @@ use tokio::sync::Semaphore;
 
 use crate::{BackendError, Result};
 
-pub use crate::lustre::{MountInfoEntry, parse_mountinfo, top_mount};
 mod attach;
 
 /// How long one unmount step may take before the cascade moves on.
@@ -71,23 +72,98 @@ pub fn bind_flags(read_only: bool, options: &[String]) -> Result<MsFlags> {
 // ---------------------------------------------------------------- the mount table
 
 /// This process's mount table, parsed. Reading it never waits on a filesystem server; a
-/// table that cannot be read is an error.
+/// table that cannot be read or parsed is an error.
 pub fn mount_table() -> Result<Vec<MountInfoEntry>> {
     let text = std::fs::read_to_string(MOUNTINFO).map_err(|e| BackendError::io(MOUNTINFO, e))?;
-    Ok(parse_mountinfo(&text))
+    parse_mountinfo(&text)
 }
 
 /// Whether something is mounted at `target`, as mountinfo lists it (a canonical path:
-/// symlinks resolved). Touches no filesystem but procfs.
-pub fn mounted(target: &Path) -> Result<bool> {
+/// symlinks resolved). Touches no filesystem but procfs; an unreadable mount table is an
+/// error, never "not mounted".
+pub fn is_mount_point(target: &Path) -> Result<bool> {
     Ok(top_mount(&mount_table()?, target).is_some())
 }
 
-/// [`mounted`], with an unreadable mount table taken as "not mounted". Only for callers
-/// where that answer is harmless (an "already mounted?" shortcut, test assertions); anything
-/// that unmounts or removes must use [`mounted`].
-pub fn is_mount_point(target: &Path) -> bool {
-    mounted(target).unwrap_or(false)
+/// The fields of one `/proc/self/mountinfo` line that callers need
+/// (`proc_pid_mountinfo(5)`: `ID PARENT MAJ:MIN ROOT MOUNT_POINT OPTIONS [OPTIONAL...] -
+/// FSTYPE SOURCE SUPER_OPTIONS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountInfoEntry {
+    /// `MAJ:MIN` of the filesystem instance; every Lustre client mount is its own instance.
+    pub device: String,
+    /// The directory of that filesystem mounted here (`/` for a whole-filesystem mount,
+    /// `/shares/a` for a bind mount of that directory), unescaped.
+    pub root: PathBuf,
+    /// Where it is mounted, unescaped.
+    pub mount_point: PathBuf,
+    /// The per-mount options (`rw`, `nosuid`, `relatime`, ...).
+    pub options: Vec<String>,
+    /// The per-mount options include `ro`.
+    pub read_only: bool,
+    pub fs_type: String,
+}
+
+/// Parses mountinfo text. A line that does not have the kernel's shape is an error naming
+/// it: a mount the parser cannot read might be the one a caller asks about.
+pub fn parse_mountinfo(text: &str) -> Result<Vec<MountInfoEntry>> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.is_empty())
+        .map(|(index, line)| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            match fields.iter().position(|f| *f == "-") {
+                Some(separator) if separator >= 6 && fields.len() >= separator + 2 => {
+                    Ok(MountInfoEntry {
+                        device: fields[2].to_owned(),
+                        root: unescape(fields[3]),
+                        mount_point: unescape(fields[4]),
+                        options: fields[5].split(',').map(str::to_owned).collect(),
+                        read_only: fields[5].split(',').any(|o| o == "ro"),
+                        fs_type: fields[separator + 1].to_owned(),
+                    })
+                }
+                _ => Err(BackendError::InvalidState(format!(
+                    "{MOUNTINFO} line {}: not a mountinfo line: {line:?}",
+                    index + 1
+                ))),
+            }
+        })
+        .collect()
+}
+
+/// mountinfo writes space, tab, newline and backslash as `\ooo` (octal); the other bytes of
+/// a path, UTF-8 or not, are as they are.
+fn unescape(field: &str) -> PathBuf {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)))
+            .map(|d| d.iter().fold(0u32, |n, c| n * 8 + u32::from(c - b'0')))
+            .and_then(|n| u8::try_from(n).ok());
+        match octal {
+            Some(byte) => {
+                out.push(byte);
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    PathBuf::from(OsString::from_vec(out))
+}
+
+/// The mount visible at `mount_point`: the last one listed there (mounts stack).
+pub fn top_mount<'a>(
+    entries: &'a [MountInfoEntry],
+    mount_point: &Path,
+) -> Option<&'a MountInfoEntry> {
+    entries.iter().rev().find(|e| e.mount_point == mount_point)
 }
 
 // ---------------------------------------------------------------- bounded calls
@@ -337,7 +413,7 @@ impl FsCalls {
 /// [`attach`]; a bind then a remount would leave the propagated copies read-write). Already
 /// mounted is success.
 pub async fn bind_mount(source: PathBuf, target: PathBuf, flags: MsFlags) -> Result<()> {
-    if mounted(&target)? {
+    if is_mount_point(&target)? {
         return Ok(());
     }
     let tgt = target.clone();
@@ -361,7 +437,7 @@ pub async fn unmount_cascade(target: &Path) -> Result<()> {
     ];
     let mut timed_out = None;
     for (op, flags) in steps {
-        if !mounted(target)? {
+        if !is_mount_point(target)? {
             return Ok(());
         }
         let tgt = target.to_path_buf();
@@ -382,7 +458,7 @@ pub async fn unmount_cascade(target: &Path) -> Result<()> {
             }
         }
     }
-    if !mounted(target)? {
+    if !is_mount_point(target)? {
         return Ok(());
     }
     match timed_out {
@@ -395,15 +471,73 @@ pub async fn unmount_cascade(target: &Path) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
     fn the_mount_table_is_read_and_lists_the_root() {
         let table = mount_table().unwrap();
         assert!(table.iter().any(|e| e.mount_point == Path::new("/")));
-        assert!(mounted(Path::new("/")).unwrap());
-        assert!(!mounted(Path::new("/nonexistent/lustrekit/target")).unwrap());
+        assert!(is_mount_point(Path::new("/")).unwrap());
+        assert!(!is_mount_point(Path::new("/nonexistent/lustrekit/target")).unwrap());
+    }
+
+    /// A node with the shared mount of `testfs` and three bind mounts from it (one with a
+    /// space and one with a backslash in its paths), plus mounts that must not count: the
+    /// controller-style client mount of the same filesystem (another instance), a direct
+    /// fileset mount, and a second mount of the shared instance's root.
+    pub(crate) const MOUNTINFO: &str = "\
+22 27 0:21 / /proc rw,relatime shared:12 - proc proc rw
+27 1 259:2 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p2 rw
+60 27 0:52 / /mnt/lustre rw,relatime shared:30 - lustre 10.0.0.1@tcp:/testfs rw,flock,lazystatfs
+61 27 0:53 / /var/lib/lustrekit/mnt/testfs rw,relatime shared:31 - lustre 10.0.0.1@tcp:/testfs rw,flock,lazystatfs
+70 27 0:53 /shares/a /var/lib/kubelet/pods/p1/volumes/kubernetes.io~csi/pv-a/mount rw,relatime shared:31 - lustre 10.0.0.1@tcp:/testfs rw,flock
+71 27 0:53 /shares/my\\040vol /var/lib/kubelet/pods/p2/volumes/kubernetes.io~csi/pv\\040b/mount ro,relatime shared:31 - lustre 10.0.0.1@tcp:/testfs rw,flock
+72 27 0:53 /shares/back\\134slash /var/lib/kubelet/pods/p3/mount rw,nosuid,relatime - lustre 10.0.0.1@tcp:/testfs rw
+80 27 0:54 / /var/lib/kubelet/pods/p4/mount rw,relatime - lustre 10.0.0.1@tcp:/testfs/shares/c rw
+81 27 0:53 / /srv/whole rw,relatime - lustre 10.0.0.1@tcp:/testfs rw
+";
+
+    #[test]
+    fn mountinfo_fields_are_parsed_and_unescaped() {
+        let entries = parse_mountinfo(MOUNTINFO).unwrap();
+        assert_eq!(entries.len(), 9);
+        let b = &entries[5];
+        assert_eq!(b.device, "0:53");
+        assert_eq!(b.root, Path::new("/shares/my vol"));
+        assert_eq!(
+            b.mount_point,
+            Path::new("/var/lib/kubelet/pods/p2/volumes/kubernetes.io~csi/pv b/mount")
+        );
+        assert!(b.read_only);
+        assert_eq!(b.fs_type, "lustre");
+        assert_eq!(entries[6].root, Path::new(r"/shares/back\slash"));
+        assert!(!entries[6].read_only);
+        // No optional fields at all is a line; garbage is an error naming its line.
+        assert_eq!(
+            parse_mountinfo("1 2 0:1 / /x rw - tmpfs t rw\n")
+                .unwrap()
+                .len(),
+            1
+        );
+        let err = parse_mountinfo("1 2 0:1 / /x rw - tmpfs t rw\nnot a line\n").unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
+        assert!(parse_mountinfo("1 2 0:1 / /x rw tmpfs t rw\n").is_err());
+        assert_eq!(entries[5].options, ["ro", "relatime"]);
+    }
+
+    #[test]
+    fn escapes_follow_the_kernel() {
+        assert_eq!(
+            unescape(r"/a\040b\011c\012d\134e"),
+            Path::new("/a b\tc\nd\\e")
+        );
+        // Not an escape: kept as written.
+        assert_eq!(unescape(r"/a\9"), Path::new(r"/a\9"));
+        assert_eq!(unescape(r"/a\"), Path::new(r"/a\"));
+        assert_eq!(unescape(r"/a\777"), Path::new(r"/a\777"));
+        // Non-UTF-8 and UTF-8 bytes pass through unchanged.
+        assert_eq!(unescape("/données"), Path::new("/données"));
     }
 
     /// A call that blocks until the test lets it go: a hung server, without a server.

@@ -4,6 +4,7 @@
 
 use backend::local::LocalBackend;
 use backend::{DirSpec, Filesystem};
+use backend::{Namespace, Quotas};
 use lustre_model::{ProjectId, RelPath};
 
 fn nofile() -> libc::rlimit {

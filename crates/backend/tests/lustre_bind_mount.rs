@@ -11,8 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use backend::Mounts;
 use backend::lustre::{CommandOutput, CommandRunner, LustreBackend, LustreConfig};
-use backend::{BackendError, Filesystem, MountMode, MountRequest};
+use backend::{BackendError, MountMode, MountRequest};
 use lustre_model::{FsName, RelPath};
 
 /// Runs the shared client mount as a bind mount of `fs`, for real; refuses anything else.
@@ -133,7 +134,8 @@ impl Drop for Node {
         let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
             return;
         };
-        let mut ours: Vec<PathBuf> = backend::lustre::parse_mountinfo(&info)
+        let mut ours: Vec<PathBuf> = backend::mount::parse_mountinfo(&info)
+            .unwrap()
             .into_iter()
             .map(|e| e.mount_point)
             .filter(|m| m.starts_with(self.dir.path()))
@@ -236,7 +238,7 @@ async fn two_publishes_share_one_client_mount_and_the_last_unpublish_removes_it(
             matches!(err, BackendError::InvalidState(ref m) if m.contains("symlink")),
             "{share}: {err}"
         );
-        assert!(!backend::mount::is_mount_point(&t3));
+        assert!(!backend::mount::is_mount_point(&t3).unwrap());
     }
     assert_eq!(b.shared_mount_users().unwrap(), Some(2));
 
@@ -249,7 +251,7 @@ async fn two_publishes_share_one_client_mount_and_the_last_unpublish_removes_it(
 
     // Unpublishing one leaves the other working, and the client mount in place.
     b.unmount(&t1).await.unwrap();
-    assert!(!backend::mount::is_mount_point(&t1));
+    assert!(!backend::mount::is_mount_point(&t1).unwrap());
     assert_eq!(b.shared_mount_users().unwrap(), Some(1));
     assert_eq!(
         std::fs::read_to_string(t2.join("data")).unwrap(),
@@ -259,7 +261,7 @@ async fn two_publishes_share_one_client_mount_and_the_last_unpublish_removes_it(
     // The last unpublish removes the client mount; a repeat is success.
     b.unmount(&t2).await.unwrap();
     assert_eq!(b.shared_mount_users().unwrap(), None);
-    assert!(!backend::mount::is_mount_point(&shared));
+    assert!(!backend::mount::is_mount_point(&shared).unwrap());
     b.unmount(&t2).await.unwrap();
     assert!(runner.calls().is_empty(), "unmounting runs no command");
 }
@@ -319,5 +321,5 @@ async fn concurrent_publishes_and_unpublishes_share_one_client_mount() {
         u.await.unwrap().unwrap();
     }
     assert_eq!(b.shared_mount_users().unwrap(), None);
-    assert!(!backend::mount::is_mount_point(&b.shared_mount_path()));
+    assert!(!backend::mount::is_mount_point(&b.shared_mount_path()).unwrap());
 }

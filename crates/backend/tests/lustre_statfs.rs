@@ -1,4 +1,4 @@
-//! What `df` in a pod shows on the `lustre` backend (`Filesystem::volume_statfs`), against
+//! What `df` in a pod shows on the `lustre` backend (`Mounts::volume_statfs`), against
 //! the [`FakeRunner`]. `lctl get_param` prints `<param>=<value>` lines (`lctl-stats-lnet.md`
 //! shows the form for `version`); `statfs_project` prints `%u` of a bit (lustre-release
 //! `lustre/llite/lproc_llite.c`, `statfs_project_show`, LU-16771, 2.16). A parameter that
@@ -7,8 +7,9 @@
 
 use std::sync::Arc;
 
+use backend::Mounts;
+use backend::VolumeStatfs;
 use backend::lustre::{FakeRunner, LustreBackend, LustreConfig};
-use backend::{Filesystem, VolumeStatfs};
 use lustre_model::FsName;
 
 const PARAM: [&str; 3] = ["lctl", "get_param", "llite.testfs-*.statfs_project"];

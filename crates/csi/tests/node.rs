@@ -132,7 +132,7 @@ async fn publish_two_volumes_and_unpublish_one() {
         std::fs::read(root.join("shares/pvc-b/still")).unwrap(),
         b"works"
     );
-    assert!(backend::mount::is_mount_point(&tb.canonicalize().unwrap()));
+    assert!(backend::mount::is_mount_point(&tb.canonicalize().unwrap()).unwrap());
     n.node_unpublish_volume(unpublish_req(&b.volume_id, &tb))
         .await
         .unwrap();
@@ -167,7 +167,7 @@ async fn hostile_targets_static_volumes_and_missing_shares() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err}");
-    assert!(!backend::mount::is_mount_point(&outside));
+    assert!(!backend::mount::is_mount_point(&outside).unwrap());
     let err = n
         .node_unpublish_volume(unpublish_req(&a.volume_id, &link))
         .await

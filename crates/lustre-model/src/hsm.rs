@@ -195,6 +195,33 @@ pub fn parse_lfs_hsm_state(text: &str) -> Result<Vec<(String, HsmState)>, ParseE
     Ok(out)
 }
 
+/// Parses `lfs data_version {--nosync|--read|--write} FILE`, which prints the file's data
+/// version as one unsigned decimal and a newline (`printf("%ju\n")`, `lfs-hsm.md` (a)).
+pub fn parse_lfs_data_version(text: &str) -> Result<u64, ParseError> {
+    const WHAT: &str = "lfs data_version";
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
+    let Some((idx, line)) = lines.next() else {
+        return Err(ParseError::new(WHAT, 0, "no data version"));
+    };
+    if let Some((extra, _)) = lines.next() {
+        return Err(ParseError::new(WHAT, extra + 1, "more than one line"));
+    }
+    let digits = line.trim();
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ParseError::new(
+            WHAT,
+            idx + 1,
+            format!("not an unsigned decimal: {digits:?}"),
+        ));
+    }
+    digits
+        .parse()
+        .map_err(|e| ParseError::new(WHAT, idx + 1, format!("{digits:?}: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,10 +277,46 @@ mod tests {
         }
     }
 
+    #[test]
+    fn data_version_samples() {
+        // lfs-hsm.md (a): `printf("%ju\n")`.
+        assert_eq!(parse_lfs_data_version("0\n").unwrap(), 0);
+        assert_eq!(
+            parse_lfs_data_version("12884901890\n").unwrap(),
+            12_884_901_890
+        );
+        assert_eq!(
+            parse_lfs_data_version("18446744073709551615\n").unwrap(),
+            u64::MAX
+        );
+        for bad in [
+            "",
+            "\n",
+            "-1\n",
+            "+1\n",
+            "0x10\n",
+            "1 2\n",
+            "1\n2\n",
+            "18446744073709551616\n",
+        ] {
+            assert!(parse_lfs_data_version(bad).is_err(), "{bad:?}");
+        }
+    }
+
     proptest! {
         #[test]
         fn never_panic(s in any::<String>()) {
             let _ = parse_lfs_hsm_state(&s);
+        }
+
+        #[test]
+        fn data_version_never_panics(s in any::<String>()) {
+            let _ = parse_lfs_data_version(&s);
+        }
+
+        #[test]
+        fn data_version_roundtrip(v in any::<u64>()) {
+            prop_assert_eq!(parse_lfs_data_version(&format!("{v}\n")).unwrap(), v);
         }
 
         #[test]

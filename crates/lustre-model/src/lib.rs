@@ -31,7 +31,7 @@ pub use error::{ModelError, ParseError};
 pub use grace::{Grace, parse_grace};
 pub use hsm::{
     HS_ARCHIVED, HS_DIRTY, HS_EXISTS, HS_LOST, HS_NOARCHIVE, HS_NORELEASE, HS_PCCRO, HS_PCCRW,
-    HS_RELEASED, HsmFlags, HsmState, parse_lfs_hsm_state,
+    HS_RELEASED, HsmFlags, HsmState, parse_lfs_data_version, parse_lfs_hsm_state,
 };
 pub use layout::{Layout, LayoutComponent, StripeLayout, StripeObject, parse_lfs_getstripe};
 pub use llite::{LliteValue, parse_llite_param};

@@ -10,10 +10,12 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use backend::{
-    BackendKind, Capabilities, Capacity, DirInfo, DirSpec, Filesystem, MountRequest, NodemapChange,
-    Result,
+    BackendKind, Capabilities, Capacity, DataVersion, DirInfo, DirSpec, Filesystem, Hsm,
+    HsmAccessState, MountRequest, Mounts, Namespace, NodemapChange, Nodemaps, Quotas, Result,
 };
-use lustre_model::{NodemapState, ProjectId, QuotaLimits, QuotaReport, RelPath, ShareName};
+use lustre_model::{
+    HsmFlags, HsmState, NodemapState, ProjectId, QuotaLimits, QuotaReport, RelPath, ShareName,
+};
 use share::{CreateShare, ShareService};
 
 const MIB: u64 = 1 << 20;
@@ -43,7 +45,6 @@ impl Jittery {
     }
 }
 
-#[async_trait]
 impl Filesystem for Jittery {
     fn kind(&self) -> BackendKind {
         self.inner.kind()
@@ -54,6 +55,10 @@ impl Filesystem for Jittery {
     fn host_path(&self, dir: &RelPath) -> PathBuf {
         self.inner.host_path(dir)
     }
+}
+
+#[async_trait]
+impl Namespace for Jittery {
     async fn ensure_dir(&self, dir: &RelPath) -> Result<()> {
         self.inner.ensure_dir(dir).await
     }
@@ -98,6 +103,10 @@ impl Filesystem for Jittery {
         self.jitter(file).await;
         self.inner.remove_file(file).await
     }
+}
+
+#[async_trait]
+impl Quotas for Jittery {
     async fn set_project(&self, dir: &RelPath, id: ProjectId) -> Result<()> {
         self.inner.set_project(dir, id).await
     }
@@ -115,15 +124,54 @@ impl Filesystem for Jittery {
     async fn quota(&self, dir: &RelPath, id: ProjectId) -> Result<QuotaReport> {
         self.inner.quota(dir, id).await
     }
+    async fn quota_now(&self, dir: &RelPath, id: ProjectId) -> Result<QuotaReport> {
+        self.inner.quota_now(dir, id).await
+    }
+    async fn capacity(&self) -> Result<Capacity> {
+        self.inner.capacity().await
+    }
+}
+
+#[async_trait]
+impl Nodemaps for Jittery {
     async fn nodemaps(&self) -> Result<NodemapState> {
         self.inner.nodemaps().await
     }
     async fn apply_nodemap_changes(&self, changes: &[NodemapChange]) -> Result<()> {
         self.inner.apply_nodemap_changes(changes).await
     }
-    async fn capacity(&self) -> Result<Capacity> {
-        self.inner.capacity().await
+}
+
+#[async_trait]
+impl Hsm for Jittery {
+    async fn hsm_state(&self, file: &Path) -> Result<HsmState> {
+        self.inner.hsm_state(file).await
     }
+    async fn hsm_mark(
+        &self,
+        file: &Path,
+        set: HsmFlags,
+        clear: HsmFlags,
+        archive_id: Option<u32>,
+    ) -> Result<()> {
+        self.inner.hsm_mark(file, set, clear, archive_id).await
+    }
+    async fn hsm_release(&self, file: &Path) -> Result<()> {
+        self.inner.hsm_release(file).await
+    }
+    async fn data_version(&self, file: &Path) -> Result<DataVersion> {
+        self.inner.data_version(file).await
+    }
+    async fn hsm_release_watched(&self, file: &Path) -> Result<()> {
+        self.inner.hsm_release_watched(file).await
+    }
+    async fn hsm_access_state(&self, file: &Path) -> Result<HsmAccessState> {
+        self.inner.hsm_access_state(file).await
+    }
+}
+
+#[async_trait]
+impl Mounts for Jittery {
     async fn mount(&self, request: &MountRequest) -> Result<()> {
         self.inner.mount(request).await
     }

@@ -10,8 +10,10 @@ use std::os::unix::fs::MetadataExt;
 
 use serde::{Deserialize, Serialize};
 
-/// `FS_IOC_GETVERSION` = `_IOR('v', 1, long)`.
-const FS_IOC_GETVERSION: libc::c_ulong = 0x8008_7601;
+mod ioctl {
+    // `FS_IOC_GETVERSION` = `_IOR('v', 1, long)`: the inode generation.
+    nix::ioctl_read!(fs_ioc_getversion, b'v', 1, libc::c_long);
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataVersion {
@@ -28,7 +30,7 @@ impl DataVersion {
         let md = file.metadata()?;
         let mut generation: libc::c_long = 0;
         // SAFETY: FS_IOC_GETVERSION writes one `long` through the pointer, which is valid.
-        if unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_GETVERSION as _, &mut generation) } != 0 {
+        if unsafe { ioctl::fs_ioc_getversion(file.as_raw_fd(), &mut generation) }.is_err() {
             // tmpfs and others have no generation: the inode number and times still tell.
             generation = 0;
         }
@@ -99,5 +101,15 @@ impl Drop for Lease<'_> {
             // SAFETY: plain fcntl on a valid fd.
             unsafe { libc::fcntl(self.file.as_raw_fd(), libc::F_SETLEASE, libc::F_UNLCK) };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// nix's `_IOR` gives the number the kernel headers spell out for `FS_IOC_GETVERSION`.
+    #[test]
+    fn getversion_request_is_the_kernels() {
+        let request = nix::request_code_read!(b'v', 1, std::mem::size_of::<libc::c_long>());
+        assert_eq!(request as u64, 0x8008_7601);
     }
 }

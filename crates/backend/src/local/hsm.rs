@@ -76,6 +76,7 @@
 //! Without leases (`leases-enable` off, or not the owner without CAP_LEASE) both modes rely
 //! on the data-version checks alone, and say so in the log.
 
+use async_trait::async_trait;
 use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
@@ -87,7 +88,7 @@ use serde::{Deserialize, Serialize};
 
 use nix::fcntl::OFlag;
 
-use super::beneath;
+use super::{LocalBackend, beneath};
 use crate::{BackendError, HsmAccessState, ReleaseInProgress, Result};
 
 const TRUSTED_XATTR: &str = "trusted.lustrekit.hsm";
@@ -350,6 +351,12 @@ fn write_record(path: &Path, file: &File, rec: &mut Record) -> Result<()> {
     }
 }
 
+/// The live data version of `file`, from a descriptor opened beneath the root.
+pub(crate) fn data_version_of(root: &HsmRoot<'_>, path: &Path) -> Result<DataVersion> {
+    let f = open(root, path, false)?;
+    data_version(path, &f)
+}
+
 /// The HSM state of `file`, with `dirty` computed from the live data version.
 pub(crate) fn hsm_state(root: &HsmRoot<'_>, path: &Path) -> Result<HsmState> {
     let f = open(root, path, false)?;
@@ -574,19 +581,13 @@ fn release(root: &HsmRoot<'_>, path: &Path, watched: bool) -> Result<()> {
         return Err(io_err(path, e));
     }
     // 4. Punching moved the mtime: put it back, so the stub shows the archived times.
-    let times = [
-        libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
-        },
-        libc::timespec {
-            tv_sec: cur.mtime_ns.div_euclid(1_000_000_000) as libc::time_t,
-            tv_nsec: cur.mtime_ns.rem_euclid(1_000_000_000) as _,
-        },
-    ];
-    // SAFETY: `times` is a valid array of two timespecs.
-    if unsafe { libc::futimens(f.as_raw_fd(), times.as_ptr()) } != 0 {
-        let e = std::io::Error::last_os_error();
+    let mtime = nix::sys::time::TimeSpec::new(
+        cur.mtime_ns.div_euclid(1_000_000_000) as libc::time_t,
+        cur.mtime_ns.rem_euclid(1_000_000_000) as _,
+    );
+    if let Err(errno) = nix::sys::stat::futimens(&f, &nix::sys::time::TimeSpec::UTIME_OMIT, &mtime)
+    {
+        let e = std::io::Error::from(errno);
         // Released all the same (with the punch's mtime, so it reads as dirty as well).
         rec.releasing = None;
         write_record(path, &f, &mut rec)?;
@@ -647,6 +648,52 @@ pub mod test_hooks {
         if let Some(h) = hook {
             h();
         }
+    }
+}
+
+#[async_trait]
+impl crate::Hsm for LocalBackend {
+    async fn hsm_state(&self, file: &Path) -> Result<HsmState> {
+        let file = file.to_path_buf();
+        self.run(move |inner| hsm_state(&inner.hsm_root(), &file))
+            .await
+    }
+
+    async fn hsm_mark(
+        &self,
+        file: &Path,
+        set: HsmFlags,
+        clear: HsmFlags,
+        archive_id: Option<u32>,
+    ) -> Result<()> {
+        let file = file.to_path_buf();
+        self.run(move |inner| hsm_mark(&inner.hsm_root(), &file, set, clear, archive_id))
+            .await
+    }
+
+    async fn hsm_release(&self, file: &Path) -> Result<()> {
+        let file = file.to_path_buf();
+        self.run(move |inner| hsm_release(&inner.hsm_root(), &file))
+            .await
+    }
+
+    async fn data_version(&self, file: &Path) -> Result<crate::DataVersion> {
+        let file = file.to_path_buf();
+        self.run(move |inner| data_version_of(&inner.hsm_root(), &file))
+            .await
+            .map(crate::DataVersion::Local)
+    }
+
+    async fn hsm_release_watched(&self, file: &Path) -> Result<()> {
+        let file = file.to_path_buf();
+        self.run(move |inner| hsm_release_watched(&inner.hsm_root(), &file))
+            .await
+    }
+
+    async fn hsm_access_state(&self, file: &Path) -> Result<crate::HsmAccessState> {
+        let file = file.to_path_buf();
+        self.run(move |inner| hsm_access_state(&inner.hsm_root(), &file))
+            .await
     }
 }
 
@@ -713,6 +760,34 @@ mod tests {
             );
         }
         fremove(f.as_raw_fd(), USER_XATTR);
+    }
+
+    /// The trait's data version on `local` is the descriptor-based one, read beneath the root:
+    /// a write moves it, and a path outside the root is refused.
+    #[tokio::test]
+    async fn data_version_is_the_descriptor_version() {
+        use crate::Hsm;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = LocalBackend::open(dir.path()).await.expect("open backend");
+        let path = backend.root().join("f");
+        std::fs::write(&path, b"hello").expect("write");
+        let v0 = backend.data_version(&path).await.expect("data version");
+        let crate::DataVersion::Local(local) = v0 else {
+            panic!("local backend gave {v0:?}");
+        };
+        let direct = DataVersion::of_file(&File::open(&path).expect("open")).expect("of_file");
+        assert!(local.same_data(&direct));
+        assert_eq!(local.size, 5);
+        assert_eq!(v0.token(), direct.token());
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(b" world"))
+            .expect("append");
+        let v1 = backend.data_version(&path).await.expect("data version");
+        assert!(!v1.same_data(&v0));
+        let outside = tempfile::NamedTempFile::new().expect("outside");
+        assert!(backend.data_version(outside.path()).await.is_err());
     }
 
     #[test]

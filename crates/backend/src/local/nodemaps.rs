@@ -2,13 +2,16 @@
 //! under the root. Nothing in the kernel enforces them; the node plugin checks a client's
 //! address against them at publish time, and the capabilities say so.
 
+use async_trait::async_trait;
 use std::io::Read;
 
 use lustre_model::{Nodemap, NodemapState, RelPath};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg, OFlag};
 
-use super::beneath;
+use super::{LocalBackend, beneath};
+use std::os::fd::AsFd;
+
 use crate::{BackendError, NodemapChange, Result};
 
 const STATE_DIR: &str = ".lustrekit";
@@ -170,4 +173,17 @@ fn apply_one(state: &mut NodemapState, change: &NodemapChange) -> Result<()> {
         NodemapChange::Activate { active } => state.active = *active,
     }
     Ok(())
+}
+
+#[async_trait]
+impl crate::Nodemaps for LocalBackend {
+    async fn nodemaps(&self) -> Result<NodemapState> {
+        self.run(|inner| load(inner.root_fd.as_fd())).await
+    }
+
+    async fn apply_nodemap_changes(&self, changes: &[NodemapChange]) -> Result<()> {
+        let changes = changes.to_vec();
+        self.run(move |inner| apply(inner.root_fd.as_fd(), &changes))
+            .await
+    }
 }

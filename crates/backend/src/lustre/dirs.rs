@@ -5,6 +5,7 @@
 //! status first and from the (`LC_ALL=C`) stderr only to tell "not there" or "already there"
 //! apart from real failures.
 
+use async_trait::async_trait;
 use std::time::Duration;
 
 use lustre_model::RelPath;
@@ -296,6 +297,53 @@ pub(super) async fn remove_file(b: &LustreBackend, file: &RelPath) -> Result<()>
     let path = b.path(file);
     b.run_ok(On::Mds, &cmd("rm", ["-f", "--", &path])).await?;
     Ok(())
+}
+
+#[async_trait]
+impl crate::Namespace for LustreBackend {
+    async fn ensure_dir(&self, dir: &RelPath) -> Result<()> {
+        ensure_dir(self, dir).await
+    }
+
+    async fn create_share_dir(&self, dir: &RelPath, spec: &DirSpec) -> Result<bool> {
+        create_share_dir(self, dir, spec).await
+    }
+
+    async fn remove_share_dir(&self, dir: &RelPath) -> Result<bool> {
+        remove_share_dir(self, dir).await
+    }
+
+    async fn rename(&self, from: &RelPath, to: &RelPath) -> Result<()> {
+        rename(self, from, to).await
+    }
+
+    async fn stat_dir(&self, dir: &RelPath) -> Result<Option<DirInfo>> {
+        stat_dir(self, dir).await
+    }
+
+    async fn list_dir(&self, dir: &RelPath) -> Result<Vec<String>> {
+        list_dir(self, dir).await
+    }
+
+    async fn claim(&self, marker: &RelPath) -> Result<bool> {
+        claim(self, marker).await
+    }
+
+    async fn unclaim(&self, marker: &RelPath) -> Result<()> {
+        unclaim(self, marker).await
+    }
+
+    async fn read_file(&self, file: &RelPath) -> Result<Option<Vec<u8>>> {
+        read_file(self, file).await
+    }
+
+    async fn write_file(&self, file: &RelPath, content: &[u8]) -> Result<()> {
+        write_file(self, file, content).await
+    }
+
+    async fn remove_file(&self, file: &RelPath) -> Result<()> {
+        remove_file(self, file).await
+    }
 }
 
 #[cfg(test)]

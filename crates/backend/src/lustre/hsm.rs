@@ -4,6 +4,7 @@
 //! Files are absolute paths under `mount_point` on this host; commands name them as the
 //! command host sees them (under `mds_mount_point` when that is set).
 
+use async_trait::async_trait;
 use std::path::Path;
 
 use lustre_model::{HsmFlags, HsmState, ParseError};
@@ -123,6 +124,22 @@ pub(super) async fn hsm_release(b: &LustreBackend, file: &Path) -> Result<()> {
     run_file_command(b, &b.lfs(["hsm_release", &path]), &path).await
 }
 
+/// `lfs data_version --read FILE` (`lfs-hsm.md` (a)): `--read` flushes dirty pages from the
+/// clients first, as `llapi_get_data_version` with `LL_DV_RD_FLUSH` does for the copytool.
+pub(super) async fn data_version(b: &LustreBackend, file: &Path) -> Result<u64> {
+    let path = file_arg(b, file)?;
+    let argv = b.lfs(["data_version", "--read", &path]);
+    let out = b.run(On::Mds, &argv).await?;
+    if !out.success() {
+        return Err(if is_enoent(&out) {
+            not_found(&path)
+        } else {
+            out.error(&argv)
+        });
+    }
+    lustre_model::parse_lfs_data_version(&out.stdout_text()).map_err(|e| parse_error(&argv, e))
+}
+
 async fn run_file_command(b: &LustreBackend, argv: &[String], path: &str) -> Result<()> {
     let out = b.run(On::Mds, argv).await?;
     if !out.success() && is_enoent(&out) {
@@ -130,4 +147,30 @@ async fn run_file_command(b: &LustreBackend, argv: &[String], path: &str) -> Res
     }
     out.check(argv)?;
     Ok(())
+}
+
+#[async_trait]
+impl crate::Hsm for LustreBackend {
+    async fn hsm_state(&self, file: &Path) -> Result<HsmState> {
+        hsm_state(self, file).await
+    }
+
+    async fn hsm_mark(
+        &self,
+        file: &Path,
+        set: HsmFlags,
+        clear: HsmFlags,
+        archive_id: Option<u32>,
+    ) -> Result<()> {
+        hsm_mark(self, file, set, clear, archive_id).await
+    }
+
+    async fn hsm_release(&self, file: &Path) -> Result<()> {
+        hsm_release(self, file).await
+    }
+
+    async fn data_version(&self, file: &Path) -> Result<crate::DataVersion> {
+        let version = data_version(self, file).await?;
+        Ok(crate::DataVersion::Lustre { version })
+    }
 }

@@ -30,23 +30,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use lustre_model::{
-    HsmFlags, HsmState, LustreVersion, Nid, NodemapState, ProjectId, QuotaLimits, QuotaReport,
-    RelPath,
-};
+use lustre_model::{LustreVersion, Nid, RelPath};
 
 pub use config::{HostKeyChecking, LustreConfig, SshHostConfig};
 #[cfg(any(test, feature = "test-util"))]
 pub use fake::{FakeRunner, ToolsFaked};
-pub use mount::{MountInfoEntry, parse_mountinfo, shared_mount_users, top_mount};
+pub use mount::shared_mount_users;
 pub use runner::{CommandOutput, CommandRunner, LocalRunner};
 pub use ssh::SshRunner;
 
-use crate::{
-    BackendError, BackendKind, Capabilities, Capacity, DirInfo, DirSpec, Filesystem, MountRequest,
-    NodemapChange, QuotaEnforcement, Result, VolumeStatfs,
-};
+use crate::{BackendError, BackendKind, Capabilities, Filesystem, QuotaEnforcement, Result};
 
 mod capacity;
 
@@ -150,7 +143,7 @@ impl LustreBackend {
     /// (so a restarted node plugin gets the same answer); `None` when it is not mounted.
     pub fn shared_mount_users(&self) -> Result<Option<usize>> {
         Ok(shared_mount_users(
-            &mount::read_mountinfo()?,
+            &crate::mount::mount_table()?,
             &self.shared_mount_path(),
         ))
     }
@@ -258,7 +251,6 @@ fn mgs_spec(nodes: &[String]) -> Result<String> {
     Ok(out.join(":"))
 }
 
-#[async_trait]
 impl Filesystem for LustreBackend {
     fn kind(&self) -> BackendKind {
         BackendKind::Lustre
@@ -272,116 +264,13 @@ impl Filesystem for LustreBackend {
             encryption: true,
             restore_on_access: true,
             quota_write_reserve: 0,
+            quota_outlives_directory: true,
+            bind_from_shared_client_mount: true,
         }
     }
 
     fn host_path(&self, dir: &RelPath) -> PathBuf {
         self.inner.config.mount_point.join(dir.as_str())
-    }
-
-    async fn ensure_dir(&self, dir: &RelPath) -> Result<()> {
-        dirs::ensure_dir(self, dir).await
-    }
-
-    async fn create_share_dir(&self, dir: &RelPath, spec: &DirSpec) -> Result<bool> {
-        dirs::create_share_dir(self, dir, spec).await
-    }
-
-    async fn remove_share_dir(&self, dir: &RelPath) -> Result<bool> {
-        dirs::remove_share_dir(self, dir).await
-    }
-
-    async fn rename(&self, from: &RelPath, to: &RelPath) -> Result<()> {
-        dirs::rename(self, from, to).await
-    }
-
-    async fn stat_dir(&self, dir: &RelPath) -> Result<Option<DirInfo>> {
-        dirs::stat_dir(self, dir).await
-    }
-
-    async fn list_dir(&self, dir: &RelPath) -> Result<Vec<String>> {
-        dirs::list_dir(self, dir).await
-    }
-
-    async fn claim(&self, marker: &RelPath) -> Result<bool> {
-        dirs::claim(self, marker).await
-    }
-
-    async fn unclaim(&self, marker: &RelPath) -> Result<()> {
-        dirs::unclaim(self, marker).await
-    }
-
-    async fn read_file(&self, file: &RelPath) -> Result<Option<Vec<u8>>> {
-        dirs::read_file(self, file).await
-    }
-
-    async fn write_file(&self, file: &RelPath, content: &[u8]) -> Result<()> {
-        dirs::write_file(self, file, content).await
-    }
-
-    async fn remove_file(&self, file: &RelPath) -> Result<()> {
-        dirs::remove_file(self, file).await
-    }
-
-    async fn set_project(&self, dir: &RelPath, id: ProjectId) -> Result<()> {
-        project::set_project(self, dir, id).await
-    }
-
-    async fn project_of(&self, dir: &RelPath) -> Result<Option<ProjectId>> {
-        project::project_of(self, dir).await
-    }
-
-    async fn set_quota(&self, dir: &RelPath, id: ProjectId, limits: &QuotaLimits) -> Result<()> {
-        quota::set_quota(self, dir, id, limits).await
-    }
-
-    async fn quota(&self, dir: &RelPath, id: ProjectId) -> Result<QuotaReport> {
-        quota::quota(self, dir, id).await
-    }
-
-    async fn nodemaps(&self) -> Result<NodemapState> {
-        nodemap::nodemaps(self).await
-    }
-
-    async fn apply_nodemap_changes(&self, changes: &[NodemapChange]) -> Result<()> {
-        nodemap::apply(self, changes).await
-    }
-
-    async fn capacity(&self) -> Result<Capacity> {
-        capacity::capacity(self).await
-    }
-
-    async fn hsm_state(&self, file: &Path) -> Result<HsmState> {
-        hsm::hsm_state(self, file).await
-    }
-
-    async fn hsm_mark(
-        &self,
-        file: &Path,
-        set: HsmFlags,
-        clear: HsmFlags,
-        archive_id: Option<u32>,
-    ) -> Result<()> {
-        hsm::hsm_mark(self, file, set, clear, archive_id).await
-    }
-
-    async fn hsm_release(&self, file: &Path) -> Result<()> {
-        hsm::hsm_release(self, file).await
-    }
-
-    async fn mount(&self, request: &MountRequest) -> Result<()> {
-        mount::mount(self, request).await
-    }
-
-    /// The bounded cascade on the target, then the shared client mount of bind mode if that
-    /// was its last user (whatever mode the target was: this also removes a shared mount a
-    /// crash left without users).
-    async fn unmount(&self, target: &Path) -> Result<()> {
-        mount::unmount(self, target).await
-    }
-
-    async fn volume_statfs(&self) -> Result<VolumeStatfs> {
-        statfs::volume_statfs(self).await
     }
 }
 

@@ -18,10 +18,9 @@
 //!
 //! Unmounting a target is the shared bounded cascade of [`crate::mount::unmount_cascade`].
 
+use async_trait::async_trait;
 use std::collections::HashMap;
-use std::ffi::OsString;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
@@ -32,8 +31,11 @@ use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::Mode;
 
 use super::{LustreBackend, On};
-use crate::mount::{UNMOUNT_STEP_TIMEOUT, bind_flags, bind_mount, unmount_cascade};
-use crate::{BackendError, MountMode, MountRequest, Result};
+use crate::mount::{
+    MountInfoEntry, UNMOUNT_STEP_TIMEOUT, bind_flags, bind_mount, mount_table, top_mount,
+    unmount_cascade,
+};
+use crate::{BackendError, MountMode, MountRequest, Result, VolumeStatfs};
 
 /// `<mgs nodes>:/<fsname>/<share>`: the device of a direct (fileset) mount.
 pub(super) fn device(b: &LustreBackend, request: &MountRequest) -> String {
@@ -154,7 +156,7 @@ pub(super) async fn mount(b: &LustreBackend, request: &MountRequest) -> Result<(
 }
 
 async fn mount_direct(b: &LustreBackend, request: &MountRequest, target: &str) -> Result<()> {
-    if crate::mount::is_mount_point(&request.target) {
+    if crate::mount::is_mount_point(&request.target)? {
         tracing::debug!(target, "already mounted");
         return Ok(());
     }
@@ -186,7 +188,7 @@ async fn mount_bind(b: &LustreBackend, request: &MountRequest) -> Result<()> {
     let lock = shared_lock(&shared);
     let _serialised = lock.lock().await;
 
-    let entries = parse_mountinfo(&read_mountinfo()?);
+    let entries = mount_table()?;
     if let Some(existing) = top_mount(&entries, &target) {
         // A retry of a publish that worked: it must be this share, with this read-only flag.
         return match top_mount(&entries, &shared) {
@@ -258,7 +260,7 @@ async fn mount_shared(b: &LustreBackend, shared: &Path) -> Result<()> {
     tracing::info!(shared = %shared.display(), device = %shared_device(b),
         "mounting the shared client mount for bind-mode volumes");
     b.run_ok(On::Node, &argv).await?;
-    if top_mount(&parse_mountinfo(&read_mountinfo()?), shared).is_none() {
+    if top_mount(&mount_table()?, shared).is_none() {
         return Err(BackendError::InvalidState(format!(
             "{} is not a mount point after `{}` succeeded",
             shared.display(),
@@ -329,7 +331,7 @@ pub(super) async fn unmount(b: &LustreBackend, target: &Path) -> Result<()> {
 
 /// With the shared mount's lock held: unmounts it when it has no user. Not mounted is fine.
 async fn release_if_unused_locked(shared: &Path) -> Result<()> {
-    match shared_mount_users(&read_mountinfo()?, shared) {
+    match shared_mount_users(&mount_table()?, shared) {
         None => Ok(()),
         Some(0) => {
             tracing::info!(shared = %shared.display(),
@@ -369,94 +371,14 @@ async fn bounded<T: Send + 'static>(
     }
 }
 
-/// This process's mount table. procfs never blocks on a filesystem server.
-pub(super) fn read_mountinfo() -> Result<String> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .map_err(|e| BackendError::io("/proc/self/mountinfo", e))
-}
-
-// ---------------------------------------------------------------- mountinfo
-
-/// The fields of one `/proc/self/mountinfo` line that reference counting needs
-/// (`proc_pid_mountinfo(5)`: `ID PARENT MAJ:MIN ROOT MOUNT_POINT OPTIONS [OPTIONAL...] -
-/// FSTYPE SOURCE SUPER_OPTIONS`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MountInfoEntry {
-    /// `MAJ:MIN` of the filesystem instance; every Lustre client mount is its own instance.
-    pub device: String,
-    /// The directory of that filesystem mounted here (`/` for a whole-filesystem mount,
-    /// `/shares/a` for a bind mount of that directory), unescaped.
-    pub root: PathBuf,
-    /// Where it is mounted, unescaped.
-    pub mount_point: PathBuf,
-    /// The per-mount options include `ro`.
-    pub read_only: bool,
-    pub fs_type: String,
-}
-
-/// Parses mountinfo text; malformed lines are skipped (the kernel writes none).
-pub fn parse_mountinfo(text: &str) -> Vec<MountInfoEntry> {
-    text.lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(' ').collect();
-            let separator = fields.iter().position(|f| *f == "-")?;
-            if separator < 6 || fields.len() < separator + 2 {
-                return None;
-            }
-            Some(MountInfoEntry {
-                device: fields[2].to_owned(),
-                root: unescape(fields[3]),
-                mount_point: unescape(fields[4]),
-                read_only: fields[5].split(',').any(|o| o == "ro"),
-                fs_type: fields[separator + 1].to_owned(),
-            })
-        })
-        .collect()
-}
-
-/// mountinfo writes space, tab, newline and backslash as `\ooo` (octal); the other bytes of
-/// a path, UTF-8 or not, are as they are.
-fn unescape(field: &str) -> PathBuf {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)))
-            .map(|d| d.iter().fold(0u32, |n, c| n * 8 + u32::from(c - b'0')))
-            .and_then(|n| u8::try_from(n).ok());
-        match octal {
-            Some(byte) => {
-                out.push(byte);
-                i += 4;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    PathBuf::from(OsString::from_vec(out))
-}
-
-/// The mount visible at `mount_point`: the last one listed there (mounts stack).
-pub fn top_mount<'a>(
-    entries: &'a [MountInfoEntry],
-    mount_point: &Path,
-) -> Option<&'a MountInfoEntry> {
-    entries.iter().rev().find(|e| e.mount_point == mount_point)
-}
-
 /// How many bind mounts use the shared client mount at `shared`: mounts of the same
 /// filesystem instance (device) whose root is a directory strictly beneath the shared
 /// mount's root, wherever they are mounted. `None` when nothing is mounted at `shared`.
 ///
 /// Another mount of the whole filesystem instance (its root equal to the shared mount's) is
 /// not a user: only bind mounts of sub-directories, which is what bind mode makes, count.
-pub fn shared_mount_users(mountinfo: &str, shared: &Path) -> Option<usize> {
-    let entries = parse_mountinfo(mountinfo);
-    let top = top_mount(&entries, shared)?;
+pub fn shared_mount_users(entries: &[MountInfoEntry], shared: &Path) -> Option<usize> {
+    let top = top_mount(entries, shared)?;
     Some(
         entries
             .iter()
@@ -470,61 +392,33 @@ pub fn shared_mount_users(mountinfo: &str, shared: &Path) -> Option<usize> {
     )
 }
 
+#[async_trait]
+impl crate::Mounts for LustreBackend {
+    async fn mount(&self, request: &MountRequest) -> Result<()> {
+        mount(self, request).await
+    }
+
+    /// The bounded cascade on the target, then the shared client mount of bind mode if that
+    /// was its last user (whatever mode the target was: this also removes a shared mount a
+    /// crash left without users).
+    async fn unmount(&self, target: &Path) -> Result<()> {
+        unmount(self, target).await
+    }
+
+    async fn volume_statfs(&self) -> Result<VolumeStatfs> {
+        super::statfs::volume_statfs(self).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A node with the shared mount of `testfs` and three bind mounts from it (one with a
-    /// space and one with a backslash in its paths), plus mounts that must not count: the
-    /// controller-style client mount of the same filesystem (another instance), a direct
-    /// fileset mount, and a second mount of the shared instance's root.
-    const MOUNTINFO: &str = "\
-22 27 0:21 / /proc rw,relatime shared:12 - proc proc rw
-27 1 259:2 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p2 rw
-60 27 0:52 / /mnt/lustre rw,relatime shared:30 - lustre 10.0.0.1@tcp:/testfs rw,flock,lazystatfs
-61 27 0:53 / /var/lib/lustrekit/mnt/testfs rw,relatime shared:31 - lustre 10.0.0.1@tcp:/testfs rw,flock,lazystatfs
-70 27 0:53 /shares/a /var/lib/kubelet/pods/p1/volumes/kubernetes.io~csi/pv-a/mount rw,relatime shared:31 - lustre 10.0.0.1@tcp:/testfs rw,flock
-71 27 0:53 /shares/my\\040vol /var/lib/kubelet/pods/p2/volumes/kubernetes.io~csi/pv\\040b/mount ro,relatime shared:31 - lustre 10.0.0.1@tcp:/testfs rw,flock
-72 27 0:53 /shares/back\\134slash /var/lib/kubelet/pods/p3/mount rw,nosuid,relatime - lustre 10.0.0.1@tcp:/testfs rw
-80 27 0:54 / /var/lib/kubelet/pods/p4/mount rw,relatime - lustre 10.0.0.1@tcp:/testfs/shares/c rw
-81 27 0:53 / /srv/whole rw,relatime - lustre 10.0.0.1@tcp:/testfs rw
-";
+    use crate::mount::parse_mountinfo;
+    use crate::mount::tests::MOUNTINFO;
 
-    #[test]
-    fn mountinfo_fields_are_parsed_and_unescaped() {
-        let entries = parse_mountinfo(MOUNTINFO);
-        assert_eq!(entries.len(), 9);
-        let b = &entries[5];
-        assert_eq!(b.device, "0:53");
-        assert_eq!(b.root, Path::new("/shares/my vol"));
-        assert_eq!(
-            b.mount_point,
-            Path::new("/var/lib/kubelet/pods/p2/volumes/kubernetes.io~csi/pv b/mount")
-        );
-        assert!(b.read_only);
-        assert_eq!(b.fs_type, "lustre");
-        assert_eq!(entries[6].root, Path::new(r"/shares/back\slash"));
-        assert!(!entries[6].read_only);
-        // No optional fields at all, and garbage, are handled.
-        assert_eq!(
-            parse_mountinfo("1 2 0:1 / /x rw - tmpfs t rw\nnot a line\n").len(),
-            1
-        );
-        assert!(parse_mountinfo("1 2 0:1 / /x rw tmpfs t rw\n").is_empty());
-    }
-
-    #[test]
-    fn escapes_follow_the_kernel() {
-        assert_eq!(
-            unescape(r"/a\040b\011c\012d\134e"),
-            Path::new("/a b\tc\nd\\e")
-        );
-        // Not an escape: kept as written.
-        assert_eq!(unescape(r"/a\9"), Path::new(r"/a\9"));
-        assert_eq!(unescape(r"/a\"), Path::new(r"/a\"));
-        assert_eq!(unescape(r"/a\777"), Path::new(r"/a\777"));
-        // Non-UTF-8 and UTF-8 bytes pass through unchanged.
-        assert_eq!(unescape("/données"), Path::new("/données"));
+    fn shared_mount_users(mountinfo: &str, shared: &Path) -> Option<usize> {
+        super::shared_mount_users(&parse_mountinfo(mountinfo).unwrap(), shared)
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! of 2.16 (`error: NAME existing nodemap name`, `error: NAME not existing nodemap name`)
 //! and 2.17 (`error: nodemap 'NAME' already exists`, `... does not exist`) are matched.
 
+use async_trait::async_trait;
 use lustre_model::{NodemapName, NodemapState};
 
 use super::runner::CommandOutput;
@@ -136,4 +137,15 @@ pub(super) async fn apply(b: &LustreBackend, changes: &[NodemapChange]) -> Resul
         return Err(out.error(&argv));
     }
     Ok(())
+}
+
+#[async_trait]
+impl crate::Nodemaps for LustreBackend {
+    async fn nodemaps(&self) -> Result<NodemapState> {
+        nodemaps(self).await
+    }
+
+    async fn apply_nodemap_changes(&self, changes: &[NodemapChange]) -> Result<()> {
+        apply(self, changes).await
+    }
 }

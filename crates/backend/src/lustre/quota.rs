@@ -3,10 +3,11 @@
 //! release's table format (`lfs-quota.md`). A project quota is filesystem-wide, so the share
 //! directory only names the project in errors.
 
+use async_trait::async_trait;
 use lustre_model::{ProjectId, QuotaLimits, QuotaReport, RelPath};
 
 use super::{LustreBackend, On, parse_error};
-use crate::Result;
+use crate::{Capacity, Result};
 
 /// Bytes to the KiB `lfs setquota` takes, rounded up so a limit is never below the request.
 pub(super) fn kib(bytes: u64) -> u64 {
@@ -62,6 +63,29 @@ pub(super) async fn quota(b: &LustreBackend, dir: &RelPath, id: ProjectId) -> Re
         return Err(out.error(&argv));
     }
     parsed.map_err(|e| parse_error(&argv, e))
+}
+
+#[async_trait]
+impl crate::Quotas for LustreBackend {
+    async fn set_project(&self, dir: &RelPath, id: ProjectId) -> Result<()> {
+        super::project::set_project(self, dir, id).await
+    }
+
+    async fn project_of(&self, dir: &RelPath) -> Result<Option<ProjectId>> {
+        super::project::project_of(self, dir).await
+    }
+
+    async fn set_quota(&self, dir: &RelPath, id: ProjectId, limits: &QuotaLimits) -> Result<()> {
+        set_quota(self, dir, id, limits).await
+    }
+
+    async fn quota(&self, dir: &RelPath, id: ProjectId) -> Result<QuotaReport> {
+        quota(self, dir, id).await
+    }
+
+    async fn capacity(&self) -> Result<Capacity> {
+        super::capacity::capacity(self).await
+    }
 }
 
 #[cfg(test)]

@@ -139,13 +139,8 @@ mod tests {
     }
 
     fn options_of(mount_point: &Path) -> Option<String> {
-        let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-        let wanted = mount_point.to_string_lossy();
-        text.lines().find_map(|line| {
-            let mut fields = line.split(' ');
-            let point = fields.nth(4)?;
-            (point == wanted).then(|| fields.next().unwrap_or_default().to_string())
-        })
+        let table = crate::mount::mount_table().ok()?;
+        crate::mount::top_mount(&table, mount_point).map(|e| e.options.join(","))
     }
 
     /// The copy of a read-only bind that propagation makes in a peer is read-only too (with

@@ -7,7 +7,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use backend::lustre::{LustreBackend, LustreConfig};
-use backend::{BackendError, DirSpec, Filesystem};
+use backend::{BackendError, DirSpec};
+use backend::{Namespace, Quotas};
 use lustre_model::{FsName, RelPath};
 
 pub fn rel(s: &str) -> RelPath {
@@ -150,4 +151,57 @@ pub async fn exercise_dirs(b: &LustreBackend, root: &Path) {
     let err = b.remove_share_dir(&rel("tenants/link")).await.unwrap_err();
     assert!(matches!(err, BackendError::InvalidState(_)), "{err}");
     assert!(outside.path().join("keep").exists());
+}
+
+/// Helpers of the tests that run the `lustre` backend against the [`FakeRunner`].
+pub mod fake {
+    use std::sync::Arc;
+
+    use backend::lustre::{FakeRunner, LustreBackend, LustreConfig};
+    use lustre_model::{FsName, NodemapName, ProjectId, RelPath};
+
+    pub const MOUNT: &str = "/mnt/testfs";
+
+    pub fn config(mount_point: &str) -> LustreConfig {
+        LustreConfig::new(
+            FsName::new("testfs").unwrap(),
+            vec!["10.0.0.1@tcp".into(), "10.0.0.2@tcp".into()],
+            mount_point,
+        )
+    }
+
+    pub fn backend_at(fake: &Arc<FakeRunner>, mount_point: &str) -> LustreBackend {
+        LustreBackend::with_runner(config(mount_point), fake.clone()).unwrap()
+    }
+
+    pub fn backend(fake: &Arc<FakeRunner>) -> LustreBackend {
+        backend_at(fake, MOUNT)
+    }
+
+    pub fn rel(s: &str) -> RelPath {
+        RelPath::parse(s).unwrap()
+    }
+
+    pub fn pid(id: u32) -> ProjectId {
+        ProjectId::new(id).unwrap()
+    }
+
+    pub fn nm(name: &str) -> NodemapName {
+        NodemapName::new(name).unwrap()
+    }
+
+    pub const ENOENT_STAT: &str =
+        "stat: cannot statx '/mnt/testfs/t/a': No such file or directory\n";
+    pub const DIR_STAT: &str = "41f8 1000 2000 1700000000 directory\n";
+
+    /// lfs-df.md (b), "Rendered from the printf formats", `=== 2.12-2.16 format`.
+    pub const DF_216: &str = "\
+UUID                   1K-blocks        Used   Available Use% Mounted on
+testfs-MDT0000_UUID      1251328       16384     1122304   2% /mnt/testfs[MDT:0]
+testfs-OST0000_UUID   3905069824        3072  3905064704   1% /mnt/testfs[OST:0]
+testfs-OST0001_UUID   3905069824     4194304  3900871424   1% /mnt/testfs[OST:1] D
+
+filesystem_summary:   7810139648     4197376  7805936128   1% /mnt/testfs
+
+";
 }

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use backend::mount::FsCalls;
-use backend::{BackendKind, MountMode, MountRequest, QuotaEnforcement, VolumeStatfs};
+use backend::{MountMode, MountRequest, QuotaEnforcement, VolumeStatfs};
 use lustre_model::VolumeId;
 use tonic::{Request, Response, Status};
 
@@ -103,7 +103,9 @@ impl NodeService {
             Target::Dir {
                 path,
                 mounted: true,
-            } if volume.mount_mode == MountMode::Bind && backend.kind() == BackendKind::Lustre => {
+            } if volume.mount_mode == MountMode::Bind
+                && backend.capabilities().bind_from_shared_client_mount =>
+            {
                 // The bind comes from the node's shared client mount, not from the host path
                 // the controller sees: the backend checks it against its mount table.
                 backend
