@@ -443,7 +443,10 @@ mod tests {
     fn a_daemon_starts_on_a_fresh_boot_without_its_run_dir() {
         let tmp = tempfile::tempdir().unwrap();
         let run_dir = tmp.path().join("run/lustrekit");
-        let key = FsKey { major: 0, minor: 40 };
+        let key = FsKey {
+            major: 0,
+            minor: 40,
+        };
         // In the daemon's order: the release lock file first, then the watch lock.
         ReleaseHold::prepare(&run_dir, key).unwrap();
         let lock = WatchLock::acquire(&run_dir, key).unwrap();

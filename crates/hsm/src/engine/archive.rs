@@ -102,9 +102,13 @@ impl HsmEngine {
             let (f, a) = (file.clone(), abs.clone());
             blocking(move || posix::version_of(&a, &f)).await?
         };
+        // What "unchanged" means is the backend's (Lustre's own counter; on `local` the
+        // same size/times/inode/generation as `v0`): recorded in the object, and compared
+        // again once the data is in the store and once the file is marked.
+        let recorded = self.backend.data_version(abs).await?;
         let size = v0.size;
         meta.size = Some(size);
-        meta.data_version = Some(v0.token());
+        meta.data_version = Some(recorded.token());
         // The version now at the key may be pinned by another stub (this path's previous
         // file, renamed): keep it aside first. This file's own previous version is not
         // kept: the file still has the data, and it is about to be archived anew.
@@ -114,12 +118,13 @@ impl HsmEngine {
             .upload_file(abs, key, &file, size, &mut meta, &version, own.as_deref())
             .await?;
 
-        // The file must not have changed while we read it (fd and name both).
-        let (v1, v1p) = {
-            let (e, f) = (entry.clone(), file.clone());
-            blocking(move || Ok((posix::version_of(&e.abs, &f)?, e.version_by_name()?))).await?
+        // The file must not have changed while we read it (the descriptor we read, and the
+        // backend's version of the name).
+        let v1 = {
+            let (a, f) = (abs.clone(), file.clone());
+            blocking(move || posix::version_of(&a, &f)).await?
         };
-        if v1 != v0 || !v1p.same_data(&v0) {
+        if v1 != v0 || !self.backend.data_version(abs).await?.same_data(&recorded) {
             return Err(HsmError::ModifiedDuringArchive { path: abs.clone() });
         }
         // Pin first: a file marked archived always names the version that holds its data.
@@ -143,11 +148,7 @@ impl HsmEngine {
             )
             .await?;
         // A write between the check and the mark: take the mark back.
-        let v2 = {
-            let e = entry.clone();
-            blocking(move || e.version_by_name()).await?
-        };
-        if !v2.same_data(&v0) {
+        if !self.backend.data_version(abs).await?.same_data(&recorded) {
             self.backend
                 .hsm_mark(abs, flags(HS_DIRTY), flags(0), None)
                 .await?;
