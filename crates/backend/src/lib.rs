@@ -7,6 +7,9 @@
 //! - [`local`]: the embedded default, on any Linux directory. On btrfs each share is a
 //!   subvolume whose qgroup limit the kernel enforces; elsewhere usage is only accounted, and
 //!   [`Capabilities`] says so.
+//!
+//! Must never: follow a path a tenant can change (resolve beneath a trusted root fd), run a
+//! command without a timeout, or decide anything a caller should decide from capabilities.
 
 mod error;
 mod filesystem;

@@ -14,6 +14,10 @@
 //! - [`server`]: the socket, metrics and shutdown;
 //! - [`authority`]: the relay in front of h2 that accepts clients sending the socket path as
 //!   `:authority` (gRPC C-core, grpc-java).
+//!
+//! Must never: run Lustre commands or touch a share's data itself (the share service and the
+//! backend do), hold a volume's in-flight claim across an unbounded call, or log a request
+//! (it may carry secrets).
 
 pub mod authority;
 pub mod capacity;

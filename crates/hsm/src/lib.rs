@@ -23,6 +23,10 @@
 //! binary crate; this crate carries no clap, indicatif or anyhow.
 //!
 //! Entry point: [`HsmEngine`]. Every operation returns a serde-serialisable report.
+//!
+//! Must never: release a file without a verified archive of its current data, overwrite or
+//! delete an object version a file pins, return bytes it has not checked against the pinned
+//! checksum, or trust a tenant's path, name or object metadata as root.
 
 pub mod copytool;
 pub mod engine;

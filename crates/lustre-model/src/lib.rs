@@ -6,6 +6,8 @@
 //! `serde`-serialisable (the CLI emits them as JSON). Every parser returns a typed
 //! [`ParseError`] instead of panicking, whatever the input. Output formats follow
 //! `shared/lustre-formats/` (Lustre 2.12 → 2.17+).
+//!
+//! Must never: do I/O, or panic on any input.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -1,5 +1,7 @@
 //! `lustrekit`: one binary, thin front-ends over the share service, the CSI driver and the
 //! HSM mover. Nothing here knows Lustre commands.
+//!
+//! Must never: hold logic a second front-end would need (that belongs in a library crate).
 
 mod bench;
 mod csi_cmd;

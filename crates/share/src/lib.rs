@@ -4,6 +4,9 @@
 //! optional inode limit, and access rules enforced as nodemaps. The CSI driver, the share CLI
 //! (and through it Manila) and the operator all call [`ShareService`]; none of them knows
 //! which backend is underneath.
+//!
+//! Must never: branch on which backend it runs on (it asks capabilities), or leave a share
+//! half-made: every step is idempotent and a failed create rolls back.
 
 pub mod access;
 mod allocator;

@@ -4,6 +4,9 @@
 //! keeps its metrics in a `prometheus_client` [`Registry`] behind an [`Exposition`] and
 //! serves it with [`serve`]: `GET /metrics` answers the OpenMetrics text, `GET /healthz` and
 //! `GET /readyz` answer 200 while the process says it is ready and 503 otherwise.
+//!
+//! Must never: expose a secret in a label or a value, or let a slow scraper hold a connection
+//! slot forever.
 
 use std::convert::Infallible;
 use std::future::Future;
