@@ -62,8 +62,11 @@ pub enum CsiError {
     Model(#[from] lustre_model::ModelError),
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl From<FsCallError> for CsiError {
@@ -83,6 +86,14 @@ impl CsiError {
         Self::InvalidArgument(message.into())
     }
 
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<std::path::PathBuf>, source: impl Into<std::io::Error>) -> Self {
+        Self::Io {
+            path: path.into(),
+            source: source.into(),
+        }
+    }
+
     /// The gRPC code the spec asks for.
     pub fn code(&self) -> Code {
         match self {
@@ -95,7 +106,7 @@ impl CsiError {
             Self::Unsupported(_) => UNSUPPORTED,
             Self::Timeout(_) => Code::DeadlineExceeded,
             Self::Unavailable(_) => Code::Unavailable,
-            Self::Config(_) | Self::Internal(_) | Self::Transport(_) | Self::Io(_) => {
+            Self::Config(_) | Self::Internal(_) | Self::Transport(_) | Self::Io { .. } => {
                 Code::Internal
             }
             Self::Share(e) => share_code(e),

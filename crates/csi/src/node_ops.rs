@@ -68,7 +68,7 @@ pub fn inspect(target: &Path) -> Result<Target> {
     let parent = match std::fs::canonicalize(parent) {
         Ok(parent) => parent,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Target::Absent),
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(CsiError::io(parent, e)),
     };
     let path = parent.join(name);
     if listed(&path) {
@@ -80,7 +80,7 @@ pub fn inspect(target: &Path) -> Result<Target> {
     let meta = match std::fs::symlink_metadata(&path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Target::Absent),
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(CsiError::io(&path, e)),
     };
     if meta.file_type().is_symlink() {
         return Err(CsiError::invalid(format!(
@@ -112,7 +112,7 @@ pub fn create_target(target: &Path) -> Result<PathBuf> {
                 target.display()
             )));
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(CsiError::io(target, e)),
     }
     match inspect(target)? {
         Target::Dir { path, .. } => Ok(path),
@@ -135,7 +135,7 @@ pub fn remove_target(target: &Path) -> Result<()> {
                 target.display()
             )))
         }
-        Err(e) => Err(e.into()),
+        Err(e) => Err(CsiError::io(target, e)),
     }
 }
 
@@ -143,13 +143,13 @@ pub fn remove_target(target: &Path) -> Result<()> {
 /// (or a Lustre fileset mount seen from the same client) has the source's device and inode.
 /// When the source is not visible on this host, only the read-only flag is compared.
 pub fn mount_matches(source: &Path, target: &Path, read_only: bool) -> Result<bool> {
-    let target_meta = std::fs::metadata(target)?;
+    let target_meta = std::fs::metadata(target).map_err(|e| CsiError::io(target, e))?;
     if let Ok(source_meta) = std::fs::metadata(source)
         && (source_meta.dev(), source_meta.ino()) != (target_meta.dev(), target_meta.ino())
     {
         return Ok(false);
     }
-    let flags = nix::sys::statvfs::statvfs(target).map_err(std::io::Error::from)?;
+    let flags = nix::sys::statvfs::statvfs(target).map_err(|e| CsiError::io(target, e))?;
     let is_ro = flags
         .flags()
         .contains(nix::sys::statvfs::FsFlags::ST_RDONLY);
@@ -158,7 +158,7 @@ pub fn mount_matches(source: &Path, target: &Path, read_only: bool) -> Result<bo
 
 /// Bytes, inodes and block size of the filesystem under `path`.
 pub fn fs_stats(path: &Path) -> Result<FsStats> {
-    let s = nix::sys::statvfs::statvfs(path).map_err(std::io::Error::from)?;
+    let s = nix::sys::statvfs::statvfs(path).map_err(|e| CsiError::io(path, e))?;
     let frag = match s.fragment_size() as u64 {
         0 => s.block_size() as u64,
         frag => frag,
@@ -247,5 +247,23 @@ mod tests {
             tonic::Code::FailedPrecondition
         );
         assert!(fs_stats(dir.path()).unwrap().total_bytes > 0);
+    }
+
+    #[test]
+    fn io_errors_name_their_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("gone");
+        let e = fs_stats(&gone).unwrap_err();
+        assert!(
+            matches!(&e, CsiError::Io { path, .. } if path == &gone),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string().starts_with(&gone.display().to_string()),
+            "{e}"
+        );
+        assert_eq!(e.code(), tonic::Code::Internal);
+        let e = mount_matches(&gone, &gone, false).unwrap_err();
+        assert!(e.to_string().contains("gone"), "{e}");
     }
 }

@@ -34,7 +34,7 @@ pub async fn bind_socket(path: &Path) -> Result<UnixListener> {
                     path.display()
                 )));
             }
-            std::fs::remove_file(path)?;
+            std::fs::remove_file(path).map_err(|e| CsiError::io(path, e))?;
         }
         Ok(_) => {
             return Err(CsiError::Config(format!(
@@ -43,18 +43,19 @@ pub async fn bind_socket(path: &Path) -> Result<UnixListener> {
             )));
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(CsiError::io(path, e)),
     }
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
+        std::fs::create_dir_all(parent).map_err(|e| CsiError::io(parent, e))?;
     }
     // The socket is private from the moment it exists: bind under a umask that leaves only
     // the owner's bits, then make sure of 0600 (umask is process-wide, so restore it at once).
     let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
     let bound = UnixListener::bind(path);
     nix::sys::stat::umask(old);
-    let listener = bound?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let listener = bound.map_err(|e| CsiError::io(path, e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| CsiError::io(path, e))?;
     Ok(listener)
 }
 
@@ -77,7 +78,9 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let metrics_task = match metrics_addr {
         Some(addr) => {
-            let (tcp, local) = telemetry::bind(addr).await?;
+            let (tcp, local) = telemetry::bind(addr)
+                .await
+                .map_err(|e| CsiError::Config(format!("--metrics-address {addr}: {e}")))?;
             let mut rx = stop_rx.clone();
             let m = Arc::clone(driver.metrics());
             Some((

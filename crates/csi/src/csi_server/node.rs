@@ -221,7 +221,7 @@ impl NodeService {
                 move || match std::fs::symlink_metadata(&probe) {
                     Ok(_) => node_ops::fs_stats(&probe).map(Some),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                    Err(e) => Err(e.into()),
+                    Err(e) => Err(CsiError::io(&probe, e)),
                 },
             )
             .await?
