@@ -1006,9 +1006,16 @@ impl Shared {
         let Some(fd) = p.fd() else {
             return Ok(Access::Allow);
         };
+        // The event's descriptor stays open while `p` lives, which outlasts these blocking
+        // steps unless this future is dropped, and then their answers are dropped with it.
         let raw = fd.as_raw_fd();
-        let st = nix::sys::stat::fstat(fd)
-            .map_err(|e| HsmError::io(format!("fanotify event fd {raw}"), e.into()))?;
+        let st = crate::engine::blocking(move || {
+            // SAFETY: `raw` is the event's descriptor, open for as long as `p` is (above).
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) };
+            nix::sys::stat::fstat(fd)
+                .map_err(|e| HsmError::io(format!("fanotify event fd {raw}"), e.into()))
+        })
+        .await?;
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
             return Ok(Access::Allow);
         }
@@ -1016,7 +1023,7 @@ impl Shared {
         // The path may move under us (a rename): one more try on a fresh readlink.
         let mut last = None;
         for _ in 0..2 {
-            let path = match fan::fd_path(raw) {
+            let path = match crate::engine::blocking(move || Ok(fan::fd_path(raw))).await? {
                 Ok(p) if p.starts_with(&self.root) => p,
                 _ => return Ok(Access::Allow),
             };
@@ -1029,7 +1036,11 @@ impl Shared {
                     // directory could point it at another file, whose data we would write
                     // here, or whose release we would take for this one's).
                     use std::os::unix::fs::MetadataExt;
-                    match std::fs::symlink_metadata(&path) {
+                    let probe = path.clone();
+                    let named =
+                        crate::engine::blocking(move || Ok(std::fs::symlink_metadata(&probe)))
+                            .await?;
+                    match named {
                         Ok(m) if (m.dev(), m.ino()) == id => {
                             return Ok(match self.judge(p, &a) {
                                 Access::Restore(..) => Access::Restore(path, id),
