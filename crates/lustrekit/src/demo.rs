@@ -261,7 +261,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         if let Some(e) = err {
             bail!("writing alpha: {e}")
         }
-        let usage = s.usage(&alpha).await?;
+        let usage = s.usage_now(&alpha).await?;
         Ok(format!(
             "wrote {}, quota reports {} used of {}",
             human_bytes(written),
@@ -316,7 +316,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             if let Some(e) = err {
                 bail!("writing after extend: {e}")
             }
-            let usage = s.usage(&gamma).await?;
+            let usage = s.usage_now(&gamma).await?;
             Ok(format!(
                 "wrote {} more; {} used of {}",
                 human_bytes(written),
