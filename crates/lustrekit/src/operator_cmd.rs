@@ -32,6 +32,8 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
             Ok(())
         }
         OperatorCommand::Run(run) => {
+            // Err: a provider is already installed, which is as good.
+            let _ = rustls::crypto::ring::default_provider().install_default();
             let client = kube::Client::try_default()
                 .await
                 .context("cannot reach the Kubernetes API (KUBECONFIG or in-cluster)")?;

@@ -1,0 +1,243 @@
+//! `lustrekit operator run` against the real API server: the CRD installs, PV/PVC pairs
+//! appear and bind, a namespace created later turns Ready, CEL refuses a changed fsName, and
+//! deletion waits for a foreign finalizer, then removes the pairs.
+
+mod kube;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use kube::{Cluster, Namespace};
+use serde_json::{Value, json};
+
+const CRD: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../deploy/crds/lustrefilesystems.lustrekit.io.yaml"
+);
+const WAIT: Duration = Duration::from_secs(90);
+
+/// The operator process, killed when the test ends however it ends.
+struct Operator(Child);
+
+impl Operator {
+    fn start(cluster: &Cluster, log: &std::path::Path) -> Operator {
+        let log = std::fs::File::create(log).expect("operator log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_lustrekit"))
+            .args(["--log", "info,operator=debug", "operator", "run"])
+            .env("KUBECONFIG", &cluster.kubeconfig)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn lustrekit operator run");
+        Operator(child)
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn state(lfs: &Value, ns: &str, mode: &str) -> Option<String> {
+    lfs["status"]["namespaces"][ns]["modes"][mode]["state"]
+        .as_str()
+        .map(str::to_string)
+}
+
+/// `kubectl wait` fails at once on an object that does not exist yet: poll for it first.
+fn wait_bound(cluster: &Cluster, ns: &str, pvc: &str) {
+    cluster.poll(
+        &format!("PVC {ns}/{pvc}"),
+        WAIT,
+        Duration::from_millis(500),
+        || cluster.try_get(Some(ns), "pvc", pvc),
+    );
+    cluster.wait_for(
+        Some(ns),
+        &format!("pvc/{pvc}"),
+        "jsonpath={.status.phase}=Bound",
+        WAIT,
+    );
+}
+
+fn owned(cluster: &Cluster, kind: &str, name: &str) -> String {
+    cluster.ok(&[
+        "get",
+        kind,
+        "-A",
+        "-l",
+        &format!("lustrekit.io/filesystem={name}"),
+        "-o",
+        "name",
+    ])
+}
+
+#[test]
+#[ignore = "needs a cluster: scripts/kube-up.sh"]
+fn operator_makes_binds_and_removes_pairs() {
+    let _guard = kube::shared();
+    let cluster = Cluster::get();
+    cluster.ok(&[
+        "apply",
+        "--server-side",
+        "--field-manager=lustrekit-test",
+        "-f",
+        CRD,
+    ]);
+    cluster.ok(&[
+        "wait",
+        "crd/lustrefilesystems.lustrekit.io",
+        "--for=condition=Established",
+        "--timeout=60s",
+    ]);
+    let log = std::env::temp_dir().join(format!("lustrekit-operator-{}.log", std::process::id()));
+    let _operator = Operator::start(cluster, &log);
+
+    let early = Namespace::new("op-early");
+    let late_name = format!("{}-late", early.as_str());
+    let name = format!("{}-fs", early.as_str());
+    let rwx = "ReadWriteMany";
+    let rox = "ReadOnlyMany";
+    cluster.apply(&json!({
+        "apiVersion": "lustrekit.io/v1alpha1",
+        "kind": "LustreFileSystem",
+        "metadata": {"name": name},
+        "spec": {
+            "fsName": "lfs1",
+            "mgsNodes": [{"nids": ["10.0.0.1@tcp"]}, {"nids": ["10.0.0.2@tcp"]}],
+            "mountRoot": "/lus/lfs1",
+            "subDirectory": "datasets",
+            "storageClassName": "lustre-static",
+            "namespaces": {
+                early.as_str(): {"modes": [rwx, rox]},
+                &late_name: {"modes": [rwx]},
+            },
+        },
+    }));
+    let pvc = |ns: &str, mode: &str| format!("{name}-{ns}-{mode}-pvc");
+    for mode in ["readwritemany", "readonlymany"] {
+        wait_bound(cluster, early.as_str(), &pvc(early.as_str(), mode));
+    }
+    let pv = cluster
+        .try_get(
+            None,
+            "pv",
+            &format!("{name}-{}-readonlymany-pv", early.as_str()),
+        )
+        .expect("the PV");
+    assert_eq!(pv["spec"]["csi"]["driver"], kube::DRIVER);
+    assert_eq!(pv["spec"]["csi"]["volumeAttributes"]["static"], "true");
+    assert_eq!(
+        pv["spec"]["csi"]["volumeAttributes"]["sharePath"],
+        "datasets"
+    );
+    assert_eq!(pv["spec"]["csi"]["readOnly"], true);
+    assert_eq!(pv["spec"]["persistentVolumeReclaimPolicy"], "Retain");
+    let lfs = cluster.poll(
+        "the early namespace Ready in status",
+        WAIT,
+        Duration::from_millis(500),
+        || {
+            let lfs = cluster.try_get(None, "lustrefilesystem", &name)?;
+            (state(&lfs, early.as_str(), rwx).as_deref() == Some("Ready")
+                && state(&lfs, early.as_str(), rox).as_deref() == Some("Ready"))
+            .then_some(lfs)
+        },
+    );
+    assert_eq!(state(&lfs, &late_name, rwx).as_deref(), Some("Pending"));
+    assert_eq!(lfs["status"]["readyNamespaces"], "1/2");
+    assert!(
+        lfs["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|f| f == "lustrekit.io/cleanup"))
+    );
+
+    // The namespace appears: its pair is made and binds, and the whole resource turns Ready.
+    cluster.ok(&["create", "namespace", &late_name]);
+    let late = Namespace { name: late_name };
+    wait_bound(cluster, late.as_str(), &pvc(late.as_str(), "readwritemany"));
+    cluster.wait_for(
+        None,
+        &format!("lustrefilesystem/{name}"),
+        "condition=Ready",
+        WAIT,
+    );
+
+    // CEL: fsName is immutable.
+    let out = cluster.run(&[
+        "patch",
+        "lustrefilesystem",
+        &name,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"fsName":"other"}}"#,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("fsName is immutable"),
+        "{stderr}"
+    );
+
+    // The schema refuses a relative mount root and a too-long fs name.
+    for (field, value) in [("mountRoot", "lus/x"), ("fsName", "ninechars")] {
+        let out = cluster.run(&[
+            "patch",
+            "lustrefilesystem",
+            &name,
+            "--type=merge",
+            "-p",
+            &json!({"spec": {field: value}}).to_string(),
+        ]);
+        assert!(!out.status.success(), "{field}={value} accepted");
+    }
+
+    // Deletion waits for a foreign finalizer, then removes every pair.
+    cluster.ok(&[
+        "patch",
+        "lustrefilesystem",
+        &name,
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/metadata/finalizers/-","value":"example.com/hold"}]"#,
+    ]);
+    cluster.ok(&["delete", "lustrefilesystem", &name, "--wait=false"]);
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(cluster.try_get(None, "lustrefilesystem", &name).is_some());
+    assert_eq!(
+        owned(cluster, "pv", &name).lines().count(),
+        3,
+        "pairs kept while held"
+    );
+    let held = cluster
+        .try_get(None, "lustrefilesystem", &name)
+        .expect("still there");
+    let others: Vec<&Value> = held["metadata"]["finalizers"]
+        .as_array()
+        .expect("finalizers")
+        .iter()
+        .filter(|f| *f != "example.com/hold")
+        .collect();
+    cluster.ok(&[
+        "patch",
+        "lustrefilesystem",
+        &name,
+        "--type=merge",
+        "-p",
+        &json!({"metadata": {"finalizers": others}}).to_string(),
+    ]);
+    cluster.poll(
+        "the resource and its pairs gone",
+        WAIT,
+        Duration::from_millis(500),
+        || {
+            (cluster.try_get(None, "lustrefilesystem", &name).is_none()
+                && owned(cluster, "pv", &name).trim().is_empty()
+                && owned(cluster, "pvc", &name).trim().is_empty())
+            .then_some(())
+        },
+    );
+    let _ = std::fs::remove_file(&log);
+}
