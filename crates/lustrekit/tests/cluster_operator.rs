@@ -324,6 +324,24 @@ fn operator_reports_an_invalid_spec_and_makes_nothing() {
         .expect("SpecValid");
     let message = spec_valid["message"].as_str().unwrap_or_default();
     assert!(message.contains("spec.mgsNodes[0].nids[0]"), "{message}");
+    let selector = format!("reason=InvalidSpec,involvedObject.name={name}");
+    cluster.poll(
+        "an InvalidSpec event",
+        WAIT,
+        Duration::from_millis(500),
+        || {
+            let events = cluster.ok(&[
+                "get",
+                "events",
+                "-A",
+                "--field-selector",
+                &selector,
+                "-o",
+                "name",
+            ]);
+            (!events.trim().is_empty()).then_some(())
+        },
+    );
     assert!(owned(cluster, "pv", &name).trim().is_empty());
     assert!(owned(cluster, "pvc", &name).trim().is_empty());
     cluster.ok(&["delete", "lustrefilesystem", &name, "--timeout=60s"]);

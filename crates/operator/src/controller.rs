@@ -14,6 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::chrono::Utc;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{self, Event};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
@@ -81,6 +82,7 @@ fn kube_err(
 
 struct Context {
     client: Client,
+    recorder: Recorder,
     options: OperatorOptions,
     /// Consecutive failures per resource name, for the backoff.
     failures: Mutex<HashMap<String, u32>>,
@@ -98,7 +100,12 @@ pub async fn run(
         watcher::Config::default(),
     );
     let store = controller.store();
+    let reporter = Reporter {
+        controller: FIELD_MANAGER.to_string(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
     let context = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
         client: client.clone(),
         options,
         failures: Mutex::new(HashMap::new()),
@@ -187,6 +194,24 @@ async fn reconcile(lfs: Arc<LustreFileSystem>, ctx: Arc<Context>) -> Result<Acti
     Ok(action)
 }
 
+/// Records an Event on the resource. Best effort: a lost event must not fail a reconcile.
+async fn record(ctx: &Context, lfs: &LustreFileSystem, warning: bool, reason: &str, note: String) {
+    let event = KubeEvent {
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: reason.to_string(),
+        note: Some(note),
+        action: reason.to_string(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &lfs.object_ref(&())).await {
+        tracing::warn!(filesystem = %lfs.name_any(), error = %e, "cannot record an event");
+    }
+}
+
 fn owned_by(name: &str) -> ListParams {
     ListParams::default().labels(&format!("{FILESYSTEM_LABEL}={name}"))
 }
@@ -218,6 +243,7 @@ async fn apply(lfs: &LustreFileSystem, ctx: &Context) -> Result<Action, Operator
         Err(invalid) => {
             // Nothing is made for a spec that cannot be served; the condition says why.
             tracing::warn!(filesystem = %name, error = %invalid, "invalid spec");
+            record(ctx, lfs, true, "InvalidSpec", invalid.to_string()).await;
             let status = LustreFileSystemStatus {
                 observed_generation: lfs.metadata.generation,
                 conditions: vec![
@@ -231,6 +257,7 @@ async fn apply(lfs: &LustreFileSystem, ctx: &Context) -> Result<Action, Operator
         }
     };
     let apply_params = PatchParams::apply(FIELD_MANAGER).force();
+    let desired_pairs = desired.pairs.len();
     let mut bound = BTreeSet::new();
     for pair in &desired.pairs {
         let pv_name = pair.pv.name_any();
@@ -250,7 +277,7 @@ async fn apply(lfs: &LustreFileSystem, ctx: &Context) -> Result<Action, Operator
             bound.insert((pair.namespace.clone(), pvc_name));
         }
     }
-    delete_stale(&name, ctx, &desired.pvc_keys(), &desired.pv_names()).await?;
+    delete_stale(lfs, ctx, &desired.pvc_keys(), &desired.pv_names()).await?;
     // Same inputs plus what is bound: only the states change.
     let observed = plan::plan(lfs, &phases, &bound, driver).unwrap_or(desired);
     let (ready_reason, ready_message) = if observed.all_ready {
@@ -264,6 +291,21 @@ async fn apply(lfs: &LustreFileSystem, ctx: &Context) -> Result<Action, Operator
             ),
         )
     };
+    let was_ready = lfs.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    });
+    if observed.all_ready && !was_ready {
+        record(
+            ctx,
+            lfs,
+            false,
+            "Ready",
+            format!("{} PV/PVC pairs bound", desired_pairs),
+        )
+        .await;
+    }
     let status = LustreFileSystemStatus {
         observed_generation: lfs.metadata.generation,
         conditions: vec![
@@ -287,11 +329,12 @@ async fn apply(lfs: &LustreFileSystem, ctx: &Context) -> Result<Action, Operator
 /// Deletes this filesystem's PVCs and PVs that are not in `keep` (all of them when `keep`
 /// is empty). A PVC goes before its PV; an object already gone is not an error.
 async fn delete_stale(
-    name: &str,
+    lfs: &LustreFileSystem,
     ctx: &Context,
     keep_pvcs: &BTreeSet<(String, String)>,
     keep_pvs: &BTreeSet<String>,
 ) -> Result<(), OperatorError> {
+    let name = &lfs.name_any();
     let client = &ctx.client;
     let pvcs = Api::<PersistentVolumeClaim>::all(client.clone())
         .list_metadata(&owned_by(name))
@@ -315,6 +358,14 @@ async fn delete_stale(
             format!("PersistentVolumeClaim {ns}/{pvc_name}"),
         )
         .await?;
+        record(
+            ctx,
+            lfs,
+            false,
+            "DeletedClaim",
+            format!("deleted PVC {ns}/{pvc_name}"),
+        )
+        .await;
     }
     let pvs = Api::<PersistentVolume>::all(client.clone())
         .list_metadata(&owned_by(name))
@@ -332,6 +383,14 @@ async fn delete_stale(
             format!("PersistentVolume {pv_name}"),
         )
         .await?;
+        record(
+            ctx,
+            lfs,
+            false,
+            "DeletedVolume",
+            format!("deleted PV {pv_name}"),
+        )
+        .await;
     }
     Ok(())
 }
@@ -354,7 +413,7 @@ where
 async fn cleanup(lfs: &LustreFileSystem, ctx: &Context) -> Result<Action, OperatorError> {
     let name = lfs.name_any();
     tracing::info!(filesystem = %name, "deleting its PV/PVC pairs");
-    delete_stale(&name, ctx, &BTreeSet::new(), &BTreeSet::new()).await?;
+    delete_stale(lfs, ctx, &BTreeSet::new(), &BTreeSet::new()).await?;
     Ok(Action::await_change())
 }
 
