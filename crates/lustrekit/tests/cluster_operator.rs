@@ -5,6 +5,7 @@
 mod kube;
 
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use kube::{Cluster, Namespace};
@@ -16,11 +17,15 @@ const CRD: &str = concat!(
 );
 const WAIT: Duration = Duration::from_secs(90);
 
-/// The operator process, killed when the test ends however it ends.
-struct Operator(Child);
+/// The operator process, killed when the test ends however it ends. One at a time: two
+/// would both reconcile every resource (there is no leader election yet).
+struct Operator(Child, #[allow(dead_code)] MutexGuard<'static, ()>);
+
+static ONE_OPERATOR: Mutex<()> = Mutex::new(());
 
 impl Operator {
     fn start(cluster: &Cluster, log: &std::path::Path) -> Operator {
+        let alone = ONE_OPERATOR.lock().unwrap_or_else(|e| e.into_inner());
         let log = std::fs::File::create(log).expect("operator log file");
         let child = Command::new(env!("CARGO_BIN_EXE_lustrekit"))
             .args(["--log", "info,operator=debug", "operator", "run"])
@@ -30,7 +35,7 @@ impl Operator {
             .stderr(log)
             .spawn()
             .expect("spawn lustrekit operator run");
-        Operator(child)
+        Operator(child, alone)
     }
 }
 
