@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeCl
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::chrono::Utc;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{self, Event};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -32,6 +32,11 @@ pub const FINALIZER: &str = "lustrekit.io/cleanup";
 const RESYNC: Duration = Duration::from_secs(300);
 const BACKOFF_BASE: Duration = Duration::from_secs(2);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// Binding 2N PVs and PVCs sends 4N events for one resource; gathering those that come within
+/// this long into one reconcile saves re-applying every pair for each.
+const DEBOUNCE: Duration = Duration::from_millis(500);
+/// Reconciles of different resources at once (never two of the same one).
+const CONCURRENCY: u16 = 4;
 
 /// What the operator needs to know that is not in the API.
 #[derive(Debug, Clone)]
@@ -98,6 +103,11 @@ pub async fn run(
     let controller = Controller::new(
         Api::<LustreFileSystem>::all(client.clone()),
         watcher::Config::default(),
+    );
+    let controller = controller.with_config(
+        ControllerConfig::default()
+            .debounce(DEBOUNCE)
+            .concurrency(CONCURRENCY),
     );
     let store = controller.store();
     let reporter = Reporter {
