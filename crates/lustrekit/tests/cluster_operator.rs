@@ -46,6 +46,25 @@ impl Drop for Operator {
     }
 }
 
+/// Installs the committed CRD. `--force-conflicts`: another tool (the chart, the benchmark)
+/// may have applied it under its own field manager.
+fn install_crd(cluster: &Cluster) {
+    cluster.ok(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=lustrekit-test",
+        "-f",
+        CRD,
+    ]);
+    cluster.ok(&[
+        "wait",
+        "crd/lustrefilesystems.lustrekit.io",
+        "--for=condition=Established",
+        "--timeout=60s",
+    ]);
+}
+
 fn state(lfs: &Value, ns: &str, mode: &str) -> Option<String> {
     lfs["status"]["namespaces"][ns]["modes"][mode]["state"]
         .as_str()
@@ -85,19 +104,7 @@ fn owned(cluster: &Cluster, kind: &str, name: &str) -> String {
 fn operator_makes_binds_and_removes_pairs() {
     let _guard = kube::shared();
     let cluster = Cluster::get();
-    cluster.ok(&[
-        "apply",
-        "--server-side",
-        "--field-manager=lustrekit-test",
-        "-f",
-        CRD,
-    ]);
-    cluster.ok(&[
-        "wait",
-        "crd/lustrefilesystems.lustrekit.io",
-        "--for=condition=Established",
-        "--timeout=60s",
-    ]);
+    install_crd(cluster);
     let log = std::env::temp_dir().join(format!("lustrekit-operator-{}.log", std::process::id()));
     let _operator = Operator::start(cluster, &log);
 
@@ -282,19 +289,7 @@ fn operator_makes_binds_and_removes_pairs() {
 fn operator_reports_an_invalid_spec_and_makes_nothing() {
     let _guard = kube::shared();
     let cluster = Cluster::get();
-    cluster.ok(&[
-        "apply",
-        "--server-side",
-        "--field-manager=lustrekit-test",
-        "-f",
-        CRD,
-    ]);
-    cluster.ok(&[
-        "wait",
-        "crd/lustrefilesystems.lustrekit.io",
-        "--for=condition=Established",
-        "--timeout=60s",
-    ]);
+    install_crd(cluster);
     let log =
         std::env::temp_dir().join(format!("lustrekit-operator-bad-{}.log", std::process::id()));
     let _operator = Operator::start(cluster, &log);
