@@ -206,6 +206,32 @@ fn operator_makes_binds_and_removes_pairs() {
         assert!(!out.status.success(), "{field}={value} accepted");
     }
 
+    // A deleted PVC is made again, and its Released PV re-bound to it.
+    let rwx_pvc = pvc(early.as_str(), "readwritemany");
+    let old_uid = cluster
+        .try_get(Some(early.as_str()), "pvc", &rwx_pvc)
+        .expect("the PVC")["metadata"]["uid"]
+        .clone();
+    cluster.ok(&[
+        "delete",
+        "pvc",
+        "-n",
+        early.as_str(),
+        &rwx_pvc,
+        "--timeout=60s",
+    ]);
+    cluster.poll(
+        "the PVC made again",
+        WAIT,
+        Duration::from_millis(500),
+        || {
+            cluster
+                .try_get(Some(early.as_str()), "pvc", &rwx_pvc)
+                .filter(|p| p["metadata"]["uid"] != old_uid)
+        },
+    );
+    wait_bound(cluster, early.as_str(), &rwx_pvc);
+
     // Removing a namespace from the spec deletes its pair (PVC and PV).
     cluster.ok(&[
         "patch",

@@ -271,10 +271,12 @@ async fn apply(lfs: &LustreFileSystem, ctx: &Context) -> Result<Action, Operator
     let mut bound = BTreeSet::new();
     for pair in &desired.pairs {
         let pv_name = pair.pv.name_any();
-        Api::<PersistentVolume>::all(client.clone())
+        let pv_api = Api::<PersistentVolume>::all(client.clone());
+        let pv = pv_api
             .patch(&pv_name, &apply_params, &Patch::Apply(&pair.pv))
             .await
             .map_err(kube_err("apply", format!("PersistentVolume {pv_name}")))?;
+        rebind_if_released(&pv_api, &pv).await?;
         let pvc_name = pair.pvc.name_any();
         let pvc = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &pair.namespace)
             .patch(&pvc_name, &apply_params, &Patch::Apply(&pair.pvc))
@@ -334,6 +336,43 @@ async fn apply(lfs: &LustreFileSystem, ctx: &Context) -> Result<Action, Operator
     };
     patch_status(lfs, ctx, &status).await?;
     Ok(Action::requeue(RESYNC))
+}
+
+/// A PV whose PVC was deleted is `Released`, still naming the old claim's UID, so the PVC
+/// recreated under the same name would never bind. Dropping the UID (only if it is still the
+/// one we saw) lets the binder bind it to the new claim; the data is untouched (`Retain`).
+async fn rebind_if_released(
+    api: &Api<PersistentVolume>,
+    pv: &PersistentVolume,
+) -> Result<(), OperatorError> {
+    let released = pv.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Released");
+    let Some(uid) = pv
+        .spec
+        .as_ref()
+        .and_then(|s| s.claim_ref.as_ref())
+        .and_then(|c| c.uid.clone())
+    else {
+        return Ok(());
+    };
+    if !released {
+        return Ok(());
+    }
+    let name = pv.name_any();
+    tracing::info!(pv = %name, old_claim = %uid, "re-binding a released PV");
+    let patch: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": "/spec/claimRef/uid", "value": uid},
+        {"op": "remove", "path": "/spec/claimRef/uid"},
+        {"op": "remove", "path": "/spec/claimRef/resourceVersion"},
+    ]))
+    .map_err(|e| OperatorError::Kube {
+        action: "rebind",
+        object: format!("PersistentVolume {name}"),
+        source: kube::Error::SerdeError(e),
+    })?;
+    api.patch(&name, &PatchParams::default(), &Patch::<()>::Json(patch))
+        .await
+        .map_err(kube_err("rebind", format!("PersistentVolume {name}")))?;
+    Ok(())
 }
 
 /// Deletes this filesystem's PVCs and PVs that are not in `keep` (all of them when `keep`
