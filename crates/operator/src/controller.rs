@@ -171,11 +171,16 @@ fn error_policy(lfs: Arc<LustreFileSystem>, error: &OperatorError, ctx: Arc<Cont
         *n = n.saturating_add(1);
         *n
     };
-    let delay = BACKOFF_BASE
-        .saturating_mul(1u32 << failures.min(8))
-        .min(BACKOFF_MAX);
+    let delay = backoff(failures);
     tracing::warn!(filesystem = %name, error = %error, label = error.metric_label(), retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
+}
+
+/// Doubles from [`BACKOFF_BASE`] with each consecutive failure, up to [`BACKOFF_MAX`].
+fn backoff(failures: u32) -> Duration {
+    BACKOFF_BASE
+        .saturating_mul(1u32 << failures.min(8))
+        .min(BACKOFF_MAX)
 }
 
 async fn reconcile(lfs: Arc<LustreFileSystem>, ctx: Arc<Context>) -> Result<Action, OperatorError> {
@@ -513,4 +518,54 @@ async fn patch_status(
         .await
         .map_err(kube_err("status", format!("LustreFileSystem {name}")))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::LustreFileSystemSpec;
+    use k8s_openapi::chrono::TimeZone;
+
+    fn with_ready(status: &str) -> LustreFileSystem {
+        let mut lfs = LustreFileSystem::new(
+            "lus",
+            LustreFileSystemSpec {
+                fs_name: "lfs1".into(),
+                mgs_nodes: vec![],
+                mount_root: "/lus".into(),
+                sub_directory: None,
+                storage_class_name: "c".into(),
+                namespaces: BTreeMap::new(),
+            },
+        );
+        lfs.metadata.generation = Some(3);
+        lfs.status = Some(LustreFileSystemStatus {
+            conditions: vec![Condition {
+                type_: "Ready".into(),
+                status: status.into(),
+                reason: "r".into(),
+                message: "m".into(),
+                observed_generation: Some(2),
+                last_transition_time: Time(Utc.timestamp_opt(1_000, 0).unwrap()),
+            }],
+            ..LustreFileSystemStatus::default()
+        });
+        lfs
+    }
+
+    #[test]
+    fn transition_time_moves_only_with_the_status() {
+        let same = condition(&with_ready("True"), "Ready", true, "AllBound", "ok");
+        assert_eq!(same.last_transition_time.0.timestamp(), 1_000);
+        assert_eq!(same.observed_generation, Some(3));
+        let flipped = condition(&with_ready("False"), "Ready", true, "AllBound", "ok");
+        assert!(flipped.last_transition_time.0.timestamp() > 1_000);
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert_eq!(backoff(1), Duration::from_secs(4));
+        assert_eq!(backoff(2), Duration::from_secs(8));
+        assert_eq!(backoff(20), BACKOFF_MAX);
+    }
 }
