@@ -7,6 +7,7 @@ mod bench;
 mod csi_cmd;
 mod demo;
 mod hsm_cmd;
+mod operator_cmd;
 mod output;
 mod share_cmd;
 
@@ -48,6 +49,8 @@ enum Command {
     Csi(csi_cmd::CsiArgs),
     /// Tier files to object storage: archive, release, restore, import, export, policies.
     Hsm(hsm_cmd::HsmArgs),
+    /// Run the Kubernetes operator (LustreFileSystem), or print its CRDs.
+    Operator(operator_cmd::OperatorArgs),
     /// Run the whole share lifecycle on the embedded local backend, with a report.
     Demo(demo::DemoArgs),
     /// Measurements behind the benchmark figures.
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
             Command::Share(args) => share_cmd::run(&cli.config, json, args).await,
             Command::Csi(args) => csi_cmd::run(args, &cli.config).await,
             Command::Hsm(args) => hsm_cmd::run(args, &cli.config, json).await,
+            Command::Operator(args) => operator_cmd::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Bench(args) => bench::run(args).await,
         }

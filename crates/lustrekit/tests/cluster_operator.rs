@@ -1,0 +1,375 @@
+//! `lustrekit operator run` against the real API server: the CRD installs, PV/PVC pairs
+//! appear and bind, a namespace created later turns Ready, CEL refuses a changed fsName, and
+//! deletion waits for a foreign finalizer, then removes the pairs.
+
+mod kube;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use kube::{Cluster, Namespace};
+use serde_json::{Value, json};
+
+const CRD: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../deploy/crds/lustrefilesystems.lustrekit.io.yaml"
+);
+const WAIT: Duration = Duration::from_secs(90);
+
+/// The operator process, killed when the test ends however it ends. One at a time: two
+/// would both reconcile every resource (there is no leader election yet).
+struct Operator(Child, #[allow(dead_code)] MutexGuard<'static, ()>);
+
+static ONE_OPERATOR: Mutex<()> = Mutex::new(());
+
+impl Operator {
+    fn start(cluster: &Cluster, log: &std::path::Path) -> Operator {
+        let alone = ONE_OPERATOR.lock().unwrap_or_else(|e| e.into_inner());
+        let log = std::fs::File::create(log).expect("operator log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_lustrekit"))
+            .args(["--log", "info,operator=debug", "operator", "run"])
+            .env("KUBECONFIG", &cluster.kubeconfig)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn lustrekit operator run");
+        Operator(child, alone)
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Installs the committed CRD. `--force-conflicts`: another tool (the chart, the benchmark)
+/// may have applied it under its own field manager.
+fn install_crd(cluster: &Cluster) {
+    cluster.ok(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=lustrekit-test",
+        "-f",
+        CRD,
+    ]);
+    cluster.ok(&[
+        "wait",
+        "crd/lustrefilesystems.lustrekit.io",
+        "--for=condition=Established",
+        "--timeout=60s",
+    ]);
+}
+
+fn state(lfs: &Value, ns: &str, mode: &str) -> Option<String> {
+    lfs["status"]["namespaces"][ns]["modes"][mode]["state"]
+        .as_str()
+        .map(str::to_string)
+}
+
+/// `kubectl wait` fails at once on an object that does not exist yet: poll for it first.
+fn wait_bound(cluster: &Cluster, ns: &str, pvc: &str) {
+    cluster.poll(
+        &format!("PVC {ns}/{pvc}"),
+        WAIT,
+        Duration::from_millis(500),
+        || cluster.try_get(Some(ns), "pvc", pvc),
+    );
+    cluster.wait_for(
+        Some(ns),
+        &format!("pvc/{pvc}"),
+        "jsonpath={.status.phase}=Bound",
+        WAIT,
+    );
+}
+
+fn owned(cluster: &Cluster, kind: &str, name: &str) -> String {
+    cluster.ok(&[
+        "get",
+        kind,
+        "-A",
+        "-l",
+        &format!("lustrekit.io/filesystem={name}"),
+        "-o",
+        "name",
+    ])
+}
+
+#[test]
+#[ignore = "needs a cluster: scripts/kube-up.sh"]
+fn operator_makes_binds_and_removes_pairs() {
+    let _guard = kube::shared();
+    let cluster = Cluster::get();
+    install_crd(cluster);
+    let log = std::env::temp_dir().join(format!("lustrekit-operator-{}.log", std::process::id()));
+    let _operator = Operator::start(cluster, &log);
+
+    let early = Namespace::new("op-early");
+    let late_name = format!("{}-late", early.as_str());
+    let name = format!("{}-fs", early.as_str());
+    let rwx = "ReadWriteMany";
+    let rox = "ReadOnlyMany";
+    cluster.apply(&json!({
+        "apiVersion": "lustrekit.io/v1alpha1",
+        "kind": "LustreFileSystem",
+        "metadata": {"name": name},
+        "spec": {
+            "fsName": "lfs1",
+            "mgsNodes": [{"nids": ["10.0.0.1@tcp"]}, {"nids": ["10.0.0.2@tcp"]}],
+            "mountRoot": "/lus/lfs1",
+            "subDirectory": "datasets",
+            "storageClassName": "lustre-static",
+            "namespaces": {
+                early.as_str(): {"modes": [rwx, rox]},
+                &late_name: {"modes": [rwx]},
+            },
+        },
+    }));
+    let pvc = |ns: &str, mode: &str| format!("{name}-{ns}-{mode}-pvc");
+    for mode in ["readwritemany", "readonlymany"] {
+        wait_bound(cluster, early.as_str(), &pvc(early.as_str(), mode));
+    }
+    let pv = cluster
+        .try_get(
+            None,
+            "pv",
+            &format!("{name}-{}-readonlymany-pv", early.as_str()),
+        )
+        .expect("the PV");
+    assert_eq!(pv["spec"]["csi"]["driver"], kube::DRIVER);
+    assert_eq!(pv["spec"]["csi"]["volumeAttributes"]["static"], "true");
+    assert_eq!(
+        pv["spec"]["csi"]["volumeAttributes"]["sharePath"],
+        "datasets"
+    );
+    assert_eq!(pv["spec"]["csi"]["readOnly"], true);
+    assert_eq!(pv["spec"]["persistentVolumeReclaimPolicy"], "Retain");
+    let lfs = cluster.poll(
+        "the early namespace Ready in status",
+        WAIT,
+        Duration::from_millis(500),
+        || {
+            let lfs = cluster.try_get(None, "lustrefilesystem", &name)?;
+            (state(&lfs, early.as_str(), rwx).as_deref() == Some("Ready")
+                && state(&lfs, early.as_str(), rox).as_deref() == Some("Ready"))
+            .then_some(lfs)
+        },
+    );
+    assert_eq!(state(&lfs, &late_name, rwx).as_deref(), Some("Pending"));
+    assert_eq!(lfs["status"]["readyNamespaces"], "1/2");
+    assert!(
+        lfs["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|f| f == "lustrekit.io/cleanup"))
+    );
+
+    // The namespace appears: its pair is made and binds, and the whole resource turns Ready.
+    cluster.ok(&["create", "namespace", &late_name]);
+    let late = Namespace { name: late_name };
+    wait_bound(cluster, late.as_str(), &pvc(late.as_str(), "readwritemany"));
+    cluster.wait_for(
+        None,
+        &format!("lustrefilesystem/{name}"),
+        "condition=Ready",
+        WAIT,
+    );
+
+    // CEL: fsName is immutable.
+    let out = cluster.run(&[
+        "patch",
+        "lustrefilesystem",
+        &name,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"fsName":"other"}}"#,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("fsName is immutable"),
+        "{stderr}"
+    );
+
+    // The schema refuses a relative mount root and a too-long fs name.
+    for (field, value) in [("mountRoot", "lus/x"), ("fsName", "ninechars")] {
+        let out = cluster.run(&[
+            "patch",
+            "lustrefilesystem",
+            &name,
+            "--type=merge",
+            "-p",
+            &json!({"spec": {field: value}}).to_string(),
+        ]);
+        assert!(!out.status.success(), "{field}={value} accepted");
+    }
+
+    // A deleted PVC is made again, and its Released PV re-bound to it.
+    let rwx_pvc = pvc(early.as_str(), "readwritemany");
+    let old_uid = cluster
+        .try_get(Some(early.as_str()), "pvc", &rwx_pvc)
+        .expect("the PVC")["metadata"]["uid"]
+        .clone();
+    cluster.ok(&[
+        "delete",
+        "pvc",
+        "-n",
+        early.as_str(),
+        &rwx_pvc,
+        "--timeout=60s",
+    ]);
+    cluster.poll(
+        "the PVC made again",
+        WAIT,
+        Duration::from_millis(500),
+        || {
+            cluster
+                .try_get(Some(early.as_str()), "pvc", &rwx_pvc)
+                .filter(|p| p["metadata"]["uid"] != old_uid)
+        },
+    );
+    wait_bound(cluster, early.as_str(), &rwx_pvc);
+
+    // Removing a namespace from the spec deletes its pair (PVC and PV).
+    cluster.ok(&[
+        "patch",
+        "lustrefilesystem",
+        &name,
+        "--type=json",
+        "-p",
+        &json!([{"op": "remove", "path": format!("/spec/namespaces/{}", late.as_str())}])
+            .to_string(),
+    ]);
+    let late_pv = format!("{name}-{}-readwritemany-pv", late.as_str());
+    cluster.poll(
+        "the removed namespace's pair gone",
+        WAIT,
+        Duration::from_millis(500),
+        || {
+            (cluster.try_get(None, "pv", &late_pv).is_none()
+                && cluster
+                    .try_get(
+                        Some(late.as_str()),
+                        "pvc",
+                        &pvc(late.as_str(), "readwritemany"),
+                    )
+                    .is_none())
+            .then_some(())
+        },
+    );
+
+    // Deletion waits for a foreign finalizer, then removes every pair.
+    cluster.ok(&[
+        "patch",
+        "lustrefilesystem",
+        &name,
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/metadata/finalizers/-","value":"example.com/hold"}]"#,
+    ]);
+    cluster.ok(&["delete", "lustrefilesystem", &name, "--wait=false"]);
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(cluster.try_get(None, "lustrefilesystem", &name).is_some());
+    assert_eq!(
+        owned(cluster, "pv", &name).lines().count(),
+        2,
+        "pairs kept while held"
+    );
+    let held = cluster
+        .try_get(None, "lustrefilesystem", &name)
+        .expect("still there");
+    let others: Vec<&Value> = held["metadata"]["finalizers"]
+        .as_array()
+        .expect("finalizers")
+        .iter()
+        .filter(|f| *f != "example.com/hold")
+        .collect();
+    cluster.ok(&[
+        "patch",
+        "lustrefilesystem",
+        &name,
+        "--type=merge",
+        "-p",
+        &json!({"metadata": {"finalizers": others}}).to_string(),
+    ]);
+    cluster.poll(
+        "the resource and its pairs gone",
+        WAIT,
+        Duration::from_millis(500),
+        || {
+            (cluster.try_get(None, "lustrefilesystem", &name).is_none()
+                && owned(cluster, "pv", &name).trim().is_empty()
+                && owned(cluster, "pvc", &name).trim().is_empty())
+            .then_some(())
+        },
+    );
+    let _ = std::fs::remove_file(&log);
+}
+
+/// A spec the schema lets through but that cannot be served (a NID with no network) gets a
+/// failed condition that names the field, and nothing is made.
+#[test]
+#[ignore = "needs a cluster: scripts/kube-up.sh"]
+fn operator_reports_an_invalid_spec_and_makes_nothing() {
+    let _guard = kube::shared();
+    let cluster = Cluster::get();
+    install_crd(cluster);
+    let log =
+        std::env::temp_dir().join(format!("lustrekit-operator-bad-{}.log", std::process::id()));
+    let _operator = Operator::start(cluster, &log);
+    let ns = Namespace::new("op-bad");
+    let name = format!("{}-fs", ns.as_str());
+    cluster.apply(&json!({
+        "apiVersion": "lustrekit.io/v1alpha1",
+        "kind": "LustreFileSystem",
+        "metadata": {"name": name},
+        "spec": {
+            "fsName": "lfs1",
+            "mgsNodes": [{"nids": ["10.0.0.1"]}],
+            "mountRoot": "/lus/lfs1",
+            "subDirectory": "datasets",
+            "storageClassName": "lustre-static",
+            "namespaces": {ns.as_str(): {"modes": ["ReadWriteMany"]}},
+        },
+    }));
+    cluster.wait_for(
+        None,
+        &format!("lustrefilesystem/{name}"),
+        "condition=SpecValid=False",
+        WAIT,
+    );
+    let lfs = cluster
+        .try_get(None, "lustrefilesystem", &name)
+        .expect("the resource");
+    let conditions = lfs["status"]["conditions"].as_array().expect("conditions");
+    let spec_valid = conditions
+        .iter()
+        .find(|c| c["type"] == "SpecValid")
+        .expect("SpecValid");
+    let message = spec_valid["message"].as_str().unwrap_or_default();
+    assert!(message.contains("spec.mgsNodes[0].nids[0]"), "{message}");
+    let selector = format!("reason=InvalidSpec,involvedObject.name={name}");
+    cluster.poll(
+        "an InvalidSpec event",
+        WAIT,
+        Duration::from_millis(500),
+        || {
+            let events = cluster.ok(&[
+                "get",
+                "events",
+                "-A",
+                "--field-selector",
+                &selector,
+                "-o",
+                "name",
+            ]);
+            (!events.trim().is_empty()).then_some(())
+        },
+    );
+    assert!(owned(cluster, "pv", &name).trim().is_empty());
+    assert!(owned(cluster, "pvc", &name).trim().is_empty());
+    cluster.ok(&["delete", "lustrefilesystem", &name, "--timeout=60s"]);
+    let _ = std::fs::remove_file(&log);
+}
