@@ -118,13 +118,18 @@ impl HsmEngine {
             .upload_file(abs, key, &file, size, &mut meta, &version, own.as_deref())
             .await?;
 
-        // The file must not have changed while we read it (the descriptor we read, and the
-        // backend's version of the name).
-        let v1 = {
-            let (a, f) = (abs.clone(), file.clone());
-            blocking(move || posix::version_of(&a, &f)).await?
+        // The file must not have changed while we read it (the descriptor we read, the name,
+        // and the backend's version of the name).
+        // The name must still lead to the file read (`v1p`: a swapped name is another file,
+        // whose own version the backend would happily report unchanged).
+        let (v1, v1p) = {
+            let (e, f) = (entry.clone(), file.clone());
+            blocking(move || Ok((posix::version_of(&e.abs, &f)?, e.version_by_name()?))).await?
         };
-        if v1 != v0 || !self.backend.data_version(abs).await?.same_data(&recorded) {
+        if v1 != v0
+            || !v1p.same_data(&v0)
+            || !self.backend.data_version(abs).await?.same_data(&recorded)
+        {
             return Err(HsmError::ModifiedDuringArchive { path: abs.clone() });
         }
         // Pin first: a file marked archived always names the version that holds its data.
@@ -148,7 +153,11 @@ impl HsmEngine {
             )
             .await?;
         // A write between the check and the mark: take the mark back.
-        if !self.backend.data_version(abs).await?.same_data(&recorded) {
+        let v2 = {
+            let e = entry.clone();
+            blocking(move || e.version_by_name()).await?
+        };
+        if !v2.same_data(&v0) || !self.backend.data_version(abs).await?.same_data(&recorded) {
             self.backend
                 .hsm_mark(abs, flags(HS_DIRTY), flags(0), None)
                 .await?;
