@@ -65,6 +65,9 @@ pub enum ConflictMode {
     Fail,
     Skip,
     OverwriteIfDirty,
+    /// Replace unless the entry there is already the object's: same kind, size and
+    /// modification time (a resumed copy skips what it did before).
+    OverwriteIfChanged,
     OverwriteAlways,
 }
 
@@ -74,6 +77,7 @@ impl ConflictMode {
             Self::Fail => "fail",
             Self::Skip => "skip",
             Self::OverwriteIfDirty => "overwrite_if_dirty",
+            Self::OverwriteIfChanged => "overwrite_if_changed",
             Self::OverwriteAlways => "overwrite_always",
         }
     }
@@ -102,6 +106,9 @@ pub struct ImportOptions {
     /// (`security.selinux`) or namespace prefixes (`trusted.`, or `security` for every
     /// `security.*`). Our own `trusted.lustrekit.*`/`user.lustrekit.*` are never applied.
     pub xattr_allow: Vec<String>,
+    /// Write each file's data (a plain copy, verified against the recorded checksum)
+    /// instead of a released stub; nothing is marked or pinned.
+    pub with_data: bool,
 }
 
 impl Default for ImportOptions {
@@ -116,6 +123,7 @@ impl Default for ImportOptions {
             preserve_owner: false,
             preserve_setid: false,
             xattr_allow: Vec::new(),
+            with_data: false,
         }
     }
 }
@@ -282,6 +290,34 @@ fn existing(dir: &OwnedFd, name: &str, at: &Path) -> Result<Existing> {
     })
 }
 
+/// Whether `name` in `dir` already holds the entry `meta` describes (same kind, size and
+/// modification time): what a resumed copy skips. Anything else there is not.
+fn already_there(dir: &OwnedFd, name: &str, at: &Path, meta: &FileMeta) -> Result<bool> {
+    let Some(st) = posix::lstat_at(dir.as_fd(), name).map_err(|e| HsmError::io(at, e))? else {
+        return Ok(false);
+    };
+    let kind = match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG => EntryKind::File,
+        libc::S_IFDIR => EntryKind::Dir,
+        libc::S_IFLNK => EntryKind::Symlink,
+        _ => return Ok(false),
+    };
+    let have = FileMeta {
+        kind,
+        size: (kind == EntryKind::File).then_some(st.st_size as u64),
+        mtime_ns: st.st_mtime * 1_000_000_000 + st.st_mtime_nsec,
+        symlink_target: if kind == EntryKind::Symlink {
+            nix::fcntl::readlinkat(dir.as_fd(), name)
+                .ok()
+                .and_then(|t| t.into_string().ok())
+        } else {
+            None
+        },
+        ..Default::default()
+    };
+    Ok(crate::engine::same_entry(&have, meta))
+}
+
 /// A fresh name for a temporary beside `name`: random (the process's randomly keyed
 /// hasher over the time and a counter), so a tenant cannot plant anything there first.
 fn temp_name(kind: &str) -> String {
@@ -445,8 +481,20 @@ pub struct NewStub {
 }
 
 impl HsmEngine {
-    /// Imports a container or prefix as released stubs under `opts.target`.
+    /// Imports a container or prefix as released stubs under `opts.target` (or as plain
+    /// files, with `opts.with_data`).
     pub async fn import(&self, opts: &ImportOptions) -> Result<ImportReport> {
+        self.import_counted(opts, &crate::CopyCounters::default())
+            .await
+    }
+
+    /// [`import`](Self::import), filling in `counters` as it goes: the totals once the
+    /// source is listed, then each entry (made, skipped or failed) as it is done.
+    pub async fn import_counted(
+        &self,
+        opts: &ImportOptions,
+        counters: &crate::CopyCounters,
+    ) -> Result<ImportReport> {
         let started = Instant::now();
         let (target, comps) = self.resolve(&opts.target)?;
         let root = self.config().root.clone();
@@ -500,9 +548,13 @@ impl HsmEngine {
             }
         }
         let mut listing = self.store().list(Some(&list_prefix));
+        let mut listed_bytes = 0u64;
         while let Some(m) = listing.next().await {
             match m {
-                Ok(m) => keys.push((m.location, true)),
+                Ok(m) => {
+                    listed_bytes += m.size;
+                    keys.push((m.location, true))
+                }
                 Err(e) => {
                     report.errors.push(PathError {
                         path: PathBuf::new(),
@@ -516,13 +568,22 @@ impl HsmEngine {
         // Parents before children; a key listed twice (sidecar and object) once.
         keys.sort_by(|a, b| a.0.as_ref().cmp(b.0.as_ref()).then(b.1.cmp(&a.1)));
         keys.dedup_by(|a, b| a.0 == b.0);
+        counters.set_totals(keys.len() as u64, listed_bytes);
 
         for (key, listed) in keys {
             if report.errors.len() > opts.max_errors {
                 report.stopped = true;
                 break;
             }
-            match self.import_one(&ctx, &key, listed).await {
+            let res = self.import_one(&ctx, &key, listed).await;
+            counters.add_done(
+                1,
+                match &res {
+                    Ok(Some(done)) => done.bytes,
+                    _ => 0,
+                },
+            );
+            match res {
                 Ok(Some(done)) => {
                     match done.kind {
                         EntryKind::File => {
@@ -679,12 +740,29 @@ impl HsmEngine {
                     }
                     true
                 }
+                ConflictMode::OverwriteIfChanged => {
+                    let same = {
+                        let (dir, name, path, meta) =
+                            (dir.clone(), name.clone(), path.clone(), meta.clone());
+                        blocking(move || already_there(&dir, &name, &path, &meta)).await?
+                    };
+                    if same {
+                        return Ok(None);
+                    }
+                    true
+                }
                 ConflictMode::OverwriteAlways => true,
             },
         };
         let Some(info) = info else {
             return Ok(None);
         };
+        if ctx.opts.with_data && meta.kind == EntryKind::File {
+            let bytes = info.size;
+            self.make_copy(&dir, &name, &path, key, info, &meta, replace)
+                .await?;
+            return done(EntryKind::File, bytes, dropped);
+        }
         if meta.kind == EntryKind::Symlink {
             self.make_symlink(&dir, &name, &path, key, &info, &meta, replace)
                 .await?;
@@ -694,6 +772,93 @@ impl HsmEngine {
             .make_stub(&dir, &name, &path, key, info, &meta, replace)
             .await?;
         done(EntryKind::File, stub.info.size, dropped)
+    }
+
+    /// Writes the object version `info` of `key` as a plain file at `name` in `dir`: its
+    /// data (ranged GETs pinned to the ETag, checked against the recorded checksum) into an
+    /// exclusive temporary, flushed, given the (sanitized) metadata, then renamed into
+    /// place, so the name holds the old entry or the whole new file, never a part.
+    #[allow(clippy::too_many_arguments)]
+    async fn make_copy(
+        &self,
+        dir: &Arc<OwnedFd>,
+        name: &str,
+        path: &Path,
+        key: &ObjPath,
+        info: ObjectInfo,
+        meta: &FileMeta,
+        replace: bool,
+    ) -> Result<()> {
+        let shown_dir = path.parent().unwrap_or(path).to_path_buf();
+        let (tmp, file, id) = {
+            let (dir, shown_dir) = (dir.clone(), shown_dir.clone());
+            blocking(move || {
+                let (tmp, fd) = with_temp_name("copy", &shown_dir, |tmp| {
+                    nix::fcntl::openat(
+                        dir.as_fd(),
+                        tmp,
+                        OFlag::O_CREAT
+                            | OFlag::O_EXCL
+                            | OFlag::O_RDWR
+                            | OFlag::O_NOFOLLOW
+                            | OFlag::O_CLOEXEC,
+                        nix::sys::stat::Mode::from_bits_truncate(0o600),
+                    )
+                })?;
+                let file = std::fs::File::from(fd);
+                let id = posix::identity(file.as_fd(), &shown_dir.join(&tmp))?;
+                Ok((tmp, Arc::new(file), id))
+            })
+            .await?
+        };
+        let tmp_path = shown_dir.join(&tmp);
+        let res = async {
+            let actual = self
+                .download_into(
+                    path,
+                    key,
+                    info.e_tag.as_deref(),
+                    info.size,
+                    &file,
+                    &tmp_path,
+                )
+                .await?;
+            if let Some(expected) = meta.checksum.clone()
+                && expected != actual
+            {
+                return Err(HsmError::Checksum {
+                    path: path.to_path_buf(),
+                    expected,
+                    actual,
+                });
+            }
+            let (d, t, n, p, tp, m, f) = (
+                dir.clone(),
+                tmp.clone(),
+                name.to_string(),
+                path.to_path_buf(),
+                tmp_path.clone(),
+                meta.clone(),
+                file.clone(),
+            );
+            blocking(move || {
+                f.sync_all().map_err(|e| HsmError::io(&tp, e))?;
+                posix::apply_fd(&tp, f.as_fd(), &m)?;
+                place(&d, &t, &n, id, replace, &p)
+            })
+            .await
+        }
+        .await;
+        if let Err(e) = res {
+            let (d, t) = (dir.clone(), tmp.clone());
+            let _ = blocking(move || {
+                drop_temp(&d, &t, id);
+                Ok(())
+            })
+            .await;
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Whether the regular file `name` in `dir` is dirty (changed since archived). Anything
@@ -971,7 +1136,9 @@ impl HsmEngine {
                         });
                     }
                     ConflictMode::Skip => return Ok(None),
-                    ConflictMode::OverwriteIfDirty | ConflictMode::OverwriteAlways => {}
+                    ConflictMode::OverwriteIfDirty
+                    | ConflictMode::OverwriteIfChanged
+                    | ConflictMode::OverwriteAlways => {}
                 }
             }
             return self.archive(p).await.map(Some);

@@ -45,8 +45,8 @@ pub mod store;
 pub mod walk;
 
 pub use engine::{
-    EngineConfig, FileOp, HsmEngine, OpReport, Outcome, PathError, Progress, ProgressFn,
-    StateReport, TreeOp, TreeReport,
+    CopyCounters, CopyProgress, EngineConfig, FileOp, HsmEngine, OpReport, Outcome, PathError,
+    Progress, ProgressFn, StateReport, TreeOp, TreeReport,
 };
 pub use error::{HsmError, Result};
 pub use import::{ConflictMode, ImportOptions, ImportReport};

@@ -149,10 +149,35 @@ fn parse_prefix(spec: &str, p: &str) -> Result<ObjPath> {
 impl ArchiveStore {
     /// Opens the store a spec names; see the module doc.
     pub fn open(spec: &str, retry: &RetryPolicy) -> Result<Self> {
+        Self::open_with(spec, retry, &[])
+    }
+
+    /// [`open`](Self::open) with more configuration for the cloud store's builder, applied
+    /// after the spec's own query: credentials kept out of the spec (a Kubernetes Secret's
+    /// keys, such as `azure_storage_account_key` or `aws_secret_access_key`). Their values
+    /// never reach a name, a log or an error; an unknown key is refused by name.
+    pub fn open_with(
+        spec: &str,
+        retry: &RetryPolicy,
+        options: &[(String, String)],
+    ) -> Result<Self> {
         let spec = spec.trim();
+        let local = spec.starts_with('/') || spec.starts_with("file:");
+        if local && !options.is_empty() {
+            return Err(spec_err(
+                spec,
+                "a local store takes no options (were credentials meant for a cloud store?)",
+            ));
+        }
         if spec.starts_with('/') {
             return Self::local(spec, std::path::Path::new(spec));
         }
+        let option_err = |key: &str, store: &str| {
+            spec_err(
+                spec,
+                format!("option `{key}` is not one the {store} store knows"),
+            )
+        };
         let url = url::Url::parse(spec).map_err(|e| spec_err(spec, e))?;
         let retry_config = RetryConfig {
             backoff: BackoffConfig {
@@ -196,6 +221,10 @@ impl ArchiveStore {
                     let key = k.parse().map_err(|e| spec_err(spec, e))?;
                     b = b.with_config(key, v);
                 }
+                for (k, v) in options {
+                    let key = k.parse().map_err(|_| option_err(k, "S3"))?;
+                    b = b.with_config(key, v);
+                }
                 Arc::new(b.build().map_err(|e| spec_err(spec, e))?)
             }
             "az" | "azure" | "abfs" => {
@@ -207,6 +236,10 @@ impl ArchiveStore {
                     let key = k.parse().map_err(|e| spec_err(spec, e))?;
                     b = b.with_config(key, v);
                 }
+                for (k, v) in options {
+                    let key = k.parse().map_err(|_| option_err(k, "Azure"))?;
+                    b = b.with_config(key, v);
+                }
                 Arc::new(b.build().map_err(|e| spec_err(spec, e))?)
             }
             "gs" | "gcs" => {
@@ -216,6 +249,10 @@ impl ArchiveStore {
                     .with_client_options(client);
                 for (k, v) in &query {
                     let key = k.parse().map_err(|e| spec_err(spec, e))?;
+                    b = b.with_config(key, v);
+                }
+                for (k, v) in options {
+                    let key = k.parse().map_err(|_| option_err(k, "GCS"))?;
                     b = b.with_config(key, v);
                 }
                 Arc::new(b.build().map_err(|e| spec_err(spec, e))?)

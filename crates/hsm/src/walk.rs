@@ -17,7 +17,7 @@ pub const DEFAULT_WALK_WORKERS: usize = 4;
 
 /// Names of our own temporary files, never walked.
 pub fn is_temporary(name: &str) -> bool {
-    name.starts_with(".lustrekit-restore.") || name.starts_with(".lustrekit-import.")
+    name.starts_with(".lustrekit-restore.") || name.starts_with(".lustrekit-import")
 }
 
 /// Every entry under `root` (root included), parents before children, symlinks not

@@ -392,7 +392,9 @@ async fn archive<C: Coordinator>(
             v0.size,
             &mut meta,
             &version,
-            own.as_deref(),
+            crate::engine::Previous::KeepAside {
+                own_version: own.as_deref(),
+            },
         );
         tokio::pin!(upload);
         loop {

@@ -17,6 +17,16 @@ use crate::meta::{EntryKind, FileMeta};
 use crate::pin::{self, Pin};
 use crate::posix;
 
+/// What an upload does with the object its key holds.
+#[derive(Debug, Clone, Copy)]
+pub enum Previous<'a> {
+    /// Keep it aside unless it is `own_version` (archive: another stub may pin it; see
+    /// [`crate::ArchiveStore::put_keeping`]).
+    KeepAside { own_version: Option<&'a str> },
+    /// Overwrite it (a plain copy: nothing pins what a copy wrote).
+    Replace,
+}
+
 impl HsmEngine {
     /// Archives a file, directory (its own metadata, not its content) or symlink.
     pub async fn archive(&self, path: &Path) -> Result<OpReport> {
@@ -115,7 +125,17 @@ impl HsmEngine {
         let own = old_pin.filter(|p| p.key == key.as_ref()).map(|p| p.version);
         let version = pin::new_version_id()?;
         let etag = self
-            .upload_file(abs, key, &file, size, &mut meta, &version, own.as_deref())
+            .upload_file(
+                abs,
+                key,
+                &file,
+                size,
+                &mut meta,
+                &version,
+                Previous::KeepAside {
+                    own_version: own.as_deref(),
+                },
+            )
             .await?;
 
         // The file must not have changed while we read it (the descriptor we read, the name,
@@ -171,9 +191,9 @@ impl HsmEngine {
 
     /// Streams `size` bytes of an open file to `key` with `meta` (the checksum is filled in
     /// first) as version `version`: one PUT for a small file, else a multipart upload with
-    /// bounded memory and `concurrency` parts in flight. The version the key held is kept
-    /// aside first unless it is `own_version` (see [`ArchiveStore::put_keeping`]). Returns
-    /// the store's ETag. Used by archive and by the Lustre copytool.
+    /// bounded memory and `concurrency` parts in flight. What the key held is kept aside or
+    /// replaced as `previous` says. Returns the store's ETag. Used by archive, the Lustre
+    /// copytool and the data mover's copy out.
     #[allow(clippy::too_many_arguments)]
     pub async fn upload_file(
         &self,
@@ -183,7 +203,7 @@ impl HsmEngine {
         size: u64,
         meta: &mut FileMeta,
         version: &str,
-        own_version: Option<&str>,
+        previous: Previous<'_>,
     ) -> Result<Option<String>> {
         let part = self.cfg.part_size;
         let started = Instant::now();
@@ -208,10 +228,14 @@ impl HsmEngine {
             meta.checksum = Some(format!("blake3:{}", blake3::hash(&data).to_hex()));
             let map = with_version(meta);
             self.throttle(started, data.len() as u64).await;
-            let etag = self
-                .store
-                .put_keeping(key, Bytes::from(data), &map, own_version)
-                .await?;
+            let etag = match previous {
+                Previous::KeepAside { own_version } => {
+                    self.store
+                        .put_keeping(key, Bytes::from(data), &map, own_version)
+                        .await?
+                }
+                Previous::Replace => self.store.put(key, Bytes::from(data), &map).await?,
+            };
             self.emit("archive", abs, size, size);
             Ok(etag)
         } else {
@@ -227,7 +251,9 @@ impl HsmEngine {
             .await?;
             meta.checksum = Some(format!("blake3:{sum}"));
             let map = with_version(meta);
-            self.store.preserve(key, own_version).await?;
+            if let Previous::KeepAside { own_version } = previous {
+                self.store.preserve(key, own_version).await?;
+            }
             let mut up = self.store.start_upload(key, &map, part).await?;
             let mut off = 0u64;
             let res: Result<()> = async {

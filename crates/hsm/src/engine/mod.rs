@@ -17,11 +17,15 @@ use crate::store::{ArchiveStore, RetryPolicy};
 
 mod archive;
 mod batch;
+mod copy;
 mod release;
 mod remove;
 mod restore;
 
+pub use archive::Previous;
 pub use batch::{FileOp, PathError, TreeOp, TreeReport};
+pub(crate) use copy::same_entry;
+pub use copy::{CopyCounters, CopyProgress};
 
 /// How the engine moves data.
 #[derive(Debug, Clone, Serialize, Deserialize)]

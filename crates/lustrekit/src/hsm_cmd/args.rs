@@ -65,6 +65,8 @@ pub enum Conflict {
     Fail,
     Skip,
     OverwriteIfDirty,
+    /// Replace unless the entry there has the same kind, size and modification time.
+    OverwriteIfChanged,
     OverwriteAlways,
 }
 
@@ -74,6 +76,7 @@ impl From<Conflict> for hsm::ConflictMode {
             Conflict::Fail => Self::Fail,
             Conflict::Skip => Self::Skip,
             Conflict::OverwriteIfDirty => Self::OverwriteIfDirty,
+            Conflict::OverwriteIfChanged => Self::OverwriteIfChanged,
             Conflict::OverwriteAlways => Self::OverwriteAlways,
         }
     }
