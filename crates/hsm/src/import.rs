@@ -363,6 +363,30 @@ fn drop_temp(dir: &OwnedFd, name: &str, id: (u64, u64)) {
     }
 }
 
+/// Our temporary in `dir`, removed (if it still holds our inode) when this is dropped
+/// while armed, on a blocking thread.
+struct TempGuard {
+    dir: Arc<OwnedFd>,
+    name: String,
+    id: (u64, u64),
+    armed: bool,
+}
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (dir, name, id) = (self.dir.clone(), std::mem::take(&mut self.name), self.id);
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn_blocking(move || drop_temp(&dir, &name, id));
+            }
+            Err(_) => drop_temp(&dir, &name, id),
+        }
+    }
+}
+
 /// Renames our temporary `tmp` (inode `id`) to `name` in `dir`: over what is there only
 /// when `replace`, else the name must still be free (`RENAME_NOREPLACE`).
 fn place(
@@ -812,6 +836,14 @@ impl HsmEngine {
             .await?
         };
         let tmp_path = shown_dir.join(&tmp);
+        // Removes the temporary however this ends, a cancelled copy (this future dropped
+        // mid-download) included.
+        let mut guard = TempGuard {
+            dir: dir.clone(),
+            name: tmp.clone(),
+            id,
+            armed: true,
+        };
         let res = async {
             let actual = self
                 .download_into(
@@ -849,16 +881,17 @@ impl HsmEngine {
             .await
         }
         .await;
-        if let Err(e) = res {
+        // Placed, the temporary's name is gone; failed, it is removed before we answer.
+        guard.armed = false;
+        if res.is_err() {
             let (d, t) = (dir.clone(), tmp.clone());
             let _ = blocking(move || {
                 drop_temp(&d, &t, id);
                 Ok(())
             })
             .await;
-            return Err(e);
         }
-        Ok(())
+        res
     }
 
     /// Whether the regular file `name` in `dir` is dirty (changed since archived). Anything

@@ -183,22 +183,70 @@ async fn a_copy_that_does_not_match_its_checksum_is_refused_and_leaves_nothing()
 fn credentials_are_refused_for_a_local_store_and_unknown_ones_by_name_only() {
     let retry = small_cfg().retry;
     let secret = "s3cr3t-value".to_string();
-    let e = ArchiveStore::open_with(
+    let refused = |r: hsm::Result<ArchiveStore>| match r {
+        Ok(_) => panic!("opened"),
+        Err(e) => e,
+    };
+    let e = refused(ArchiveStore::open_with(
         "file:///tmp/x",
         &retry,
         &[("azure_storage_account_key".into(), secret.clone())],
-    )
-    .err()
-    .expect("refused");
+    ));
     assert!(e.to_string().contains("local store"), "{e}");
     assert!(!e.to_string().contains(&secret), "{e}");
-    let e = ArchiveStore::open_with(
+    let e = refused(ArchiveStore::open_with(
         "az://c/p?use_emulator=true",
         &retry,
         &[("not_a_key".into(), secret.clone())],
-    )
-    .err()
-    .expect("refused");
+    ));
     assert!(e.to_string().contains("not_a_key"), "{e}");
     assert!(!e.to_string().contains(&secret), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_copy_in_leaves_whole_files_or_none() {
+    let mut cfg = small_cfg();
+    cfg.rate_limit_bytes_per_sec = Some(256 << 10);
+    cfg.part_size = 64 << 10;
+    for (label, env) in envs(cfg).await {
+        let e = &env.engine;
+        let src = env.ns.join("src");
+        let data: Vec<Vec<u8>> = (0..12).map(|i| content(300 << 10, i)).collect();
+        for (i, d) in data.iter().enumerate() {
+            write(&src.join(format!("f{i}")), d);
+        }
+        e.copy_out(&src, &CopyCounters::default())
+            .await
+            .expect("copy out");
+        // Dropped mid-copy, as a cancelled movement's task is.
+        let cut = tokio::time::timeout(
+            std::time::Duration::from_millis(1500),
+            e.import(&ImportOptions {
+                source_prefix: Some("src".into()),
+                ..copy_in_opts("back")
+            }),
+        )
+        .await;
+        assert!(
+            cut.is_err(),
+            "{label}: the copy should still have been running"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let back = env.ns.join("back");
+        let mut whole = 0;
+        for entry in std::fs::read_dir(&back).expect("ls").filter_map(|x| x.ok()) {
+            let name = entry.file_name().into_string().expect("utf-8");
+            let i: usize = name
+                .strip_prefix('f')
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("{label}: a leftover: {name}"));
+            assert_eq!(
+                std::fs::read(entry.path()).expect("read"),
+                data[i],
+                "{label}: {name}"
+            );
+            whole += 1;
+        }
+        assert!(whole < data.len(), "{label}: it was cut before the end");
+    }
 }

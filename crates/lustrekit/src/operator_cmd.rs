@@ -22,13 +22,18 @@ struct RunArgs {
     /// The CSI driver the PVs name.
     #[arg(long, env = "LUSTREKIT_CSI_DRIVER_NAME", default_value = csi::DEFAULT_DRIVER_NAME)]
     driver_name: String,
+    /// DataMovement copies run at once by this operator.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    copy_slots: u16,
 }
 
 pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     match args.command {
         OperatorCommand::Crdgen => {
-            let yaml = operator::crd::crd_yaml().context("cannot serialize the CRD")?;
-            print!("{yaml}");
+            // One YAML stream, as `kubectl apply -f -` takes it.
+            let filesystems = operator::crd::crd_yaml().context("cannot serialize the CRDs")?;
+            let movements = operator::movement::crd_yaml().context("cannot serialize the CRDs")?;
+            print!("{filesystems}---\n{movements}");
             Ok(())
         }
         OperatorCommand::Run(run) => {
@@ -39,6 +44,10 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
                 .context("cannot reach the Kubernetes API (KUBECONFIG or in-cluster)")?;
             let options = operator::OperatorOptions {
                 driver_name: run.driver_name,
+                mover: operator::MoverOptions {
+                    slots: usize::from(run.copy_slots),
+                    ..Default::default()
+                },
             };
             operator::run(client, options, async {
                 // A failed signal handler just means no graceful stop.

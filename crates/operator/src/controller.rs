@@ -43,6 +43,8 @@ const CONCURRENCY: u16 = 4;
 pub struct OperatorOptions {
     /// The CSI driver the PVs name (`csi::options::DEFAULT_DRIVER_NAME` unless renamed).
     pub driver_name: String,
+    /// How `DataMovement` copies run.
+    pub mover: crate::mover::MoverOptions,
 }
 
 /// A reconcile that failed; requeued with backoff.
@@ -54,6 +56,11 @@ pub enum OperatorError {
         object: String,
         #[source]
         source: kube::Error,
+    },
+    #[error("{action} {object}: no answer in time")]
+    Timeout {
+        action: &'static str,
+        object: String,
     },
     #[error("finalizer of LustreFileSystem {object}: {source}")]
     Finalizer {
@@ -68,6 +75,7 @@ impl OperatorError {
     pub fn metric_label(&self) -> &'static str {
         match self {
             OperatorError::Kube { action, .. } => action,
+            OperatorError::Timeout { .. } => "timeout",
             OperatorError::Finalizer { .. } => "finalizer",
         }
     }
@@ -114,13 +122,21 @@ pub async fn run(
         controller: FIELD_MANAGER.to_string(),
         instance: std::env::var("POD_NAME").ok(),
     };
+    // Both controllers stop on the same signal.
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+    let movements = crate::mover::run(
+        client.clone(),
+        Recorder::new(client.clone(), reporter.clone()),
+        options.mover.clone(),
+        shutdown.clone(),
+    );
     let context = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client: client.clone(),
         options,
         failures: Mutex::new(HashMap::new()),
     });
-    controller
+    let filesystems = controller
         .watches(
             Api::<PersistentVolumeClaim>::all(client.clone()),
             managed.clone(),
@@ -143,8 +159,8 @@ pub async fn run(
                 Ok((object, _)) => tracing::debug!(%object, "reconciled"),
                 Err(e) => tracing::warn!(error = %e, "controller"),
             }
-        })
-        .await;
+        });
+    futures::join!(filesystems, movements);
 }
 
 fn by_label<K: ResourceExt>(obj: &K) -> Option<ObjectRef<LustreFileSystem>> {

@@ -2,13 +2,20 @@
 //! exposes a Lustre filesystem to namespaces through PV/PVC pairs that are static volumes of
 //! our CSI driver.
 //!
-//! It must never touch file data or mount anything: it only writes Kubernetes objects, and
-//! only the ones it labels as its own. Its PVs are `Retain`, so deleting a resource never
-//! deletes data.
+//! It also runs `DataMovement` copies between a filesystem's directory and an object store
+//! (through the HSM engine's copy, never anything else that touches file data).
+//!
+//! It must never delete file data or mount anything: it writes only the Kubernetes objects it
+//! labels as its own, and a copy only adds or replaces entries at its destination. Its PVs
+//! are `Retain`, so deleting a resource never deletes data.
 
 pub mod controller;
 pub mod crd;
+pub mod movement;
+pub mod mover;
 pub mod plan;
 
 pub use controller::{FIELD_MANAGER, FINALIZER, OperatorError, OperatorOptions, run};
 pub use crd::{AccessMode, LustreFileSystem, LustreFileSystemSpec, LustreFileSystemStatus};
+pub use movement::{DataMovement, DataMovementSpec, DataMovementStatus};
+pub use mover::MoverOptions;

@@ -184,6 +184,10 @@ pub struct ImportArgs {
     /// dropped and counted. Our own `trusted.lustrekit.*`/`user.lustrekit.*` never are.
     #[arg(long = "xattr-allow", value_name = "NAME_OR_PREFIX")]
     pub xattr_allow: Vec<String>,
+    /// Copy each file's data (ordinary files, checked against the recorded checksum)
+    /// instead of making released stubs: a plain copy, with no HSM state.
+    #[arg(long)]
+    pub with_data: bool,
 }
 
 #[derive(Debug, Clone, Args)]

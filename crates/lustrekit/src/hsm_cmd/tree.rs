@@ -26,6 +26,7 @@ pub(super) async fn import(
         preserve_owner: args.preserve_owner,
         preserve_setid: args.preserve_setid,
         xattr_allow: args.xattr_allow.clone(),
+        with_data: args.with_data,
     };
     let spinner = if common.no_progress {
         ProgressBar::hidden()
@@ -45,13 +46,14 @@ pub(super) async fn import(
         }
         let secs = (report.elapsed_ms as f64 / 1000.0).max(1e-9);
         println!(
-            "import: {} files, {} directories, {} symlinks, {} skipped, {} failed ({} as stubs) in {:.2}s ({:.0} stubs/s)",
+            "import: {} files, {} directories, {} symlinks, {} skipped, {} failed ({} {}) in {:.2}s ({:.0} stubs/s)",
             report.files,
             report.dirs,
             report.symlinks,
             report.skipped,
             report.errors.len(),
             human_bytes(report.bytes),
+            if args.with_data { "copied" } else { "as stubs" },
             secs,
             entries as f64 / secs
         );

@@ -1,0 +1,514 @@
+//! The `DataMovement` controller and its copies.
+//!
+//! A copy runs as a task of this operator (the operator's own pod, which mounts the
+//! filesystem at its `mountRoot`: the `local` case), through the HSM engine's parallel copy.
+//! Copies at once are bounded by a slot count; a movement that finds none stays Pending.
+//! The task writes progress to the status every few seconds, stops when `spec.cancel` is set
+//! or the movement is deleted, and writes the result. A movement left `Running` by an
+//! operator that stopped is resumed (the copy skips what is already there) a bounded number
+//! of times, then failed with a message saying so.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use hsm::{ArchiveStore, ConflictMode, CopyCounters, EngineConfig, HsmEngine, ImportOptions};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::chrono::Utc;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+
+use crate::controller::OperatorError;
+use crate::crd::LustreFileSystem;
+use crate::movement::{
+    DataMovement, Direction, Ends, MoveProgress, MoveResult, Phase, Step, decide, ends,
+};
+
+/// How the operator runs copies.
+#[derive(Debug, Clone)]
+pub struct MoverOptions {
+    /// Copies running at once.
+    pub slots: usize,
+    /// Starts of one movement in all (the first and the resumes after an interruption).
+    pub max_attempts: u32,
+    /// How often a running copy writes its progress.
+    pub progress_every: Duration,
+    /// Who this operator is, in `status.runner`.
+    pub identity: String,
+}
+
+impl Default for MoverOptions {
+    fn default() -> Self {
+        Self {
+            slots: 2,
+            max_attempts: 3,
+            progress_every: Duration::from_secs(2),
+            identity: default_identity(),
+        }
+    }
+}
+
+/// The host name and process ID: unique among operators at one time.
+pub fn default_identity() -> String {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown".into());
+    format!("{host}/{}", std::process::id())
+}
+
+/// Every call to the API server from a copy task is bounded by this.
+const API_TIMEOUT: Duration = Duration::from_secs(20);
+/// A running copy is looked at again this often even without an event.
+const WATCH_EVERY: Duration = Duration::from_secs(30);
+/// A movement waiting for a copy slot is tried again after this long.
+const SLOT_WAIT: Duration = Duration::from_secs(5);
+/// At most this many failed entries are named in `status.message`.
+const ERRORS_SHOWN: usize = 3;
+
+struct RunningCopy {
+    cancel: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct Context {
+    client: Client,
+    recorder: Recorder,
+    options: MoverOptions,
+    slots: Arc<Semaphore>,
+    /// The copies this operator runs, by namespace and name.
+    running: Mutex<HashMap<(String, String), RunningCopy>>,
+}
+
+/// Runs the `DataMovement` controller until `shutdown` completes; running copies are
+/// stopped then (their movements stay Running, and the next operator resumes them).
+pub async fn run(
+    client: Client,
+    recorder: Recorder,
+    options: MoverOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        recorder,
+        slots: Arc::new(Semaphore::new(options.slots.max(1))),
+        options,
+        running: Mutex::new(HashMap::new()),
+    });
+    Controller::new(Api::<DataMovement>::all(client), watcher::Config::default())
+        .with_config(ControllerConfig::default().concurrency(4))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "data movement reconcile");
+            }
+        })
+        .await;
+    let stopping: Vec<_> = match ctx.running.lock() {
+        Ok(mut running) => running.drain().map(|(_, r)| r).collect(),
+        Err(_) => Vec::new(),
+    };
+    for r in stopping {
+        r.task.abort();
+    }
+}
+
+fn error_policy(dm: Arc<DataMovement>, error: &OperatorError, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(movement = %dm.name_any(), error = %error, label = error.metric_label(), "data movement reconcile failed");
+    Action::requeue(Duration::from_secs(10))
+}
+
+fn key_of(dm: &DataMovement) -> (String, String) {
+    (dm.namespace().unwrap_or_default(), dm.name_any())
+}
+
+async fn reconcile(dm: Arc<DataMovement>, ctx: Arc<Context>) -> Result<Action, OperatorError> {
+    let key = key_of(&dm);
+    let running_here = ctx
+        .running
+        .lock()
+        .map(|r| r.get(&key).is_some_and(|c| !c.task.is_finished()))
+        .unwrap_or(false);
+    match decide(&dm, running_here, ctx.options.max_attempts) {
+        Step::Nothing => Ok(Action::await_change()),
+        Step::Watch => Ok(Action::requeue(WATCH_EVERY)),
+        Step::StopTask => {
+            if let Ok(running) = ctx.running.lock()
+                && let Some(c) = running.get(&key)
+            {
+                let _ = c.cancel.send(true);
+            }
+            Ok(Action::requeue(SLOT_WAIT))
+        }
+        Step::Finish { result, message } => {
+            finish(&ctx.client, &dm, result, &message, None).await?;
+            record(&ctx, &dm, result != MoveResult::Success, result, message).await;
+            Ok(Action::await_change())
+        }
+        Step::Start { attempt } => start(dm, &ctx, attempt).await,
+    }
+}
+
+/// Why a movement cannot start, as its final message.
+type Refusal = String;
+
+/// What a copy needs, checked: the ends, and the store opened with the Secret's options.
+async fn prepare(
+    dm: &DataMovement,
+    ctx: &Context,
+) -> Result<Result<(Ends, ArchiveStore), Refusal>, OperatorError> {
+    let namespace = dm.namespace().unwrap_or_default();
+    let lfs_name = &dm.spec.file_system;
+    let lfs = Api::<LustreFileSystem>::all(ctx.client.clone())
+        .get_opt(lfs_name)
+        .await
+        .map_err(|source| OperatorError::Kube {
+            action: "get",
+            object: format!("LustreFileSystem {lfs_name}"),
+            source,
+        })?;
+    let Some(lfs) = lfs else {
+        return Ok(Err(format!("LustreFileSystem {lfs_name} does not exist")));
+    };
+    let ends = match ends(dm, &namespace, &lfs) {
+        Ok(e) => e,
+        Err(why) => return Ok(Err(why)),
+    };
+    let mut options = Vec::new();
+    if let Some(secret_ref) = &dm.spec.secret_ref {
+        let secret = Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
+            .get_opt(&secret_ref.name)
+            .await
+            .map_err(|source| OperatorError::Kube {
+                action: "get",
+                object: format!("Secret {namespace}/{}", secret_ref.name),
+                source,
+            })?;
+        let Some(secret) = secret else {
+            return Ok(Err(format!(
+                "Secret {namespace}/{} does not exist",
+                secret_ref.name
+            )));
+        };
+        for (k, v) in secret.data.unwrap_or_default() {
+            match String::from_utf8(v.0) {
+                Ok(v) => options.push((k, v.trim_end_matches('\n').to_string())),
+                Err(_) => {
+                    return Ok(Err(format!(
+                        "Secret {namespace}/{}: key `{k}` is not UTF-8 text",
+                        secret_ref.name
+                    )));
+                }
+            }
+        }
+    }
+    let retry = hsm::RetryPolicy::default();
+    match ArchiveStore::open_with(&dm.spec.url, &retry, &options) {
+        Ok(store) => Ok(Ok((ends, store))),
+        // The store's errors name the spec and option keys, never option values.
+        Err(e) => Ok(Err(e.to_string())),
+    }
+}
+
+async fn start(
+    dm: Arc<DataMovement>,
+    ctx: &Arc<Context>,
+    attempt: u32,
+) -> Result<Action, OperatorError> {
+    let (ends, store) = match prepare(&dm, ctx).await? {
+        Ok(ready) => ready,
+        Err(why) => {
+            finish(&ctx.client, &dm, MoveResult::Failed, &why, None).await?;
+            record(ctx, &dm, true, MoveResult::Failed, why).await;
+            return Ok(Action::await_change());
+        }
+    };
+    let Ok(permit) = ctx.slots.clone().try_acquire_owned() else {
+        patch_status(
+            &ctx.client,
+            &dm,
+            json!({"phase": "Pending", "message": "waiting for a free copy slot"}),
+        )
+        .await?;
+        return Ok(Action::requeue(SLOT_WAIT));
+    };
+    let start_time = dm
+        .status
+        .as_ref()
+        .and_then(|s| s.start_time.clone())
+        .unwrap_or(Time(Utc::now()));
+    let verb = if attempt > 1 { "resuming" } else { "copying" };
+    patch_status(
+        &ctx.client,
+        &dm,
+        json!({
+            "phase": "Running",
+            "attempts": attempt,
+            "runner": ctx.options.identity,
+            "startTime": start_time,
+            "message": format!("{verb} (attempt {attempt})"),
+            "observedGeneration": dm.meta().generation,
+        }),
+    )
+    .await?;
+    record(
+        ctx,
+        &dm,
+        false,
+        MoveResult::Success,
+        format!("{verb} {} {}", direction_words(&dm), dm.spec.url),
+    )
+    .await;
+    let (cancel, cancelled) = watch::channel(false);
+    let task = tokio::spawn(copy_task(
+        ctx.clone(),
+        dm.clone(),
+        ends,
+        store,
+        cancelled,
+        permit,
+    ));
+    if let Ok(mut running) = ctx.running.lock() {
+        running.insert(key_of(&dm), RunningCopy { cancel, task });
+    }
+    Ok(Action::requeue(WATCH_EVERY))
+}
+
+fn direction_words(dm: &DataMovement) -> &'static str {
+    match dm.spec.direction {
+        Direction::Out => "out to",
+        Direction::In => "in from",
+    }
+}
+
+/// How a copy task ended.
+enum Ended {
+    Copied(Result<CopySummary, hsm::HsmError>),
+    Cancelled,
+    /// The movement was deleted: nobody to report to.
+    Gone,
+}
+
+struct CopySummary {
+    failed: usize,
+    first_errors: Vec<String>,
+}
+
+async fn copy_task(
+    ctx: Arc<Context>,
+    dm: Arc<DataMovement>,
+    ends: Ends,
+    store: ArchiveStore,
+    mut cancelled: watch::Receiver<bool>,
+    _slot: OwnedSemaphorePermit,
+) {
+    let counters = Arc::new(CopyCounters::default());
+    let ended = match engine(&ends, store, &dm).await {
+        Err(e) => Ended::Copied(Err(e)),
+        Ok(engine) => {
+            let copy = run_copy(&engine, &dm, &ends, &counters);
+            tokio::pin!(copy);
+            let mut tick = tokio::time::interval(ctx.options.progress_every);
+            loop {
+                tokio::select! {
+                    r = &mut copy => break Ended::Copied(r),
+                    _ = cancelled.changed() => break Ended::Cancelled,
+                    _ = tick.tick() => {
+                        let p = counters.snapshot();
+                        let progress = MoveProgress::new(p.files_done, p.files_total, p.bytes_done, p.bytes_total);
+                        match patch_status(&ctx.client, &dm, json!({"progress": progress})).await {
+                            Err(OperatorError::Kube { source: kube::Error::Api(e), .. }) if e.code == 404 => break Ended::Gone,
+                            Err(e) => tracing::warn!(movement = %dm.name_any(), error = %e, "progress not written"),
+                            Ok(()) => {}
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let p = counters.snapshot();
+    let progress = MoveProgress::new(p.files_done, p.files_total, p.bytes_done, p.bytes_total);
+    let (result, message) = match ended {
+        Ended::Gone => {
+            tracing::info!(movement = %dm.name_any(), "deleted while copying: stopped");
+            forget(&ctx, &dm);
+            return;
+        }
+        Ended::Cancelled => (
+            MoveResult::Cancelled,
+            "cancelled; what was copied stays, and no file is left half-written".to_string(),
+        ),
+        Ended::Copied(Ok(s)) if s.failed == 0 => (
+            MoveResult::Success,
+            format!("copied {} files, {} bytes", p.files_done, p.bytes_done),
+        ),
+        Ended::Copied(Ok(s)) => (
+            MoveResult::Failed,
+            format!("{} entries failed: {}", s.failed, s.first_errors.join("; ")),
+        ),
+        Ended::Copied(Err(e)) => (MoveResult::Failed, e.to_string()),
+    };
+    // The final status must land, or the movement would be resumed for nothing: a few tries.
+    for wait in [1u64, 2, 4, 8] {
+        match finish(&ctx.client, &dm, result, &message, Some(progress.clone())).await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(movement = %dm.name_any(), error = %e, "final status not written; retrying");
+                tokio::time::sleep(Duration::from_secs(wait)).await;
+            }
+        }
+    }
+    record(&ctx, &dm, result != MoveResult::Success, result, message).await;
+    forget(&ctx, &dm);
+}
+
+fn forget(ctx: &Context, dm: &DataMovement) {
+    if let Ok(mut running) = ctx.running.lock() {
+        running.remove(&key_of(dm));
+    }
+}
+
+async fn engine(
+    ends: &Ends,
+    store: ArchiveStore,
+    dm: &DataMovement,
+) -> Result<HsmEngine, hsm::HsmError> {
+    let root = ends.root.clone();
+    let is_dir = tokio::task::spawn_blocking(move || std::fs::metadata(&root).map(|m| m.is_dir()))
+        .await
+        .map_err(|e| hsm::HsmError::Unsupported(format!("stat task: {e}")))?;
+    if !matches!(is_dir, Ok(true)) {
+        return Err(hsm::HsmError::refused(
+            &ends.root,
+            "the filesystem's directory is not on this operator's node (not mounted at its mountRoot?)",
+        ));
+    }
+    let backend = backend::local::LocalBackend::open(&ends.root).await?;
+    let cfg = EngineConfig {
+        root: ends.root.clone(),
+        rate_limit_bytes_per_sec: dm.spec.max_bytes_per_second,
+        ..EngineConfig::default()
+    };
+    Ok(HsmEngine::new(store, Arc::new(backend), cfg))
+}
+
+async fn run_copy(
+    engine: &HsmEngine,
+    dm: &DataMovement,
+    ends: &Ends,
+    counters: &CopyCounters,
+) -> Result<CopySummary, hsm::HsmError> {
+    let errors: Vec<String> = match dm.spec.direction {
+        Direction::Out => engine
+            .copy_out(&ends.dir, counters)
+            .await?
+            .errors
+            .into_iter()
+            .map(|e| e.error)
+            .collect(),
+        Direction::In => {
+            let opts = ImportOptions {
+                target: ends.dir.clone(),
+                conflict: ConflictMode::OverwriteIfChanged,
+                with_data: true,
+                max_errors: usize::MAX,
+                ..Default::default()
+            };
+            engine
+                .import_counted(&opts, counters)
+                .await?
+                .errors
+                .into_iter()
+                .map(|e| {
+                    if e.path == PathBuf::new() {
+                        e.error
+                    } else {
+                        format!("{}: {}", e.path.display(), e.error)
+                    }
+                })
+                .collect()
+        }
+    };
+    Ok(CopySummary {
+        failed: errors.len(),
+        first_errors: errors.into_iter().take(ERRORS_SHOWN).collect(),
+    })
+}
+
+/// Merge-patches `status` (the status subresource), bounded by [`API_TIMEOUT`].
+async fn patch_status(
+    client: &Client,
+    dm: &DataMovement,
+    status: serde_json::Value,
+) -> Result<(), OperatorError> {
+    let api = Api::<DataMovement>::namespaced(client.clone(), &dm.namespace().unwrap_or_default());
+    let name = dm.name_any();
+    let object = || format!("DataMovement {}/{name}", dm.namespace().unwrap_or_default());
+    let patch = Patch::Merge(json!({ "status": status }));
+    let params = PatchParams::default();
+    match tokio::time::timeout(API_TIMEOUT, api.patch_status(&name, &params, &patch)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(source)) => Err(OperatorError::Kube {
+            action: "patch status",
+            object: object(),
+            source,
+        }),
+        Err(_) => Err(OperatorError::Timeout {
+            action: "patch status",
+            object: object(),
+        }),
+    }
+}
+
+async fn finish(
+    client: &Client,
+    dm: &DataMovement,
+    result: MoveResult,
+    message: &str,
+    progress: Option<MoveProgress>,
+) -> Result<(), OperatorError> {
+    let mut status = json!({
+        "phase": Phase::Finished,
+        "result": result,
+        "message": message,
+        "runner": null,
+        "completionTime": Time(Utc::now()),
+        "observedGeneration": dm.meta().generation,
+    });
+    if let Some(p) = progress {
+        status["progress"] = json!(p);
+    }
+    patch_status(client, dm, status).await
+}
+
+async fn record(ctx: &Context, dm: &DataMovement, warning: bool, result: MoveResult, note: String) {
+    let reason = match (warning, result) {
+        (false, MoveResult::Success) => "Copy",
+        (_, MoveResult::Cancelled) => "Cancelled",
+        (_, MoveResult::Failed) => "Failed",
+        (true, MoveResult::Success) => "Copy",
+    };
+    let event = KubeEvent {
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: reason.into(),
+        note: Some(note),
+        action: "DataMovement".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &dm.object_ref(&())).await {
+        tracing::debug!(error = %e, "event not recorded");
+    }
+}
