@@ -751,6 +751,22 @@ impl ArchiveStore {
         Ok(())
     }
 
+    /// Whether the store answers and lets us in: one listing request under the prefix.
+    /// A tree copy checks this first, so a wrong key or an unreachable store is one clear
+    /// error rather than one per file.
+    pub async fn check_access(&self) -> Result<()> {
+        let key = self.prefix.clone();
+        self.inner
+            .list_with_delimiter(if key.as_ref().is_empty() {
+                None
+            } else {
+                Some(&key)
+            })
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err("list", &key, e))
+    }
+
     /// Every object under `prefix` (the store prefix when `None`), sidecars excluded.
     pub fn list(&self, prefix: Option<&ObjPath>) -> BoxStream<'static, Result<ObjectMeta>> {
         let prefix = prefix.cloned().unwrap_or_else(|| self.prefix.clone());

@@ -39,7 +39,7 @@ async fn a_tree_goes_out_and_comes_back_exact() {
         let rep = e.copy_out(&src, &counters).await.expect("copy out");
         assert!(rep.errors.is_empty(), "{label}: {:?}", rep.errors);
         let p = counters.snapshot();
-        // src, big, sub, small, deeper, empty, link
+        // src (the prefix itself), big, sub, small, deeper, empty, link
         assert_eq!((p.files_total, p.files_done), (7, 7), "{label}: {p:?}");
         assert_eq!(p.bytes_total, big.len() as u64 + 5, "{label}");
         assert_eq!(p.bytes_done, p.bytes_total, "{label}");
@@ -57,7 +57,6 @@ async fn a_tree_goes_out_and_comes_back_exact() {
         let rep = e
             .import_counted(
                 &ImportOptions {
-                    source_prefix: Some("src".into()),
                     ..copy_in_opts("back")
                 },
                 &counters,
@@ -105,7 +104,6 @@ async fn a_tree_goes_out_and_comes_back_exact() {
         let before = std::fs::metadata(back.join("big")).expect("stat").ino();
         let rep = e
             .import(&ImportOptions {
-                source_prefix: Some("src".into()),
                 ..copy_in_opts("back")
             })
             .await
@@ -124,7 +122,6 @@ async fn a_tree_goes_out_and_comes_back_exact() {
             .expect("copy out the change");
         let rep = e
             .import(&ImportOptions {
-                source_prefix: Some("src".into()),
                 ..copy_in_opts("back")
             })
             .await
@@ -148,7 +145,7 @@ async fn a_copy_that_does_not_match_its_checksum_is_refused_and_leaves_nothing()
             .expect("copy out");
         // Someone rewrites the object behind its metadata (same length, other bytes, the old
         // checksum still recorded).
-        let key = e.key_of(&src.join("f")).expect("key");
+        let key = e.store().key_for(&["f"]);
         let info = e.store().head(&key).await.expect("head").expect("object");
         e.store()
             .put(
@@ -160,7 +157,6 @@ async fn a_copy_that_does_not_match_its_checksum_is_refused_and_leaves_nothing()
             .expect("overwrite");
         let rep = e
             .import(&ImportOptions {
-                source_prefix: Some("src".into()),
                 ..copy_in_opts("back")
             })
             .await
@@ -222,7 +218,6 @@ async fn a_cancelled_copy_in_leaves_whole_files_or_none() {
         let cut = tokio::time::timeout(
             std::time::Duration::from_millis(1500),
             e.import(&ImportOptions {
-                source_prefix: Some("src".into()),
                 ..copy_in_opts("back")
             }),
         )

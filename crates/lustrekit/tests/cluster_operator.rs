@@ -15,6 +15,10 @@ const CRD: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../deploy/crds/lustrefilesystems.lustrekit.io.yaml"
 );
+const MOVEMENT_CRD: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../deploy/crds/datamovements.lustrekit.io.yaml"
+);
 const WAIT: Duration = Duration::from_secs(90);
 
 /// The operator process, killed when the test ends however it ends. One at a time: two
@@ -26,16 +30,34 @@ static ONE_OPERATOR: Mutex<()> = Mutex::new(());
 impl Operator {
     fn start(cluster: &Cluster, log: &std::path::Path) -> Operator {
         let alone = ONE_OPERATOR.lock().unwrap_or_else(|e| e.into_inner());
-        let log = std::fs::File::create(log).expect("operator log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_lustrekit"))
+        Operator(Self::spawn(cluster, log), alone)
+    }
+
+    /// Kills the operator, then starts another, without letting another test's run between.
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    fn restart(&mut self, cluster: &Cluster, log: &std::path::Path) {
+        self.kill();
+        self.0 = Self::spawn(cluster, log);
+    }
+
+    fn spawn(cluster: &Cluster, log: &std::path::Path) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("operator log file");
+        Command::new(env!("CARGO_BIN_EXE_lustrekit"))
             .args(["--log", "info,operator=debug", "operator", "run"])
             .env("KUBECONFIG", &cluster.kubeconfig)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("spawn lustrekit operator run");
-        Operator(child, alone)
+            .expect("spawn lustrekit operator run")
     }
 }
 
@@ -56,6 +78,20 @@ fn install_crd(cluster: &Cluster) {
         "--field-manager=lustrekit-test",
         "-f",
         CRD,
+    ]);
+    cluster.ok(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=lustrekit-test",
+        "-f",
+        MOVEMENT_CRD,
+    ]);
+    cluster.ok(&[
+        "wait",
+        "crd/datamovements.lustrekit.io",
+        "--for=condition=Established",
+        "--timeout=60s",
     ]);
     cluster.ok(&[
         "wait",
@@ -371,5 +407,381 @@ fn operator_reports_an_invalid_spec_and_makes_nothing() {
     assert!(owned(cluster, "pv", &name).trim().is_empty());
     assert!(owned(cluster, "pvc", &name).trim().is_empty());
     cluster.ok(&["delete", "lustrefilesystem", &name, "--timeout=60s"]);
+    let _ = std::fs::remove_file(&log);
+}
+
+// ---- DataMovement ----
+
+/// Azurite's well-known development account key (public: Azurite's documented default).
+const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// A tree of `n` files of `size` pseudo-random bytes (plus a nested one and a symlink)
+/// under `dir`; returns the files' contents by relative path.
+fn make_tree(dir: &std::path::Path, n: usize, size: usize) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    for i in 0..n {
+        let mut x = (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let data: Vec<u8> = (0..size)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        files.push((format!("f{i:03}"), data));
+    }
+    files.push(("nested/deeper/small".into(), b"small".to_vec()));
+    for (rel, data) in &files {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&p, data).expect("write");
+    }
+    std::os::unix::fs::symlink("f000", dir.join("link")).expect("symlink");
+    files
+}
+
+/// The filesystem resource the movements use: a host directory as its mount root (the
+/// operator runs on the host, as the `local` case has it in its pod).
+fn movement_filesystem(cluster: &Cluster, name: &str, root: &std::path::Path, ns: &str) {
+    cluster.apply(&json!({
+        "apiVersion": "lustrekit.io/v1alpha1",
+        "kind": "LustreFileSystem",
+        "metadata": {"name": name},
+        "spec": {
+            "fsName": "lfs1",
+            "mgsNodes": [{"nids": ["10.0.0.1@tcp"]}],
+            "mountRoot": root.display().to_string(),
+            "subDirectory": "exposed",
+            "storageClassName": "lustre-static",
+            "namespaces": {ns: {"modes": ["ReadWriteMany"]}},
+        },
+    }));
+}
+
+fn azurite_secret(cluster: &Cluster, ns: &str, key: &str) {
+    cluster.apply(&json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "store", "namespace": ns},
+        "stringData": {
+            "azure_storage_account_name": "devstoreaccount1",
+            "azure_storage_account_key": key,
+        },
+    }));
+}
+
+fn movement(cluster: &Cluster, ns: &str, name: &str, spec: Value) {
+    cluster.apply(&json!({
+        "apiVersion": "lustrekit.io/v1alpha1",
+        "kind": "DataMovement",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec,
+    }));
+}
+
+fn movement_status(cluster: &Cluster, ns: &str, name: &str) -> Value {
+    cluster
+        .try_get(Some(ns), "datamovements.lustrekit.io", name)
+        .map(|m| m["status"].clone())
+        .unwrap_or(Value::Null)
+}
+
+/// Polls until the movement is Finished; returns its status and whether a progress between
+/// none and all was seen on the way.
+fn wait_finished(cluster: &Cluster, ns: &str, name: &str, within: Duration) -> (Value, bool) {
+    let mut partial = false;
+    let status = cluster.poll(
+        &format!("DataMovement {ns}/{name} finished"),
+        within,
+        Duration::from_millis(250),
+        || {
+            let s = movement_status(cluster, ns, name);
+            let (done, total) = (
+                s["progress"]["filesDone"].as_u64().unwrap_or(0),
+                s["progress"]["filesTotal"].as_u64().unwrap_or(0),
+            );
+            partial |= done > 0 && done < total;
+            (s["phase"] == "Finished").then_some(s)
+        },
+    );
+    (status, partial)
+}
+
+fn assert_same_tree(files: &[(String, Vec<u8>)], dir: &std::path::Path) {
+    for (rel, data) in files {
+        let got = std::fs::read(dir.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        assert!(got == *data, "{rel}: different bytes");
+    }
+    assert_eq!(
+        std::fs::read_link(dir.join("link")).expect("the symlink"),
+        std::path::PathBuf::from("f000")
+    );
+}
+
+/// Out to Azurite and back in, with progress; and the refusals: a path out of the
+/// filesystem, a namespace the filesystem is not exposed to, a wrong key.
+#[test]
+#[ignore = "needs a cluster: scripts/kube-up.sh (and Azurite: scripts/start-azurite.sh)"]
+fn data_movement_copies_a_tree_to_azurite_and_back() {
+    let _guard = kube::shared();
+    let cluster = Cluster::get();
+    install_crd(cluster);
+    let log =
+        std::env::temp_dir().join(format!("lustrekit-operator-dm-{}.log", std::process::id()));
+    let _operator = Operator::start(cluster, &log);
+    let ns = Namespace::new("dm");
+    let root = tempfile::tempdir().expect("mount root");
+    let fs_name = format!("{}-fs", ns.as_str());
+    let files = make_tree(&root.path().join("exposed/data"), 24, 96 << 10);
+    movement_filesystem(cluster, &fs_name, root.path(), ns.as_str());
+    azurite_secret(cluster, ns.as_str(), AZURITE_KEY);
+    let url = format!("az://lustrekit-test/{}?use_emulator=true", ns.as_str());
+
+    movement(
+        cluster,
+        ns.as_str(),
+        "out",
+        json!({
+            "fileSystem": fs_name, "path": "data", "direction": "Out", "url": url,
+            "secretRef": {"name": "store"}, "maxBytesPerSecond": 48 << 10,
+        }),
+    );
+    let (status, partial) = wait_finished(cluster, ns.as_str(), "out", WAIT);
+    assert_eq!(status["result"], "Success", "{status}");
+    assert!(partial, "progress was reported on the way: {status}");
+    let p = &status["progress"];
+    assert_eq!(p["filesDone"], p["filesTotal"], "{status}");
+    assert_eq!(p["bytesDone"], p["bytesTotal"], "{status}");
+    let bytes: u64 = files.iter().map(|(_, d)| d.len() as u64).sum();
+    assert_eq!(p["bytesTotal"].as_u64(), Some(bytes), "{status}");
+
+    movement(
+        cluster,
+        ns.as_str(),
+        "in",
+        json!({
+            "fileSystem": fs_name, "path": "back", "direction": "In", "url": url,
+            "secretRef": {"name": "store"},
+        }),
+    );
+    let (status, _) = wait_finished(cluster, ns.as_str(), "in", WAIT);
+    assert_eq!(status["result"], "Success", "{status}");
+    assert_same_tree(&files, &root.path().join("exposed/back"));
+
+    // Refusals, each a Failed result that says why, and nothing written.
+    movement(
+        cluster,
+        ns.as_str(),
+        "escape",
+        json!({
+            "fileSystem": fs_name, "path": "data/../../..", "direction": "In", "url": url,
+            "secretRef": {"name": "store"},
+        }),
+    );
+    let other = Namespace::new("dm-other");
+    movement(
+        cluster,
+        other.as_str(),
+        "foreign",
+        json!({
+            "fileSystem": fs_name, "path": "data", "direction": "Out", "url": url,
+        }),
+    );
+    let (status, _) = wait_finished(cluster, ns.as_str(), "escape", WAIT);
+    assert_eq!(status["result"], "Failed", "{status}");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("must stay below"),
+        "{status}"
+    );
+    let (status, _) = wait_finished(cluster, other.as_str(), "foreign", WAIT);
+    assert_eq!(status["result"], "Failed", "{status}");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not exposed to namespace"),
+        "{status}"
+    );
+
+    // A wrong key: the store refuses, the movement fails clearly, and the key is nowhere.
+    let wrong = "d3JvbmcgYnV0IGJhc2U2NA==";
+    azurite_secret(cluster, ns.as_str(), wrong);
+    movement(
+        cluster,
+        ns.as_str(),
+        "badkey",
+        json!({
+            "fileSystem": fs_name, "path": "data", "direction": "Out",
+            "url": format!("az://lustrekit-test/{}-bad?use_emulator=true", ns.as_str()),
+            "secretRef": {"name": "store"},
+        }),
+    );
+    let (status, _) = wait_finished(cluster, ns.as_str(), "badkey", Duration::from_secs(180));
+    assert_eq!(status["result"], "Failed", "{status}");
+    assert!(!status.to_string().contains(wrong), "{status}");
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !logged.contains(wrong) && !logged.contains(AZURITE_KEY),
+        "a key reached the log"
+    );
+    cluster.ok(&[
+        "delete",
+        "lustrefilesystems.lustrekit.io",
+        &fs_name,
+        "--timeout=60s",
+    ]);
+    let _ = std::fs::remove_file(&log);
+}
+
+/// A copy survives an operator restart (resumed, skipping what was done), and a cancelled
+/// one stops with whole files only; only spec.cancel may change, and only to true.
+#[test]
+#[ignore = "needs a cluster: scripts/kube-up.sh (and Azurite: scripts/start-azurite.sh)"]
+fn data_movement_resumes_after_a_restart_and_stops_on_cancel() {
+    let _guard = kube::shared();
+    let cluster = Cluster::get();
+    install_crd(cluster);
+    let log =
+        std::env::temp_dir().join(format!("lustrekit-operator-dm2-{}.log", std::process::id()));
+    let mut operator = Operator::start(cluster, &log);
+    let ns = Namespace::new("dm-restart");
+    let root = tempfile::tempdir().expect("mount root");
+    let fs_name = format!("{}-fs", ns.as_str());
+    let files = make_tree(&root.path().join("exposed/data"), 32, 192 << 10);
+    movement_filesystem(cluster, &fs_name, root.path(), ns.as_str());
+    azurite_secret(cluster, ns.as_str(), AZURITE_KEY);
+    let url = format!("az://lustrekit-test/{}?use_emulator=true", ns.as_str());
+    let slow = 64 << 10;
+
+    movement(
+        cluster,
+        ns.as_str(),
+        "out",
+        json!({
+            "fileSystem": fs_name, "path": "data", "direction": "Out", "url": url,
+            "secretRef": {"name": "store"}, "maxBytesPerSecond": slow,
+        }),
+    );
+    cluster.poll(
+        "some files copied",
+        WAIT,
+        Duration::from_millis(250),
+        || {
+            let s = movement_status(cluster, ns.as_str(), "out");
+            (s["phase"] == "Running" && s["progress"]["filesDone"].as_u64().unwrap_or(0) > 0)
+                .then_some(())
+        },
+    );
+    operator.kill();
+    let s = movement_status(cluster, ns.as_str(), "out");
+    assert_eq!(
+        s["phase"], "Running",
+        "left Running by the stopped operator: {s}"
+    );
+    assert_eq!(s["attempts"], 1, "{s}");
+    operator.restart(cluster, &log);
+    let (status, _) = wait_finished(cluster, ns.as_str(), "out", Duration::from_secs(180));
+    assert_eq!(status["result"], "Success", "{status}");
+    assert_eq!(status["attempts"], 2, "resumed once: {status}");
+
+    // CEL: the copy's ends are fixed, and a cancel cannot be taken back.
+    let patch = |body: &str| {
+        cluster.run(&[
+            "patch",
+            "datamovements.lustrekit.io",
+            "-n",
+            ns.as_str(),
+            "out",
+            "--type=merge",
+            "-p",
+            body,
+        ])
+    };
+    let out = patch(r#"{"spec":{"url":"az://elsewhere/x"}}"#);
+    assert!(
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("only spec.cancel can change")
+    );
+
+    // Back in, slowly, and cancelled midway: what is there is whole, nothing else is.
+    movement(
+        cluster,
+        ns.as_str(),
+        "in",
+        json!({
+            "fileSystem": fs_name, "path": "back", "direction": "In", "url": url,
+            "secretRef": {"name": "store"}, "maxBytesPerSecond": slow,
+        }),
+    );
+    cluster.poll(
+        "some files copied back",
+        WAIT,
+        Duration::from_millis(250),
+        || {
+            let s = movement_status(cluster, ns.as_str(), "in");
+            (s["phase"] == "Running" && s["progress"]["filesDone"].as_u64().unwrap_or(0) > 0)
+                .then_some(())
+        },
+    );
+    cluster.ok(&[
+        "patch",
+        "datamovements.lustrekit.io",
+        "-n",
+        ns.as_str(),
+        "in",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"cancel":true}}"#,
+    ]);
+    let (status, _) = wait_finished(cluster, ns.as_str(), "in", WAIT);
+    assert_eq!(status["result"], "Cancelled", "{status}");
+    let out = cluster.run(&[
+        "patch",
+        "datamovements.lustrekit.io",
+        "-n",
+        ns.as_str(),
+        "in",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"cancel":false}}"#,
+    ]);
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("stays cancelled")
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let back = root.path().join("exposed/back");
+    let mut whole = 0;
+    for (rel, data) in &files {
+        match std::fs::read(back.join(rel)) {
+            Ok(got) => {
+                assert!(got == *data, "{rel}: a partial or wrong file after cancel");
+                whole += 1;
+            }
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{rel}: {e}"),
+        }
+    }
+    assert!(
+        whole < files.len(),
+        "cancelled before the end ({whole} files whole)"
+    );
+    for entry in std::fs::read_dir(&back).expect("ls").filter_map(|e| e.ok()) {
+        let name = entry.file_name().to_string_lossy().to_string();
+        assert!(
+            !name.starts_with(".lustrekit"),
+            "a temporary left behind: {name}"
+        );
+    }
+    drop(operator);
+    cluster.ok(&[
+        "delete",
+        "lustrefilesystems.lustrekit.io",
+        &fs_name,
+        "--timeout=60s",
+    ]);
     let _ = std::fs::remove_file(&log);
 }

@@ -407,6 +407,7 @@ async fn run_copy(
     ends: &Ends,
     counters: &CopyCounters,
 ) -> Result<CopySummary, hsm::HsmError> {
+    engine.store().check_access().await?;
     let errors: Vec<String> = match dm.spec.direction {
         Direction::Out => engine
             .copy_out(&ends.dir, counters)

@@ -75,11 +75,13 @@ pub(crate) fn same_entry(have: &FileMeta, want: &FileMeta) -> bool {
 }
 
 impl HsmEngine {
-    /// Copies the tree at `dir` (below the engine root) to the store: each file, directory
-    /// and symlink to its key below the store prefix, with its metadata. `counters` are
+    /// Copies what is in the directory `dir` (below the engine root) to the store: each
+    /// file, directory and symlink to the key of its path below `dir` (so copying it back in
+    /// to another directory gives the same tree there), with its metadata. `counters` are
     /// filled in as it goes. Per-entry failures are in the report; the copy goes on.
     pub async fn copy_out(&self, dir: &Path, counters: &CopyCounters) -> Result<TreeReport> {
-        let (abs, _) = self.resolve(dir)?;
+        let (abs, top) = self.resolve(dir)?;
+        let strip = top.len();
         let (entries, walk_errors) = {
             let abs = abs.clone();
             blocking(move || {
@@ -102,7 +104,7 @@ impl HsmEngine {
             entries.iter().map(|(_, size)| size).sum(),
         );
         let results: Vec<_> = futures::stream::iter(entries.into_iter().map(|(p, _)| async move {
-            let r = self.copy_out_one(&p).await;
+            let r = self.copy_out_one(&p, strip).await;
             if let Ok((_, bytes)) = &r {
                 counters.add_done(1, *bytes);
             }
@@ -133,18 +135,21 @@ impl HsmEngine {
 
     /// One entry of [`copy_out`](Self::copy_out): what happened and the bytes it accounts
     /// for (a file's size, sent or already there).
-    async fn copy_out_one(&self, path: &Path) -> Result<(Outcome, u64)> {
+    async fn copy_out_one(&self, path: &Path, strip: usize) -> Result<(Outcome, u64)> {
         let started = Instant::now();
-        let (entry, key) = self.open(path).await?;
+        let (entry, _) = self.open(path).await?;
+        let (_, comps) = self.resolve(path)?;
+        let Some(below) = comps.get(strip..).filter(|c| !c.is_empty()) else {
+            // The copied directory itself is the store prefix: nothing to write for it.
+            return Ok((Outcome::Skipped, 0));
+        };
+        let refs: Vec<&str> = below.iter().map(String::as_str).collect();
+        let key = self.store.key_for(&refs);
         let entry = Arc::new(entry);
         let mut meta = {
             let e = entry.clone();
             blocking(move || posix::capture_entry(&e)).await?
         };
-        if key.as_ref().is_empty() {
-            // The store prefix itself: nothing to write for the top directory.
-            return Ok((Outcome::Skipped, 0));
-        }
         // A directory without folder objects (the local store) is only its metadata record.
         let have = if meta.kind == EntryKind::Dir && !self.store.folder_blobs() {
             self.store
