@@ -1,7 +1,14 @@
-//! `lustrekit operator`: print the CRDs, or run the controller.
+//! `lustrekit operator`: print the CRDs, run the controller, or run one DataMovement copy
+//! (what the copy Job's pod runs).
+
+use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
+use operator::copy_job::{CopyOutcome, STORE_ENV_PREFIX};
+use operator::movement::{Direction, MoveResult};
+use operator::mover::{CopyRequest, progress_of, summary_words};
 
 #[derive(Args)]
 pub struct OperatorArgs {
@@ -15,6 +22,51 @@ enum OperatorCommand {
     Crdgen,
     /// Run the controller, with the kubeconfig from KUBECONFIG or the in-cluster account.
     Run(RunArgs),
+    /// Run one DataMovement copy here, printing its progress as JSON lines (the copy Job's
+    /// pod runs this). Store options come from `LUSTREKIT_STORE_<key>` variables.
+    Copy(CopyArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CopyDirection {
+    /// From the URL into the directory.
+    In,
+    /// From the directory to the URL.
+    Out,
+}
+
+/// Where DataMovement copies run.
+#[derive(Clone, Copy, ValueEnum)]
+enum CopyRunner {
+    /// In this operator, which mounts every filesystem at its mountRoot (the local backend).
+    InProcess,
+    /// In a Job in the movement's namespace, mounting the namespace's PVC (Lustre).
+    Job,
+}
+
+#[derive(Args)]
+struct CopyArgs {
+    /// Which way to copy.
+    #[arg(long, value_enum)]
+    direction: CopyDirection,
+    /// The filesystem's directory: the copy never leaves it.
+    #[arg(long)]
+    root: PathBuf,
+    /// The directory copied, relative to --root (no `..`).
+    #[arg(long, default_value = ".")]
+    path: String,
+    /// The other end: az://, s3://, gs:// or file:// URL.
+    #[arg(long)]
+    url: String,
+    /// Also write the final outcome line here (the pod's termination message).
+    #[arg(long)]
+    report_file: Option<PathBuf>,
+    /// A cap on bytes per second for each file.
+    #[arg(long)]
+    max_bytes_per_second: Option<u64>,
+    /// Seconds between progress lines.
+    #[arg(long, default_value_t = 2)]
+    progress_every: u64,
 }
 
 #[derive(Args)]
@@ -25,6 +77,12 @@ struct RunArgs {
     /// DataMovement copies run at once by this operator.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     copy_slots: u16,
+    /// Where DataMovement copies run.
+    #[arg(long, value_enum, default_value_t = CopyRunner::InProcess)]
+    copy_runner: CopyRunner,
+    /// The image of the copy Jobs (with --copy-runner job): this binary's.
+    #[arg(long, env = "LUSTREKIT_IMAGE", required_if_eq("copy_runner", "job"))]
+    copy_image: Option<String>,
 }
 
 pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
@@ -46,6 +104,13 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
                 driver_name: run.driver_name,
                 mover: operator::MoverOptions {
                     slots: usize::from(run.copy_slots),
+                    runner: match (run.copy_runner, run.copy_image) {
+                        (CopyRunner::Job, Some(image)) => operator::Runner::Job { image },
+                        (CopyRunner::Job, None) => {
+                            anyhow::bail!("--copy-runner job needs --copy-image")
+                        }
+                        (CopyRunner::InProcess, _) => operator::Runner::InProcess,
+                    },
                     ..Default::default()
                 },
             };
@@ -56,5 +121,80 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
             .await;
             Ok(())
         }
+        OperatorCommand::Copy(copy) => run_copy(copy).await,
+    }
+}
+
+/// Exit status of a cancelled copy (128 + SIGTERM, as a shell reports it).
+const CANCELLED_EXIT: i32 = 143;
+
+async fn run_copy(args: CopyArgs) -> anyhow::Result<()> {
+    hsm::engine::ignore_lease_break_signal();
+    let below = operator::movement::below("--path", &args.path).map_err(anyhow::Error::msg)?;
+    let store_options: Vec<(String, String)> = std::env::vars()
+        .filter_map(|(k, v)| Some((k.strip_prefix(STORE_ENV_PREFIX)?.to_string(), v)))
+        .collect();
+    let request = CopyRequest {
+        dir: args.root.join(below),
+        root: args.root,
+        direction: match args.direction {
+            CopyDirection::In => Direction::In,
+            CopyDirection::Out => Direction::Out,
+        },
+        url: args.url,
+        store_options,
+        max_bytes_per_second: args.max_bytes_per_second,
+    };
+    let counters = hsm::CopyCounters::default();
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot watch for SIGTERM")?;
+    let mut tick = tokio::time::interval(Duration::from_secs(args.progress_every.max(1)));
+    let ended = {
+        let copy = request.run(&counters);
+        tokio::pin!(copy);
+        loop {
+            tokio::select! {
+                r = &mut copy => break Some(r),
+                _ = terminate.recv() => break None,
+                _ = tokio::signal::ctrl_c() => break None,
+                _ = tick.tick() => print_line(&CopyOutcome { progress: progress_of(&counters), ..Default::default() }),
+            }
+        }
+        // The copy future is dropped here: its temporaries go with it.
+    };
+    let progress = progress_of(&counters);
+    let (result, message) = match &ended {
+        Some(r) => summary_words(r, &progress),
+        None => (
+            MoveResult::Cancelled,
+            operator::mover::CANCELLED.to_string(),
+        ),
+    };
+    let outcome = CopyOutcome {
+        progress,
+        success: Some(result == MoveResult::Success),
+        message: Some(message.clone()),
+    };
+    print_line(&outcome);
+    if let Some(path) = &args.report_file {
+        let line = serde_json::to_string(&outcome)?;
+        if let Err(e) = tokio::fs::write(path, line).await {
+            tracing::warn!(path = %path.display(), error = %e, "outcome not written");
+        }
+    }
+    match result {
+        MoveResult::Success => Ok(()),
+        MoveResult::Cancelled => {
+            // Let the blocking pool drop what the cancelled copy held before exiting.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            std::process::exit(CANCELLED_EXIT)
+        }
+        MoveResult::Failed => anyhow::bail!("copy failed: {message}"),
+    }
+}
+
+fn print_line(outcome: &CopyOutcome) {
+    if let Ok(line) = serde_json::to_string(outcome) {
+        println!("{line}");
     }
 }

@@ -10,12 +10,14 @@
 //! are `Retain`, so deleting a resource never deletes data.
 
 pub mod controller;
+pub mod copy_job;
 pub mod crd;
 pub mod movement;
 pub mod mover;
+mod mover_job;
 pub mod plan;
 
 pub use controller::{FIELD_MANAGER, FINALIZER, OperatorError, OperatorOptions, run};
 pub use crd::{AccessMode, LustreFileSystem, LustreFileSystemSpec, LustreFileSystemStatus};
 pub use movement::{DataMovement, DataMovementSpec, DataMovementStatus};
-pub use mover::MoverOptions;
+pub use mover::{MoverOptions, Runner};

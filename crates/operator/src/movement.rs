@@ -246,7 +246,7 @@ pub fn ends(dm: &DataMovement, namespace: &str, lfs: &LustreFileSystem) -> Resul
 }
 
 /// `p` as a relative path of plain names (`.` allowed), or why not.
-fn below(field: &str, p: &str) -> Result<PathBuf, String> {
+pub fn below(field: &str, p: &str) -> Result<PathBuf, String> {
     let path = Path::new(p);
     let mut out = PathBuf::new();
     for c in path.components() {

@@ -29,7 +29,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use crate::controller::OperatorError;
 use crate::crd::LustreFileSystem;
 use crate::movement::{
-    DataMovement, Direction, Ends, MoveProgress, MoveResult, Phase, Step, decide, ends,
+    DataMovement, Direction, MoveProgress, MoveResult, Phase, Step, decide, ends,
 };
 
 /// How the operator runs copies.
@@ -43,6 +43,19 @@ pub struct MoverOptions {
     pub progress_every: Duration,
     /// Who this operator is, in `status.runner`.
     pub identity: String,
+    /// Where copies run.
+    pub runner: Runner,
+}
+
+/// Where a copy runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Runner {
+    /// A task of this operator, whose pod mounts every filesystem at its `mountRoot` (the
+    /// `local` backend).
+    InProcess,
+    /// A Job in the movement's namespace, mounting the filesystem through the namespace's
+    /// own PVC, with this image (see [`crate::copy_job`]).
+    Job { image: String },
 }
 
 impl Default for MoverOptions {
@@ -52,6 +65,7 @@ impl Default for MoverOptions {
             max_attempts: 3,
             progress_every: Duration::from_secs(2),
             identity: default_identity(),
+            runner: Runner::InProcess,
         }
     }
 }
@@ -132,6 +146,14 @@ fn key_of(dm: &DataMovement) -> (String, String) {
 }
 
 async fn reconcile(dm: Arc<DataMovement>, ctx: Arc<Context>) -> Result<Action, OperatorError> {
+    if let Runner::Job { image } = &ctx.options.runner {
+        let (action, event) =
+            crate::mover_job::reconcile(&dm, &ctx.client, image, ctx.options.max_attempts).await?;
+        if let Some((warning, result, note)) = event {
+            record(&ctx, &dm, warning, result, note).await;
+        }
+        return Ok(action);
+    }
     let key = key_of(&dm);
     let running_here = ctx
         .running
@@ -161,11 +183,11 @@ async fn reconcile(dm: Arc<DataMovement>, ctx: Arc<Context>) -> Result<Action, O
 /// Why a movement cannot start, as its final message.
 type Refusal = String;
 
-/// What a copy needs, checked: the ends, and the store opened with the Secret's options.
+/// What a copy needs, checked: its ends, and the store with the Secret's options.
 async fn prepare(
     dm: &DataMovement,
     ctx: &Context,
-) -> Result<Result<(Ends, ArchiveStore), Refusal>, OperatorError> {
+) -> Result<Result<CopyRequest, Refusal>, OperatorError> {
     let namespace = dm.namespace().unwrap_or_default();
     let lfs_name = &dm.spec.file_system;
     let lfs = Api::<LustreFileSystem>::all(ctx.client.clone())
@@ -211,10 +233,18 @@ async fn prepare(
             }
         }
     }
-    let retry = hsm::RetryPolicy::default();
-    match ArchiveStore::open_with(&dm.spec.url, &retry, &options) {
-        Ok(store) => Ok(Ok((ends, store))),
-        // The store's errors name the spec and option keys, never option values.
+    let request = CopyRequest {
+        root: ends.root,
+        dir: ends.dir,
+        direction: dm.spec.direction,
+        url: dm.spec.url.clone(),
+        store_options: options,
+        max_bytes_per_second: dm.spec.max_bytes_per_second,
+    };
+    // Opened once here so a bad URL or option fails the movement before it starts. The
+    // store's errors name the spec and option keys, never option values.
+    match request.open_store() {
+        Ok(_) => Ok(Ok(request)),
         Err(e) => Ok(Err(e.to_string())),
     }
 }
@@ -224,7 +254,7 @@ async fn start(
     ctx: &Arc<Context>,
     attempt: u32,
 ) -> Result<Action, OperatorError> {
-    let (ends, store) = match prepare(&dm, ctx).await? {
+    let request = match prepare(&dm, ctx).await? {
         Ok(ready) => ready,
         Err(why) => {
             finish(&ctx.client, &dm, MoveResult::Failed, &why, None).await?;
@@ -272,8 +302,7 @@ async fn start(
     let task = tokio::spawn(copy_task(
         ctx.clone(),
         dm.clone(),
-        ends,
-        store,
+        request,
         cancelled,
         permit,
     ));
@@ -298,64 +327,42 @@ enum Ended {
     Gone,
 }
 
-struct CopySummary {
-    failed: usize,
-    first_errors: Vec<String>,
-}
-
 async fn copy_task(
     ctx: Arc<Context>,
     dm: Arc<DataMovement>,
-    ends: Ends,
-    store: ArchiveStore,
+    request: CopyRequest,
     mut cancelled: watch::Receiver<bool>,
     _slot: OwnedSemaphorePermit,
 ) {
     let counters = Arc::new(CopyCounters::default());
-    let ended = match engine(&ends, store, &dm).await {
-        Err(e) => Ended::Copied(Err(e)),
-        Ok(engine) => {
-            let copy = run_copy(&engine, &dm, &ends, &counters);
-            tokio::pin!(copy);
-            let mut tick = tokio::time::interval(ctx.options.progress_every);
-            loop {
-                tokio::select! {
-                    r = &mut copy => break Ended::Copied(r),
-                    _ = cancelled.changed() => break Ended::Cancelled,
-                    _ = tick.tick() => {
-                        let p = counters.snapshot();
-                        let progress = MoveProgress::new(p.files_done, p.files_total, p.bytes_done, p.bytes_total);
-                        match patch_status(&ctx.client, &dm, json!({"progress": progress})).await {
-                            Err(OperatorError::Kube { source: kube::Error::Api(e), .. }) if e.code == 404 => break Ended::Gone,
-                            Err(e) => tracing::warn!(movement = %dm.name_any(), error = %e, "progress not written"),
-                            Ok(()) => {}
-                        }
+    let ended = {
+        let copy = request.run(&counters);
+        tokio::pin!(copy);
+        let mut tick = tokio::time::interval(ctx.options.progress_every);
+        loop {
+            tokio::select! {
+                r = &mut copy => break Ended::Copied(r),
+                _ = cancelled.changed() => break Ended::Cancelled,
+                _ = tick.tick() => {
+                    let progress = progress_of(&counters);
+                    match patch_status(&ctx.client, &dm, json!({"progress": progress})).await {
+                        Err(OperatorError::Kube { source: kube::Error::Api(e), .. }) if e.code == 404 => break Ended::Gone,
+                        Err(e) => tracing::warn!(movement = %dm.name_any(), error = %e, "progress not written"),
+                        Ok(()) => {}
                     }
                 }
             }
         }
     };
-    let p = counters.snapshot();
-    let progress = MoveProgress::new(p.files_done, p.files_total, p.bytes_done, p.bytes_total);
+    let progress = progress_of(&counters);
     let (result, message) = match ended {
         Ended::Gone => {
             tracing::info!(movement = %dm.name_any(), "deleted while copying: stopped");
             forget(&ctx, &dm);
             return;
         }
-        Ended::Cancelled => (
-            MoveResult::Cancelled,
-            "cancelled; what was copied stays, and no file is left half-written".to_string(),
-        ),
-        Ended::Copied(Ok(s)) if s.failed == 0 => (
-            MoveResult::Success,
-            format!("copied {} files, {} bytes", p.files_done, p.bytes_done),
-        ),
-        Ended::Copied(Ok(s)) => (
-            MoveResult::Failed,
-            format!("{} entries failed: {}", s.failed, s.first_errors.join("; ")),
-        ),
-        Ended::Copied(Err(e)) => (MoveResult::Failed, e.to_string()),
+        Ended::Cancelled => (MoveResult::Cancelled, CANCELLED.to_string()),
+        Ended::Copied(r) => summary_words(&r, &progress),
     };
     // The final status must land, or the movement would be resumed for nothing: a few tries.
     for wait in [1u64, 2, 4, 8] {
@@ -371,82 +378,135 @@ async fn copy_task(
     forget(&ctx, &dm);
 }
 
+/// The message of a cancelled copy.
+pub const CANCELLED: &str = "cancelled; what was copied stays, and no file is left half-written";
+
+/// A snapshot of the counters as the status shows it.
+pub fn progress_of(counters: &CopyCounters) -> MoveProgress {
+    let p = counters.snapshot();
+    MoveProgress::new(p.files_done, p.files_total, p.bytes_done, p.bytes_total)
+}
+
+/// The result and message of a finished copy.
+pub fn summary_words(
+    r: &Result<CopySummary, hsm::HsmError>,
+    progress: &MoveProgress,
+) -> (MoveResult, String) {
+    match r {
+        Ok(s) if s.failed == 0 => (
+            MoveResult::Success,
+            format!(
+                "copied {} entries, {} bytes",
+                progress.files_done, progress.bytes_done
+            ),
+        ),
+        Ok(s) => (
+            MoveResult::Failed,
+            format!("{} entries failed: {}", s.failed, s.first_errors.join("; ")),
+        ),
+        Err(e) => (MoveResult::Failed, e.to_string()),
+    }
+}
+
 fn forget(ctx: &Context, dm: &DataMovement) {
     if let Ok(mut running) = ctx.running.lock() {
         running.remove(&key_of(dm));
     }
 }
 
-async fn engine(
-    ends: &Ends,
-    store: ArchiveStore,
-    dm: &DataMovement,
-) -> Result<HsmEngine, hsm::HsmError> {
-    let root = ends.root.clone();
-    let is_dir = tokio::task::spawn_blocking(move || std::fs::metadata(&root).map(|m| m.is_dir()))
-        .await
-        .map_err(|e| hsm::HsmError::Unsupported(format!("stat task: {e}")))?;
-    if !matches!(is_dir, Ok(true)) {
-        return Err(hsm::HsmError::refused(
-            &ends.root,
-            "the filesystem's directory is not on this operator's node (not mounted at its mountRoot?)",
-        ));
-    }
-    let backend = backend::local::LocalBackend::open(&ends.root).await?;
-    let cfg = EngineConfig {
-        root: ends.root.clone(),
-        rate_limit_bytes_per_sec: dm.spec.max_bytes_per_second,
-        ..EngineConfig::default()
-    };
-    Ok(HsmEngine::new(store, Arc::new(backend), cfg))
+/// One copy, as the in-process runner and `lustrekit operator copy` (the Job's pod) run it.
+#[derive(Debug, Clone)]
+pub struct CopyRequest {
+    /// The directory the copy never leaves (the filesystem's exposed directory).
+    pub root: PathBuf,
+    /// The directory copied, below `root`.
+    pub dir: PathBuf,
+    pub direction: Direction,
+    pub url: String,
+    /// Store options (credentials): never logged.
+    pub store_options: Vec<(String, String)>,
+    pub max_bytes_per_second: Option<u64>,
 }
 
-async fn run_copy(
-    engine: &HsmEngine,
-    dm: &DataMovement,
-    ends: &Ends,
-    counters: &CopyCounters,
-) -> Result<CopySummary, hsm::HsmError> {
-    engine.store().check_access().await?;
-    let errors: Vec<String> = match dm.spec.direction {
-        Direction::Out => engine
-            .copy_out(&ends.dir, counters)
-            .await?
-            .errors
-            .into_iter()
-            .map(|e| e.error)
-            .collect(),
-        Direction::In => {
-            let opts = ImportOptions {
-                target: ends.dir.clone(),
-                conflict: ConflictMode::OverwriteIfChanged,
-                with_data: true,
-                max_errors: usize::MAX,
-                ..Default::default()
-            };
-            engine
-                .import_counted(&opts, counters)
+/// What a finished copy did wrong, if anything.
+#[derive(Debug, Clone, Default)]
+pub struct CopySummary {
+    pub failed: usize,
+    pub first_errors: Vec<String>,
+}
+
+impl CopyRequest {
+    pub fn open_store(&self) -> Result<ArchiveStore, hsm::HsmError> {
+        ArchiveStore::open_with(&self.url, &hsm::RetryPolicy::default(), &self.store_options)
+    }
+
+    /// Runs the copy (see [`hsm::HsmEngine::copy_out`] and `import` with data), filling in
+    /// `counters`. The store is checked first, so a wrong key or an unreachable store is one
+    /// error. Dropping the future stops the copy with no file half-written.
+    pub async fn run(&self, counters: &CopyCounters) -> Result<CopySummary, hsm::HsmError> {
+        let root = self.root.clone();
+        let is_dir =
+            tokio::task::spawn_blocking(move || std::fs::metadata(&root).map(|m| m.is_dir()))
+                .await
+                .map_err(|e| hsm::HsmError::Unsupported(format!("stat task: {e}")))?;
+        if !matches!(is_dir, Ok(true)) {
+            return Err(hsm::HsmError::refused(
+                &self.root,
+                "the filesystem's directory is not here (not mounted at its mountRoot on this node?)",
+            ));
+        }
+        let store = self.open_store()?;
+        store.check_access().await?;
+        let backend = backend::local::LocalBackend::open(&self.root).await?;
+        let engine = HsmEngine::new(
+            store,
+            Arc::new(backend),
+            EngineConfig {
+                root: self.root.clone(),
+                rate_limit_bytes_per_sec: self.max_bytes_per_second,
+                ..EngineConfig::default()
+            },
+        );
+        let errors: Vec<String> = match self.direction {
+            Direction::Out => engine
+                .copy_out(&self.dir, counters)
                 .await?
                 .errors
                 .into_iter()
-                .map(|e| {
-                    if e.path == PathBuf::new() {
-                        e.error
-                    } else {
-                        format!("{}: {}", e.path.display(), e.error)
-                    }
-                })
-                .collect()
-        }
-    };
-    Ok(CopySummary {
-        failed: errors.len(),
-        first_errors: errors.into_iter().take(ERRORS_SHOWN).collect(),
-    })
+                .map(|e| e.error)
+                .collect(),
+            Direction::In => {
+                let opts = ImportOptions {
+                    target: self.dir.clone(),
+                    conflict: ConflictMode::OverwriteIfChanged,
+                    with_data: true,
+                    max_errors: usize::MAX,
+                    ..Default::default()
+                };
+                engine
+                    .import_counted(&opts, counters)
+                    .await?
+                    .errors
+                    .into_iter()
+                    .map(|e| {
+                        if e.path == PathBuf::new() {
+                            e.error
+                        } else {
+                            format!("{}: {}", e.path.display(), e.error)
+                        }
+                    })
+                    .collect()
+            }
+        };
+        Ok(CopySummary {
+            failed: errors.len(),
+            first_errors: errors.into_iter().take(ERRORS_SHOWN).collect(),
+        })
+    }
 }
 
 /// Merge-patches `status` (the status subresource), bounded by [`API_TIMEOUT`].
-async fn patch_status(
+pub(crate) async fn patch_status(
     client: &Client,
     dm: &DataMovement,
     status: serde_json::Value,
@@ -470,7 +530,7 @@ async fn patch_status(
     }
 }
 
-async fn finish(
+pub(crate) async fn finish(
     client: &Client,
     dm: &DataMovement,
     result: MoveResult,
