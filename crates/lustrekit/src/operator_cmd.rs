@@ -1,5 +1,7 @@
 //! `lustrekit operator`: print the CRDs, or run the controller.
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
@@ -22,6 +24,14 @@ struct RunArgs {
     /// The CSI driver the PVs name.
     #[arg(long, env = "LUSTREKIT_CSI_DRIVER_NAME", default_value = csi::DEFAULT_DRIVER_NAME)]
     driver_name: String,
+    /// Where `/metrics` (OpenMetrics text), `/healthz` and `/readyz` are served; `off`
+    /// disables them. The CSI driver's pods use 9810 and 9811.
+    #[arg(
+        long,
+        env = "LUSTREKIT_OPERATOR_METRICS_ADDR",
+        default_value = "0.0.0.0:9812"
+    )]
+    metrics_addr: String,
 }
 
 pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
@@ -32,6 +42,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
             Ok(())
         }
         OperatorCommand::Run(run) => {
+            let metrics_addr = csi::parse_metrics_address(&run.metrics_addr)?;
             // Err: a provider is already installed, which is as good.
             let _ = rustls::crypto::ring::default_provider().install_default();
             let client = kube::Client::try_default()
@@ -40,11 +51,36 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
             let options = operator::OperatorOptions {
                 driver_name: run.driver_name,
             };
-            operator::run(client, options, async {
+            let metrics = Arc::new(operator::Metrics::default());
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            let server = match metrics_addr {
+                Some(addr) => {
+                    let (listener, bound) = telemetry::bind(addr)
+                        .await
+                        .with_context(|| format!("metrics listener on {addr}"))?;
+                    tracing::info!(addr = %bound, "serving Prometheus metrics at /metrics");
+                    let exposition: Arc<dyn telemetry::Exposition> = metrics.clone();
+                    let mut stop = stop_rx.clone();
+                    Some(tokio::spawn(telemetry::serve(
+                        exposition,
+                        listener,
+                        async move {
+                            let _ = stop.wait_for(|stop| *stop).await;
+                        },
+                    )))
+                }
+                None => None,
+            };
+            operator::run(client, options, metrics, async {
                 // A failed signal handler just means no graceful stop.
                 let _ = tokio::signal::ctrl_c().await;
             })
             .await;
+            let _ = stop_tx.send(true);
+            if let Some(server) = server {
+                // A panicked server task has nothing left to stop.
+                let _ = server.await;
+            }
             Ok(())
         }
     }

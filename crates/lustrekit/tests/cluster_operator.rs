@@ -4,6 +4,8 @@
 
 mod kube;
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -19,7 +21,12 @@ const WAIT: Duration = Duration::from_secs(90);
 
 /// The operator process, killed when the test ends however it ends. One at a time: two
 /// would both reconcile every resource (there is no leader election yet).
-struct Operator(Child, #[allow(dead_code)] MutexGuard<'static, ()>);
+struct Operator {
+    child: Child,
+    /// Where it serves /metrics.
+    metrics: SocketAddr,
+    _alone: MutexGuard<'static, ()>,
+}
 
 static ONE_OPERATOR: Mutex<()> = Mutex::new(());
 
@@ -27,22 +34,59 @@ impl Operator {
     fn start(cluster: &Cluster, log: &std::path::Path) -> Operator {
         let alone = ONE_OPERATOR.lock().unwrap_or_else(|e| e.into_inner());
         let log = std::fs::File::create(log).expect("operator log file");
+        // A free port: bound, read, released; the operator binds it right after.
+        let metrics = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port");
         let child = Command::new(env!("CARGO_BIN_EXE_lustrekit"))
             .args(["--log", "info,operator=debug", "operator", "run"])
+            .args(["--metrics-addr", &metrics.to_string()])
             .env("KUBECONFIG", &cluster.kubeconfig)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("spawn lustrekit operator run");
-        Operator(child, alone)
+        Operator {
+            child,
+            metrics,
+            _alone: alone,
+        }
+    }
+
+    /// `GET /metrics`, the body; empty while the operator is not listening yet.
+    fn scrape(&self) -> String {
+        let Ok(mut stream) = TcpStream::connect_timeout(&self.metrics, Duration::from_secs(5))
+        else {
+            return String::new();
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut text = String::new();
+        let sent = stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: operator\r\n\r\n");
+        if sent.is_err() || stream.read_to_string(&mut text).is_err() {
+            return String::new();
+        }
+        text.split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_string())
+            .unwrap_or_default()
+    }
+
+    /// The value of the sample that starts with `prefix` (name and labels), if exposed.
+    fn sample(&self, prefix: &str) -> Option<f64> {
+        self.scrape().lines().find_map(|line| {
+            line.strip_prefix(prefix)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
     }
 }
 
 impl Drop for Operator {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -106,7 +150,7 @@ fn operator_makes_binds_and_removes_pairs() {
     let cluster = Cluster::get();
     install_crd(cluster);
     let log = std::env::temp_dir().join(format!("lustrekit-operator-{}.log", std::process::id()));
-    let _operator = Operator::start(cluster, &log);
+    let operator = Operator::start(cluster, &log);
 
     let early = Namespace::new("op-early");
     let late_name = format!("{}-late", early.as_str());
@@ -160,6 +204,12 @@ fn operator_makes_binds_and_removes_pairs() {
         },
     );
     assert_eq!(state(&lfs, &late_name, rwx).as_deref(), Some("Pending"));
+    let reconciles = operator
+        .sample(
+            r#"lustrekit_operator_reconciles_total{resource="lustrefilesystems.lustrekit.io"} "#,
+        )
+        .expect("the operator's /metrics counts reconciles");
+    assert!(reconciles > 0.0, "{reconciles}");
     assert_eq!(lfs["status"]["readyNamespaces"], "1/2");
     assert!(
         lfs["metadata"]["finalizers"]

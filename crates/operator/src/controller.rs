@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim};
@@ -22,6 +22,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::crd::{LustreFileSystem, LustreFileSystemStatus};
+use crate::metrics::Metrics;
 use crate::plan::{self, FILESYSTEM_LABEL, MANAGED_BY, MANAGED_BY_LABEL, NamespacePhase};
 
 /// The field manager of every apply, so `kubectl` shows who owns which field.
@@ -64,11 +65,19 @@ pub enum OperatorError {
 }
 
 impl OperatorError {
-    /// A short, bounded label for metrics and logs.
+    /// A short, stable, bounded label for metrics and logs: the API call that failed
+    /// (`get`, `list`, `apply`, `rebind`, `delete`, `status`), also when it failed inside
+    /// the finalizer's apply or cleanup; `finalizer` when adding or removing the finalizer
+    /// itself failed.
     pub fn metric_label(&self) -> &'static str {
         match self {
             OperatorError::Kube { action, .. } => action,
-            OperatorError::Finalizer { .. } => "finalizer",
+            OperatorError::Finalizer { source, .. } => match source.as_ref() {
+                finalizer::Error::ApplyFailed(inner) | finalizer::Error::CleanupFailed(inner) => {
+                    inner.metric_label()
+                }
+                _ => "finalizer",
+            },
         }
     }
 }
@@ -89,14 +98,20 @@ struct Context {
     client: Client,
     recorder: Recorder,
     options: OperatorOptions,
+    metrics: Arc<Metrics>,
     /// Consecutive failures per resource name, for the backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
 
-/// Runs the controller until `shutdown` completes.
+/// The `resource` label of this controller's metrics: the CRD's name.
+const RESOURCE: &str = "lustrefilesystems.lustrekit.io";
+
+/// Runs the controller until `shutdown` completes, counting into `metrics` (which turns
+/// ready once the controller's cache is filled).
 pub async fn run(
     client: Client,
     options: OperatorOptions,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let managed = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
@@ -110,6 +125,14 @@ pub async fn run(
             .concurrency(CONCURRENCY),
     );
     let store = controller.store();
+    let ready_store = store.clone();
+    let ready_metrics = Arc::clone(&metrics);
+    // Only once: it ends when the first full list is in, or when the controller stops.
+    tokio::spawn(async move {
+        if ready_store.wait_until_ready().await.is_ok() {
+            ready_metrics.set_ready(true);
+        }
+    });
     let reporter = Reporter {
         controller: FIELD_MANAGER.to_string(),
         instance: std::env::var("POD_NAME").ok(),
@@ -118,6 +141,7 @@ pub async fn run(
         recorder: Recorder::new(client.clone(), reporter),
         client: client.clone(),
         options,
+        metrics,
         failures: Mutex::new(HashMap::new()),
     });
     controller
@@ -172,6 +196,7 @@ fn error_policy(lfs: Arc<LustreFileSystem>, error: &OperatorError, ctx: Arc<Cont
         *n
     };
     let delay = backoff(failures);
+    ctx.metrics.failed(RESOURCE, error);
     tracing::warn!(filesystem = %name, error = %error, label = error.metric_label(), retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
@@ -184,6 +209,16 @@ fn backoff(failures: u32) -> Duration {
 }
 
 async fn reconcile(lfs: Arc<LustreFileSystem>, ctx: Arc<Context>) -> Result<Action, OperatorError> {
+    let started = Instant::now();
+    let result = reconcile_once(lfs, &ctx).await;
+    ctx.metrics.reconciled(RESOURCE, started.elapsed());
+    result
+}
+
+async fn reconcile_once(
+    lfs: Arc<LustreFileSystem>,
+    ctx: &Context,
+) -> Result<Action, OperatorError> {
     let name = lfs.name_any();
     // Other finalizers first: their owners may still use the pairs.
     if lfs.meta().deletion_timestamp.is_some() && lfs.finalizers().iter().any(|f| f != FINALIZER) {
@@ -193,8 +228,8 @@ async fn reconcile(lfs: Arc<LustreFileSystem>, ctx: Arc<Context>) -> Result<Acti
     let api = Api::<LustreFileSystem>::all(ctx.client.clone());
     let action = finalizer::finalizer(&api, FINALIZER, lfs, |event| async {
         match event {
-            Event::Apply(lfs) => apply(&lfs, &ctx).await,
-            Event::Cleanup(lfs) => cleanup(&lfs, &ctx).await,
+            Event::Apply(lfs) => apply(&lfs, ctx).await,
+            Event::Cleanup(lfs) => cleanup(&lfs, ctx).await,
         }
     })
     .await
@@ -268,6 +303,7 @@ async fn apply(lfs: &LustreFileSystem, ctx: &Context) -> Result<Action, Operator
                 ..LustreFileSystemStatus::default()
             };
             patch_status(lfs, ctx, &status).await?;
+            ctx.metrics.set_ready_pairs(RESOURCE, &name, 0);
             return Ok(Action::await_change());
         }
     };
@@ -340,6 +376,7 @@ async fn apply(lfs: &LustreFileSystem, ctx: &Context) -> Result<Action, Operator
         namespaces: observed.namespaces,
     };
     patch_status(lfs, ctx, &status).await?;
+    ctx.metrics.set_ready_pairs(RESOURCE, &name, bound.len());
     Ok(Action::requeue(RESYNC))
 }
 
@@ -468,6 +505,7 @@ async fn cleanup(lfs: &LustreFileSystem, ctx: &Context) -> Result<Action, Operat
     let name = lfs.name_any();
     tracing::info!(filesystem = %name, "deleting its PV/PVC pairs");
     delete_stale(lfs, ctx, &BTreeSet::new(), &BTreeSet::new()).await?;
+    ctx.metrics.forget(RESOURCE, &name);
     Ok(Action::await_change())
 }
 
