@@ -13,10 +13,17 @@ pub struct OperatorArgs {
 
 #[derive(Subcommand)]
 enum OperatorCommand {
-    /// Print the CRDs as YAML (deploy/crds/ holds the same).
-    Crdgen,
+    /// Print the CRDs as YAML, ours then HPE's (deploy/crds/ holds the same, one a file).
+    Crdgen(CrdgenArgs),
     /// Run the controller, with the kubeconfig from KUBECONFIG or the in-cluster account.
     Run(RunArgs),
+}
+
+#[derive(Args)]
+struct CrdgenArgs {
+    /// Only the CRD of this API group.
+    #[arg(long, value_parser = [operator::crd::GROUP, operator::hpe::GROUP])]
+    group: Option<String>,
 }
 
 #[derive(Args)]
@@ -32,13 +39,23 @@ struct RunArgs {
         default_value = "0.0.0.0:9812"
     )]
     metrics_addr: String,
+    /// The directory below the filesystem root that HPE's `lus.cray.hpe.com`
+    /// LustreFileSystems expose (their spec has no field for it; our driver serves static
+    /// volumes below the root, not the root). Unset: they are refused with a condition.
+    #[arg(long, env = "LUSTREKIT_OPERATOR_HPE_SUB_DIRECTORY")]
+    hpe_sub_directory: Option<String>,
 }
 
 pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     match args.command {
-        OperatorCommand::Crdgen => {
-            let yaml = operator::crd::crd_yaml().context("cannot serialize the CRD")?;
-            print!("{yaml}");
+        OperatorCommand::Crdgen(crdgen) => {
+            let ours = operator::crd::crd_yaml().context("cannot serialize the CRD")?;
+            let hpe = operator::hpe::crd_yaml().context("cannot serialize HPE's CRD")?;
+            match crdgen.group.as_deref() {
+                Some(operator::crd::GROUP) => print!("{ours}"),
+                Some(_) => print!("{hpe}"),
+                None => print!("{ours}---\n{hpe}"),
+            }
             Ok(())
         }
         OperatorCommand::Run(run) => {
@@ -50,6 +67,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
                 .context("cannot reach the Kubernetes API (KUBECONFIG or in-cluster)")?;
             let options = operator::OperatorOptions {
                 driver_name: run.driver_name,
+                hpe_sub_directory: run.hpe_sub_directory,
             };
             let metrics = Arc::new(operator::Metrics::default());
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

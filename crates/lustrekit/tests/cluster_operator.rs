@@ -1,6 +1,7 @@
 //! `lustrekit operator run` against the real API server: the CRD installs, PV/PVC pairs
 //! appear and bind, a namespace created later turns Ready, CEL refuses a changed fsName, and
-//! deletion waits for a foreign finalizer, then removes the pairs.
+//! deletion waits for a foreign finalizer, then removes the pairs. HPE's `lus.cray.hpe.com`
+//! kind, written as HPE's own sample writes it, gets its pairs too.
 
 mod kube;
 
@@ -16,6 +17,10 @@ use serde_json::{Value, json};
 const CRD: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../deploy/crds/lustrefilesystems.lustrekit.io.yaml"
+);
+const HPE_CRD: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../deploy/crds/lustrefilesystems.lus.cray.hpe.com.yaml"
 );
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -41,6 +46,7 @@ impl Operator {
         let child = Command::new(env!("CARGO_BIN_EXE_lustrekit"))
             .args(["--log", "info,operator=debug", "operator", "run"])
             .args(["--metrics-addr", &metrics.to_string()])
+            .args(["--hpe-sub-directory", "datasets"])
             .env("KUBECONFIG", &cluster.kubeconfig)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -90,23 +96,24 @@ impl Drop for Operator {
     }
 }
 
-/// Installs the committed CRD. `--force-conflicts`: another tool (the chart, the benchmark)
-/// may have applied it under its own field manager.
+/// Installs the committed CRDs (ours and HPE's: the operator serves HPE's only if it is
+/// there when it starts). `--force-conflicts`: another tool (the chart, the benchmark) may
+/// have applied them under its own field manager.
 fn install_crd(cluster: &Cluster) {
-    cluster.ok(&[
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "--field-manager=lustrekit-test",
-        "-f",
-        CRD,
-    ]);
-    cluster.ok(&[
-        "wait",
-        "crd/lustrefilesystems.lustrekit.io",
-        "--for=condition=Established",
-        "--timeout=60s",
-    ]);
+    for (file, name) in [
+        (CRD, "crd/lustrefilesystems.lustrekit.io"),
+        (HPE_CRD, "crd/lustrefilesystems.lus.cray.hpe.com"),
+    ] {
+        cluster.ok(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=lustrekit-test",
+            "-f",
+            file,
+        ]);
+        cluster.ok(&["wait", name, "--for=condition=Established", "--timeout=60s"]);
+    }
 }
 
 fn state(lfs: &Value, ns: &str, mode: &str) -> Option<String> {
@@ -421,5 +428,109 @@ fn operator_reports_an_invalid_spec_and_makes_nothing() {
     assert!(owned(cluster, "pv", &name).trim().is_empty());
     assert!(owned(cluster, "pvc", &name).trim().is_empty());
     cluster.ok(&["delete", "lustrefilesystem", &name, "--timeout=60s"]);
+    let _ = std::fs::remove_file(&log);
+}
+
+/// HPE's `LustreFileSystem`, as HPE's sample (config/samples/lus_v1beta1_lustrefilesystem.yaml)
+/// writes it: namespaced, no storage class (HPE's default applies), the MGS NIDs as one
+/// string. Its pair is made with HPE's names and binds, its status has HPE's shape, and
+/// deleting it removes the pair through the finalizer (no ownerReferences: a namespaced
+/// owner cannot own a PV).
+#[test]
+#[ignore = "needs a cluster: scripts/kube-up.sh"]
+fn operator_serves_hpes_lustrefilesystem() {
+    let _guard = kube::shared();
+    let cluster = Cluster::get();
+    install_crd(cluster);
+    let log =
+        std::env::temp_dir().join(format!("lustrekit-operator-hpe-{}.log", std::process::id()));
+    let _operator = Operator::start(cluster, &log);
+    // The resource lives in one namespace and exposes the filesystem in another.
+    let home = Namespace::new("op-hpe");
+    let user = Namespace::new("op-hpe-user");
+    let name = "kauai";
+    cluster.apply_text(&format!(
+        r#"
+apiVersion: lus.cray.hpe.com/v1beta1
+kind: LustreFileSystem
+metadata:
+  labels:
+    app.kubernetes.io/name: lustrefilesystem
+    app.kubernetes.io/instance: kauai
+  name: {name}
+  namespace: {home}
+spec:
+  name: lfs1
+  mgsNids: 10.0.0.1@tcp,10.1.0.1@o2ib:10.0.0.2@tcp
+  mountRoot: /lus/kauai
+  namespaces:
+    {user}:
+      modes:
+        - ReadWriteMany
+"#,
+        home = home.as_str(),
+        user = user.as_str(),
+    ));
+    let pvc = format!("{name}-{}-readwritemany-pvc", user.as_str());
+    let pv = format!("{name}-{}-readwritemany-pv", user.as_str());
+    wait_bound(cluster, user.as_str(), &pvc);
+    let made = cluster.try_get(None, "pv", &pv).expect("the PV");
+    assert_eq!(made["spec"]["csi"]["driver"], kube::DRIVER);
+    assert_eq!(made["spec"]["csi"]["volumeHandle"], pv.as_str());
+    assert_eq!(made["spec"]["csi"]["volumeAttributes"]["fsName"], "lfs1");
+    assert_eq!(made["spec"]["storageClassName"], "nnf-lustre-fs");
+    assert!(made["metadata"]["ownerReferences"].is_null());
+    let lfs = cluster.poll(
+        "HPE's status shape with the mode Ready",
+        WAIT,
+        Duration::from_millis(500),
+        || {
+            let lfs = cluster.try_get(
+                Some(home.as_str()),
+                "lustrefilesystems.lus.cray.hpe.com",
+                name,
+            )?;
+            (state(&lfs, user.as_str(), "ReadWriteMany").as_deref() == Some("Ready")).then_some(lfs)
+        },
+    );
+    let access = &lfs["status"]["namespaces"][user.as_str()]["modes"]["ReadWriteMany"];
+    assert_eq!(access["persistentVolumeRef"]["name"], pv.as_str());
+    assert_eq!(access["persistentVolumeClaimRef"]["name"], pvc.as_str());
+    assert!(
+        lfs["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|f| f == "lus.cray.hpe.com/lustre_fs"))
+    );
+    // HPE's webhook rule, as CEL: mgsNids is immutable.
+    let out = cluster.run(&[
+        "patch",
+        "lustrefilesystems.lus.cray.hpe.com",
+        name,
+        "-n",
+        home.as_str(),
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"mgsNids":"10.0.0.9@tcp"}}"#,
+    ]);
+    assert!(!out.status.success(), "mgsNids changed");
+
+    cluster.ok(&[
+        "delete",
+        "lustrefilesystems.lus.cray.hpe.com",
+        name,
+        "-n",
+        home.as_str(),
+        "--timeout=60s",
+    ]);
+    cluster.poll(
+        "the HPE resource's pair gone",
+        WAIT,
+        Duration::from_millis(500),
+        || {
+            (cluster.try_get(None, "pv", &pv).is_none()
+                && cluster.try_get(Some(user.as_str()), "pvc", &pvc).is_none())
+            .then_some(())
+        },
+    );
     let _ = std::fs::remove_file(&log);
 }
