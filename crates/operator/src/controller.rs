@@ -43,6 +43,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(300);
 const DEBOUNCE: Duration = Duration::from_millis(500);
 /// Reconciles of different resources at once (never two of the same one).
 const CONCURRENCY: u16 = 4;
+/// How often readiness looks again whether the caches are filled.
+const READY_POLL: Duration = Duration::from_millis(500);
 
 /// What the operator needs to know that is not in the API.
 #[derive(Debug, Clone)]
@@ -221,14 +223,26 @@ pub async fn run(
     // Only once: it ends when every first full list is in, or when a controller stops.
     tokio::spawn(async move {
         let hpe_ready = match hpe_store {
-            Some(store) => store.wait_until_ready().await.is_ok(),
+            Some(store) => filled(&store).await,
             None => true,
         };
-        if hpe_ready && ours_store.wait_until_ready().await.is_ok() {
+        if hpe_ready && filled(&ours_store).await {
+            tracing::info!("caches filled: ready");
             metrics.set_ready(true);
         }
     });
     futures::join!(ours, OptionFuture::from(hpe));
+}
+
+/// Whether `store` got its first full list (false: its controller stopped first).
+/// `Store::wait_until_ready` wakes only the last task that polled it, and the controller
+/// waits on it too, so it is polled again on a timer rather than awaited once.
+async fn filled<K: Served>(store: &Store<K>) -> bool {
+    loop {
+        if let Ok(done) = tokio::time::timeout(READY_POLL, store.wait_until_ready()).await {
+            return done.is_ok();
+        }
+    }
 }
 
 /// Whether the API server serves `K` (its CRD is installed). Checked once at start: a
@@ -244,8 +258,15 @@ async fn is_served<K: Served>(client: &Client) -> bool {
             );
             false
         }
+        Err(kube::Error::Api(status)) if status.code == 404 => {
+            tracing::info!(
+                resource = K::RESOURCE,
+                "not installed: not served (restart to serve it)"
+            );
+            false
+        }
         Err(e) => {
-            tracing::info!(resource = K::RESOURCE, error = %e, "not installed: not served (restart to serve it)");
+            tracing::warn!(resource = K::RESOURCE, error = %e, "cannot tell whether it is installed: not served (restart to serve it)");
             false
         }
     }
@@ -720,6 +741,24 @@ mod tests {
         assert_eq!(same.observed_generation, Some(3));
         let flipped = condition(&with_ready("False"), "Ready", true, "AllBound", "ok");
         assert!(flipped.last_transition_time.0.timestamp() > 1_000);
+    }
+
+    /// Two tasks wait for the same store (here and in kube's controller): both see it
+    /// filled, though only the last one to poll is woken.
+    #[tokio::test]
+    async fn filled_sees_a_store_another_task_also_waits_for() {
+        let (store, mut writer) = kube::runtime::reflector::store::<LustreFileSystem>();
+        let other = store.clone();
+        let mine = tokio::spawn(async move { filled(&store).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Polled after ours: its waker replaces ours.
+        let theirs = tokio::spawn(async move { other.wait_until_ready().await.is_ok() });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        let mine = tokio::time::timeout(Duration::from_secs(5), mine).await;
+        assert!(matches!(mine, Ok(Ok(true))), "{mine:?}");
+        assert!(theirs.await.unwrap_or(false));
     }
 
     #[test]
