@@ -22,6 +22,10 @@ const HPE_CRD: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../deploy/crds/lustrefilesystems.lus.cray.hpe.com.yaml"
 );
+/// Both kinds are `lustrefilesystems`: with both CRDs installed, kubectl resolves the bare
+/// name to one of them (HPE's, by group order), so every call names the group.
+const LFS: &str = "lustrefilesystems.lustrekit.io";
+const HPE_LFS: &str = "lustrefilesystems.lus.cray.hpe.com";
 const WAIT: Duration = Duration::from_secs(90);
 
 /// The operator process, killed when the test ends however it ends. One at a time: two
@@ -60,19 +64,27 @@ impl Operator {
         }
     }
 
-    /// `GET /metrics`, the body; empty while the operator is not listening yet.
-    fn scrape(&self) -> String {
+    /// `GET path`: the whole response; empty while the operator is not listening yet.
+    fn get(&self, path: &str) -> String {
         let Ok(mut stream) = TcpStream::connect_timeout(&self.metrics, Duration::from_secs(5))
         else {
             return String::new();
         };
         let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
         let mut text = String::new();
-        let sent = stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: operator\r\n\r\n");
-        if sent.is_err() || stream.read_to_string(&mut text).is_err() {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: operator\r\n\r\n");
+        if stream.write_all(request.as_bytes()).is_err()
+            || stream.read_to_string(&mut text).is_err()
+        {
             return String::new();
         }
-        text.split_once("\r\n\r\n")
+        text
+    }
+
+    /// `GET /metrics`, the body.
+    fn scrape(&self) -> String {
+        self.get("/metrics")
+            .split_once("\r\n\r\n")
             .map(|(_, body)| body.to_string())
             .unwrap_or_default()
     }
@@ -96,24 +108,28 @@ impl Drop for Operator {
     }
 }
 
-/// Installs the committed CRDs (ours and HPE's: the operator serves HPE's only if it is
-/// there when it starts). `--force-conflicts`: another tool (the chart, the benchmark) may
-/// have applied them under its own field manager.
+/// Installs a committed CRD. `--force-conflicts`: another tool (the chart, the benchmark)
+/// may have applied it under its own field manager.
+fn install(cluster: &Cluster, file: &str, crd: &str) {
+    cluster.ok(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=lustrekit-test",
+        "-f",
+        file,
+    ]);
+    cluster.ok(&[
+        "wait",
+        &format!("crd/{crd}"),
+        "--for=condition=Established",
+        "--timeout=60s",
+    ]);
+}
+
+/// Installs our CRD.
 fn install_crd(cluster: &Cluster) {
-    for (file, name) in [
-        (CRD, "crd/lustrefilesystems.lustrekit.io"),
-        (HPE_CRD, "crd/lustrefilesystems.lus.cray.hpe.com"),
-    ] {
-        cluster.ok(&[
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "--field-manager=lustrekit-test",
-            "-f",
-            file,
-        ]);
-        cluster.ok(&["wait", name, "--for=condition=Established", "--timeout=60s"]);
-    }
+    install(cluster, CRD, LFS);
 }
 
 fn state(lfs: &Value, ns: &str, mode: &str) -> Option<String> {
@@ -204,7 +220,7 @@ fn operator_makes_binds_and_removes_pairs() {
         WAIT,
         Duration::from_millis(500),
         || {
-            let lfs = cluster.try_get(None, "lustrefilesystem", &name)?;
+            let lfs = cluster.try_get(None, LFS, &name)?;
             (state(&lfs, early.as_str(), rwx).as_deref() == Some("Ready")
                 && state(&lfs, early.as_str(), rox).as_deref() == Some("Ready"))
             .then_some(lfs)
@@ -217,6 +233,8 @@ fn operator_makes_binds_and_removes_pairs() {
         )
         .expect("the operator's /metrics counts reconciles");
     assert!(reconciles > 0.0, "{reconciles}");
+    let ready = operator.get("/readyz");
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
     assert_eq!(lfs["status"]["readyNamespaces"], "1/2");
     assert!(
         lfs["metadata"]["finalizers"]
@@ -228,17 +246,12 @@ fn operator_makes_binds_and_removes_pairs() {
     cluster.ok(&["create", "namespace", &late_name]);
     let late = Namespace { name: late_name };
     wait_bound(cluster, late.as_str(), &pvc(late.as_str(), "readwritemany"));
-    cluster.wait_for(
-        None,
-        &format!("lustrefilesystem/{name}"),
-        "condition=Ready",
-        WAIT,
-    );
+    cluster.wait_for(None, &format!("{LFS}/{name}"), "condition=Ready", WAIT);
 
     // CEL: fsName is immutable.
     let out = cluster.run(&[
         "patch",
-        "lustrefilesystem",
+        LFS,
         &name,
         "--type=merge",
         "-p",
@@ -254,7 +267,7 @@ fn operator_makes_binds_and_removes_pairs() {
     for (field, value) in [("mountRoot", "lus/x"), ("fsName", "ninechars")] {
         let out = cluster.run(&[
             "patch",
-            "lustrefilesystem",
+            LFS,
             &name,
             "--type=merge",
             "-p",
@@ -292,7 +305,7 @@ fn operator_makes_binds_and_removes_pairs() {
     // Removing a namespace from the spec deletes its pair (PVC and PV).
     cluster.ok(&[
         "patch",
-        "lustrefilesystem",
+        LFS,
         &name,
         "--type=json",
         "-p",
@@ -320,23 +333,21 @@ fn operator_makes_binds_and_removes_pairs() {
     // Deletion waits for a foreign finalizer, then removes every pair.
     cluster.ok(&[
         "patch",
-        "lustrefilesystem",
+        LFS,
         &name,
         "--type=json",
         "-p",
         r#"[{"op":"add","path":"/metadata/finalizers/-","value":"example.com/hold"}]"#,
     ]);
-    cluster.ok(&["delete", "lustrefilesystem", &name, "--wait=false"]);
+    cluster.ok(&["delete", LFS, &name, "--wait=false"]);
     std::thread::sleep(Duration::from_secs(5));
-    assert!(cluster.try_get(None, "lustrefilesystem", &name).is_some());
+    assert!(cluster.try_get(None, LFS, &name).is_some());
     assert_eq!(
         owned(cluster, "pv", &name).lines().count(),
         2,
         "pairs kept while held"
     );
-    let held = cluster
-        .try_get(None, "lustrefilesystem", &name)
-        .expect("still there");
+    let held = cluster.try_get(None, LFS, &name).expect("still there");
     let others: Vec<&Value> = held["metadata"]["finalizers"]
         .as_array()
         .expect("finalizers")
@@ -345,7 +356,7 @@ fn operator_makes_binds_and_removes_pairs() {
         .collect();
     cluster.ok(&[
         "patch",
-        "lustrefilesystem",
+        LFS,
         &name,
         "--type=merge",
         "-p",
@@ -356,7 +367,7 @@ fn operator_makes_binds_and_removes_pairs() {
         WAIT,
         Duration::from_millis(500),
         || {
-            (cluster.try_get(None, "lustrefilesystem", &name).is_none()
+            (cluster.try_get(None, LFS, &name).is_none()
                 && owned(cluster, "pv", &name).trim().is_empty()
                 && owned(cluster, "pvc", &name).trim().is_empty())
             .then_some(())
@@ -393,13 +404,11 @@ fn operator_reports_an_invalid_spec_and_makes_nothing() {
     }));
     cluster.wait_for(
         None,
-        &format!("lustrefilesystem/{name}"),
+        &format!("{LFS}/{name}"),
         "condition=SpecValid=False",
         WAIT,
     );
-    let lfs = cluster
-        .try_get(None, "lustrefilesystem", &name)
-        .expect("the resource");
+    let lfs = cluster.try_get(None, LFS, &name).expect("the resource");
     let conditions = lfs["status"]["conditions"].as_array().expect("conditions");
     let spec_valid = conditions
         .iter()
@@ -427,7 +436,7 @@ fn operator_reports_an_invalid_spec_and_makes_nothing() {
     );
     assert!(owned(cluster, "pv", &name).trim().is_empty());
     assert!(owned(cluster, "pvc", &name).trim().is_empty());
-    cluster.ok(&["delete", "lustrefilesystem", &name, "--timeout=60s"]);
+    cluster.ok(&["delete", LFS, &name, "--timeout=60s"]);
     let _ = std::fs::remove_file(&log);
 }
 
@@ -442,6 +451,8 @@ fn operator_serves_hpes_lustrefilesystem() {
     let _guard = kube::shared();
     let cluster = Cluster::get();
     install_crd(cluster);
+    // Before the operator starts: it serves HPE's kind only if it is installed then.
+    install(cluster, HPE_CRD, HPE_LFS);
     let log =
         std::env::temp_dir().join(format!("lustrekit-operator-hpe-{}.log", std::process::id()));
     let _operator = Operator::start(cluster, &log);
@@ -485,11 +496,7 @@ spec:
         WAIT,
         Duration::from_millis(500),
         || {
-            let lfs = cluster.try_get(
-                Some(home.as_str()),
-                "lustrefilesystems.lus.cray.hpe.com",
-                name,
-            )?;
+            let lfs = cluster.try_get(Some(home.as_str()), HPE_LFS, name)?;
             (state(&lfs, user.as_str(), "ReadWriteMany").as_deref() == Some("Ready")).then_some(lfs)
         },
     );
@@ -504,7 +511,7 @@ spec:
     // HPE's webhook rule, as CEL: mgsNids is immutable.
     let out = cluster.run(&[
         "patch",
-        "lustrefilesystems.lus.cray.hpe.com",
+        HPE_LFS,
         name,
         "-n",
         home.as_str(),
@@ -516,7 +523,7 @@ spec:
 
     cluster.ok(&[
         "delete",
-        "lustrefilesystems.lus.cray.hpe.com",
+        HPE_LFS,
         name,
         "-n",
         home.as_str(),
@@ -532,5 +539,8 @@ spec:
             .then_some(())
         },
     );
+    // Others share the cluster, and kubectl resolves a bare `lustrefilesystem` to HPE's kind
+    // while it is installed.
+    cluster.ok(&["delete", "crd", HPE_LFS, "--wait=false"]);
     let _ = std::fs::remove_file(&log);
 }
