@@ -14,7 +14,7 @@ work=$(mktemp -d)
 operator_pid=
 cleanup() {
     [ -n "$operator_pid" ] && kill "$operator_pid" 2>/dev/null || true
-    k delete lustrefilesystem "$tag" --wait=false --ignore-not-found >/dev/null 2>&1 || true
+    k delete lustrefilesystems.lustrekit.io "$tag" --wait=false --ignore-not-found >/dev/null 2>&1 || true
     k delete pv -l "lustrekit.io/filesystem=$tag" --wait=false >/dev/null 2>&1 || true
     k delete pv -l "bench=$tag" --wait=false >/dev/null 2>&1 || true
     for i in $(seq 1 "$n"); do echo "$tag-$i"; done | xargs -r "$kubectl" delete namespace --wait=false >/dev/null 2>&1 || true
@@ -38,7 +38,7 @@ cat <<JSON | k apply -f - >/dev/null
  "spec":{"fsName":"lfs1","mgsNodes":[{"nids":["10.0.0.1@tcp"]}],"mountRoot":"/lus/lfs1",
  "subDirectory":"datasets","storageClassName":"lustre-static","namespaces":{${namespaces%,}}}}
 JSON
-until [ "$(k get lustrefilesystem "$tag" -o 'jsonpath={.status.readyNamespaces}')" = "$n/$n" ]; do sleep 0.2; done
+until [ "$(k get lustrefilesystems.lustrekit.io "$tag" -o 'jsonpath={.status.readyNamespaces}')" = "$n/$n" ]; do sleep 0.2; done
 end=$(date +%s.%N)
 ticks_after=$(awk '{print $14+$15}' "/proc/$operator_pid/stat")
 hwm=$(awk '/VmHWM/ {print $2, $3}' "/proc/$operator_pid/status")

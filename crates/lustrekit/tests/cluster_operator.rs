@@ -1,9 +1,12 @@
 //! `lustrekit operator run` against the real API server: the CRD installs, PV/PVC pairs
 //! appear and bind, a namespace created later turns Ready, CEL refuses a changed fsName, and
-//! deletion waits for a foreign finalizer, then removes the pairs.
+//! deletion waits for a foreign finalizer, then removes the pairs. HPE's `lus.cray.hpe.com`
+//! kind, written as HPE's own sample writes it, gets its pairs too.
 
 mod kube;
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -19,65 +22,127 @@ const MOVEMENT_CRD: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../deploy/crds/datamovements.lustrekit.io.yaml"
 );
+const HPE_CRD: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../deploy/crds/lustrefilesystems.lus.cray.hpe.com.yaml"
+);
+/// Both kinds are `lustrefilesystems`: with both CRDs installed, kubectl resolves the bare
+/// name to one of them (HPE's, by group order), so every call names the group.
+const LFS: &str = "lustrefilesystems.lustrekit.io";
+const HPE_LFS: &str = "lustrefilesystems.lus.cray.hpe.com";
 const WAIT: Duration = Duration::from_secs(90);
 
 /// The operator process, killed when the test ends however it ends. One at a time: two
 /// would both reconcile every resource (there is no leader election yet).
-struct Operator(Child, #[allow(dead_code)] MutexGuard<'static, ()>);
+struct Operator {
+    child: Child,
+    /// Where it serves /metrics.
+    metrics: SocketAddr,
+    _alone: MutexGuard<'static, ()>,
+}
 
 static ONE_OPERATOR: Mutex<()> = Mutex::new(());
 
 impl Operator {
     fn start(cluster: &Cluster, log: &std::path::Path) -> Operator {
         let alone = ONE_OPERATOR.lock().unwrap_or_else(|e| e.into_inner());
-        Operator(Self::spawn(cluster, log), alone)
+        let (child, metrics) = Self::spawn(cluster, log);
+        Operator {
+            child,
+            metrics,
+            _alone: alone,
+        }
     }
 
-    /// Kills the operator, then starts another, without letting another test's run between.
+    /// Kills the operator (as a crash would: no graceful stop).
     fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
+    /// Kills the operator and starts another, without letting another test's run between.
     fn restart(&mut self, cluster: &Cluster, log: &std::path::Path) {
         self.kill();
-        self.0 = Self::spawn(cluster, log);
+        (self.child, self.metrics) = Self::spawn(cluster, log);
     }
 
-    fn spawn(cluster: &Cluster, log: &std::path::Path) -> Child {
+    fn spawn(cluster: &Cluster, log: &std::path::Path) -> (Child, SocketAddr) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .expect("operator log file");
-        Command::new(env!("CARGO_BIN_EXE_lustrekit"))
+        // A free port: bound, read, released; the operator binds it right after.
+        let metrics = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port");
+        let child = Command::new(env!("CARGO_BIN_EXE_lustrekit"))
             .args(["--log", "info,operator=debug", "operator", "run"])
+            .args(["--metrics-addr", &metrics.to_string()])
+            .args(["--hpe-sub-directory", "datasets"])
             .env("KUBECONFIG", &cluster.kubeconfig)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("spawn lustrekit operator run")
+            .expect("spawn lustrekit operator run");
+        (child, metrics)
+    }
+
+    /// `GET path`: the whole response; empty while the operator is not listening yet.
+    fn get(&self, path: &str) -> String {
+        let Ok(mut stream) = TcpStream::connect_timeout(&self.metrics, Duration::from_secs(5))
+        else {
+            return String::new();
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut text = String::new();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: operator\r\n\r\n");
+        if stream.write_all(request.as_bytes()).is_err()
+            || stream.read_to_string(&mut text).is_err()
+        {
+            return String::new();
+        }
+        text
+    }
+
+    /// `GET /metrics`, the body.
+    fn scrape(&self) -> String {
+        self.get("/metrics")
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_string())
+            .unwrap_or_default()
+    }
+
+    /// The value of the sample that starts with `prefix` (name and labels), if exposed.
+    fn sample(&self, prefix: &str) -> Option<f64> {
+        self.scrape().lines().find_map(|line| {
+            line.strip_prefix(prefix)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
     }
 }
 
 impl Drop for Operator {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
-/// Installs the committed CRD. `--force-conflicts`: another tool (the chart, the benchmark)
+/// Installs a committed CRD. `--force-conflicts`: another tool (the chart, the benchmark)
 /// may have applied it under its own field manager.
-fn install_crd(cluster: &Cluster) {
+fn install(cluster: &Cluster, file: &str, crd: &str) {
     cluster.ok(&[
         "apply",
         "--server-side",
         "--force-conflicts",
         "--field-manager=lustrekit-test",
         "-f",
-        CRD,
+        file,
     ]);
     cluster.ok(&[
         "apply",
@@ -95,10 +160,15 @@ fn install_crd(cluster: &Cluster) {
     ]);
     cluster.ok(&[
         "wait",
-        "crd/lustrefilesystems.lustrekit.io",
+        &format!("crd/{crd}"),
         "--for=condition=Established",
         "--timeout=60s",
     ]);
+}
+
+/// Installs our CRD.
+fn install_crd(cluster: &Cluster) {
+    install(cluster, CRD, LFS);
 }
 
 fn state(lfs: &Value, ns: &str, mode: &str) -> Option<String> {
@@ -142,7 +212,7 @@ fn operator_makes_binds_and_removes_pairs() {
     let cluster = Cluster::get();
     install_crd(cluster);
     let log = std::env::temp_dir().join(format!("lustrekit-operator-{}.log", std::process::id()));
-    let _operator = Operator::start(cluster, &log);
+    let operator = Operator::start(cluster, &log);
 
     let early = Namespace::new("op-early");
     let late_name = format!("{}-late", early.as_str());
@@ -189,13 +259,21 @@ fn operator_makes_binds_and_removes_pairs() {
         WAIT,
         Duration::from_millis(500),
         || {
-            let lfs = cluster.try_get(None, "lustrefilesystem", &name)?;
+            let lfs = cluster.try_get(None, LFS, &name)?;
             (state(&lfs, early.as_str(), rwx).as_deref() == Some("Ready")
                 && state(&lfs, early.as_str(), rox).as_deref() == Some("Ready"))
             .then_some(lfs)
         },
     );
     assert_eq!(state(&lfs, &late_name, rwx).as_deref(), Some("Pending"));
+    let reconciles = operator
+        .sample(
+            r#"lustrekit_operator_reconciles_total{resource="lustrefilesystems.lustrekit.io"} "#,
+        )
+        .expect("the operator's /metrics counts reconciles");
+    assert!(reconciles > 0.0, "{reconciles}");
+    let ready = operator.get("/readyz");
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
     assert_eq!(lfs["status"]["readyNamespaces"], "1/2");
     assert!(
         lfs["metadata"]["finalizers"]
@@ -207,17 +285,12 @@ fn operator_makes_binds_and_removes_pairs() {
     cluster.ok(&["create", "namespace", &late_name]);
     let late = Namespace { name: late_name };
     wait_bound(cluster, late.as_str(), &pvc(late.as_str(), "readwritemany"));
-    cluster.wait_for(
-        None,
-        &format!("lustrefilesystem/{name}"),
-        "condition=Ready",
-        WAIT,
-    );
+    cluster.wait_for(None, &format!("{LFS}/{name}"), "condition=Ready", WAIT);
 
     // CEL: fsName is immutable.
     let out = cluster.run(&[
         "patch",
-        "lustrefilesystem",
+        LFS,
         &name,
         "--type=merge",
         "-p",
@@ -233,7 +306,7 @@ fn operator_makes_binds_and_removes_pairs() {
     for (field, value) in [("mountRoot", "lus/x"), ("fsName", "ninechars")] {
         let out = cluster.run(&[
             "patch",
-            "lustrefilesystem",
+            LFS,
             &name,
             "--type=merge",
             "-p",
@@ -271,7 +344,7 @@ fn operator_makes_binds_and_removes_pairs() {
     // Removing a namespace from the spec deletes its pair (PVC and PV).
     cluster.ok(&[
         "patch",
-        "lustrefilesystem",
+        LFS,
         &name,
         "--type=json",
         "-p",
@@ -299,23 +372,21 @@ fn operator_makes_binds_and_removes_pairs() {
     // Deletion waits for a foreign finalizer, then removes every pair.
     cluster.ok(&[
         "patch",
-        "lustrefilesystem",
+        LFS,
         &name,
         "--type=json",
         "-p",
         r#"[{"op":"add","path":"/metadata/finalizers/-","value":"example.com/hold"}]"#,
     ]);
-    cluster.ok(&["delete", "lustrefilesystem", &name, "--wait=false"]);
+    cluster.ok(&["delete", LFS, &name, "--wait=false"]);
     std::thread::sleep(Duration::from_secs(5));
-    assert!(cluster.try_get(None, "lustrefilesystem", &name).is_some());
+    assert!(cluster.try_get(None, LFS, &name).is_some());
     assert_eq!(
         owned(cluster, "pv", &name).lines().count(),
         2,
         "pairs kept while held"
     );
-    let held = cluster
-        .try_get(None, "lustrefilesystem", &name)
-        .expect("still there");
+    let held = cluster.try_get(None, LFS, &name).expect("still there");
     let others: Vec<&Value> = held["metadata"]["finalizers"]
         .as_array()
         .expect("finalizers")
@@ -324,7 +395,7 @@ fn operator_makes_binds_and_removes_pairs() {
         .collect();
     cluster.ok(&[
         "patch",
-        "lustrefilesystem",
+        LFS,
         &name,
         "--type=merge",
         "-p",
@@ -335,7 +406,7 @@ fn operator_makes_binds_and_removes_pairs() {
         WAIT,
         Duration::from_millis(500),
         || {
-            (cluster.try_get(None, "lustrefilesystem", &name).is_none()
+            (cluster.try_get(None, LFS, &name).is_none()
                 && owned(cluster, "pv", &name).trim().is_empty()
                 && owned(cluster, "pvc", &name).trim().is_empty())
             .then_some(())
@@ -372,13 +443,11 @@ fn operator_reports_an_invalid_spec_and_makes_nothing() {
     }));
     cluster.wait_for(
         None,
-        &format!("lustrefilesystem/{name}"),
+        &format!("{LFS}/{name}"),
         "condition=SpecValid=False",
         WAIT,
     );
-    let lfs = cluster
-        .try_get(None, "lustrefilesystem", &name)
-        .expect("the resource");
+    let lfs = cluster.try_get(None, LFS, &name).expect("the resource");
     let conditions = lfs["status"]["conditions"].as_array().expect("conditions");
     let spec_valid = conditions
         .iter()
@@ -406,7 +475,112 @@ fn operator_reports_an_invalid_spec_and_makes_nothing() {
     );
     assert!(owned(cluster, "pv", &name).trim().is_empty());
     assert!(owned(cluster, "pvc", &name).trim().is_empty());
-    cluster.ok(&["delete", "lustrefilesystem", &name, "--timeout=60s"]);
+    cluster.ok(&["delete", LFS, &name, "--timeout=60s"]);
+    let _ = std::fs::remove_file(&log);
+}
+
+/// HPE's `LustreFileSystem`, as HPE's sample (config/samples/lus_v1beta1_lustrefilesystem.yaml)
+/// writes it: namespaced, no storage class (HPE's default applies), the MGS NIDs as one
+/// string. Its pair is made with HPE's names and binds, its status has HPE's shape, and
+/// deleting it removes the pair through the finalizer (no ownerReferences: a namespaced
+/// owner cannot own a PV).
+#[test]
+#[ignore = "needs a cluster: scripts/kube-up.sh"]
+fn operator_serves_hpes_lustrefilesystem() {
+    let _guard = kube::shared();
+    let cluster = Cluster::get();
+    install_crd(cluster);
+    // Before the operator starts: it serves HPE's kind only if it is installed then.
+    install(cluster, HPE_CRD, HPE_LFS);
+    let log =
+        std::env::temp_dir().join(format!("lustrekit-operator-hpe-{}.log", std::process::id()));
+    let _operator = Operator::start(cluster, &log);
+    // The resource lives in one namespace and exposes the filesystem in another.
+    let home = Namespace::new("op-hpe");
+    let user = Namespace::new("op-hpe-user");
+    let name = "kauai";
+    cluster.apply_text(&format!(
+        r#"
+apiVersion: lus.cray.hpe.com/v1beta1
+kind: LustreFileSystem
+metadata:
+  labels:
+    app.kubernetes.io/name: lustrefilesystem
+    app.kubernetes.io/instance: kauai
+  name: {name}
+  namespace: {home}
+spec:
+  name: lfs1
+  mgsNids: 10.0.0.1@tcp,10.1.0.1@o2ib:10.0.0.2@tcp
+  mountRoot: /lus/kauai
+  namespaces:
+    {user}:
+      modes:
+        - ReadWriteMany
+"#,
+        home = home.as_str(),
+        user = user.as_str(),
+    ));
+    let pvc = format!("{name}-{}-readwritemany-pvc", user.as_str());
+    let pv = format!("{name}-{}-readwritemany-pv", user.as_str());
+    wait_bound(cluster, user.as_str(), &pvc);
+    let made = cluster.try_get(None, "pv", &pv).expect("the PV");
+    assert_eq!(made["spec"]["csi"]["driver"], kube::DRIVER);
+    assert_eq!(made["spec"]["csi"]["volumeHandle"], pv.as_str());
+    assert_eq!(made["spec"]["csi"]["volumeAttributes"]["fsName"], "lfs1");
+    assert_eq!(made["spec"]["storageClassName"], "nnf-lustre-fs");
+    assert!(made["metadata"]["ownerReferences"].is_null());
+    let lfs = cluster.poll(
+        "HPE's status shape with the mode Ready",
+        WAIT,
+        Duration::from_millis(500),
+        || {
+            let lfs = cluster.try_get(Some(home.as_str()), HPE_LFS, name)?;
+            (state(&lfs, user.as_str(), "ReadWriteMany").as_deref() == Some("Ready")).then_some(lfs)
+        },
+    );
+    let access = &lfs["status"]["namespaces"][user.as_str()]["modes"]["ReadWriteMany"];
+    assert_eq!(access["persistentVolumeRef"]["name"], pv.as_str());
+    assert_eq!(access["persistentVolumeClaimRef"]["name"], pvc.as_str());
+    assert!(
+        lfs["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|f| f == "lus.cray.hpe.com/lustre_fs"))
+    );
+    // HPE's webhook rule, as CEL: mgsNids is immutable.
+    let out = cluster.run(&[
+        "patch",
+        HPE_LFS,
+        name,
+        "-n",
+        home.as_str(),
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"mgsNids":"10.0.0.9@tcp"}}"#,
+    ]);
+    assert!(!out.status.success(), "mgsNids changed");
+
+    cluster.ok(&[
+        "delete",
+        HPE_LFS,
+        name,
+        "-n",
+        home.as_str(),
+        "--timeout=60s",
+    ]);
+    cluster.poll(
+        "the HPE resource's pair gone",
+        WAIT,
+        Duration::from_millis(500),
+        || {
+            (cluster.try_get(None, "pv", &pv).is_none()
+                && cluster.try_get(Some(user.as_str()), "pvc", &pvc).is_none())
+            .then_some(())
+        },
+    );
+    // Others share the cluster, and kubectl resolves a bare `lustrefilesystem` to HPE's kind
+    // while it is installed.
+    cluster.ok(&["delete", "crd", HPE_LFS, "--wait=false"]);
     let _ = std::fs::remove_file(&log);
 }
 

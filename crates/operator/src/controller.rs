@@ -1,14 +1,16 @@
-//! The `LustreFileSystem` controller: applies the pairs [`crate::plan`] computes with
-//! server-side apply, deletes the stale ones, reports status, and cleans up behind a
-//! finalizer. Namespace events wake only the filesystems that list the namespace; PV/PVC
-//! events wake the filesystem named in their label.
+//! The `LustreFileSystem` controllers (one per kind: ours and HPE's, one reconcile for
+//! both through [`Served`]): apply the pairs [`crate::plan`] computes with server-side
+//! apply, delete the stale ones, report status, and clean up behind a finalizer. Namespace
+//! events wake only the filesystems that list the namespace; PV/PVC events wake the
+//! filesystem named in their labels.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::future::OptionFuture;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::chrono::Utc;
@@ -22,7 +24,11 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::crd::{LustreFileSystem, LustreFileSystemStatus};
-use crate::plan::{self, FILESYSTEM_LABEL, MANAGED_BY, MANAGED_BY_LABEL, NamespacePhase};
+use crate::hpe::HpeLustreFileSystem;
+use crate::metrics::Metrics;
+use crate::plan::{
+    self, FILESYSTEM_LABEL, Input, MANAGED_BY, MANAGED_BY_LABEL, NamespacePhase, SpecError,
+};
 
 /// The field manager of every apply, so `kubectl` shows who owns which field.
 pub const FIELD_MANAGER: &str = "lustrekit-operator";
@@ -37,6 +43,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(300);
 const DEBOUNCE: Duration = Duration::from_millis(500);
 /// Reconciles of different resources at once (never two of the same one).
 const CONCURRENCY: u16 = 4;
+/// How often readiness looks again whether the caches are filled.
+const READY_POLL: Duration = Duration::from_millis(500);
 
 /// What the operator needs to know that is not in the API.
 #[derive(Debug, Clone)]
@@ -45,6 +53,9 @@ pub struct OperatorOptions {
     pub driver_name: String,
     /// How `DataMovement` copies run.
     pub mover: crate::mover::MoverOptions,
+    /// The directory below the filesystem root that HPE's resources expose (they have no
+    /// field for it); `None` refuses them with a condition.
+    pub hpe_sub_directory: Option<String>,
 }
 
 /// A reconcile that failed; requeued with backoff.
@@ -71,12 +82,20 @@ pub enum OperatorError {
 }
 
 impl OperatorError {
-    /// A short, bounded label for metrics and logs.
+    /// A short, stable, bounded label for metrics and logs: the API call that failed
+    /// (`get`, `list`, `apply`, `rebind`, `delete`, `status`), also when it failed inside
+    /// the finalizer's apply or cleanup; `finalizer` when adding or removing the finalizer
+    /// itself failed.
     pub fn metric_label(&self) -> &'static str {
         match self {
             OperatorError::Kube { action, .. } => action,
             OperatorError::Timeout { .. } => "timeout",
-            OperatorError::Finalizer { .. } => "finalizer",
+            OperatorError::Finalizer { source, .. } => match source.as_ref() {
+                finalizer::Error::ApplyFailed(inner) | finalizer::Error::CleanupFailed(inner) => {
+                    inner.metric_label()
+                }
+                _ => "finalizer",
+            },
         }
     }
 }
@@ -93,37 +112,106 @@ fn kube_err(
     }
 }
 
+/// A resource kind the controller serves: ours and HPE's ([`crate::hpe`]). What differs
+/// between them is here; the reconcile is written once.
+pub trait Served:
+    Resource<DynamicType = ()>
+    + Clone
+    + std::fmt::Debug
+    + serde::de::DeserializeOwned
+    + serde::Serialize
+    + Send
+    + Sync
+    + 'static
+{
+    /// The CRD's name: the `resource` label of the metrics.
+    const RESOURCE: &'static str;
+    /// Held on every resource of the kind until its pairs are deleted.
+    const FINALIZER: &'static str;
+    /// The API this object is read and written through (namespaced or not).
+    fn api(&self, client: Client) -> Api<Self>;
+    /// `name`, or `namespace/name`: how logs, errors and metrics name the object.
+    fn key(&self) -> String;
+    /// The labels its pairs carry, whatever its spec says (so cleanup finds them).
+    fn owner(&self) -> BTreeMap<String, String>;
+    /// The resource a PV or PVC with these labels was made for.
+    fn owner_of(labels: &BTreeMap<String, String>) -> Option<ObjectRef<Self>>;
+    /// Whether its spec lists `namespace`.
+    fn lists(&self, namespace: &str) -> bool;
+    /// The plan's input, or why the spec cannot be served.
+    fn input(&self, options: &OperatorOptions) -> Result<Input, SpecError>;
+    /// The conditions it reports now, whose transition times are kept.
+    fn conditions(&self) -> &[Condition];
+    /// `status` in this kind's shape.
+    fn status(&self, status: LustreFileSystemStatus) -> serde_json::Value;
+}
+
+impl Served for LustreFileSystem {
+    const RESOURCE: &'static str = "lustrefilesystems.lustrekit.io";
+    const FINALIZER: &'static str = FINALIZER;
+
+    fn api(&self, client: Client) -> Api<Self> {
+        Api::all(client)
+    }
+
+    fn key(&self) -> String {
+        self.name_any()
+    }
+
+    fn owner(&self) -> BTreeMap<String, String> {
+        plan::owner_labels(&self.name_any())
+    }
+
+    fn owner_of(labels: &BTreeMap<String, String>) -> Option<ObjectRef<Self>> {
+        labels
+            .get(FILESYSTEM_LABEL)
+            .map(|name| ObjectRef::new(name))
+    }
+
+    fn lists(&self, namespace: &str) -> bool {
+        self.spec.namespaces.contains_key(namespace)
+    }
+
+    fn input(&self, _: &OperatorOptions) -> Result<Input, SpecError> {
+        Ok(Input::from(self))
+    }
+
+    fn conditions(&self) -> &[Condition] {
+        self.status
+            .as_ref()
+            .map(|s| s.conditions.as_slice())
+            .unwrap_or_default()
+    }
+
+    fn status(&self, status: LustreFileSystemStatus) -> serde_json::Value {
+        json!(status)
+    }
+}
+
 struct Context {
     client: Client,
     recorder: Recorder,
     options: OperatorOptions,
-    /// Consecutive failures per resource name, for the backoff.
+    metrics: Arc<Metrics>,
+    /// Consecutive failures per resource (`<crd>/<key>`), for the backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
 
-/// Runs the controller until `shutdown` completes.
+/// Runs a controller for each kind (ours, and HPE's if its CRD is installed) until
+/// `shutdown` completes, counting into `metrics` (which turns ready once every cache is
+/// filled).
 pub async fn run(
     client: Client,
     options: OperatorOptions,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let managed = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
-    let controller = Controller::new(
-        Api::<LustreFileSystem>::all(client.clone()),
-        watcher::Config::default(),
-    );
-    let controller = controller.with_config(
-        ControllerConfig::default()
-            .debounce(DEBOUNCE)
-            .concurrency(CONCURRENCY),
-    );
-    let store = controller.store();
     let reporter = Reporter {
         controller: FIELD_MANAGER.to_string(),
         instance: std::env::var("POD_NAME").ok(),
     };
     // Both controllers stop on the same signal.
-    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+    let shutdown = shutdown.boxed().shared();
     let movements = crate::mover::run(
         client.clone(),
         Recorder::new(client.clone(), reporter.clone()),
@@ -134,61 +222,134 @@ pub async fn run(
         recorder: Recorder::new(client.clone(), reporter),
         client: client.clone(),
         options,
+        metrics: Arc::clone(&metrics),
         failures: Mutex::new(HashMap::new()),
     });
-    let filesystems = controller
+    let serve_hpe = is_served::<HpeLustreFileSystem>(&client).await;
+    let (ours, ours_store) =
+        controller::<LustreFileSystem>(&client, Arc::clone(&context), shutdown.clone());
+    let (hpe, hpe_store) = match serve_hpe {
+        true => {
+            let (run, store) = controller::<HpeLustreFileSystem>(&client, context, shutdown);
+            (Some(run), Some(store))
+        }
+        false => (None, None),
+    };
+    // Only once: it ends when every first full list is in, or when a controller stops.
+    tokio::spawn(async move {
+        let hpe_ready = match hpe_store {
+            Some(store) => filled(&store).await,
+            None => true,
+        };
+        if hpe_ready && filled(&ours_store).await {
+            tracing::info!("caches filled: ready");
+            metrics.set_ready(true);
+        }
+    });
+    futures::join!(ours, OptionFuture::from(hpe), movements);
+}
+
+/// Whether `store` got its first full list (false: its controller stopped first).
+/// `Store::wait_until_ready` wakes only the last task that polled it, and the controller
+/// waits on it too, so it is polled again on a timer rather than awaited once.
+async fn filled<K: Served>(store: &Store<K>) -> bool {
+    loop {
+        if let Ok(done) = tokio::time::timeout(READY_POLL, store.wait_until_ready()).await {
+            return done.is_ok();
+        }
+    }
+}
+
+/// Whether the API server serves `K` (its CRD is installed). Checked once at start: a
+/// controller for a kind that is not there would only log its watch failing, forever.
+async fn is_served<K: Served>(client: &Client) -> bool {
+    let plural = K::plural(&());
+    match client.list_api_group_resources(&K::api_version(&())).await {
+        Ok(list) if list.resources.iter().any(|r| r.name == plural) => true,
+        Ok(_) => {
+            tracing::info!(
+                resource = K::RESOURCE,
+                "not installed: not served (restart to serve it)"
+            );
+            false
+        }
+        Err(kube::Error::Api(status)) if status.code == 404 => {
+            tracing::info!(
+                resource = K::RESOURCE,
+                "not installed: not served (restart to serve it)"
+            );
+            false
+        }
+        Err(e) => {
+            tracing::warn!(resource = K::RESOURCE, error = %e, "cannot tell whether it is installed: not served (restart to serve it)");
+            false
+        }
+    }
+}
+
+/// The controller of one kind, and its cache.
+fn controller<K: Served>(
+    client: &Client,
+    context: Arc<Context>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> (impl Future<Output = ()>, Store<K>) {
+    let managed = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
+    let controller = Controller::new(Api::<K>::all(client.clone()), watcher::Config::default())
+        .with_config(
+            ControllerConfig::default()
+                .debounce(DEBOUNCE)
+                .concurrency(CONCURRENCY),
+        );
+    let store = controller.store();
+    let listing_store = store.clone();
+    let run = controller
         .watches(
             Api::<PersistentVolumeClaim>::all(client.clone()),
             managed.clone(),
-            |pvc| by_label(&pvc),
+            |pvc| K::owner_of(pvc.labels()),
         )
         .watches(
             Api::<PersistentVolume>::all(client.clone()),
             managed,
-            |pv| by_label(&pv),
+            |pv| K::owner_of(pv.labels()),
         )
         .watches(
-            Api::<Namespace>::all(client),
+            Api::<Namespace>::all(client.clone()),
             watcher::Config::default(),
-            move |ns| listing(&store, &ns.name_any()),
+            move |ns| listing(&listing_store, &ns.name_any()),
         )
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, context)
+        .run(reconcile::<K>, error_policy::<K>, context)
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(%object, "reconciled"),
                 Err(e) => tracing::warn!(error = %e, "controller"),
             }
         });
-    futures::join!(filesystems, movements);
+    (run, store)
 }
 
-fn by_label<K: ResourceExt>(obj: &K) -> Option<ObjectRef<LustreFileSystem>> {
-    obj.labels()
-        .get(FILESYSTEM_LABEL)
-        .map(|name| ObjectRef::new(name))
-}
-
-/// The filesystems that list `namespace`: only they are woken by its events.
-fn listing(store: &Store<LustreFileSystem>, namespace: &str) -> Vec<ObjectRef<LustreFileSystem>> {
+/// The resources that list `namespace`: only they are woken by its events.
+fn listing<K: Served>(store: &Store<K>, namespace: &str) -> Vec<ObjectRef<K>> {
     store
         .state()
         .iter()
-        .filter(|lfs| lfs.spec.namespaces.contains_key(namespace))
+        .filter(|lfs| lfs.lists(namespace))
         .map(|lfs| ObjectRef::from_obj(lfs.as_ref()))
         .collect()
 }
 
-fn error_policy(lfs: Arc<LustreFileSystem>, error: &OperatorError, ctx: Arc<Context>) -> Action {
-    let name = lfs.name_any();
+fn error_policy<K: Served>(lfs: Arc<K>, error: &OperatorError, ctx: Arc<Context>) -> Action {
+    let key = lfs.key();
     let failures = {
         let mut map = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let n = map.entry(name.clone()).or_insert(0);
+        let n = map.entry(format!("{}/{key}", K::RESOURCE)).or_insert(0);
         *n = n.saturating_add(1);
         *n
     };
     let delay = backoff(failures);
-    tracing::warn!(filesystem = %name, error = %error, label = error.metric_label(), retry_in = ?delay, "reconcile failed");
+    ctx.metrics.failed(K::RESOURCE, error);
+    tracing::warn!(resource = K::RESOURCE, filesystem = %key, error = %error, label = error.metric_label(), retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
 
@@ -199,34 +360,42 @@ fn backoff(failures: u32) -> Duration {
         .min(BACKOFF_MAX)
 }
 
-async fn reconcile(lfs: Arc<LustreFileSystem>, ctx: Arc<Context>) -> Result<Action, OperatorError> {
-    let name = lfs.name_any();
+async fn reconcile<K: Served>(lfs: Arc<K>, ctx: Arc<Context>) -> Result<Action, OperatorError> {
+    let started = Instant::now();
+    let result = reconcile_once(lfs, &ctx).await;
+    ctx.metrics.reconciled(K::RESOURCE, started.elapsed());
+    result
+}
+
+async fn reconcile_once<K: Served>(lfs: Arc<K>, ctx: &Context) -> Result<Action, OperatorError> {
+    let key = lfs.key();
     // Other finalizers first: their owners may still use the pairs.
-    if lfs.meta().deletion_timestamp.is_some() && lfs.finalizers().iter().any(|f| f != FINALIZER) {
-        tracing::info!(filesystem = %name, "deleting: waiting for the other finalizers");
+    if lfs.meta().deletion_timestamp.is_some() && lfs.finalizers().iter().any(|f| f != K::FINALIZER)
+    {
+        tracing::info!(filesystem = %key, "deleting: waiting for the other finalizers");
         return Ok(Action::await_change());
     }
-    let api = Api::<LustreFileSystem>::all(ctx.client.clone());
-    let action = finalizer::finalizer(&api, FINALIZER, lfs, |event| async {
+    let api = lfs.api(ctx.client.clone());
+    let action = finalizer::finalizer(&api, K::FINALIZER, lfs, |event| async {
         match event {
-            Event::Apply(lfs) => apply(&lfs, &ctx).await,
-            Event::Cleanup(lfs) => cleanup(&lfs, &ctx).await,
+            Event::Apply(lfs) => apply(lfs.as_ref(), ctx).await,
+            Event::Cleanup(lfs) => cleanup(lfs.as_ref(), ctx).await,
         }
     })
     .await
     .map_err(|e| OperatorError::Finalizer {
-        object: name.clone(),
+        object: key.clone(),
         source: Box::new(e),
     })?;
     ctx.failures
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .remove(&name);
+        .remove(&format!("{}/{key}", K::RESOURCE));
     Ok(action)
 }
 
 /// Records an Event on the resource. Best effort: a lost event must not fail a reconcile.
-async fn record(ctx: &Context, lfs: &LustreFileSystem, warning: bool, reason: &str, note: String) {
+async fn record<K: Served>(ctx: &Context, lfs: &K, warning: bool, reason: &str, note: String) {
     let event = KubeEvent {
         type_: if warning {
             EventType::Warning
@@ -239,20 +408,27 @@ async fn record(ctx: &Context, lfs: &LustreFileSystem, warning: bool, reason: &s
         secondary: None,
     };
     if let Err(e) = ctx.recorder.publish(&event, &lfs.object_ref(&())).await {
-        tracing::warn!(filesystem = %lfs.name_any(), error = %e, "cannot record an event");
+        tracing::warn!(filesystem = %lfs.key(), error = %e, "cannot record an event");
     }
 }
 
-fn owned_by(name: &str) -> ListParams {
-    ListParams::default().labels(&format!("{FILESYSTEM_LABEL}={name}"))
+/// Selects the objects carrying every one of `owner`'s labels.
+fn owned_by(owner: &BTreeMap<String, String>) -> ListParams {
+    let selector: Vec<String> = owner.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    ListParams::default().labels(&selector.join(","))
 }
 
-async fn apply(lfs: &LustreFileSystem, ctx: &Context) -> Result<Action, OperatorError> {
-    let name = lfs.name_any();
+async fn apply<K: Served>(lfs: &K, ctx: &Context) -> Result<Action, OperatorError> {
+    let key = lfs.key();
     let client = &ctx.client;
+    let input = lfs.input(&ctx.options);
+    let listed: Vec<String> = match &input {
+        Ok(input) => input.spec.namespaces.keys().cloned().collect(),
+        Err(_) => Vec::new(),
+    };
     let namespaces_api = Api::<Namespace>::all(client.clone());
     let mut phases = BTreeMap::new();
-    for ns in lfs.spec.namespaces.keys() {
+    for ns in &listed {
         if let Some(found) = namespaces_api
             .get_opt(ns)
             .await
@@ -269,21 +445,26 @@ async fn apply(lfs: &LustreFileSystem, ctx: &Context) -> Result<Action, Operator
         }
     }
     let driver = &ctx.options.driver_name;
-    let desired = match plan::plan(lfs, &phases, &BTreeSet::new(), driver) {
-        Ok(desired) => desired,
+    let planned = input.and_then(|input| {
+        let desired = plan::plan_input(&input, &phases, &BTreeSet::new(), driver)?;
+        Ok((input, desired))
+    });
+    let (input, desired) = match planned {
+        Ok(planned) => planned,
         Err(invalid) => {
             // Nothing is made for a spec that cannot be served; the condition says why.
-            tracing::warn!(filesystem = %name, error = %invalid, "invalid spec");
+            tracing::warn!(filesystem = %key, error = %invalid, "invalid spec");
             record(ctx, lfs, true, "InvalidSpec", invalid.to_string()).await;
             let status = LustreFileSystemStatus {
-                observed_generation: lfs.metadata.generation,
+                observed_generation: lfs.meta().generation,
                 conditions: vec![
                     condition(lfs, "SpecValid", false, "InvalidSpec", &invalid.to_string()),
                     condition(lfs, "Ready", false, "InvalidSpec", &invalid.to_string()),
                 ],
                 ..LustreFileSystemStatus::default()
             };
-            patch_status(lfs, ctx, &status).await?;
+            patch_status(lfs, ctx, status).await?;
+            ctx.metrics.set_ready_pairs(K::RESOURCE, &key, 0);
             return Ok(Action::await_change());
         }
     };
@@ -312,7 +493,7 @@ async fn apply(lfs: &LustreFileSystem, ctx: &Context) -> Result<Action, Operator
     }
     delete_stale(lfs, ctx, &desired.pvc_keys(), &desired.pv_names()).await?;
     // Same inputs plus what is bound: only the states change.
-    let observed = plan::plan(lfs, &phases, &bound, driver).unwrap_or(desired);
+    let observed = plan::plan_input(&input, &phases, &bound, driver).unwrap_or(desired);
     let (ready_reason, ready_message) = if observed.all_ready {
         ("AllBound", "every PVC is bound to its PV".to_string())
     } else {
@@ -324,11 +505,10 @@ async fn apply(lfs: &LustreFileSystem, ctx: &Context) -> Result<Action, Operator
             ),
         )
     };
-    let was_ready = lfs.status.as_ref().is_some_and(|s| {
-        s.conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
-    });
+    let was_ready = lfs
+        .conditions()
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
     if observed.all_ready && !was_ready {
         record(
             ctx,
@@ -340,7 +520,7 @@ async fn apply(lfs: &LustreFileSystem, ctx: &Context) -> Result<Action, Operator
         .await;
     }
     let status = LustreFileSystemStatus {
-        observed_generation: lfs.metadata.generation,
+        observed_generation: lfs.meta().generation,
         conditions: vec![
             condition(lfs, "SpecValid", true, "Valid", "the spec is served"),
             condition(
@@ -355,7 +535,8 @@ async fn apply(lfs: &LustreFileSystem, ctx: &Context) -> Result<Action, Operator
         ready_namespaces: Some(observed.ready_namespaces),
         namespaces: observed.namespaces,
     };
-    patch_status(lfs, ctx, &status).await?;
+    patch_status(lfs, ctx, status).await?;
+    ctx.metrics.set_ready_pairs(K::RESOURCE, &key, bound.len());
     Ok(Action::requeue(RESYNC))
 }
 
@@ -396,18 +577,19 @@ async fn rebind_if_released(
     Ok(())
 }
 
-/// Deletes this filesystem's PVCs and PVs that are not in `keep` (all of them when `keep`
+/// Deletes this resource's PVCs and PVs that are not in `keep` (all of them when `keep`
 /// is empty). A PVC goes before its PV; an object already gone is not an error.
-async fn delete_stale(
-    lfs: &LustreFileSystem,
+async fn delete_stale<K: Served>(
+    lfs: &K,
     ctx: &Context,
     keep_pvcs: &BTreeSet<(String, String)>,
     keep_pvs: &BTreeSet<String>,
 ) -> Result<(), OperatorError> {
-    let name = &lfs.name_any();
+    let name = &lfs.key();
+    let owner = owned_by(&lfs.owner());
     let client = &ctx.client;
     let pvcs = Api::<PersistentVolumeClaim>::all(client.clone())
-        .list_metadata(&owned_by(name))
+        .list_metadata(&owner)
         .await
         .map_err(kube_err(
             "list",
@@ -438,7 +620,7 @@ async fn delete_stale(
         .await;
     }
     let pvs = Api::<PersistentVolume>::all(client.clone())
-        .list_metadata(&owned_by(name))
+        .list_metadata(&owner)
         .await
         .map_err(kube_err("list", format!("PersistentVolumes of {name}")))?;
     for pv in pvs {
@@ -480,27 +662,22 @@ where
     }
 }
 
-async fn cleanup(lfs: &LustreFileSystem, ctx: &Context) -> Result<Action, OperatorError> {
-    let name = lfs.name_any();
-    tracing::info!(filesystem = %name, "deleting its PV/PVC pairs");
+async fn cleanup<K: Served>(lfs: &K, ctx: &Context) -> Result<Action, OperatorError> {
+    let key = lfs.key();
+    tracing::info!(filesystem = %key, "deleting its PV/PVC pairs");
     delete_stale(lfs, ctx, &BTreeSet::new(), &BTreeSet::new()).await?;
+    ctx.metrics.forget(K::RESOURCE, &key);
     Ok(Action::await_change())
 }
 
 /// A condition for the current generation; its transition time moves only when its status
 /// does.
-fn condition(
-    lfs: &LustreFileSystem,
-    type_: &str,
-    ok: bool,
-    reason: &str,
-    message: &str,
-) -> Condition {
+fn condition<K: Served>(lfs: &K, type_: &str, ok: bool, reason: &str, message: &str) -> Condition {
     let status = if ok { "True" } else { "False" };
     let since = lfs
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+        .conditions()
+        .iter()
+        .find(|c| c.type_ == type_)
         .filter(|c| c.status == status)
         .map(|c| c.last_transition_time.clone())
         .unwrap_or_else(|| Time(Utc::now()));
@@ -509,30 +686,33 @@ fn condition(
         status: status.to_string(),
         reason: reason.to_string(),
         message: message.to_string(),
-        observed_generation: lfs.metadata.generation,
+        observed_generation: lfs.meta().generation,
         last_transition_time: since,
     }
 }
 
-async fn patch_status(
-    lfs: &LustreFileSystem,
+async fn patch_status<K: Served>(
+    lfs: &K,
     ctx: &Context,
-    status: &LustreFileSystemStatus,
+    status: LustreFileSystemStatus,
 ) -> Result<(), OperatorError> {
     let name = lfs.name_any();
     let body = json!({
-        "apiVersion": LustreFileSystem::api_version(&()),
-        "kind": LustreFileSystem::kind(&()),
-        "status": status,
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": lfs.status(status),
     });
-    Api::<LustreFileSystem>::all(ctx.client.clone())
+    lfs.api(ctx.client.clone())
         .patch_status(
             &name,
             &PatchParams::apply(FIELD_MANAGER).force(),
             &Patch::Apply(&body),
         )
         .await
-        .map_err(kube_err("status", format!("LustreFileSystem {name}")))?;
+        .map_err(kube_err(
+            "status",
+            format!("{} {}", K::kind(&()), lfs.key()),
+        ))?;
     Ok(())
 }
 
@@ -576,6 +756,24 @@ mod tests {
         assert_eq!(same.observed_generation, Some(3));
         let flipped = condition(&with_ready("False"), "Ready", true, "AllBound", "ok");
         assert!(flipped.last_transition_time.0.timestamp() > 1_000);
+    }
+
+    /// Two tasks wait for the same store (here and in kube's controller): both see it
+    /// filled, though only the last one to poll is woken.
+    #[tokio::test]
+    async fn filled_sees_a_store_another_task_also_waits_for() {
+        let (store, mut writer) = kube::runtime::reflector::store::<LustreFileSystem>();
+        let other = store.clone();
+        let mine = tokio::spawn(async move { filled(&store).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Polled after ours: its waker replaces ours.
+        let theirs = tokio::spawn(async move { other.wait_until_ready().await.is_ok() });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        let mine = tokio::time::timeout(Duration::from_secs(5), mine).await;
+        assert!(matches!(mine, Ok(Ok(true))), "{mine:?}");
+        assert!(theirs.await.unwrap_or(false));
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! The pure half of reconciling a `LustreFileSystem`: from the resource, the state of the
 //! namespaces it lists and which of its PVCs are bound, the PV/PVC pairs that should exist
 //! and the status to report. No I/O, so every rule here is unit-tested.
+//!
+//! Both kinds served (ours and HPE's, [`crate::hpe`]) are first turned into one [`Input`],
+//! so they make the same pairs.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,7 +17,8 @@ use kube::ResourceExt;
 use lustre_model::{FsName, Nid, RelPath};
 
 use crate::crd::{
-    AccessMode, AccessState, AccessStatus, LocalRef, LustreFileSystem, NamespaceStatus,
+    AccessMode, AccessState, AccessStatus, LocalRef, LustreFileSystem, LustreFileSystemSpec,
+    NamespaceStatus,
 };
 
 /// The label that marks a PV or PVC as made for a `LustreFileSystem` (its value: the name).
@@ -52,6 +56,42 @@ pub enum SpecError {
     DuplicateMode(String, AccessMode),
     #[error("spec.namespaces[{name:?}]: {reason}")]
     Namespace { name: String, reason: String },
+    #[error("spec.mgsNids {nids:?}: {reason}")]
+    MgsNids { nids: String, reason: String },
+    #[error(
+        "spec.namespaces[{namespace:?}].modes: {mode:?} is not served (only ReadWriteMany and ReadOnlyMany)"
+    )]
+    UnservedMode { namespace: String, mode: String },
+    #[error(
+        "no sub-directory for lus.cray.hpe.com resources: the CSI driver serves static volumes below the filesystem root, so the operator needs one (--hpe-sub-directory)"
+    )]
+    NoHpeSubDirectory,
+}
+
+/// What a plan is made from, whichever resource kind asked for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Input {
+    /// The resource's name: the first part of every PV and PVC name.
+    pub name: String,
+    /// The labels that mark the pairs made for this resource and no other one.
+    pub owner: BTreeMap<String, String>,
+    pub spec: LustreFileSystemSpec,
+}
+
+/// The labels of the pairs of the `LustreFileSystem` named `name`.
+pub fn owner_labels(name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([(FILESYSTEM_LABEL.to_string(), name.to_string())])
+}
+
+impl From<&LustreFileSystem> for Input {
+    fn from(lfs: &LustreFileSystem) -> Self {
+        let name = lfs.name_any();
+        Input {
+            owner: owner_labels(&name),
+            name,
+            spec: lfs.spec.clone(),
+        }
+    }
 }
 
 /// A listed namespace as the API server reports it.
@@ -109,12 +149,12 @@ pub fn pvc_name(fs: &str, namespace: &str, mode: AccessMode) -> String {
 
 /// The MGS address `mount -t lustre` takes: NIDs of one node joined by `,`, failover nodes
 /// by `:`. Every NID is checked with [`Nid`].
-pub fn mgs_spec(lfs: &LustreFileSystem) -> Result<String, SpecError> {
-    if lfs.spec.mgs_nodes.is_empty() {
+pub fn mgs_spec(spec: &LustreFileSystemSpec) -> Result<String, SpecError> {
+    if spec.mgs_nodes.is_empty() {
         return Err(SpecError::NoMgs);
     }
-    let mut nodes = Vec::with_capacity(lfs.spec.mgs_nodes.len());
-    for (node, mgs) in lfs.spec.mgs_nodes.iter().enumerate() {
+    let mut nodes = Vec::with_capacity(spec.mgs_nodes.len());
+    for (node, mgs) in spec.mgs_nodes.iter().enumerate() {
         if mgs.nids.is_empty() {
             return Err(SpecError::EmptyMgsNode(node));
         }
@@ -136,18 +176,17 @@ pub fn mgs_spec(lfs: &LustreFileSystem) -> Result<String, SpecError> {
 }
 
 /// Checks what the schema cannot: the fs name's characters, the NIDs, the sub-directory.
-fn validate(lfs: &LustreFileSystem) -> Result<(String, RelPath), SpecError> {
-    FsName::new(&lfs.spec.fs_name)
-        .map_err(|e| SpecError::FsName(lfs.spec.fs_name.clone(), e.to_string()))?;
-    let mgs = mgs_spec(lfs)?;
-    let sub = lfs
-        .spec
+fn validate(spec: &LustreFileSystemSpec) -> Result<(String, RelPath), SpecError> {
+    FsName::new(&spec.fs_name)
+        .map_err(|e| SpecError::FsName(spec.fs_name.clone(), e.to_string()))?;
+    let mgs = mgs_spec(spec)?;
+    let sub = spec
         .sub_directory
         .as_deref()
         .ok_or(SpecError::NoSubDirectory)?;
     let sub_path = RelPath::parse(sub.trim_end_matches('/'))
         .map_err(|e| SpecError::SubDirectory(sub.to_string(), e.to_string()))?;
-    for (ns, access) in &lfs.spec.namespaces {
+    for (ns, access) in &spec.namespaces {
         // A DNS-1123 label, as Kubernetes requires of namespace names.
         let valid = !ns.is_empty()
             && ns.len() <= 63
@@ -180,18 +219,28 @@ pub fn plan(
     bound: &BTreeSet<(String, String)>,
     driver: &str,
 ) -> Result<Plan, SpecError> {
-    let (mgs, sub_path) = validate(lfs)?;
-    let name = lfs.name_any();
+    plan_input(&Input::from(lfs), namespaces, bound, driver)
+}
+
+/// [`plan`] for either kind, from its [`Input`].
+pub fn plan_input(
+    input: &Input,
+    namespaces: &BTreeMap<String, NamespacePhase>,
+    bound: &BTreeSet<(String, String)>,
+    driver: &str,
+) -> Result<Plan, SpecError> {
+    let (mgs, sub_path) = validate(&input.spec)?;
+    let name = &input.name;
     let mut pairs = Vec::new();
     let mut statuses = BTreeMap::new();
     let mut ready_count = 0;
-    for (ns, access) in &lfs.spec.namespaces {
+    for (ns, access) in &input.spec.namespaces {
         let active = namespaces.get(ns) == Some(&NamespacePhase::Active);
         let mut status = NamespaceStatus::default();
         let mut ns_ready = true;
         for &mode in &access.modes {
-            let pv = pv_name(&name, ns, mode);
-            let pvc = pvc_name(&name, ns, mode);
+            let pv = pv_name(name, ns, mode);
+            let pvc = pvc_name(name, ns, mode);
             let ready = active && bound.contains(&(ns.clone(), pvc.clone()));
             ns_ready &= ready;
             status.modes.insert(
@@ -210,8 +259,8 @@ pub fn plan(
                 pairs.push(Pair {
                     namespace: ns.clone(),
                     mode,
-                    pv: persistent_volume(lfs, &pv, &pvc, ns, mode, &sub_path, driver),
-                    pvc: persistent_volume_claim(lfs, &pv, &pvc, ns, mode),
+                    pv: persistent_volume(input, &pv, &pvc, ns, mode, &sub_path, driver),
+                    pvc: persistent_volume_claim(input, &pv, &pvc, ns, mode),
                 });
             }
         }
@@ -220,7 +269,7 @@ pub fn plan(
         }
         statuses.insert(ns.clone(), status);
     }
-    let listed = lfs.spec.namespaces.len();
+    let listed = input.spec.namespaces.len();
     Ok(Plan {
         pairs,
         namespaces: statuses,
@@ -230,11 +279,10 @@ pub fn plan(
     })
 }
 
-fn labels(fs: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (FILESYSTEM_LABEL.to_string(), fs.to_string()),
-        (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
-    ])
+fn labels(input: &Input) -> BTreeMap<String, String> {
+    let mut labels = input.owner.clone();
+    labels.insert(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string());
+    labels
 }
 
 /// A static volume of our CSI driver (see crates/csi/src/volume.rs `node_volume`): the
@@ -242,7 +290,7 @@ fn labels(fs: &str) -> BTreeMap<String, String> {
 /// refuses it instead of mounting the wrong one. The handle is the PV's name: unique, which
 /// kubelet needs, and with no project ID to put in a `v1/...` handle.
 fn persistent_volume(
-    lfs: &LustreFileSystem,
+    input: &Input,
     pv: &str,
     pvc: &str,
     ns: &str,
@@ -258,13 +306,13 @@ fn persistent_volume(
         ),
         (
             csi::volume::context::FS_NAME.to_string(),
-            lfs.spec.fs_name.clone(),
+            input.spec.fs_name.clone(),
         ),
     ]);
     PersistentVolume {
         metadata: ObjectMeta {
             name: Some(pv.to_string()),
-            labels: Some(labels(&lfs.name_any())),
+            labels: Some(labels(input)),
             ..ObjectMeta::default()
         },
         spec: Some(PersistentVolumeSpec {
@@ -289,7 +337,7 @@ fn persistent_volume(
             }),
             // Never Delete: the data belongs to the filesystem, not to the pair.
             persistent_volume_reclaim_policy: Some("Retain".into()),
-            storage_class_name: Some(lfs.spec.storage_class_name.clone()),
+            storage_class_name: Some(input.spec.storage_class_name.clone()),
             volume_mode: Some("Filesystem".into()),
             ..PersistentVolumeSpec::default()
         }),
@@ -298,7 +346,7 @@ fn persistent_volume(
 }
 
 fn persistent_volume_claim(
-    lfs: &LustreFileSystem,
+    input: &Input,
     pv: &str,
     pvc: &str,
     ns: &str,
@@ -308,7 +356,7 @@ fn persistent_volume_claim(
         metadata: ObjectMeta {
             name: Some(pvc.to_string()),
             namespace: Some(ns.to_string()),
-            labels: Some(labels(&lfs.name_any())),
+            labels: Some(labels(input)),
             ..ObjectMeta::default()
         },
         spec: Some(PersistentVolumeClaimSpec {
@@ -320,7 +368,7 @@ fn persistent_volume_claim(
                 )])),
                 ..VolumeResourceRequirements::default()
             }),
-            storage_class_name: Some(lfs.spec.storage_class_name.clone()),
+            storage_class_name: Some(input.spec.storage_class_name.clone()),
             volume_mode: Some("Filesystem".into()),
             volume_name: Some(pv.to_string()),
             ..PersistentVolumeClaimSpec::default()
