@@ -45,8 +45,13 @@ static ONE_OPERATOR: Mutex<()> = Mutex::new(());
 
 impl Operator {
     fn start(cluster: &Cluster, log: &std::path::Path) -> Operator {
+        Self::start_with(cluster, log, &[])
+    }
+
+    /// [`start`](Self::start) with more `operator run` arguments.
+    fn start_with(cluster: &Cluster, log: &std::path::Path, extra: &[&str]) -> Operator {
         let alone = ONE_OPERATOR.lock().unwrap_or_else(|e| e.into_inner());
-        let (child, metrics) = Self::spawn(cluster, log);
+        let (child, metrics) = Self::spawn(cluster, log, extra);
         Operator {
             child,
             metrics,
@@ -63,10 +68,10 @@ impl Operator {
     /// Kills the operator and starts another, without letting another test's run between.
     fn restart(&mut self, cluster: &Cluster, log: &std::path::Path) {
         self.kill();
-        (self.child, self.metrics) = Self::spawn(cluster, log);
+        (self.child, self.metrics) = Self::spawn(cluster, log, &[]);
     }
 
-    fn spawn(cluster: &Cluster, log: &std::path::Path) -> (Child, SocketAddr) {
+    fn spawn(cluster: &Cluster, log: &std::path::Path, extra: &[&str]) -> (Child, SocketAddr) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -80,6 +85,7 @@ impl Operator {
             .args(["--log", "info,operator=debug", "operator", "run"])
             .args(["--metrics-addr", &metrics.to_string()])
             .args(["--hpe-sub-directory", "datasets"])
+            .args(extra)
             .env("KUBECONFIG", &cluster.kubeconfig)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -957,5 +963,189 @@ fn data_movement_resumes_after_a_restart_and_stops_on_cancel() {
         &fs_name,
         "--timeout=60s",
     ]);
+    let _ = std::fs::remove_file(&log);
+}
+
+/// With `--copy-runner job` (the Lustre case) the copy is a Job in the movement's namespace
+/// that mounts the namespace's own PVC through the CSI driver: it copies a store on the
+/// filesystem back into it with progress and a result, and a cancelled one leaves whole files
+/// only and its Job deleted.
+#[test]
+#[ignore = "needs a cluster: scripts/kube-up.sh"]
+fn data_movement_runs_in_a_job_through_the_namespaces_claim() {
+    let _guard = kube::shared();
+    let cluster = Cluster::get();
+    install_crd(cluster);
+    let image = cluster.ok(&[
+        "get",
+        "daemonset",
+        "-n",
+        &cluster.namespace,
+        &format!("{}-node", cluster.release),
+        "-o",
+        "jsonpath={.spec.template.spec.containers[?(@.name==\"lustrekit\")].image}",
+    ]);
+    let log =
+        std::env::temp_dir().join(format!("lustrekit-operator-job-{}.log", std::process::id()));
+    let _operator = Operator::start_with(
+        cluster,
+        &log,
+        &["--copy-runner", "job", "--copy-image", image.trim()],
+    );
+    let ns = Namespace::new("dm-job");
+    // The volumes' directory on the driver's local backend, as the static PVs name it.
+    let sub = format!("{}-fs", ns.as_str());
+    let dir = cluster.local_root.join(&sub);
+    let files = make_tree(&dir.join("data"), 16, 128 << 10);
+    // The store the Job copies from: made on the host by the same copy the Job runs.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lustrekit"))
+        .args(["operator", "copy", "--direction", "out", "--root"])
+        .arg(&dir)
+        .args(["--path", "data", "--url"])
+        .arg(format!("file://{}", dir.join("store").display()))
+        .output()
+        .expect("run lustrekit operator copy");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    assert!(last.contains(r#""success":true"#), "{last}");
+    let fs_name = sub.clone();
+    cluster.apply(&json!({
+        "apiVersion": "lustrekit.io/v1alpha1",
+        "kind": "LustreFileSystem",
+        "metadata": {"name": fs_name},
+        "spec": {
+            "fsName": "lustre",
+            "mgsNodes": [{"nids": ["10.0.0.1@tcp"]}],
+            "mountRoot": "/unused-by-jobs",
+            "subDirectory": sub,
+            "storageClassName": "lustre-static",
+            "namespaces": {ns.as_str(): {"modes": ["ReadWriteMany"]}},
+        },
+    }));
+    wait_bound(
+        cluster,
+        ns.as_str(),
+        &format!("{fs_name}-{}-readwritemany-pvc", ns.as_str()),
+    );
+
+    movement(
+        cluster,
+        ns.as_str(),
+        "in",
+        json!({
+            "fileSystem": fs_name, "path": "back", "direction": "In", "url": "file:///lustre/store",
+        }),
+    );
+    let (status, _) = wait_finished(cluster, ns.as_str(), "in", Duration::from_secs(180));
+    assert_eq!(status["result"], "Success", "{status}");
+    assert_eq!(status["runner"], Value::Null, "{status}");
+    let p = &status["progress"];
+    assert_eq!(p["filesDone"], p["filesTotal"], "{status}");
+    assert_same_tree(&files, &dir.join("back"));
+    let job = cluster
+        .try_get(Some(ns.as_str()), "job", "lustrekit-copy-in")
+        .expect("the Job stays for its logs");
+    assert_eq!(
+        job["metadata"]["ownerReferences"][0]["kind"],
+        "DataMovement"
+    );
+
+    // Slowly, then cancelled: the Job goes, and what is there is whole.
+    movement(
+        cluster,
+        ns.as_str(),
+        "slow",
+        json!({
+            "fileSystem": fs_name, "path": "slow", "direction": "In", "url": "file:///lustre/store",
+            "maxBytesPerSecond": 32 << 10,
+        }),
+    );
+    cluster.poll(
+        "the slow copy under way",
+        Duration::from_secs(180),
+        Duration::from_millis(500),
+        || {
+            let s = movement_status(cluster, ns.as_str(), "slow");
+            (s["phase"] == "Running" && s["progress"]["filesDone"].as_u64().unwrap_or(0) > 0)
+                .then_some(())
+        },
+    );
+    cluster.ok(&[
+        "patch",
+        "datamovements.lustrekit.io",
+        "-n",
+        ns.as_str(),
+        "slow",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"cancel":true}}"#,
+    ]);
+    let (status, _) = wait_finished(cluster, ns.as_str(), "slow", WAIT);
+    assert_eq!(status["result"], "Cancelled", "{status}");
+    cluster.poll("the Job deleted", WAIT, Duration::from_millis(500), || {
+        cluster
+            .try_get(Some(ns.as_str()), "job", "lustrekit-copy-slow")
+            .is_none()
+            .then_some(())
+    });
+    // Its pod stops on SIGTERM and drops its temporaries; wait for it to be gone.
+    cluster.poll(
+        "the copy pod gone",
+        WAIT,
+        Duration::from_millis(500),
+        || {
+            cluster
+                .ok(&[
+                    "get",
+                    "pods",
+                    "-n",
+                    ns.as_str(),
+                    "-l",
+                    "batch.kubernetes.io/job-name=lustrekit-copy-slow",
+                    "-o",
+                    "name",
+                ])
+                .trim()
+                .is_empty()
+                .then_some(())
+        },
+    );
+    let slow = dir.join("slow");
+    let mut whole = 0;
+    for (rel, data) in &files {
+        match std::fs::read(slow.join(rel)) {
+            Ok(got) => {
+                assert!(got == *data, "{rel}: a partial or wrong file after cancel");
+                whole += 1;
+            }
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{rel}: {e}"),
+        }
+    }
+    assert!(
+        whole < files.len(),
+        "cancelled before the end ({whole} files whole)"
+    );
+    for entry in std::fs::read_dir(&slow).expect("ls").filter_map(|e| e.ok()) {
+        let name = entry.file_name().to_string_lossy().to_string();
+        assert!(
+            !name.starts_with(".lustrekit"),
+            "a temporary left behind: {name}"
+        );
+    }
+    cluster.ok(&[
+        "delete",
+        "lustrefilesystems.lustrekit.io",
+        &fs_name,
+        "--timeout=60s",
+    ]);
+    let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(&log);
 }
