@@ -1,6 +1,7 @@
 //! `lustrekit operator run` against the real API server: the CRD installs, PV/PVC pairs
 //! appear and bind, a namespace created later turns Ready, CEL refuses a changed fsName, and
-//! deletion waits for a foreign finalizer, then removes the pairs.
+//! deletion waits for a foreign finalizer, then removes the pairs; with `--leader-elect` only
+//! the Lease's holder reconciles, and a successor takes over.
 
 mod kube;
 
@@ -17,25 +18,44 @@ const CRD: &str = concat!(
 );
 const WAIT: Duration = Duration::from_secs(90);
 
-/// The operator process, killed when the test ends however it ends. One at a time: two
-/// would both reconcile every resource (there is no leader election yet).
-struct Operator(Child, #[allow(dead_code)] MutexGuard<'static, ()>);
+/// An operator process, killed when the test ends however it ends.
+struct Operator(Child);
 
+/// One test's operators at a time: the tests' processes are not all candidates for one Lease,
+/// so two tests' operators would both reconcile every resource.
 static ONE_OPERATOR: Mutex<()> = Mutex::new(());
+
+fn alone() -> MutexGuard<'static, ()> {
+    ONE_OPERATOR.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 impl Operator {
     fn start(cluster: &Cluster, log: &std::path::Path) -> Operator {
-        let alone = ONE_OPERATOR.lock().unwrap_or_else(|e| e.into_inner());
+        Operator::spawn(cluster, log, &[], None)
+    }
+
+    /// `pod`: the POD_NAME its Lease identity starts with.
+    fn spawn(
+        cluster: &Cluster,
+        log: &std::path::Path,
+        args: &[&str],
+        pod: Option<&str>,
+    ) -> Operator {
         let log = std::fs::File::create(log).expect("operator log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_lustrekit"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_lustrekit"));
+        command
             .args(["--log", "info,operator=debug", "operator", "run"])
+            .args(args)
             .env("KUBECONFIG", &cluster.kubeconfig)
+            .env_remove("POD_NAME")
+            .env_remove("POD_NAMESPACE")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn lustrekit operator run");
-        Operator(child, alone)
+            .stderr(log);
+        if let Some(pod) = pod {
+            command.env("POD_NAME", pod);
+        }
+        Operator(command.spawn().expect("spawn lustrekit operator run"))
     }
 }
 
@@ -105,6 +125,7 @@ fn operator_makes_binds_and_removes_pairs() {
     let _guard = kube::shared();
     let cluster = Cluster::get();
     install_crd(cluster);
+    let _alone = alone();
     let log = std::env::temp_dir().join(format!("lustrekit-operator-{}.log", std::process::id()));
     let _operator = Operator::start(cluster, &log);
 
@@ -316,6 +337,7 @@ fn operator_reports_an_invalid_spec_and_makes_nothing() {
     let _guard = kube::shared();
     let cluster = Cluster::get();
     install_crd(cluster);
+    let _alone = alone();
     let log =
         std::env::temp_dir().join(format!("lustrekit-operator-bad-{}.log", std::process::id()));
     let _operator = Operator::start(cluster, &log);
@@ -372,4 +394,173 @@ fn operator_reports_an_invalid_spec_and_makes_nothing() {
     assert!(owned(cluster, "pvc", &name).trim().is_empty());
     cluster.ok(&["delete", "lustrefilesystem", &name, "--timeout=60s"]);
     let _ = std::fs::remove_file(&log);
+}
+
+/// The Lease's holder, if any.
+fn lease_holder(cluster: &Cluster, ns: &str, lease: &str) -> Option<String> {
+    cluster.try_get(Some(ns), "lease", lease)?["spec"]["holderIdentity"]
+        .as_str()
+        .filter(|h| !h.is_empty())
+        .map(str::to_string)
+}
+
+fn log_text(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Of two `--leader-elect` operators only the Lease's holder reconciles; killed, the other
+/// takes over once the claim runs out; stopped gracefully, the successor starts at once; and a
+/// holder whose Lease is taken from it steps down with a failure.
+#[test]
+#[ignore = "needs a cluster: scripts/kube-up.sh"]
+fn one_elected_operator_reconciles_and_a_successor_takes_over() {
+    const LEASE: &str = "lustrekit-operator-test";
+    const DURATION: Duration = Duration::from_secs(6);
+    let _guard = kube::shared();
+    let cluster = Cluster::get();
+    install_crd(cluster);
+    let _alone = alone();
+    let ns = Namespace::new("op-lease");
+    let log = |pod: &str| {
+        std::env::temp_dir().join(format!("lustrekit-{pod}-{}.log", std::process::id()))
+    };
+    let duration = format!("{}s", DURATION.as_secs());
+    let start = |pod: &str| {
+        Operator::spawn(
+            cluster,
+            &log(pod),
+            &[
+                "--leader-elect",
+                "--lease-name",
+                LEASE,
+                "--lease-namespace",
+                ns.as_str(),
+                "--lease-duration",
+                &duration,
+            ],
+            Some(pod),
+        )
+    };
+    let mut candidates = vec![("op-a", start("op-a")), ("op-b", start("op-b"))];
+    let holder = cluster.poll("a Lease holder", WAIT, Duration::from_millis(200), || {
+        lease_holder(cluster, ns.as_str(), LEASE)
+    });
+    let leader = candidates
+        .iter()
+        .position(|(pod, _)| holder.starts_with(&format!("{pod}-")))
+        .unwrap_or_else(|| panic!("holder {holder} is none of the candidates"));
+    let (leader_pod, leader_process) = candidates.remove(leader);
+    let (follower_pod, _follower_process) = &candidates[0];
+
+    let name = format!("{}-fs", ns.as_str());
+    let second = format!("{}-two", ns.as_str());
+    let mut spec = json!({
+        "apiVersion": "lustrekit.io/v1alpha1",
+        "kind": "LustreFileSystem",
+        "metadata": {"name": name},
+        "spec": {
+            "fsName": "lfs1",
+            "mgsNodes": [{"nids": ["10.0.0.1@tcp"]}],
+            "mountRoot": "/lus/lfs1",
+            "subDirectory": "datasets",
+            "storageClassName": "lustre-static",
+            "namespaces": {ns.as_str(): {"modes": ["ReadWriteMany"]}},
+        },
+    });
+    cluster.apply(&spec);
+    let pvc = |ns: &str| format!("{name}-{ns}-readwritemany-pvc");
+    wait_bound(cluster, ns.as_str(), &pvc(ns.as_str()));
+    let leader_log = log_text(&log(leader_pod));
+    let follower_log = log_text(&log(follower_pod));
+    assert!(leader_log.contains("reconciled"), "{leader_log}");
+    assert!(
+        follower_log.contains("waiting for the lease") && !follower_log.contains("reconciled"),
+        "the follower reconciled: {follower_log}"
+    );
+
+    // Killed, it cannot release: the follower waits for the claim to run out, no longer than
+    // the duration after the last renewal plus its poll (an eighth) twice over.
+    let killed = std::time::Instant::now();
+    drop(leader_process);
+    let successor = cluster.poll(
+        "the follower holding the Lease",
+        WAIT,
+        Duration::from_millis(100),
+        || lease_holder(cluster, ns.as_str(), LEASE).filter(|h| h != &holder),
+    );
+    let takeover = killed.elapsed();
+    eprintln!("takeover after SIGKILL: {takeover:?} (lease {DURATION:?})");
+    assert!(
+        successor.starts_with(&format!("{follower_pod}-")),
+        "{successor}"
+    );
+    assert!(
+        takeover <= DURATION + DURATION / 4 + Duration::from_secs(1),
+        "{takeover:?}"
+    );
+    // The successor reconciles: a namespace added to the spec gets its pair.
+    cluster.ok(&["create", "namespace", &second]);
+    let second_ns = Namespace { name: second };
+    spec["spec"]["namespaces"][second_ns.as_str()] = json!({"modes": ["ReadWriteMany"]});
+    cluster.apply(&spec);
+    wait_bound(cluster, second_ns.as_str(), &pvc(second_ns.as_str()));
+
+    // A graceful stop (SIGTERM, as from the kubelet) releases the Lease: a new candidate takes
+    // it on its next poll, long before the claim would run out.
+    let (follower_pod, mut follower) = candidates.remove(0);
+    let mut third_process = start("op-c");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        lease_holder(cluster, ns.as_str(), LEASE).as_deref(),
+        Some(successor.as_str())
+    );
+    let stopped = std::time::Instant::now();
+    let pid = nix::unistd::Pid::from_raw(follower.0.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let third = cluster.poll(
+        "op-c holding the Lease",
+        WAIT,
+        Duration::from_millis(100),
+        || lease_holder(cluster, ns.as_str(), LEASE).filter(|h| h.starts_with("op-c-")),
+    );
+    let handover = stopped.elapsed();
+    eprintln!("handover after SIGTERM: {handover:?}");
+    assert!(handover < DURATION / 2, "{handover:?}");
+    let status = follower.0.wait().expect("wait for the stopped operator");
+    assert!(status.success(), "a graceful stop exits 0: {status}");
+    let stopped_log = log_text(&log(follower_pod));
+    assert!(stopped_log.contains("released the lease"), "{stopped_log}");
+
+    // The new leader deletes the resource (its finalizer), then loses its Lease to an intruder
+    // and steps down with a failure.
+    // The full name: another group's LustreFileSystem may share the short one.
+    cluster.ok(&[
+        "delete",
+        "lustrefilesystems.lustrekit.io",
+        &name,
+        "--timeout=60s",
+    ]);
+    cluster.ok(&[
+        "patch",
+        "lease",
+        LEASE,
+        "-n",
+        ns.as_str(),
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"holderIdentity":"intruder"}}"#,
+    ]);
+    let exited = cluster.poll(
+        "op-c stepping down",
+        WAIT,
+        Duration::from_millis(200),
+        || third_process.0.try_wait().ok().flatten(),
+    );
+    assert!(!exited.success(), "stepping down exits non-zero: {exited}");
+    let third_log = log_text(&log("op-c"));
+    assert!(third_log.contains("stepping down"), "{third_log}");
+    eprintln!("{third} stepped down: {exited}");
+    for pod in ["op-a", "op-b", "op-c"] {
+        let _ = std::fs::remove_file(log(pod));
+    }
 }

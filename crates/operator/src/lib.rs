@@ -8,7 +8,9 @@
 
 pub mod controller;
 pub mod crd;
+pub mod lease;
 pub mod plan;
 
 pub use controller::{FIELD_MANAGER, FINALIZER, OperatorError, OperatorOptions, run};
 pub use crd::{AccessMode, LustreFileSystem, LustreFileSystemSpec, LustreFileSystemStatus};
+pub use lease::{LeaseConfig, LeaseError, run_elected};
