@@ -25,8 +25,72 @@ struct Operator(Child);
 /// so two tests' operators would both reconcile every resource.
 static ONE_OPERATOR: Mutex<()> = Mutex::new(());
 
-fn alone() -> MutexGuard<'static, ()> {
-    ONE_OPERATOR.lock().unwrap_or_else(|e| e.into_inner())
+/// While held, the test's own operator is the only one: no other test's runs, and the chart's
+/// Deployment is scaled to 0 (and back when dropped).
+struct Alone {
+    _one: MutexGuard<'static, ()>,
+    cluster: &'static Cluster,
+    chart_replicas: Option<String>,
+}
+
+fn chart_operator(cluster: &Cluster) -> (String, String) {
+    (
+        format!("deployment/{}-operator", cluster.release),
+        format!(
+            "app.kubernetes.io/instance={},app.kubernetes.io/component=operator",
+            cluster.release
+        ),
+    )
+}
+
+fn alone(cluster: &'static Cluster) -> Alone {
+    let one = ONE_OPERATOR.lock().unwrap_or_else(|e| e.into_inner());
+    let (deployment, selector) = chart_operator(cluster);
+    let ns = cluster.namespace.as_str();
+    let out = cluster.run(&[
+        "get",
+        &deployment,
+        "-n",
+        ns,
+        "-o",
+        "jsonpath={.spec.replicas}",
+    ]);
+    let replicas = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let chart_replicas =
+        (out.status.success() && !replicas.is_empty() && replicas != "0").then_some(replicas);
+    if chart_replicas.is_some() {
+        cluster.ok(&["scale", &deployment, "-n", ns, "--replicas=0"]);
+        cluster.ok(&[
+            "wait",
+            "--for=delete",
+            "pod",
+            "-n",
+            ns,
+            "-l",
+            &selector,
+            "--timeout=90s",
+        ]);
+    }
+    Alone {
+        _one: one,
+        cluster,
+        chart_replicas,
+    }
+}
+
+impl Drop for Alone {
+    fn drop(&mut self) {
+        if let Some(replicas) = &self.chart_replicas {
+            let (deployment, _) = chart_operator(self.cluster);
+            self.cluster.run(&[
+                "scale",
+                &deployment,
+                "-n",
+                &self.cluster.namespace,
+                &format!("--replicas={replicas}"),
+            ]);
+        }
+    }
 }
 
 impl Operator {
@@ -125,7 +189,7 @@ fn operator_makes_binds_and_removes_pairs() {
     let _guard = kube::shared();
     let cluster = Cluster::get();
     install_crd(cluster);
-    let _alone = alone();
+    let _alone = alone(cluster);
     let log = std::env::temp_dir().join(format!("lustrekit-operator-{}.log", std::process::id()));
     let _operator = Operator::start(cluster, &log);
 
@@ -337,7 +401,7 @@ fn operator_reports_an_invalid_spec_and_makes_nothing() {
     let _guard = kube::shared();
     let cluster = Cluster::get();
     install_crd(cluster);
-    let _alone = alone();
+    let _alone = alone(cluster);
     let log =
         std::env::temp_dir().join(format!("lustrekit-operator-bad-{}.log", std::process::id()));
     let _operator = Operator::start(cluster, &log);
@@ -419,7 +483,7 @@ fn one_elected_operator_reconciles_and_a_successor_takes_over() {
     let _guard = kube::shared();
     let cluster = Cluster::get();
     install_crd(cluster);
-    let _alone = alone();
+    let _alone = alone(cluster);
     let ns = Namespace::new("op-lease");
     let log = |pod: &str| {
         std::env::temp_dir().join(format!("lustrekit-{pod}-{}.log", std::process::id()))
@@ -563,4 +627,137 @@ fn one_elected_operator_reconciles_and_a_successor_takes_over() {
     for pod in ["op-a", "op-b", "op-c"] {
         let _ = std::fs::remove_file(log(pod));
     }
+}
+
+/// The chart's operator (scripts/cluster-test.sh installs it, two replicas): one replica holds
+/// its Lease, and with only the chart's account it makes, binds, reports and removes pairs;
+/// the account can do no more than that.
+#[test]
+#[ignore = "needs a cluster: scripts/cluster-test.sh"]
+fn the_charts_operator_leads_and_its_account_suffices() {
+    let _guard = kube::shared();
+    let cluster = Cluster::get();
+    let _one = ONE_OPERATOR.lock().unwrap_or_else(|e| e.into_inner());
+    let (deployment, selector) = chart_operator(cluster);
+    let release_ns = cluster.namespace.as_str();
+    let lease = format!("{}-operator", cluster.release);
+    // Another test may have just scaled it back up.
+    cluster.ok(&[
+        "rollout",
+        "status",
+        &deployment,
+        "-n",
+        release_ns,
+        "--timeout=120s",
+    ]);
+    let holder = cluster.poll(
+        "a replica of the chart's operator holding its Lease",
+        WAIT,
+        Duration::from_millis(500),
+        || {
+            let holder = lease_holder(cluster, release_ns, &lease)?;
+            let pods = cluster.ok(&[
+                "get",
+                "pods",
+                "-n",
+                release_ns,
+                "-l",
+                &selector,
+                "-o",
+                "jsonpath={.items[*].metadata.name}",
+            ]);
+            pods.split_whitespace()
+                .any(|pod| holder.starts_with(&format!("{pod}-")))
+                .then_some(holder)
+        },
+    );
+    eprintln!("the chart's operator leader: {holder}");
+
+    // Least privilege: what it needs, and not a verb more.
+    let account = format!(
+        "--as=system:serviceaccount:{release_ns}:{}-operator",
+        cluster.release
+    );
+    let can = |args: &[&str]| {
+        let mut all = vec!["auth", "can-i", account.as_str()];
+        all.extend(args);
+        cluster.run(&all).status.success()
+    };
+    let lease_ref = format!("leases.coordination.k8s.io/{lease}");
+    for allowed in [
+        &["patch", "lustrefilesystems.lustrekit.io"][..],
+        &[
+            "update",
+            "lustrefilesystems.lustrekit.io",
+            "--subresource=status",
+        ],
+        &["create", "persistentvolumes"],
+        &["delete", "persistentvolumeclaims", "-n", "default"],
+        &["create", "events.events.k8s.io", "-n", "default"],
+        &["update", &lease_ref, "-n", release_ns],
+        &["create", "leases.coordination.k8s.io", "-n", release_ns],
+    ] {
+        assert!(can(allowed), "the operator may not {allowed:?}");
+    }
+    for refused in [
+        &["delete", "lustrefilesystems.lustrekit.io"][..],
+        &["delete", "namespaces"],
+        &["update", "persistentvolumes"],
+        &["list", "secrets", "-n", "default"],
+        &[
+            "update",
+            "leases.coordination.k8s.io/other",
+            "-n",
+            release_ns,
+        ],
+        &["update", &lease_ref, "-n", "default"],
+        &["create", "pods", "-n", "default"],
+    ] {
+        assert!(!can(refused), "the operator may {refused:?}");
+    }
+
+    let ns = Namespace::new("op-chart");
+    let name = format!("{}-fs", ns.as_str());
+    cluster.apply(&json!({
+        "apiVersion": "lustrekit.io/v1alpha1",
+        "kind": "LustreFileSystem",
+        "metadata": {"name": name},
+        "spec": {
+            "fsName": "lfs1",
+            "mgsNodes": [{"nids": ["10.0.0.1@tcp"]}],
+            "mountRoot": "/lus/lfs1",
+            "subDirectory": "datasets",
+            "storageClassName": "lustre-static",
+            "namespaces": {ns.as_str(): {"modes": ["ReadWriteMany", "ReadOnlyMany"]}},
+        },
+    }));
+    for mode in ["readwritemany", "readonlymany"] {
+        wait_bound(
+            cluster,
+            ns.as_str(),
+            &format!("{name}-{}-{mode}-pvc", ns.as_str()),
+        );
+    }
+    // The full name: another group's LustreFileSystem may share the short one.
+    let resource = format!("lustrefilesystems.lustrekit.io/{name}");
+    cluster.wait_for(None, &resource, "condition=Ready", WAIT);
+    cluster.ok(&["delete", &resource, "--timeout=60s"]);
+    cluster.poll("the pairs gone", WAIT, Duration::from_millis(500), || {
+        (owned(cluster, "pv", &name).trim().is_empty()
+            && owned(cluster, "pvc", &name).trim().is_empty())
+        .then_some(())
+    });
+    let logs = cluster.ok(&[
+        "logs",
+        "-n",
+        release_ns,
+        "-l",
+        &selector,
+        "--tail=-1",
+        "--prefix",
+    ]);
+    assert!(
+        !logs.to_lowercase().contains("forbidden"),
+        "the operator was refused something:\n{logs}"
+    );
 }
