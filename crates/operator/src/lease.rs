@@ -463,3 +463,169 @@ mod tests {
         assert_eq!(config.duration_secs(), 15);
     }
 }
+
+/// The elector against a stand-in API server that keeps one Lease with real resourceVersion
+/// checks, and can be told to fail or to hang; tokio's paused clock makes the timing exact.
+#[cfg(test)]
+mod api_tests {
+    use std::sync::{Arc, Mutex};
+
+    use http::{Request, Response, StatusCode};
+    use kube::client::Body;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Server {
+        lease: Option<Value>,
+        version: u64,
+        hang: bool,
+    }
+
+    type Shared = Arc<Mutex<Server>>;
+
+    /// `reason` as the API server spells it (kube's `get_opt` looks for `NotFound`).
+    fn status(code: StatusCode, reason: &str) -> Response<Body> {
+        let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+            "reason": reason, "message": "stand-in", "code": code.as_u16()});
+        let mut response = Response::new(Body::from(body.to_string().into_bytes()));
+        *response.status_mut() = code;
+        response
+    }
+
+    fn ok(value: &Value) -> Response<Body> {
+        Response::new(Body::from(value.to_string().into_bytes()))
+    }
+
+    async fn serve(server: Shared, request: Request<Body>) -> Response<Body> {
+        let hang = server.lock().expect("server").hang;
+        if hang {
+            std::future::pending::<()>().await;
+        }
+        let method = request.method().clone();
+        let body = request.into_body().collect_bytes().await.expect("body");
+        let mut server = server.lock().expect("server");
+        let written = || -> Value { serde_json::from_slice(&body).expect("a Lease") };
+        match method.as_str() {
+            "GET" => match &server.lease {
+                Some(lease) => ok(lease),
+                None => status(StatusCode::NOT_FOUND, "NotFound"),
+            },
+            "POST" if server.lease.is_some() => status(StatusCode::CONFLICT, "AlreadyExists"),
+            "POST" | "PUT" => {
+                let mut lease = written();
+                let current = server
+                    .lease
+                    .as_ref()
+                    .map(|l| &l["metadata"]["resourceVersion"]);
+                if method == "PUT" && current != Some(&lease["metadata"]["resourceVersion"]) {
+                    return status(StatusCode::CONFLICT, "Conflict");
+                }
+                server.version += 1;
+                lease["metadata"]["resourceVersion"] = json!(server.version.to_string());
+                server.lease = Some(lease.clone());
+                ok(&lease)
+            }
+            _ => status(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed"),
+        }
+    }
+
+    fn client(server: &Shared) -> Client {
+        let server = server.clone();
+        let service = tower::service_fn(move |request| {
+            let server = server.clone();
+            async move { Ok::<_, std::convert::Infallible>(serve(server, request).await) }
+        });
+        Client::new(service, "default")
+    }
+
+    fn config(identity: &str) -> LeaseConfig {
+        LeaseConfig {
+            name: "lease".into(),
+            namespace: "ns".into(),
+            identity: identity.into(),
+            duration: Duration::from_secs(6),
+        }
+    }
+
+    fn holder(server: &Shared) -> Option<String> {
+        let server = server.lock().expect("server");
+        server.lease.as_ref()?["spec"]["holderIdentity"]
+            .as_str()
+            .map(str::to_string)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_holder_that_cannot_renew_steps_down_before_the_claim_runs_out() {
+        let server = Shared::default();
+        let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel();
+        let elector = tokio::spawn(run_elected(
+            client(&server),
+            config("me"),
+            std::future::pending(),
+            |step_down| async move {
+                step_down.wait().await;
+                let _ = stopped_tx.send(Instant::now());
+            },
+        ));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(holder(&server).as_deref(), Some("me"));
+        // The API server stops answering: every call hangs until its own timeout.
+        server.lock().expect("server").hang = true;
+        let hung_at = Instant::now();
+        let result = elector.await.expect("the elector task");
+        let stopped = stopped_rx.await.expect("the controllers were told to stop");
+        assert!(
+            matches!(&result, Err(LeaseError::Lost { reason, .. }) if reason.contains("not renewed")),
+            "{result:?}"
+        );
+        // The last renewal was at most a quarter of the duration before the hang; the others
+        // may take over a full duration after it: the controllers stopped well within that.
+        let stopped_after = stopped - hung_at;
+        eprintln!("stopped {stopped_after:?} after the API server hung");
+        assert!(stopped_after <= Duration::from_secs(4), "{stopped_after:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_graceful_shutdown_releases_the_lease_for_the_next_candidate() {
+        let server = Shared::default();
+        let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+        let first = tokio::spawn(run_elected(
+            client(&server),
+            config("first"),
+            async move {
+                let _ = shutdown_rx.await;
+            },
+            |step_down| step_down.wait(),
+        ));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(holder(&server).as_deref(), Some("first"));
+        let second = tokio::spawn(run_elected(
+            client(&server),
+            config("second"),
+            std::future::pending(),
+            |step_down| step_down.wait(),
+        ));
+        // While the first renews, the second waits however long.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(holder(&server).as_deref(), Some("first"));
+        let _ = shutdown_tx.send(());
+        first.await.expect("first").expect("a graceful stop is Ok");
+        let released = Instant::now();
+        loop {
+            if holder(&server).as_deref() == Some("second") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Taken on the second's next poll (an eighth of the duration), not after the claim.
+        eprintln!("taken {:?} after the release", released.elapsed());
+        assert!(
+            released.elapsed() <= Duration::from_secs(1),
+            "{:?}",
+            released.elapsed()
+        );
+        second.abort();
+    }
+}
