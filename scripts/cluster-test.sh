@@ -109,6 +109,20 @@ t0=$(date +%s)
   --wait --timeout 5m
 "$kubectl" -n "$namespace" rollout status "daemonset/$release-node" --timeout=3m
 "$kubectl" -n "$namespace" rollout status "deployment/$release-controller" --timeout=3m
+# The chart's operator (two replicas in cluster-values.yaml): Ready, and one replica holds its
+# Lease. The tests that run their own operator process scale it to 0 while they run.
+"$kubectl" -n "$namespace" rollout status "deployment/$release-operator" --timeout=3m
+operator_holder() {
+  local holder pod
+  holder="$("$kubectl" -n "$namespace" get lease "$release-operator" -o 'jsonpath={.spec.holderIdentity}' 2>/dev/null)" || return 1
+  for pod in $("$kubectl" -n "$namespace" get pods -l "app.kubernetes.io/instance=$release,app.kubernetes.io/component=operator" -o 'jsonpath={.items[*].metadata.name}'); do
+    case "$holder" in "$pod"-*) echo "$holder"; return 0 ;; esac
+  done
+  return 1
+}
+for _ in $(seq 1 60); do holder="$(operator_holder)" && break; sleep 1; done
+[ -n "${holder:-}" ] || { say "FAILED: no replica of the chart's operator holds the Lease $namespace/$release-operator"; exit 1; }
+say "the chart's operator leader: $holder"
 t_chart=$(( $(date +%s) - t0 ))
 # Images of earlier driver builds cannot be collected by the kubelet (image GC is off, as
 # nothing can be pulled back): drop their tags now that the pods run the new one.

@@ -12,8 +12,16 @@ k() { timeout -k 5 300 "$kubectl" "$@"; }
 tag=bench$$
 work=$(mktemp -d)
 operator_pid=
+# The chart's operator (scripts/cluster-test.sh installs it) would reconcile the same resource:
+# scaled to 0 for the run, and back after.
+chart_operator="deployment/${LUSTREKIT_RELEASE:-lustrekit}-operator"
+chart_ns="${LUSTREKIT_NAMESPACE:-lustrekit}"
+chart_replicas=$(k -n "$chart_ns" get "$chart_operator" -o 'jsonpath={.spec.replicas}' 2>/dev/null || true)
 cleanup() {
     [ -n "$operator_pid" ] && kill "$operator_pid" 2>/dev/null || true
+    if [ -n "$chart_replicas" ] && [ "$chart_replicas" != 0 ]; then
+        k -n "$chart_ns" scale "$chart_operator" --replicas="$chart_replicas" >/dev/null 2>&1 || true
+    fi
     k delete lustrefilesystems.lustrekit.io "$tag" --wait=false --ignore-not-found >/dev/null 2>&1 || true
     k delete pv -l "lustrekit.io/filesystem=$tag" --wait=false >/dev/null 2>&1 || true
     k delete pv -l "bench=$tag" --wait=false >/dev/null 2>&1 || true
@@ -21,6 +29,10 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+if [ -n "$chart_replicas" ] && [ "$chart_replicas" != 0 ]; then
+    k -n "$chart_ns" scale "$chart_operator" --replicas=0 >/dev/null
+    k -n "$chart_ns" wait --for=delete pod -l "app.kubernetes.io/instance=${LUSTREKIT_RELEASE:-lustrekit},app.kubernetes.io/component=operator" --timeout=90s >/dev/null
+fi
 
 k apply --server-side --force-conflicts --field-manager=lustrekit-bench -f deploy/crds/lustrefilesystems.lustrekit.io.yaml >/dev/null
 for i in $(seq 1 "$n"); do printf '{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"%s-%d"}}\n' "$tag" "$i"; done |

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Validates the Helm chart the way the API server would see it: `helm lint --strict`, then
-# `helm template` for each backend (deploy/helm/lustrekit/ci/*-values.yaml) and Kubernetes
-# version, with every rendered manifest, and the chart's examples/, checked by
+# `helm template --include-crds` for each backend (deploy/helm/lustrekit/ci/*-values.yaml) and
+# Kubernetes version, with every rendered manifest (the CRDs of crds/, a symlink to deploy/crds/,
+# checked to be those, so the chart cannot ship stale ones), and the chart's examples/, checked by
 # kubernetes-validate in strict mode (unknown fields are errors) against the Kubernetes JSON
 # schemas that package bundles, so it runs offline. The driver's TOML in the ConfigMap is
 # parsed too. Before any of that, self-checks feed the validator a Deployment with an unknown
@@ -127,7 +128,7 @@ for values in "${value_sets[@]}"; do
             fail "helm lint ($name, Kubernetes $kube)"
         fi
         rendered="$work/$name-$kube.yaml"
-        if ! "$helm" template "$release" "$chart" --namespace "$namespace" \
+        if ! "$helm" template "$release" "$chart" --namespace "$namespace" --include-crds \
             --kube-version "$kube" -f "$values" > "$rendered" 2> "$work/$name.err"; then
             cat "$work/$name.err" >&2
             fail "helm template ($name, Kubernetes $kube)"
@@ -144,6 +145,26 @@ if len(tomls) != 1:
 config = tomllib.loads(tomls[0])
 if config.get("backend") not in ("local", "lustre") or config["backend"] not in config:
     sys.exit(f"lustrekit.toml: backend {config.get('backend')!r} has no [{config.get('backend')}] table")
+PY
+        # The chart's crds/ is a symlink to deploy/crds/: a copy in its place, or a CRD missing
+        # or different, is drift.
+        [[ -L "$chart/crds" && "$(readlink "$chart/crds")" == "../../crds" ]] \
+            || fail "$chart/crds must be the symlink ../../crds (deploy/crds/ is the one copy)"
+        "$venv/bin/python" - "$rendered" deploy/crds/*.yaml <<'PY' || fail "helm template ($name): the chart's CRDs differ from deploy/crds/"
+import sys, yaml
+def crds(paths):
+    out = {}
+    for path in paths:
+        with open(path) as f:
+            for d in yaml.safe_load_all(f):
+                if d and d.get("kind") == "CustomResourceDefinition":
+                    out[d["metadata"]["name"]] = d
+    return out
+rendered, committed = crds(sys.argv[1:2]), crds(sys.argv[2:])
+if not committed:
+    sys.exit("no CRDs in deploy/crds/")
+if rendered != committed:
+    sys.exit(f"rendered {sorted(rendered)} != deploy/crds {sorted(committed)} (or their contents differ)")
 PY
         before=$validated
         validate "$rendered" "helm template ($name, Kubernetes $kube)" "$kube"

@@ -2,9 +2,8 @@
 //! (what the copy Job's pod runs).
 
 use std::path::PathBuf;
-use std::time::Duration;
-
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
@@ -105,6 +104,44 @@ struct RunArgs {
     /// volumes below the root, not the root). Unset: they are refused with a condition.
     #[arg(long, env = "LUSTREKIT_OPERATOR_HPE_SUB_DIRECTORY")]
     hpe_sub_directory: Option<String>,
+    /// Run the controllers only while holding a coordination.k8s.io Lease, so that of several
+    /// replicas one works and the others wait to take over.
+    #[arg(long)]
+    leader_elect: bool,
+    /// The Lease of --leader-elect.
+    #[arg(long, default_value = "lustrekit-operator")]
+    lease_name: String,
+    /// The Lease's namespace [default: the in-cluster account's or the kubeconfig context's].
+    #[arg(long, env = "POD_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// How long a claim on the Lease lasts without renewal (whole seconds, at least 1s): how
+    /// long replicas wait after a leader dies without releasing it.
+    #[arg(long, default_value = "15s", value_parser = parse_lease_duration)]
+    lease_duration: Duration,
+}
+
+fn parse_lease_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if duration < Duration::from_secs(1) || duration.subsec_nanos() != 0 {
+        return Err("must be whole seconds, at least 1s".to_string());
+    }
+    Ok(duration)
+}
+
+/// Unique per process, so a restarted pod is a new candidate: the pod name (or host name)
+/// and a random suffix.
+fn lease_identity() -> anyhow::Result<String> {
+    let base = match std::env::var("POD_NAME") {
+        Ok(name) if !name.is_empty() => name,
+        _ => nix::unistd::gethostname()
+            .context("cannot read the host name")?
+            .to_string_lossy()
+            .into_owned(),
+    };
+    let mut suffix = [0u8; 4];
+    getrandom::getrandom(&mut suffix).context("cannot draw the identity's random suffix")?;
+    let suffix: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("{base}-{suffix}"))
 }
 
 pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
@@ -163,19 +200,55 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
                 }
                 None => None,
             };
-            operator::run(client, options, metrics, async {
-                // A failed signal handler just means no graceful stop.
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await;
+            let result = if run.leader_elect {
+                let config = operator::LeaseConfig {
+                    namespace: run
+                        .lease_namespace
+                        .unwrap_or_else(|| client.default_namespace().to_string()),
+                    name: run.lease_name,
+                    identity: lease_identity()?,
+                    duration: run.lease_duration,
+                };
+                // Err (the Lease lost): the process exits non-zero and its pod restarts as a
+                // candidate.
+                operator::run_elected(client.clone(), config, shutdown_signal(), |step_down| {
+                    operator::run(client, options, metrics, step_down.wait())
+                })
+                .await
+                .context("leader election")
+            } else {
+                operator::run(client, options, metrics, async {
+                    // A failed signal handler just means no graceful stop.
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await;
+                Ok(())
+            };
             let _ = stop_tx.send(true);
             if let Some(server) = server {
                 // A panicked server task has nothing left to stop.
                 let _ = server.await;
             }
-            Ok(())
+            result
         }
         OperatorCommand::Copy(copy) => run_copy(copy).await,
+    }
+}
+
+/// Ctrl-C or SIGTERM (what the kubelet sends a pod): a graceful stop that releases the Lease.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        // A failed signal handler just means no graceful stop on that signal.
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

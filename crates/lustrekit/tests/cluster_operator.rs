@@ -1,7 +1,9 @@
 //! `lustrekit operator run` against the real API server: the CRD installs, PV/PVC pairs
 //! appear and bind, a namespace created later turns Ready, CEL refuses a changed fsName, and
 //! deletion waits for a foreign finalizer, then removes the pairs. HPE's `lus.cray.hpe.com`
-//! kind, written as HPE's own sample writes it, gets its pairs too.
+//! kind, written as HPE's own sample writes it, gets its pairs too; with `--leader-elect` only
+//! the Lease's holder reconciles, and a successor takes over. DataMovements copy trees to
+//! Azurite and back, in the operator or in a Job, and survive restarts and cancels.
 
 mod kube;
 
@@ -32,31 +34,94 @@ const LFS: &str = "lustrefilesystems.lustrekit.io";
 const HPE_LFS: &str = "lustrefilesystems.lus.cray.hpe.com";
 const WAIT: Duration = Duration::from_secs(90);
 
-/// The operator process, killed when the test ends however it ends. One at a time: two
-/// would both reconcile every resource (there is no leader election yet).
+/// An operator process, killed when the test ends however it ends. A test holds
+/// [`alone`] while its operators run.
 struct Operator {
     child: Child,
     /// Where it serves /metrics.
     metrics: SocketAddr,
-    _alone: MutexGuard<'static, ()>,
 }
 
+/// One test's operators at a time: the tests' processes are not all candidates for one Lease,
+/// so two tests' operators would both reconcile every resource.
 static ONE_OPERATOR: Mutex<()> = Mutex::new(());
+
+/// While held, the test's own operator is the only one: no other test's runs, and the chart's
+/// Deployment is scaled to 0 (and back when dropped).
+struct Alone {
+    _one: MutexGuard<'static, ()>,
+    cluster: &'static Cluster,
+    chart_replicas: Option<String>,
+}
+
+fn chart_operator(cluster: &Cluster) -> (String, String) {
+    (
+        format!("deployment/{}-operator", cluster.release),
+        format!(
+            "app.kubernetes.io/instance={},app.kubernetes.io/component=operator",
+            cluster.release
+        ),
+    )
+}
+
+fn alone(cluster: &'static Cluster) -> Alone {
+    let one = ONE_OPERATOR.lock().unwrap_or_else(|e| e.into_inner());
+    let (deployment, selector) = chart_operator(cluster);
+    let ns = cluster.namespace.as_str();
+    let out = cluster.run(&[
+        "get",
+        &deployment,
+        "-n",
+        ns,
+        "-o",
+        "jsonpath={.spec.replicas}",
+    ]);
+    let replicas = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let chart_replicas =
+        (out.status.success() && !replicas.is_empty() && replicas != "0").then_some(replicas);
+    if chart_replicas.is_some() {
+        cluster.ok(&["scale", &deployment, "-n", ns, "--replicas=0"]);
+        cluster.ok(&[
+            "wait",
+            "--for=delete",
+            "pod",
+            "-n",
+            ns,
+            "-l",
+            &selector,
+            "--timeout=90s",
+        ]);
+    }
+    Alone {
+        _one: one,
+        cluster,
+        chart_replicas,
+    }
+}
+
+impl Drop for Alone {
+    fn drop(&mut self) {
+        if let Some(replicas) = &self.chart_replicas {
+            let (deployment, _) = chart_operator(self.cluster);
+            self.cluster.run(&[
+                "scale",
+                &deployment,
+                "-n",
+                &self.cluster.namespace,
+                &format!("--replicas={replicas}"),
+            ]);
+        }
+    }
+}
 
 impl Operator {
     fn start(cluster: &Cluster, log: &std::path::Path) -> Operator {
-        Self::start_with(cluster, log, &[])
+        Self::spawn(cluster, log, &[], None)
     }
 
     /// [`start`](Self::start) with more `operator run` arguments.
     fn start_with(cluster: &Cluster, log: &std::path::Path, extra: &[&str]) -> Operator {
-        let alone = ONE_OPERATOR.lock().unwrap_or_else(|e| e.into_inner());
-        let (child, metrics) = Self::spawn(cluster, log, extra);
-        Operator {
-            child,
-            metrics,
-            _alone: alone,
-        }
+        Self::spawn(cluster, log, extra, None)
     }
 
     /// Kills the operator (as a crash would: no graceful stop).
@@ -65,13 +130,19 @@ impl Operator {
         let _ = self.child.wait();
     }
 
-    /// Kills the operator and starts another, without letting another test's run between.
+    /// Kills the operator and starts another in its place.
     fn restart(&mut self, cluster: &Cluster, log: &std::path::Path) {
         self.kill();
-        (self.child, self.metrics) = Self::spawn(cluster, log, &[]);
+        *self = Self::spawn(cluster, log, &[], None);
     }
 
-    fn spawn(cluster: &Cluster, log: &std::path::Path, extra: &[&str]) -> (Child, SocketAddr) {
+    /// `pod`: the POD_NAME its Lease identity starts with.
+    fn spawn(
+        cluster: &Cluster,
+        log: &std::path::Path,
+        args: &[&str],
+        pod: Option<&str>,
+    ) -> Operator {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -81,18 +152,23 @@ impl Operator {
         let metrics = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port");
-        let child = Command::new(env!("CARGO_BIN_EXE_lustrekit"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_lustrekit"));
+        command
             .args(["--log", "info,operator=debug", "operator", "run"])
             .args(["--metrics-addr", &metrics.to_string()])
             .args(["--hpe-sub-directory", "datasets"])
-            .args(extra)
+            .args(args)
             .env("KUBECONFIG", &cluster.kubeconfig)
+            .env_remove("POD_NAME")
+            .env_remove("POD_NAMESPACE")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn lustrekit operator run");
-        (child, metrics)
+            .stderr(log);
+        if let Some(pod) = pod {
+            command.env("POD_NAME", pod);
+        }
+        let child = command.spawn().expect("spawn lustrekit operator run");
+        Operator { child, metrics }
     }
 
     /// `GET path`: the whole response; empty while the operator is not listening yet.
@@ -151,20 +227,6 @@ fn install(cluster: &Cluster, file: &str, crd: &str) {
         file,
     ]);
     cluster.ok(&[
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "--field-manager=lustrekit-test",
-        "-f",
-        MOVEMENT_CRD,
-    ]);
-    cluster.ok(&[
-        "wait",
-        "crd/datamovements.lustrekit.io",
-        "--for=condition=Established",
-        "--timeout=60s",
-    ]);
-    cluster.ok(&[
         "wait",
         &format!("crd/{crd}"),
         "--for=condition=Established",
@@ -172,9 +234,10 @@ fn install(cluster: &Cluster, file: &str, crd: &str) {
     ]);
 }
 
-/// Installs our CRD.
+/// Installs our CRDs.
 fn install_crd(cluster: &Cluster) {
     install(cluster, CRD, LFS);
+    install(cluster, MOVEMENT_CRD, "datamovements.lustrekit.io");
 }
 
 fn state(lfs: &Value, ns: &str, mode: &str) -> Option<String> {
@@ -217,6 +280,7 @@ fn operator_makes_binds_and_removes_pairs() {
     let _guard = kube::shared();
     let cluster = Cluster::get();
     install_crd(cluster);
+    let _alone = alone(cluster);
     let log = std::env::temp_dir().join(format!("lustrekit-operator-{}.log", std::process::id()));
     let operator = Operator::start(cluster, &log);
 
@@ -429,6 +493,7 @@ fn operator_reports_an_invalid_spec_and_makes_nothing() {
     let _guard = kube::shared();
     let cluster = Cluster::get();
     install_crd(cluster);
+    let _alone = alone(cluster);
     let log =
         std::env::temp_dir().join(format!("lustrekit-operator-bad-{}.log", std::process::id()));
     let _operator = Operator::start(cluster, &log);
@@ -495,6 +560,7 @@ fn operator_reports_an_invalid_spec_and_makes_nothing() {
 fn operator_serves_hpes_lustrefilesystem() {
     let _guard = kube::shared();
     let cluster = Cluster::get();
+    let _alone = alone(cluster);
     install_crd(cluster);
     // Before the operator starts: it serves HPE's kind only if it is installed then.
     install(cluster, HPE_CRD, HPE_LFS);
@@ -707,6 +773,7 @@ fn assert_same_tree(files: &[(String, Vec<u8>)], dir: &std::path::Path) {
 fn data_movement_copies_a_tree_to_azurite_and_back() {
     let _guard = kube::shared();
     let cluster = Cluster::get();
+    let _alone = alone(cluster);
     install_crd(cluster);
     let log =
         std::env::temp_dir().join(format!("lustrekit-operator-dm-{}.log", std::process::id()));
@@ -825,6 +892,7 @@ fn data_movement_copies_a_tree_to_azurite_and_back() {
 fn data_movement_resumes_after_a_restart_and_stops_on_cancel() {
     let _guard = kube::shared();
     let cluster = Cluster::get();
+    let _alone = alone(cluster);
     install_crd(cluster);
     let log =
         std::env::temp_dir().join(format!("lustrekit-operator-dm2-{}.log", std::process::id()));
@@ -975,6 +1043,7 @@ fn data_movement_resumes_after_a_restart_and_stops_on_cancel() {
 fn data_movement_runs_in_a_job_through_the_namespaces_claim() {
     let _guard = kube::shared();
     let cluster = Cluster::get();
+    let _alone = alone(cluster);
     install_crd(cluster);
     let image = cluster.ok(&[
         "get",
@@ -1148,4 +1217,309 @@ fn data_movement_runs_in_a_job_through_the_namespaces_claim() {
     ]);
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(&log);
+}
+
+/// The Lease's holder, if any.
+fn lease_holder(cluster: &Cluster, ns: &str, lease: &str) -> Option<String> {
+    cluster.try_get(Some(ns), "lease", lease)?["spec"]["holderIdentity"]
+        .as_str()
+        .filter(|h| !h.is_empty())
+        .map(str::to_string)
+}
+
+fn log_text(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Of two `--leader-elect` operators only the Lease's holder reconciles; killed, the other
+/// takes over once the claim runs out; stopped gracefully, the successor starts at once; and a
+/// holder whose Lease is taken from it steps down with a failure.
+#[test]
+#[ignore = "needs a cluster: scripts/kube-up.sh"]
+fn one_elected_operator_reconciles_and_a_successor_takes_over() {
+    const LEASE: &str = "lustrekit-operator-test";
+    const DURATION: Duration = Duration::from_secs(6);
+    let _guard = kube::shared();
+    let cluster = Cluster::get();
+    install_crd(cluster);
+    let _alone = alone(cluster);
+    let ns = Namespace::new("op-lease");
+    let log = |pod: &str| {
+        std::env::temp_dir().join(format!("lustrekit-{pod}-{}.log", std::process::id()))
+    };
+    let duration = format!("{}s", DURATION.as_secs());
+    let start = |pod: &str| {
+        Operator::spawn(
+            cluster,
+            &log(pod),
+            &[
+                "--leader-elect",
+                "--lease-name",
+                LEASE,
+                "--lease-namespace",
+                ns.as_str(),
+                "--lease-duration",
+                &duration,
+            ],
+            Some(pod),
+        )
+    };
+    let mut candidates = vec![("op-a", start("op-a")), ("op-b", start("op-b"))];
+    let holder = cluster.poll("a Lease holder", WAIT, Duration::from_millis(200), || {
+        lease_holder(cluster, ns.as_str(), LEASE)
+    });
+    let leader = candidates
+        .iter()
+        .position(|(pod, _)| holder.starts_with(&format!("{pod}-")))
+        .unwrap_or_else(|| panic!("holder {holder} is none of the candidates"));
+    let (leader_pod, leader_process) = candidates.remove(leader);
+    let (follower_pod, _follower_process) = &candidates[0];
+
+    let name = format!("{}-fs", ns.as_str());
+    let second = format!("{}-two", ns.as_str());
+    let mut spec = json!({
+        "apiVersion": "lustrekit.io/v1alpha1",
+        "kind": "LustreFileSystem",
+        "metadata": {"name": name},
+        "spec": {
+            "fsName": "lfs1",
+            "mgsNodes": [{"nids": ["10.0.0.1@tcp"]}],
+            "mountRoot": "/lus/lfs1",
+            "subDirectory": "datasets",
+            "storageClassName": "lustre-static",
+            "namespaces": {ns.as_str(): {"modes": ["ReadWriteMany"]}},
+        },
+    });
+    cluster.apply(&spec);
+    let pvc = |ns: &str| format!("{name}-{ns}-readwritemany-pvc");
+    wait_bound(cluster, ns.as_str(), &pvc(ns.as_str()));
+    let leader_log = log_text(&log(leader_pod));
+    let follower_log = log_text(&log(follower_pod));
+    assert!(leader_log.contains("reconciled"), "{leader_log}");
+    assert!(
+        follower_log.contains("waiting for the lease") && !follower_log.contains("reconciled"),
+        "the follower reconciled: {follower_log}"
+    );
+
+    // Killed, it cannot release: the follower waits for the claim to run out, no longer than
+    // the duration after the last renewal plus its poll (an eighth) twice over.
+    let killed = std::time::Instant::now();
+    drop(leader_process);
+    let successor = cluster.poll(
+        "the follower holding the Lease",
+        WAIT,
+        Duration::from_millis(100),
+        || lease_holder(cluster, ns.as_str(), LEASE).filter(|h| h != &holder),
+    );
+    let takeover = killed.elapsed();
+    eprintln!("takeover after SIGKILL: {takeover:?} (lease {DURATION:?})");
+    assert!(
+        successor.starts_with(&format!("{follower_pod}-")),
+        "{successor}"
+    );
+    assert!(
+        takeover <= DURATION + DURATION / 4 + Duration::from_secs(1),
+        "{takeover:?}"
+    );
+    // The successor reconciles: a namespace added to the spec gets its pair.
+    cluster.ok(&["create", "namespace", &second]);
+    let second_ns = Namespace { name: second };
+    spec["spec"]["namespaces"][second_ns.as_str()] = json!({"modes": ["ReadWriteMany"]});
+    cluster.apply(&spec);
+    wait_bound(cluster, second_ns.as_str(), &pvc(second_ns.as_str()));
+
+    // A graceful stop (SIGTERM, as from the kubelet) releases the Lease: a new candidate takes
+    // it on its next poll, long before the claim would run out.
+    let (follower_pod, mut follower) = candidates.remove(0);
+    let mut third_process = start("op-c");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        lease_holder(cluster, ns.as_str(), LEASE).as_deref(),
+        Some(successor.as_str())
+    );
+    let stopped = std::time::Instant::now();
+    let pid = nix::unistd::Pid::from_raw(follower.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let third = cluster.poll(
+        "op-c holding the Lease",
+        WAIT,
+        Duration::from_millis(100),
+        || lease_holder(cluster, ns.as_str(), LEASE).filter(|h| h.starts_with("op-c-")),
+    );
+    let handover = stopped.elapsed();
+    eprintln!("handover after SIGTERM: {handover:?}");
+    assert!(handover < DURATION / 2, "{handover:?}");
+    let status = follower
+        .child
+        .wait()
+        .expect("wait for the stopped operator");
+    assert!(status.success(), "a graceful stop exits 0: {status}");
+    let stopped_log = log_text(&log(follower_pod));
+    assert!(stopped_log.contains("released the lease"), "{stopped_log}");
+
+    // The new leader deletes the resource (its finalizer), then loses its Lease to an intruder
+    // and steps down with a failure.
+    // The full name: another group's LustreFileSystem may share the short one.
+    cluster.ok(&[
+        "delete",
+        "lustrefilesystems.lustrekit.io",
+        &name,
+        "--timeout=60s",
+    ]);
+    cluster.ok(&[
+        "patch",
+        "lease",
+        LEASE,
+        "-n",
+        ns.as_str(),
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"holderIdentity":"intruder"}}"#,
+    ]);
+    let exited = cluster.poll(
+        "op-c stepping down",
+        WAIT,
+        Duration::from_millis(200),
+        || third_process.child.try_wait().ok().flatten(),
+    );
+    assert!(!exited.success(), "stepping down exits non-zero: {exited}");
+    let third_log = log_text(&log("op-c"));
+    assert!(third_log.contains("stepping down"), "{third_log}");
+    eprintln!("{third} stepped down: {exited}");
+    for pod in ["op-a", "op-b", "op-c"] {
+        let _ = std::fs::remove_file(log(pod));
+    }
+}
+
+/// The chart's operator (scripts/cluster-test.sh installs it, two replicas): one replica holds
+/// its Lease, and with only the chart's account it makes, binds, reports and removes pairs;
+/// the account can do no more than that.
+#[test]
+#[ignore = "needs a cluster: scripts/cluster-test.sh"]
+fn the_charts_operator_leads_and_its_account_suffices() {
+    let _guard = kube::shared();
+    let cluster = Cluster::get();
+    let _one = ONE_OPERATOR.lock().unwrap_or_else(|e| e.into_inner());
+    let (deployment, selector) = chart_operator(cluster);
+    let release_ns = cluster.namespace.as_str();
+    let lease = format!("{}-operator", cluster.release);
+    // Another test may have just scaled it back up.
+    cluster.ok(&[
+        "rollout",
+        "status",
+        &deployment,
+        "-n",
+        release_ns,
+        "--timeout=120s",
+    ]);
+    let holder = cluster.poll(
+        "a replica of the chart's operator holding its Lease",
+        WAIT,
+        Duration::from_millis(500),
+        || {
+            let holder = lease_holder(cluster, release_ns, &lease)?;
+            let pods = cluster.ok(&[
+                "get",
+                "pods",
+                "-n",
+                release_ns,
+                "-l",
+                &selector,
+                "-o",
+                "jsonpath={.items[*].metadata.name}",
+            ]);
+            pods.split_whitespace()
+                .any(|pod| holder.starts_with(&format!("{pod}-")))
+                .then_some(holder)
+        },
+    );
+    eprintln!("the chart's operator leader: {holder}");
+
+    // Least privilege: what it needs, and not a verb more.
+    let account = format!(
+        "--as=system:serviceaccount:{release_ns}:{}-operator",
+        cluster.release
+    );
+    let can = |args: &[&str]| {
+        let mut all = vec!["auth", "can-i", account.as_str()];
+        all.extend(args);
+        cluster.run(&all).status.success()
+    };
+    let lease_ref = format!("leases.coordination.k8s.io/{lease}");
+    for allowed in [
+        &["patch", "lustrefilesystems.lustrekit.io"][..],
+        &[
+            "update",
+            "lustrefilesystems.lustrekit.io",
+            "--subresource=status",
+        ],
+        &["create", "persistentvolumes"],
+        &["delete", "persistentvolumeclaims", "-n", "default"],
+        &["create", "events.events.k8s.io", "-n", "default"],
+        &["update", &lease_ref, "-n", release_ns],
+        &["create", "leases.coordination.k8s.io", "-n", release_ns],
+    ] {
+        assert!(can(allowed), "the operator may not {allowed:?}");
+    }
+    for refused in [
+        &["delete", "lustrefilesystems.lustrekit.io"][..],
+        &["delete", "namespaces"],
+        &["update", "persistentvolumes"],
+        &["list", "secrets", "-n", "default"],
+        &[
+            "update",
+            "leases.coordination.k8s.io/other",
+            "-n",
+            release_ns,
+        ],
+        &["update", &lease_ref, "-n", "default"],
+        &["create", "pods", "-n", "default"],
+    ] {
+        assert!(!can(refused), "the operator may {refused:?}");
+    }
+
+    let ns = Namespace::new("op-chart");
+    let name = format!("{}-fs", ns.as_str());
+    cluster.apply(&json!({
+        "apiVersion": "lustrekit.io/v1alpha1",
+        "kind": "LustreFileSystem",
+        "metadata": {"name": name},
+        "spec": {
+            "fsName": "lfs1",
+            "mgsNodes": [{"nids": ["10.0.0.1@tcp"]}],
+            "mountRoot": "/lus/lfs1",
+            "subDirectory": "datasets",
+            "storageClassName": "lustre-static",
+            "namespaces": {ns.as_str(): {"modes": ["ReadWriteMany", "ReadOnlyMany"]}},
+        },
+    }));
+    for mode in ["readwritemany", "readonlymany"] {
+        wait_bound(
+            cluster,
+            ns.as_str(),
+            &format!("{name}-{}-{mode}-pvc", ns.as_str()),
+        );
+    }
+    // The full name: another group's LustreFileSystem may share the short one.
+    let resource = format!("lustrefilesystems.lustrekit.io/{name}");
+    cluster.wait_for(None, &resource, "condition=Ready", WAIT);
+    cluster.ok(&["delete", &resource, "--timeout=60s"]);
+    cluster.poll("the pairs gone", WAIT, Duration::from_millis(500), || {
+        (owned(cluster, "pv", &name).trim().is_empty()
+            && owned(cluster, "pvc", &name).trim().is_empty())
+        .then_some(())
+    });
+    let logs = cluster.ok(&[
+        "logs",
+        "-n",
+        release_ns,
+        "-l",
+        &selector,
+        "--tail=-1",
+        "--prefix",
+    ]);
+    assert!(
+        !logs.to_lowercase().contains("forbidden"),
+        "the operator was refused something:\n{logs}"
+    );
 }

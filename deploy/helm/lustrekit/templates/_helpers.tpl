@@ -17,3 +17,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "lustrekit.socketDir" -}}
 {{ .Values.node.kubeletDir }}/plugins/{{ .Values.driverName }}
 {{- end -}}
+
+{{- define "lustrekit.operatorLease" -}}
+{{ include "lustrekit.fullname" . }}-operator
+{{- end -}}
