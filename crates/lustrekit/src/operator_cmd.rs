@@ -201,6 +201,9 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
                 None => None,
             };
             let result = if run.leader_elect {
+                // A standby is healthy and ready to take over; a leader is ready once its
+                // caches are filled (operator::run says so).
+                metrics.set_ready(true);
                 let config = operator::LeaseConfig {
                     namespace: run
                         .lease_namespace

@@ -1024,13 +1024,14 @@ fn data_movement_resumes_after_a_restart_and_stops_on_cancel() {
             "a temporary left behind: {name}"
         );
     }
-    drop(operator);
     cluster.ok(&[
         "delete",
         "lustrefilesystems.lustrekit.io",
         &fs_name,
         "--timeout=60s",
     ]);
+    // The finalizer needs the operator: it goes last.
+    drop(operator);
     let _ = std::fs::remove_file(&log);
 }
 

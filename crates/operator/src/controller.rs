@@ -206,6 +206,8 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
+    // Not ready until the caches are filled (below); a standby that just took over too.
+    metrics.set_ready(false);
     let reporter = Reporter {
         controller: FIELD_MANAGER.to_string(),
         instance: std::env::var("POD_NAME").ok(),
