@@ -777,7 +777,7 @@ fn data_movement_copies_a_tree_to_azurite_and_back() {
     install_crd(cluster);
     let log =
         std::env::temp_dir().join(format!("lustrekit-operator-dm-{}.log", std::process::id()));
-    let _operator = Operator::start(cluster, &log);
+    let operator = Operator::start(cluster, &log);
     let ns = Namespace::new("dm");
     let root = tempfile::tempdir().expect("mount root");
     let fs_name = format!("{}-fs", ns.as_str());
@@ -816,6 +816,12 @@ fn data_movement_copies_a_tree_to_azurite_and_back() {
     let (status, _) = wait_finished(cluster, ns.as_str(), "in", WAIT);
     assert_eq!(status["result"], "Success", "{status}");
     assert_same_tree(&files, &root.path().join("exposed/back"));
+    for direction in ["out", "in"] {
+        let done = operator.sample(&format!(
+            "lustrekit_operator_datamovements_total{{direction=\"{direction}\",result=\"success\"}}"
+        ));
+        assert_eq!(done, Some(1.0), "{direction}: {}", operator.scrape());
+    }
 
     // Refusals, each a Failed result that says why, and nothing written.
     movement(

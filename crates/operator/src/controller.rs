@@ -218,6 +218,7 @@ pub async fn run(
         client.clone(),
         Recorder::new(client.clone(), reporter.clone()),
         options.mover.clone(),
+        Arc::clone(&metrics),
         shutdown.clone(),
     );
     let context = Arc::new(Context {

@@ -35,6 +35,19 @@ struct ByError {
     error: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ByMovement {
+    /// `in` or `out`.
+    direction: &'static str,
+    /// `success`, `failed` or `cancelled`.
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ByDirection {
+    direction: &'static str,
+}
+
 fn duration_histogram() -> Histogram {
     Histogram::new(BUCKETS)
 }
@@ -47,6 +60,8 @@ pub struct Metrics {
     duration: Family<ByResource, Histogram>,
     errors: Family<ByError, Counter>,
     ready_pairs: Family<ByResource, Gauge>,
+    movements: Family<ByMovement, Counter>,
+    moved_bytes: Family<ByDirection, Counter>,
     /// The last count of ready pairs per (resource, object key), so the gauge is their sum
     /// and a deleted object's pairs leave it.
     ready_by_object: Mutex<HashMap<(&'static str, String), i64>>,
@@ -62,6 +77,8 @@ impl Default for Metrics {
         );
         let errors = Family::<ByError, Counter>::default();
         let ready_pairs = Family::<ByResource, Gauge>::default();
+        let movements = Family::<ByMovement, Counter>::default();
+        let moved_bytes = Family::<ByDirection, Counter>::default();
         let mut registry = Registry::default();
         // Counters are named without `_total`: the encoder appends it to the samples.
         registry.register(
@@ -84,12 +101,24 @@ impl Default for Metrics {
             "PV/PVC pairs bound, by resource",
             ready_pairs.clone(),
         );
+        registry.register(
+            "lustrekit_operator_datamovements",
+            "DataMovements finished, by direction and result",
+            movements.clone(),
+        );
+        registry.register(
+            "lustrekit_operator_datamovement_bytes",
+            "Bytes DataMovements copied (or found already there), by direction",
+            moved_bytes.clone(),
+        );
         Self {
             registry,
             reconciles,
             duration,
             errors,
             ready_pairs,
+            movements,
+            moved_bytes,
             ready_by_object: Mutex::new(HashMap::new()),
             ready: AtomicBool::new(false),
         }
@@ -105,6 +134,31 @@ impl Metrics {
         self.duration
             .get_or_create(&ByResource { resource })
             .observe(took.as_secs_f64());
+    }
+
+    /// Counts one finished DataMovement and the bytes it accounted for.
+    pub fn moved(
+        &self,
+        direction: crate::movement::Direction,
+        result: crate::movement::MoveResult,
+        bytes: u64,
+    ) {
+        use crate::movement::{Direction, MoveResult};
+        let direction = match direction {
+            Direction::In => "in",
+            Direction::Out => "out",
+        };
+        let result = match result {
+            MoveResult::Success => "success",
+            MoveResult::Failed => "failed",
+            MoveResult::Cancelled => "cancelled",
+        };
+        self.movements
+            .get_or_create(&ByMovement { direction, result })
+            .inc();
+        self.moved_bytes
+            .get_or_create(&ByDirection { direction })
+            .inc_by(bytes);
     }
 
     /// Counts one failed reconcile under the error's label.
@@ -251,6 +305,27 @@ mod tests {
         assert!(m.render().contains(
             "lustrekit_operator_ready_pairs{resource=\"lustrefilesystems.lustrekit.io\"} 1"
         ));
+    }
+
+    #[test]
+    fn finished_movements_count_by_direction_and_result() {
+        use crate::movement::{Direction, MoveResult};
+        let m = Metrics::default();
+        m.moved(Direction::Out, MoveResult::Success, 10);
+        m.moved(Direction::Out, MoveResult::Success, 5);
+        m.moved(Direction::In, MoveResult::Cancelled, 1);
+        let text = m.render();
+        assert!(
+            text.contains(
+                r#"lustrekit_operator_datamovements_total{direction="out",result="success"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"lustrekit_operator_datamovement_bytes_total{direction="out"} 15"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"result="cancelled"} 1"#), "{text}");
     }
 
     #[test]

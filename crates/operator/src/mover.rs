@@ -97,6 +97,7 @@ struct Context {
     client: Client,
     recorder: Recorder,
     options: MoverOptions,
+    metrics: Arc<crate::metrics::Metrics>,
     slots: Arc<Semaphore>,
     /// The copies this operator runs, by namespace and name.
     running: Mutex<HashMap<(String, String), RunningCopy>>,
@@ -108,11 +109,13 @@ pub async fn run(
     client: Client,
     recorder: Recorder,
     options: MoverOptions,
+    metrics: Arc<crate::metrics::Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let ctx = Arc::new(Context {
         client: client.clone(),
         recorder,
+        metrics,
         slots: Arc::new(Semaphore::new(options.slots.max(1))),
         options,
         running: Mutex::new(HashMap::new()),
@@ -147,8 +150,11 @@ fn key_of(dm: &DataMovement) -> (String, String) {
 
 async fn reconcile(dm: Arc<DataMovement>, ctx: Arc<Context>) -> Result<Action, OperatorError> {
     if let Runner::Job { image } = &ctx.options.runner {
-        let (action, event) =
+        let (action, event, finished) =
             crate::mover_job::reconcile(&dm, &ctx.client, image, ctx.options.max_attempts).await?;
+        if let Some((result, bytes)) = finished {
+            ctx.metrics.moved(dm.spec.direction, result, bytes);
+        }
         if let Some((warning, result, note)) = event {
             record(&ctx, &dm, warning, result, note).await;
         }
@@ -173,6 +179,7 @@ async fn reconcile(dm: Arc<DataMovement>, ctx: Arc<Context>) -> Result<Action, O
         }
         Step::Finish { result, message } => {
             finish(&ctx.client, &dm, result, &message, None).await?;
+            ctx.metrics.moved(dm.spec.direction, result, 0);
             record(&ctx, &dm, result != MoveResult::Success, result, message).await;
             Ok(Action::await_change())
         }
@@ -258,6 +265,7 @@ async fn start(
         Ok(ready) => ready,
         Err(why) => {
             finish(&ctx.client, &dm, MoveResult::Failed, &why, None).await?;
+            ctx.metrics.moved(dm.spec.direction, MoveResult::Failed, 0);
             record(ctx, &dm, true, MoveResult::Failed, why).await;
             return Ok(Action::await_change());
         }
@@ -374,6 +382,8 @@ async fn copy_task(
             }
         }
     }
+    ctx.metrics
+        .moved(dm.spec.direction, result, progress.bytes_done);
     record(&ctx, &dm, result != MoveResult::Success, result, message).await;
     forget(&ctx, &dm);
 }

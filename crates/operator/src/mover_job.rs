@@ -31,6 +31,10 @@ const API_TIMEOUT: Duration = Duration::from_secs(20);
 /// An Event to record: warning or not, the result it is about, and what to say.
 pub(crate) type Note = (bool, MoveResult, String);
 
+/// What a reconcile did: when to look again, an Event to record, and the result and bytes
+/// of a movement it finished.
+pub(crate) type Done = (Action, Option<Note>, Option<(MoveResult, u64)>);
+
 async fn bounded<T>(
     action: &'static str,
     object: String,
@@ -52,10 +56,10 @@ pub(crate) async fn reconcile(
     client: &Client,
     image: &str,
     max_attempts: u32,
-) -> Result<(Action, Option<Note>), OperatorError> {
+) -> Result<Done, OperatorError> {
     let status = dm.status.clone().unwrap_or_default();
     if status.phase == Some(Phase::Finished) {
-        return Ok((Action::await_change(), None));
+        return Ok((Action::await_change(), None, None));
     }
     let namespace = dm.namespace().unwrap_or_default();
     let jobs = Api::<Job>::namespaced(client.clone(), &namespace);
@@ -77,10 +81,12 @@ pub(crate) async fn reconcile(
             };
             bounded("delete", object, jobs.delete(&name, &params)).await?;
             let progress = outcome.map(|o| o.progress);
+            let bytes = progress.as_ref().map_or(0, |p| p.bytes_done);
             finish(client, dm, MoveResult::Cancelled, CANCELLED, progress).await?;
             return Ok((
                 Action::await_change(),
                 Some((true, MoveResult::Cancelled, CANCELLED.into())),
+                Some((MoveResult::Cancelled, bytes)),
             ));
         }
         return match job_state(&job) {
@@ -88,7 +94,7 @@ pub(crate) async fn reconcile(
                 if let Some(o) = outcome {
                     patch_status(client, dm, json!({"progress": o.progress})).await?;
                 }
-                Ok((Action::requeue(POLL), None))
+                Ok((Action::requeue(POLL), None, None))
             }
             state => {
                 let o = outcome.unwrap_or_default();
@@ -101,21 +107,24 @@ pub(crate) async fn reconcile(
                     MoveResult::Success => "copied".into(),
                     _ => format!("the copy Job {name} failed without a report"),
                 });
+                let bytes = o.progress.bytes_done;
                 finish(client, dm, result, &message, Some(o.progress)).await?;
                 Ok((
                     Action::await_change(),
                     Some((result != MoveResult::Success, result, message)),
+                    Some((result, bytes)),
                 ))
             }
         };
     }
     match decide(dm, false, max_attempts) {
-        Step::Nothing | Step::Watch | Step::StopTask => Ok((Action::await_change(), None)),
+        Step::Nothing | Step::Watch | Step::StopTask => Ok((Action::await_change(), None, None)),
         Step::Finish { result, message } => {
             finish(client, dm, result, &message, None).await?;
             Ok((
                 Action::await_change(),
                 Some((result != MoveResult::Success, result, message)),
+                Some((result, 0)),
             ))
         }
         Step::Start { attempt } => start(dm, client, image, attempt, &jobs, &name).await,
@@ -129,7 +138,7 @@ async fn start(
     attempt: u32,
     jobs: &Api<Job>,
     name: &str,
-) -> Result<(Action, Option<Note>), OperatorError> {
+) -> Result<Done, OperatorError> {
     let namespace = dm.namespace().unwrap_or_default();
     let fs = &dm.spec.file_system;
     let lfs = bounded(
@@ -143,6 +152,7 @@ async fn start(
         Ok((
             Action::await_change(),
             Some((true, MoveResult::Failed, why)),
+            Some((MoveResult::Failed, 0)),
         ))
     };
     let Some(lfs) = lfs else {
@@ -202,6 +212,7 @@ async fn start(
     Ok((
         Action::requeue(POLL),
         Some((false, MoveResult::Success, format!("{verb} in Job {name}"))),
+        None,
     ))
 }
 
