@@ -25,6 +25,7 @@ pub mod project;
 pub mod project_list;
 pub mod quota;
 pub mod size;
+pub mod striping;
 pub mod version;
 pub mod volume_id;
 
@@ -47,5 +48,6 @@ pub use project::{ProjectId, ProjectRange};
 pub use project_list::{ProjectEntry, parse_lfs_project};
 pub use quota::{QuotaLimits, QuotaReport, QuotaUsage, parse_lfs_quota, parse_lfs_quota_all};
 pub use size::ByteSize;
+pub use striping::{ComponentSpec, LayoutSpec, StripeSpec, StripingError};
 pub use version::{LustreVersion, parse_lctl_version};
 pub use volume_id::VolumeId;
