@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use lustre_model::{
-    HsmFlags, HsmState, NidRange, NodemapName, NodemapState, ProjectId, QuotaLimits, QuotaReport,
-    RelPath,
+    HsmFlags, HsmState, LayoutSpec, NidRange, NodemapName, NodemapState, ProjectId, QuotaLimits,
+    QuotaReport, RelPath,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::Result;
+use crate::{BackendError, Result};
 
 /// Which implementation stands behind a [`Filesystem`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +54,10 @@ pub struct Capabilities {
     /// for [`Mounts::mount`] to judge against that mount, not for the caller to compare with
     /// the host path.
     pub bind_from_shared_client_mount: bool,
+    /// Directories take a default layout (stripe count, size, pool, PFL components) that the
+    /// files made in them get: [`Namespace::set_default_layout`]. False where there are no
+    /// stripes (the `local` backend).
+    pub striping: bool,
 }
 
 /// What `statfs` (and so `df`) reports inside a volume.
@@ -283,6 +287,15 @@ pub trait Namespace: Send + Sync {
     /// Writes a small state file atomically (temporary file, then rename).
     async fn write_file(&self, file: &RelPath, content: &[u8]) -> Result<()>;
     async fn remove_file(&self, file: &RelPath) -> Result<()>;
+    /// Sets the default layout of `dir` (what files made inside get), then reads it back
+    /// and fails unless it is the one asked for. Only where [`Capabilities::striping`].
+    async fn set_default_layout(&self, dir: &RelPath, layout: &LayoutSpec) -> Result<()> {
+        let _ = (dir, layout);
+        Err(BackendError::unsupported(
+            "striping",
+            "this backend has no stripes (its directories take no default layout)",
+        ))
+    }
 }
 
 /// Project IDs, project quotas, and the capacity of the whole filesystem.

@@ -347,6 +347,7 @@ impl Filesystem for LocalBackend {
             },
             quota_outlives_directory: false,
             bind_from_shared_client_mount: false,
+            striping: false,
         }
     }
 

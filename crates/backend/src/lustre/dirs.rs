@@ -8,7 +8,7 @@
 use async_trait::async_trait;
 use std::time::Duration;
 
-use lustre_model::RelPath;
+use lustre_model::{LayoutSpec, RelPath};
 
 use super::runner::CommandOutput;
 use super::{LustreBackend, On, argv, is_enoent};
@@ -299,8 +299,47 @@ pub(super) async fn remove_file(b: &LustreBackend, file: &RelPath) -> Result<()>
     Ok(())
 }
 
+/// `lfs setstripe <layout> DIR`, then `lfs getstripe -d DIR` to check that the directory's
+/// default layout is the one asked for (a pool that does not exist, or an OST count the
+/// filesystem cannot give, shows up there).
+async fn set_default_layout(b: &LustreBackend, dir: &RelPath, layout: &LayoutSpec) -> Result<()> {
+    let path = b.path(dir);
+    let args = layout.setstripe_args();
+    let mut setstripe = vec!["setstripe"];
+    setstripe.extend(args.iter().map(String::as_str));
+    setstripe.push(&path);
+    let argv = b.lfs(setstripe);
+    let out = b.run(On::Mds, &argv).await?;
+    if !out.success() && is_enoent(&out) {
+        return Err(BackendError::NotFound {
+            path: dir.as_str().to_owned(),
+        });
+    }
+    out.check(&argv)?;
+    let argv = b.lfs(["getstripe", "-d", &path]);
+    let out = b.run(On::Mds, &argv).await?;
+    let text = out.stdout_text();
+    out.check(&argv)?;
+    let got = lustre_model::parse_lfs_getstripe(&text).map_err(|source| BackendError::Parse {
+        command: argv.join(" "),
+        source,
+    })?;
+    if !layout.matches(&got) {
+        return Err(BackendError::InvalidState(format!(
+            "{}: default layout not applied: asked `lfs setstripe {}`, read back {got:?}",
+            dir.as_str(),
+            args.join(" ")
+        )));
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl crate::Namespace for LustreBackend {
+    async fn set_default_layout(&self, dir: &RelPath, layout: &LayoutSpec) -> Result<()> {
+        set_default_layout(self, dir, layout).await
+    }
+
     async fn ensure_dir(&self, dir: &RelPath) -> Result<()> {
         ensure_dir(self, dir).await
     }

@@ -266,6 +266,7 @@ impl Filesystem for LustreBackend {
             quota_write_reserve: 0,
             quota_outlives_directory: true,
             bind_from_shared_client_mount: true,
+            striping: true,
         }
     }
 
