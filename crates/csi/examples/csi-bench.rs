@@ -193,6 +193,7 @@ async fn main() {
                     size_bytes: 1 << 20,
                     inode_limit: None,
                     labels: Default::default(),
+                    layout: None,
                 })
                 .await
                 .unwrap();

@@ -136,6 +136,7 @@ async fn project_quota_and_inode_limit_reach_the_stats_and_the_condition() {
             size_bytes: 10 * MIB as u64,
             inode_limit: Some(3),
             labels: Default::default(),
+            layout: None,
         })
         .await
         .unwrap();

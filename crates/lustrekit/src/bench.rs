@@ -85,6 +85,7 @@ async fn shares(root: PathBuf, count: u32, concurrency: usize) -> anyhow::Result
                     size_bytes: 10 << 20,
                     inode_limit: None,
                     labels: Default::default(),
+                    layout: None,
                 })
                 .await?;
             anyhow::Ok(())

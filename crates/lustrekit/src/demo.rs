@@ -215,6 +215,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                     size_bytes: size,
                     inode_limit: Some(10_000),
                     labels: Default::default(),
+                    layout: None,
                 })
                 .await?;
             out.push(format!(
@@ -235,6 +236,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 size_bytes: 10 * MIB,
                 inode_limit: Some(10_000),
                 labels: Default::default(),
+                layout: None,
             })
             .await?;
         let conflict = s
@@ -243,6 +245,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 size_bytes: 99 * MIB,
                 inode_limit: None,
                 labels: Default::default(),
+                layout: None,
             })
             .await;
         Ok(format!(

@@ -189,6 +189,7 @@ pub async fn run(config: &Path, json: bool, args: ShareArgs) -> anyhow::Result<(
                 size_bytes: parse_size(&size)?,
                 inode_limit: inodes,
                 labels: labels.into_iter().collect::<BTreeMap<_, _>>(),
+                layout: None,
             };
             let share = service().await?.create(request).await?;
             if json {

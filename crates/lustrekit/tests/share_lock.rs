@@ -41,6 +41,7 @@ async fn a_cancelled_call_leaves_the_share_free_for_another_process() {
         size_bytes: 1 << 20,
         inode_limit: None,
         labels: Default::default(),
+        layout: None,
     })
     .await
     .unwrap();

@@ -98,6 +98,9 @@ pub struct CreateShare {
     pub size_bytes: u64,
     pub inode_limit: Option<u64>,
     pub labels: BTreeMap<String, String>,
+    /// The default layout of the share's directory (stripes, PFL), where the backend has
+    /// stripes ([`backend::Capabilities::striping`]); refused elsewhere.
+    pub layout: Option<lustre_model::LayoutSpec>,
 }
 
 /// What `delete` does with the data.

@@ -26,4 +26,7 @@ pub struct Record {
     pub deleted_at: Option<u64>,
     #[serde(default)]
     pub expires_at: Option<u64>,
+    /// The directory's default layout, as asked at create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<lustre_model::LayoutSpec>,
 }

@@ -25,6 +25,7 @@ fn req(n: &str, size: u64) -> CreateShare {
         size_bytes: size,
         inode_limit: None,
         labels: BTreeMap::new(),
+        layout: None,
     }
 }
 

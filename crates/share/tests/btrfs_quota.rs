@@ -27,6 +27,7 @@ async fn a_write_past_the_quota_fails_with_edquot() {
             size_bytes: 10 * MIB,
             inode_limit: None,
             labels: Default::default(),
+            layout: None,
         })
         .await
         .unwrap();
@@ -110,6 +111,7 @@ async fn a_tenants_nested_subvolume_counts_against_the_share_and_is_deleted_with
             size_bytes: 10 * MIB,
             inode_limit: None,
             labels: Default::default(),
+            layout: None,
         })
         .await
         .unwrap();
@@ -208,6 +210,7 @@ async fn subvolume_shares_trash_restore_purge_and_repair_on_btrfs() {
             size_bytes: 6 * MIB,
             inode_limit: Some(100),
             labels: Default::default(),
+            layout: None,
         })
         .await
         .unwrap();

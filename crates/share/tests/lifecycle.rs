@@ -19,6 +19,7 @@ fn req(n: &str, size: u64) -> CreateShare {
         size_bytes: size,
         inode_limit: None,
         labels: BTreeMap::new(),
+        layout: None,
     }
 }
 
@@ -477,4 +478,21 @@ async fn a_range_overlapping_ids_in_use_is_refused() {
     share::ShareService::open(fs, common::settings(2000, 2999))
         .await
         .unwrap();
+}
+
+/// The local backend has no stripes: a share asking for a layout is refused before anything
+/// is made (no directory, no record, no project ID claimed).
+#[tokio::test]
+async fn a_layout_on_a_backend_without_stripes_is_refused_and_nothing_is_made() {
+    let root = common::plain_root();
+    let svc = common::service(&root.root).await;
+    let mut request = req("striped", 10 * MIB);
+    request.layout = lustre_model::LayoutSpec::from_parts(Some("4"), None, None, None).unwrap();
+    let err = svc.create(request).await.unwrap_err();
+    assert!(err.to_string().contains("no stripes"), "{err}");
+    assert!(svc.list().await.unwrap().is_empty());
+    assert!(!root.root.join("shares/striped").exists());
+    let created = svc.create(req("plain", 10 * MIB)).await.unwrap();
+    // The refused create claimed no project ID: the next share gets the first one.
+    assert_eq!(created.project_id.get(), 1000, "{created:?}");
 }

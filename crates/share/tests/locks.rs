@@ -194,6 +194,7 @@ async fn a_stale_lock_is_broken_by_one_waiter_only() {
             size_bytes: MIB,
             inode_limit: None,
             labels: Default::default(),
+            layout: None,
         })
         .await
         .unwrap();

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use backend::Filesystem;
 use backend::lustre::{FakeRunner, LustreBackend, LustreConfig, ToolsFaked};
 use lustre_model::{FsName, LNet, ProjectId, ProjectRange, RelPath, ShareName};
-use share::{AccessLevel, CreateShare, DeleteMode, ShareError, ShareService, ShareSettings};
+use share::{
+    AccessLevel, CreateShare, DeleteMode, ShareError, ShareService, ShareSettings, ShareState,
+};
 
 /// Rendered ≤2.16 `lctl get_param nodemap.active nodemap.*.*` (lctl-nodemap.md (b); the
 /// BirdResearchSite range is the manual's sample in (c)).
@@ -237,6 +239,7 @@ async fn share_lifecycle_drives_exact_lfs_and_lctl_commands() {
             size_bytes: 10 << 20,
             inode_limit: Some(5000),
             labels: Default::default(),
+            layout: None,
         })
         .await
         .unwrap();
@@ -302,6 +305,7 @@ async fn a_failing_lfs_command_rolls_the_create_back_and_surfaces_lustre_stderr(
             size_bytes: 1 << 20,
             inode_limit: None,
             labels: Default::default(),
+            layout: None,
         })
         .await
         .unwrap_err();
@@ -317,4 +321,85 @@ async fn a_failing_lfs_command_rolls_the_create_back_and_surfaces_lustre_stderr(
         .unwrap()
         .count();
     assert_eq!(claims, 0);
+}
+
+/// A share with a stripe layout: `lfs setstripe` on its directory before the project and
+/// quota, read back with `lfs getstripe -d`; a create asking for another layout conflicts;
+/// a layout the filesystem did not take rolls the create back.
+#[tokio::test]
+async fn a_striped_share_sets_and_checks_its_layout_first() {
+    let scratch = tempfile::tempdir().unwrap();
+    let mnt = scratch.path().to_str().unwrap().to_string();
+    let dir = format!("{mnt}/shares/wide");
+    let bad = format!("{mnt}/shares/narrow");
+    // lustre-formats/lfs-setstripe-getstripe.md (b), directory default layout.
+    let four = "stripe_count:  4 stripe_size:   4194304 pattern:       raid0 stripe_offset: -1\n";
+    let fake = Arc::new(
+        FakeRunner::new()
+            .expect(
+                ["lfs", "setstripe", "-c", "4", "-S", "4194304", dir.as_str()],
+                "",
+                "",
+                0,
+            )
+            .expect(["lfs", "getstripe", "-d", dir.as_str()], four, "", 0)
+            .expect(
+                ["lfs", "project", "-p", "1000", "-s", dir.as_str()],
+                "",
+                "",
+                0,
+            )
+            .expect(
+                [
+                    "lfs",
+                    "setquota",
+                    "-p",
+                    "1000",
+                    "-b",
+                    "0",
+                    "-B",
+                    "1024",
+                    "-i",
+                    "0",
+                    "-I",
+                    "0",
+                    mnt.as_str(),
+                ],
+                "",
+                "",
+                0,
+            )
+            // the other share: asked 8 stripes, 4 read back
+            .expect(
+                ["lfs", "setstripe", "-c", "8", "-S", "4194304", bad.as_str()],
+                "",
+                "",
+                0,
+            )
+            .expect(["lfs", "getstripe", "-d", bad.as_str()], four, "", 0),
+    );
+    let svc = service_over(&mnt, &fake).await;
+    let layout = |count: &str| {
+        lustre_model::LayoutSpec::from_parts(Some(count), Some("4M"), None, None)
+            .unwrap()
+            .unwrap()
+    };
+    let req = |name: &str, count: &str| CreateShare {
+        name: ShareName::new(name).unwrap(),
+        size_bytes: 1 << 20,
+        inode_limit: None,
+        labels: Default::default(),
+        layout: Some(layout(count)),
+    };
+    let share = svc.create(req("wide", "4")).await.unwrap();
+    assert_eq!(share.state, ShareState::Ready);
+    // The same create again is the same share; another layout is a conflict.
+    svc.create(req("wide", "4")).await.unwrap();
+    let err = svc.create(req("wide", "2")).await.unwrap_err();
+    assert!(matches!(err, ShareError::Conflict { .. }), "{err}");
+    let err = svc.create(req("narrow", "8")).await.unwrap_err();
+    assert!(err.to_string().contains("not applied"), "{err}");
+    fake.assert_done();
+    assert!(!std::path::Path::new(&bad).exists(), "rolled back");
+    assert_eq!(svc.list().await.unwrap().len(), 1);
 }

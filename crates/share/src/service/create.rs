@@ -21,6 +21,18 @@ impl ShareService {
         if request.inode_limit == Some(0) {
             return Err(ShareError::invalid("inode limit must be greater than zero"));
         }
+        // Refused before anything is made: a share without the layout asked for would be
+        // a silent downgrade.
+        if request.layout.is_some() && !self.fs.capabilities().striping {
+            return Err(ShareError::Backend(backend::BackendError::unsupported(
+                "striping",
+                format!(
+                    "share {} asks for a stripe layout, and the {} backend has no stripes (Lustre has)",
+                    request.name,
+                    self.fs.kind_name()
+                ),
+            )));
+        }
         let name = request.name.clone();
         self.locked(&name, async || {
             let mut existing = self.read_record(&name).await?;
@@ -32,6 +44,15 @@ impl ShareService {
             }
             let record = match existing {
                 Some(record) => {
+                    if record.layout != request.layout {
+                        return Err(ShareError::Conflict {
+                            share: name.to_string(),
+                            message: format!(
+                                "it has layout {:?}, not {:?}",
+                                record.layout, request.layout
+                            ),
+                        });
+                    }
                     if record.size_bytes != request.size_bytes
                         || record.inode_limit != request.inode_limit
                     {
@@ -79,6 +100,7 @@ impl ShareService {
                         trash_id: None,
                         deleted_at: None,
                         expires_at: None,
+                        layout: request.layout.clone(),
                     };
                     if let Err(e) = self.write_record(&record).await {
                         let _ = allocator::release(self.fs(), &self.layout, project).await;
@@ -106,6 +128,10 @@ impl ShareService {
         let dir = self.layout.share_dir(&record.name);
         self.fs.ensure_dir(self.layout.prefix()).await?;
         self.fs.create_share_dir(&dir, &self.settings.dir).await?;
+        // Before anything is written inside, so every file gets it.
+        if let Some(layout) = &record.layout {
+            self.fs.set_default_layout(&dir, layout).await?;
+        }
         self.fs.set_project(&dir, record.project_id).await?;
         self.fs
             .set_quota(&dir, record.project_id, &Self::limits(&record))
@@ -224,6 +250,8 @@ impl ShareService {
             trash_id: None,
             deleted_at: None,
             expires_at: None,
+            // An adopted directory keeps whatever layout it has.
+            layout: None,
         };
         self.write_record(&record).await?;
         tracing::info!(share = %name, project = project.get(), size = record.size_bytes, "share adopted");
