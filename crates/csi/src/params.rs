@@ -14,6 +14,13 @@ pub mod keys {
     pub const RECLAIM_POLICY: &str = "reclaimPolicy";
     pub const TRASH_TTL: &str = "trashTTL";
     pub const MOUNT_MODE: &str = "mountMode";
+    /// The volume directory's default layout (Lustre only; see
+    /// [`lustre_model::striping`]): stripe count (`-1`: every OST), stripe size, OST pool, or
+    /// PFL components instead of the three.
+    pub const STRIPE_COUNT: &str = "stripeCount";
+    pub const STRIPE_SIZE: &str = "stripeSize";
+    pub const STRIPE_POOL: &str = "stripePool";
+    pub const STRIPE_COMPONENTS: &str = "stripeComponents";
     /// Added by csi-provisioner with `--extra-create-metadata`.
     pub const PVC_NAME: &str = "csi.storage.k8s.io/pvc/name";
     pub const PVC_NAMESPACE: &str = "csi.storage.k8s.io/pvc/namespace";
@@ -25,6 +32,10 @@ pub mod keys {
         RECLAIM_POLICY,
         TRASH_TTL,
         MOUNT_MODE,
+        STRIPE_COUNT,
+        STRIPE_SIZE,
+        STRIPE_POOL,
+        STRIPE_COMPONENTS,
         PVC_NAME,
         PVC_NAMESPACE,
         PV_NAME,
@@ -122,6 +133,8 @@ pub struct VolumeParams {
     pub inode_limit: Option<u64>,
     pub reclaim: ReclaimPolicy,
     pub mount_mode: MountMode,
+    /// The volume directory's default layout, when the class asks for one.
+    pub layout: Option<lustre_model::LayoutSpec>,
     pub metadata: ClaimMetadata,
 }
 
@@ -179,6 +192,21 @@ impl VolumeParams {
             .map(parse_mount_mode)
             .transpose()?
             .unwrap_or_default();
+        let layout = lustre_model::LayoutSpec::from_parts(
+            get(keys::STRIPE_COUNT),
+            get(keys::STRIPE_SIZE),
+            get(keys::STRIPE_POOL),
+            get(keys::STRIPE_COMPONENTS),
+        )
+        .map_err(|e| {
+            CsiError::invalid(format!(
+                "parameters {}/{}/{}/{}: {e}",
+                keys::STRIPE_COUNT,
+                keys::STRIPE_SIZE,
+                keys::STRIPE_POOL,
+                keys::STRIPE_COMPONENTS
+            ))
+        })?;
         let metadata = ClaimMetadata {
             pvc_name: get(keys::PVC_NAME).map(str::to_string),
             pvc_namespace: get(keys::PVC_NAMESPACE).map(str::to_string),
@@ -189,6 +217,7 @@ impl VolumeParams {
             inode_limit,
             reclaim,
             mount_mode,
+            layout,
             metadata,
         })
     }
@@ -399,6 +428,39 @@ mod tests {
         assert_eq!(labels[labels::PVC], "team-a/data");
         assert_eq!(p.mount_mode, MountMode::Bind);
         assert_eq!(labels[labels::MOUNT_MODE], "bind");
+    }
+
+    #[test]
+    fn stripe_parameters_become_the_layout_and_bad_ones_are_refused() {
+        let p = VolumeParams::parse(&params(&[("stripeCount", "4"), ("stripeSize", "4M")]))
+            .expect("valid");
+        assert_eq!(
+            p.layout.expect("a layout").setstripe_args(),
+            ["-c", "4", "-S", "4194304"]
+        );
+        let p = VolumeParams::parse(&params(&[(
+            "stripeComponents",
+            "4M:count=1;EOF:count=-1,size=4M",
+        )]))
+        .expect("valid");
+        assert!(matches!(
+            p.layout,
+            Some(lustre_model::LayoutSpec::Composite { .. })
+        ));
+        assert_eq!(
+            VolumeParams::parse(&params(&[])).expect("valid").layout,
+            None
+        );
+        for bad in [
+            vec![("stripeCount", "0")],
+            vec![("stripeSize", "100K")],
+            vec![("stripePool", "no spaces")],
+            vec![("stripeComponents", "4M:count=1")],
+            vec![("stripeCount", "2"), ("stripeComponents", "EOF:count=1")],
+        ] {
+            let err = VolumeParams::parse(&params(&bad)).expect_err("refused");
+            assert!(err.to_string().contains("stripeCount/stripeSize"), "{err}");
+        }
     }
 
     #[test]

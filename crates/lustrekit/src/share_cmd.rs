@@ -41,6 +41,19 @@ enum ShareCommand {
         /// Labels kept with the share, KEY=VALUE (repeatable).
         #[arg(long = "label", value_parser = parse_label)]
         labels: Vec<(String, String)>,
+        /// Default stripe count of the share's files (-1: every OST). Lustre only.
+        #[arg(long, allow_hyphen_values = true)]
+        stripe_count: Option<String>,
+        /// Default stripe size (a multiple of 64K, like 1M or 4M). Lustre only.
+        #[arg(long)]
+        stripe_size: Option<String>,
+        /// Default OST pool. Lustre only.
+        #[arg(long)]
+        stripe_pool: Option<String>,
+        /// A PFL layout instead: `END:count=N,size=S,pool=P;...;EOF:...`
+        /// (e.g. `4M:count=1;EOF:count=-1,size=4M`). Lustre only.
+        #[arg(long, conflicts_with_all = ["stripe_count", "stripe_size", "stripe_pool"])]
+        stripe_components: Option<String>,
     },
     /// Delete a share (its quota, nodemaps and tree); with --trash, keep it restorable.
     Delete {
@@ -183,13 +196,24 @@ pub async fn run(config: &Path, json: bool, args: ShareArgs) -> anyhow::Result<(
             size,
             inodes,
             labels,
+            stripe_count,
+            stripe_size,
+            stripe_pool,
+            stripe_components,
         } => {
+            let layout = lustre_model::LayoutSpec::from_parts(
+                stripe_count.as_deref(),
+                stripe_size.as_deref(),
+                stripe_pool.as_deref(),
+                stripe_components.as_deref(),
+            )
+            .map_err(|e| share::ShareError::InvalidArgument(format!("stripe layout: {e}")))?;
             let request = CreateShare {
                 name: name(&n)?,
                 size_bytes: parse_size(&size)?,
                 inode_limit: inodes,
                 labels: labels.into_iter().collect::<BTreeMap<_, _>>(),
-                layout: None,
+                layout,
             };
             let share = service().await?.create(request).await?;
             if json {

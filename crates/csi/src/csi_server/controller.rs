@@ -120,7 +120,7 @@ impl ControllerService {
                             size_bytes: existing.size_bytes,
                             inode_limit: existing.inode_limit,
                             labels: existing.labels.clone(),
-                            layout: None,
+                            layout: params.layout.clone(),
                         })
                         .await?
                 }
@@ -132,7 +132,7 @@ impl ControllerService {
                         size_bytes: size,
                         inode_limit: params.inode_limit,
                         labels: wanted_labels.clone(),
-                        layout: None,
+                        layout: params.layout.clone(),
                     })
                     .await?
             }
