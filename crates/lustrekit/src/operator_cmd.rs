@@ -68,6 +68,9 @@ struct CopyArgs {
     /// Seconds between progress lines.
     #[arg(long, default_value_t = 2)]
     progress_every: u64,
+    /// Give up when nothing moved for this many seconds (a hung filesystem or store).
+    #[arg(long, default_value_t = 600)]
+    stall_timeout: u64,
 }
 
 #[derive(Args)]
@@ -255,6 +258,13 @@ async fn shutdown_signal() {
     }
 }
 
+/// How `operator copy` ended.
+enum Ended {
+    Copied(Result<operator::mover::CopySummary, hsm::HsmError>),
+    Cancelled,
+    Stalled,
+}
+
 /// Exit status of a cancelled copy (128 + SIGTERM, as a shell reports it).
 const CANCELLED_EXIT: i32 = 143;
 
@@ -275,7 +285,8 @@ async fn run_copy(args: CopyArgs) -> anyhow::Result<()> {
         store_options,
         max_bytes_per_second: args.max_bytes_per_second,
     };
-    let counters = hsm::CopyCounters::default();
+    let counters = Arc::new(hsm::CopyCounters::default());
+    let stall = Duration::from_secs(args.stall_timeout.max(1));
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot watch for SIGTERM")?;
     let mut tick = tokio::time::interval(Duration::from_secs(args.progress_every.max(1)));
@@ -284,20 +295,29 @@ async fn run_copy(args: CopyArgs) -> anyhow::Result<()> {
         tokio::pin!(copy);
         loop {
             tokio::select! {
-                r = &mut copy => break Some(r),
-                _ = terminate.recv() => break None,
-                _ = tokio::signal::ctrl_c() => break None,
-                _ = tick.tick() => print_line(&CopyOutcome { progress: progress_of(&counters), ..Default::default() }),
+                r = &mut copy => break Ended::Copied(r),
+                _ = terminate.recv() => break Ended::Cancelled,
+                _ = tokio::signal::ctrl_c() => break Ended::Cancelled,
+                _ = tick.tick() => {
+                    if counters.idle_for() > stall {
+                        break Ended::Stalled;
+                    }
+                    print_line(&CopyOutcome { progress: progress_of(&counters), ..Default::default() });
+                }
             }
         }
         // The copy future is dropped here: its temporaries go with it.
     };
     let progress = progress_of(&counters);
     let (result, message) = match &ended {
-        Some(r) => summary_words(r, &progress),
-        None => (
+        Ended::Copied(r) => summary_words(r, &progress),
+        Ended::Cancelled => (
             MoveResult::Cancelled,
             operator::mover::CANCELLED.to_string(),
+        ),
+        Ended::Stalled => (
+            MoveResult::Failed,
+            operator::mover::stalled_words(counters.idle_for()),
         ),
     };
     let outcome = CopyOutcome {

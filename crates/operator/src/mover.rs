@@ -43,6 +43,9 @@ pub struct MoverOptions {
     pub progress_every: Duration,
     /// Who this operator is, in `status.runner`.
     pub identity: String,
+    /// A copy that moves nothing for this long (a hung filesystem or store) is failed, and
+    /// its slot given back.
+    pub stall_timeout: Duration,
     /// Where copies run.
     pub runner: Runner,
 }
@@ -65,6 +68,7 @@ impl Default for MoverOptions {
             max_attempts: 3,
             progress_every: Duration::from_secs(2),
             identity: default_identity(),
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
             runner: Runner::InProcess,
         }
     }
@@ -78,6 +82,9 @@ pub fn default_identity() -> String {
         .unwrap_or_else(|| "unknown".into());
     format!("{host}/{}", std::process::id())
 }
+
+/// See [`MoverOptions::stall_timeout`].
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Every call to the API server from a copy task is bounded by this.
 const API_TIMEOUT: Duration = Duration::from_secs(20);
@@ -331,6 +338,9 @@ fn direction_words(dm: &DataMovement) -> &'static str {
 enum Ended {
     Copied(Result<CopySummary, hsm::HsmError>),
     Cancelled,
+    /// Nothing moved for this long: given up (the blocked calls are left to their own
+    /// timeouts; the slot is freed now).
+    Stalled(Duration),
     /// The movement was deleted: nobody to report to.
     Gone,
 }
@@ -352,6 +362,9 @@ async fn copy_task(
                 r = &mut copy => break Ended::Copied(r),
                 _ = cancelled.changed() => break Ended::Cancelled,
                 _ = tick.tick() => {
+                    if counters.idle_for() > ctx.options.stall_timeout {
+                        break Ended::Stalled(counters.idle_for());
+                    }
                     let progress = progress_of(&counters);
                     match patch_status(&ctx.client, &dm, json!({"progress": progress})).await {
                         Err(OperatorError::Kube { source: kube::Error::Api(e), .. }) if e.code == 404 => break Ended::Gone,
@@ -370,6 +383,7 @@ async fn copy_task(
             return;
         }
         Ended::Cancelled => (MoveResult::Cancelled, CANCELLED.to_string()),
+        Ended::Stalled(idle) => (MoveResult::Failed, stalled_words(idle)),
         Ended::Copied(r) => summary_words(&r, &progress),
     };
     // The final status must land, or the movement would be resumed for nothing: a few tries.
@@ -390,6 +404,14 @@ async fn copy_task(
 
 /// The message of a cancelled copy.
 pub const CANCELLED: &str = "cancelled; what was copied stays, and no file is left half-written";
+
+/// The message of a copy given up for making no progress.
+pub fn stalled_words(idle: Duration) -> String {
+    format!(
+        "stalled: nothing moved for {}s (a hung filesystem or store?); what was copied stays, no file is half-written",
+        idle.as_secs()
+    )
+}
 
 /// A snapshot of the counters as the status shows it.
 pub fn progress_of(counters: &CopyCounters) -> MoveProgress {
@@ -453,7 +475,7 @@ impl CopyRequest {
     /// Runs the copy (see [`hsm::HsmEngine::copy_out`] and `import` with data), filling in
     /// `counters`. The store is checked first, so a wrong key or an unreachable store is one
     /// error. Dropping the future stops the copy with no file half-written.
-    pub async fn run(&self, counters: &CopyCounters) -> Result<CopySummary, hsm::HsmError> {
+    pub async fn run(&self, counters: &Arc<CopyCounters>) -> Result<CopySummary, hsm::HsmError> {
         let root = self.root.clone();
         let is_dir =
             tokio::task::spawn_blocking(move || std::fs::metadata(&root).map(|m| m.is_dir()))
@@ -468,6 +490,7 @@ impl CopyRequest {
         let store = self.open_store()?;
         store.check_access().await?;
         let backend = backend::local::LocalBackend::open(&self.root).await?;
+        let heartbeat = Arc::clone(counters);
         let engine = HsmEngine::new(
             store,
             Arc::new(backend),
@@ -476,7 +499,9 @@ impl CopyRequest {
                 rate_limit_bytes_per_sec: self.max_bytes_per_second,
                 ..EngineConfig::default()
             },
-        );
+        )
+        // Every part moved counts as activity for the stall watch.
+        .with_progress(Arc::new(move |_| heartbeat.touch()));
         let errors: Vec<String> = match self.direction {
             Direction::Out => engine
                 .copy_out(&self.dir, counters)

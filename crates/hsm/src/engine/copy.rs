@@ -14,7 +14,7 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -25,13 +25,30 @@ use crate::error::{HsmError, Result};
 use crate::meta::{EntryKind, FileMeta};
 use crate::posix;
 
-/// Totals and work done of one copy, shared with whoever reports its progress.
-#[derive(Debug, Default)]
+/// Totals and work done of one copy, shared with whoever reports its progress, and when
+/// the copy last moved a byte (so a watcher can tell a stalled copy from a slow one).
+#[derive(Debug)]
 pub struct CopyCounters {
     files_total: AtomicU64,
     bytes_total: AtomicU64,
     files_done: AtomicU64,
     bytes_done: AtomicU64,
+    started: Instant,
+    /// Milliseconds after `started` of the last activity.
+    active_ms: AtomicU64,
+}
+
+impl Default for CopyCounters {
+    fn default() -> Self {
+        Self {
+            files_total: AtomicU64::new(0),
+            bytes_total: AtomicU64::new(0),
+            files_done: AtomicU64::new(0),
+            bytes_done: AtomicU64::new(0),
+            started: Instant::now(),
+            active_ms: AtomicU64::new(0),
+        }
+    }
 }
 
 /// A snapshot of [`CopyCounters`]. Entries skipped because the destination already had
@@ -57,11 +74,26 @@ impl CopyCounters {
     pub(crate) fn set_totals(&self, files: u64, bytes: u64) {
         self.files_total.store(files, Ordering::Relaxed);
         self.bytes_total.store(bytes, Ordering::Relaxed);
+        self.touch();
     }
 
     pub(crate) fn add_done(&self, files: u64, bytes: u64) {
         self.files_done.fetch_add(files, Ordering::Relaxed);
         self.bytes_done.fetch_add(bytes, Ordering::Relaxed);
+        self.touch();
+    }
+
+    /// Notes activity (a part of a file moved): see [`idle_for`](Self::idle_for).
+    pub fn touch(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.active_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// How long since the copy last did anything (started, listed, moved a part, finished
+    /// an entry).
+    pub fn idle_for(&self) -> Duration {
+        let since = Duration::from_millis(self.active_ms.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(since)
     }
 }
 
@@ -250,6 +282,15 @@ mod tests {
         };
         assert!(same_entry(&link("a"), &link("a")));
         assert!(!same_entry(&link("a"), &link("b")));
+    }
+
+    #[test]
+    fn activity_resets_the_idle_time() {
+        let c = CopyCounters::default();
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(c.idle_for() >= Duration::from_millis(30));
+        c.touch();
+        assert!(c.idle_for() < Duration::from_millis(30));
     }
 
     #[test]
