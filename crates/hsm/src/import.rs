@@ -594,12 +594,24 @@ impl HsmEngine {
         keys.dedup_by(|a, b| a.0 == b.0);
         counters.set_totals(keys.len() as u64, listed_bytes);
 
-        for (key, listed) in keys {
+        // Stubs are made one at a time; a copy with data fetches `file_concurrency` files at
+        // once (each entry makes its missing parents, so order only matters for the report).
+        let at_once = if opts.with_data {
+            self.config().file_concurrency.max(1)
+        } else {
+            1
+        };
+        let ctx = &ctx;
+        let mut results = futures::stream::iter(keys.into_iter().map(|(key, listed)| async move {
+            let res = self.import_one(ctx, &key, listed).await;
+            (key, res)
+        }))
+        .buffered(at_once);
+        while let Some((key, res)) = results.next().await {
             if report.errors.len() > opts.max_errors {
                 report.stopped = true;
                 break;
             }
-            let res = self.import_one(&ctx, &key, listed).await;
             counters.add_done(
                 1,
                 match &res {
