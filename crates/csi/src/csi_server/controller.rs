@@ -16,7 +16,7 @@ use crate::grpc::controller_server::Controller;
 use crate::grpc::controller_service_capability::{self, rpc};
 use crate::grpc::*;
 use crate::params::{ReclaimPolicy, VolumeParams, labels};
-use crate::volume::{check_capabilities, check_capability, context_for, share_of};
+use crate::volume::{check_capabilities, check_capability, context_for, hsm_context, share_of};
 
 /// What the controller offers. No PUBLISH_UNPUBLISH (nothing to attach), no snapshots.
 pub const CAPABILITIES: &[rpc::Type] = &[
@@ -61,11 +61,11 @@ impl ControllerService {
             .ok_or_else(|| CsiError::NotFound(format!("volume {volume_id:?} does not exist")))
     }
 
-    fn volume(&self, share: &Share, mount_mode: &str) -> Volume {
+    fn volume(&self, share: &Share, mount_mode: &str, extra: Vec<(String, String)>) -> Volume {
         Volume {
             capacity_bytes: capacity::to_i64(share.size_bytes),
             volume_id: share.volume_id.to_string(),
-            volume_context: context_for(share, self.driver.service.settings(), mount_mode),
+            volume_context: context_for(share, self.driver.service.settings(), mount_mode, extra),
             content_source: None,
             accessible_topology: Vec::new(),
         }
@@ -144,7 +144,11 @@ impl ControllerService {
             limit,
             params.inode_limit,
         )?;
-        let volume = self.volume(&share, params.mount_mode.as_str());
+        let volume = self.volume(
+            &share,
+            params.mount_mode.as_str(),
+            hsm_context(params.hsm.as_ref()),
+        );
         if volume.volume_id.len() > 128 {
             tracing::warn!(volume_id = %volume.volume_id,
                 "volume ID is longer than the 128 bytes the CSI spec recommends; use a shorter subdirTemplate");
@@ -312,7 +316,7 @@ impl ControllerService {
                     .get(labels::MOUNT_MODE)
                     .map_or("direct", String::as_str);
                 list_volumes_response::Entry {
-                    volume: Some(self.volume(share, mode)),
+                    volume: Some(self.volume(share, mode, Vec::new())),
                     status: None,
                 }
             })
