@@ -15,6 +15,7 @@ use crate::error::{CsiError, Result};
 use crate::grpc::controller_server::Controller;
 use crate::grpc::controller_service_capability::{self, rpc};
 use crate::grpc::*;
+use crate::hsm_volume::{self, ImportSource};
 use crate::params::{ReclaimPolicy, VolumeParams, labels};
 use crate::volume::{check_capabilities, check_capability, context_for, hsm_context, share_of};
 
@@ -100,7 +101,30 @@ impl ControllerService {
             .claim([format!("create:{}", req.name), format!("share:{name}")])?;
 
         let service = &self.driver.service;
-        let share = match service.find(&name).await? {
+        let existing = service.find(&name).await?;
+        let import = match &params.hsm {
+            Some(hsm) => hsm.import_from.as_deref().map(|prefix| ImportSource {
+                hsm,
+                prefix,
+                secrets: &req.secrets,
+            }),
+            None => None,
+        };
+        let mut import_done = false;
+        if let Some(source) = &import {
+            import_done = match &existing {
+                Some(share) if share.state == share::ShareState::Ready => {
+                    hsm_volume::imported(service, share).await?
+                }
+                _ => false,
+            };
+            if !import_done {
+                // Before anything is made: a wrong prefix or an unreachable store leaves
+                // nothing behind.
+                source.check().await?;
+            }
+        }
+        let share = match existing {
             Some(existing) => {
                 check_compatible(
                     &existing,
@@ -144,6 +168,26 @@ impl ControllerService {
             limit,
             params.inode_limit,
         )?;
+        if let Some(source) = import.as_ref().filter(|_| !import_done) {
+            match hsm_volume::import(service, &share, source, self.driver.hsm_import_timeout).await
+            {
+                Ok(report) => {
+                    tracing::info!(request = %req.name, share = %name, files = report.files,
+                        dirs = report.dirs, symlinks = report.symlinks, skipped = report.skipped,
+                        bytes = report.bytes, ms = report.elapsed_ms, "volume imported as released stubs");
+                }
+                Err(error) if error.code() == tonic::Code::InvalidArgument => {
+                    // A final error: the provisioner takes it that no volume exists, so the
+                    // half-filled share (never returned to anyone) goes.
+                    if let Err(purge) = service.delete(&share.name, DeleteMode::Purge).await {
+                        tracing::warn!(share = %name, error = %purge,
+                            "could not remove the share of a failed import");
+                    }
+                    return Err(error);
+                }
+                Err(error) => return Err(error),
+            }
+        }
         let volume = self.volume(
             &share,
             params.mount_mode.as_str(),
@@ -182,7 +226,12 @@ impl ControllerService {
                 tracing::info!(volume_id = %req.volume_id, share = %share.name,
                     "reclaim policy retain: the share and its data are kept");
             }
-            ReclaimPolicy::Delete => service.delete(&share.name, DeleteMode::Purge).await?,
+            ReclaimPolicy::Delete => {
+                service.delete(&share.name, DeleteMode::Purge).await?;
+                if share.labels.contains_key(labels::HSM_IMPORT_FROM) {
+                    hsm_volume::forget(service, &share.name).await?;
+                }
+            }
             ReclaimPolicy::Trash { ttl_secs } => {
                 service
                     .delete(&share.name, DeleteMode::Trash { ttl_secs })
