@@ -86,6 +86,8 @@ fn entries(dir: &Path) -> BTreeMap<String, Seen> {
             let m = std::fs::symlink_metadata(&path).unwrap();
             let rel = path.strip_prefix(base).unwrap().display().to_string();
             let kind = if m.is_dir() { 'd' } else { 'f' };
+            // Directories: `hsm import` leaves a directory with the time its last child was
+            // made, not the archived one: import does not restore directory times yet.
             let mtime = (kind == 'f')
                 .then(|| i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()));
             let size = if kind == 'f' { m.len() } else { 0 };
@@ -269,6 +271,52 @@ async fn import_makes_released_stubs_and_a_retry_resumes_without_duplicates() {
         "the marker goes with the volume"
     );
     assert!(share_names(&root).is_empty());
+    d.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
+async fn an_import_past_its_bound_is_deadline_exceeded_and_the_retry_completes_it() {
+    let fs = btrfs_root(512);
+    let root = fs.root.clone();
+    let spec = format!("file://{}", root.join("store").display());
+    let source = fill_store(&root.join("src"), &spec).await;
+    let params = [("hsmStore", spec.as_str()), ("hsmImportFrom", "dataset")];
+    let options = |timeout| csi::DriverOptions {
+        name: "test.csi.lustrekit.io".into(),
+        node_id: "node-1".into(),
+        mode: Mode::Controller,
+        fs_timeout: csi::DEFAULT_FS_TIMEOUT,
+        quota_margin: Default::default(),
+        hsm_import_timeout: timeout,
+    };
+    let socket = fs.dir.path().join("csi.sock");
+    let d = Running::start_with_options(&root, &socket, false, options(Duration::ZERO)).await;
+    let err = d
+        .controller()
+        .create_volume(request("pvc-slow", &params, &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
+    assert!(err.message().contains("a retry resumes it"), "{err}");
+    assert!(!marker(&root, "pvc-slow").exists());
+    d.stop().await.unwrap();
+
+    // The provisioner retries (a restarted controller, here): the import completes.
+    let d = Running::start_with_options(
+        &root,
+        &socket,
+        false,
+        options(csi::DEFAULT_HSM_IMPORT_TIMEOUT),
+    )
+    .await;
+    d.controller()
+        .create_volume(request("pvc-slow", &params, &[]))
+        .await
+        .unwrap();
+    let dir = root.join("shares/pvc-slow");
+    assert_eq!(entries(&dir), source);
+    all_released(&d, &dir).await;
     d.stop().await.unwrap();
 }
 

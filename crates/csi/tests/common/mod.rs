@@ -69,9 +69,10 @@ impl Running {
         metrics: bool,
         fs_timeout: std::time::Duration,
     ) -> Running {
-        let service = service(root).await;
-        let driver = Driver::new(
-            service,
+        Self::start_with_options(
+            root,
+            socket,
+            metrics,
             DriverOptions {
                 name: "test.csi.lustrekit.io".into(),
                 node_id: "node-1".into(),
@@ -80,7 +81,19 @@ impl Running {
                 quota_margin: Default::default(),
                 hsm_import_timeout: csi::DEFAULT_HSM_IMPORT_TIMEOUT,
             },
-        );
+        )
+        .await
+    }
+
+    /// [`Running::start`] with every driver option of the caller's choice.
+    pub async fn start_with_options(
+        root: &Path,
+        socket: &Path,
+        metrics: bool,
+        options: DriverOptions,
+    ) -> Running {
+        let service = service(root).await;
+        let driver = Driver::new(service, options);
         let (stop, stopped) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = oneshot::channel();
         let d = Arc::clone(&driver);
