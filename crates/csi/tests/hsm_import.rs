@@ -467,3 +467,61 @@ async fn import_from_azurite_with_the_provisioner_secret() {
     assert_no_secret_logged(&log, SECRET);
     assert_no_secret_logged(&log, AZURITE_KEY);
 }
+
+/// The import rate of CreateVolume: `LUSTREKIT_MEASURE_OBJECTS` (default 5,000) small files
+/// archived to a `file://` store, then imported into a new volume; prints stubs per second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root; a measurement"]
+async fn measure_create_volume_import_rate() {
+    let count: usize = std::env::var("LUSTREKIT_MEASURE_OBJECTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(5_000);
+    let fs = btrfs_root(2048);
+    let root = fs.root.clone();
+    let src = root.join("src");
+    let data = src.join("many");
+    for i in 0..count {
+        let dir = data.join(format!("d{:03}", i % 100));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("f{i:06}")), format!("{i}")).unwrap();
+    }
+    let spec = format!("file://{}", root.join("store").display());
+    let engine = HsmEngine::new(
+        ArchiveStore::open(&spec, &RetryPolicy::default()).unwrap(),
+        Arc::new(backend::local::LocalBackend::open(&src).await.unwrap()),
+        EngineConfig {
+            root: src.clone(),
+            ..EngineConfig::default()
+        },
+    );
+    let archived = std::time::Instant::now();
+    let report = engine.archive_tree(&data).await.unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors.first());
+    eprintln!("archived {count} files in {:?}", archived.elapsed());
+
+    let d = Running::start(
+        &root,
+        &fs.dir.path().join("csi.sock"),
+        Mode::Controller,
+        false,
+    )
+    .await;
+    let params = [("hsmStore", spec.as_str()), ("hsmImportFrom", "many")];
+    let started = std::time::Instant::now();
+    d.controller()
+        .create_volume(request("pvc-many", &params, &[]))
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    let made = entries(&root.join("shares/pvc-many"))
+        .values()
+        .filter(|e| e.0 == 'f')
+        .count();
+    assert_eq!(made, count);
+    eprintln!(
+        "CreateVolume imported {count} stubs (+100 directories) in {took:?}: {:.0} stubs/s",
+        count as f64 / took.as_secs_f64()
+    );
+    d.stop().await.unwrap();
+}
