@@ -97,6 +97,7 @@ async fn main() {
             mode: Mode::Controller,
             fs_timeout: csi::DEFAULT_FS_TIMEOUT,
             quota_margin: Default::default(),
+            hsm_import_timeout: csi::DEFAULT_HSM_IMPORT_TIMEOUT,
         },
     );
     let dir = tempfile::tempdir().unwrap();

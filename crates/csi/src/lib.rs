@@ -9,14 +9,15 @@
 //! - [`params`], [`capacity`], [`volume`]: StorageClass parameters, sizes, volume IDs and
 //!   contexts, with no I/O;
 //! - [`node_ops`]: the node's target-path steps;
+//! - [`hsm_volume`]: CreateVolume's import of an HSM volume's objects as released stubs;
 //! - [`options`]: what the process is told to do (mode, endpoint, defaults); [`run`] takes
 //!   them and is the binary's entry point;
 //! - [`server`]: the socket, metrics and shutdown;
 //! - [`authority`]: the relay in front of h2 that accepts clients sending the socket path as
 //!   `:authority` (gRPC C-core, grpc-java).
 //!
-//! Must never: run Lustre commands or touch a share's data itself (the share service and the
-//! backend do), hold a volume's in-flight claim across an unbounded call, or log a request
+//! Must never: run Lustre commands or touch a share's data itself (the share service, the
+//! backend and, for an HSM volume's import, the HSM engine do), hold a volume's in-flight claim across an unbounded call, or log a request
 //! (it may carry secrets).
 
 pub mod authority;
@@ -24,6 +25,7 @@ pub mod capacity;
 pub mod csi_server;
 pub mod error;
 pub mod grpc;
+pub mod hsm_volume;
 pub mod inflight;
 pub mod metrics;
 pub mod node_ops;
@@ -38,6 +40,7 @@ use std::sync::Arc;
 
 pub use csi_server::{Driver, DriverOptions};
 pub use error::{CsiError, Result};
+pub use hsm_volume::{DEFAULT_HSM_IMPORT_TIMEOUT, DEFAULT_HSM_IMPORT_TIMEOUT_SECS};
 pub use options::{
     DEFAULT_DRIVER_NAME, DEFAULT_FS_TIMEOUT, DEFAULT_FS_TIMEOUT_SECS, Mode, RunOptions,
     node_id_or_host_name, parse_endpoint, parse_metrics_address,
@@ -66,6 +69,7 @@ pub async fn run(options: RunOptions, config: &std::path::Path) -> Result<()> {
             mode: options.mode,
             fs_timeout: options.fs_timeout,
             quota_margin: options.quota_margin,
+            hsm_import_timeout: options.hsm_import_timeout,
         },
     );
     registration::serve_registered(

@@ -54,6 +54,8 @@ pub struct RunOptions {
     pub driver_name: String,
     pub fs_timeout: Duration,
     pub quota_margin: QuotaMargin,
+    /// How long CreateVolume's import of an HSM volume may take (see [`crate::hsm_volume`]).
+    pub hsm_import_timeout: Duration,
     pub registration: RegistrationOptions,
 }
 

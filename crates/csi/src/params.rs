@@ -25,6 +25,17 @@ pub mod keys {
     pub const PVC_NAME: &str = "csi.storage.k8s.io/pvc/name";
     pub const PVC_NAMESPACE: &str = "csi.storage.k8s.io/pvc/namespace";
     pub const PV_NAME: &str = "csi.storage.k8s.io/pv/name";
+    /// HSM volumes (see [`super::HsmParams`]).
+    pub const HSM_STORE: &str = "hsmStore";
+    pub const HSM_IMPORT_FROM: &str = "hsmImportFrom";
+    pub const HSM_ARCHIVE_AFTER: &str = "hsmArchiveAfter";
+    pub const HSM_INCLUDE: &str = "hsmInclude";
+    pub const HSM_EXCLUDE: &str = "hsmExclude";
+    pub const HSM_MIN_SIZE: &str = "hsmMinSize";
+    pub const HSM_RELEASE_HIGH: &str = "hsmReleaseHigh";
+    pub const HSM_RELEASE_LOW: &str = "hsmReleaseLow";
+    pub const HSM_PREFETCH: &str = "hsmPrefetch";
+    pub const HSM_READ_MODE: &str = "hsmReadMode";
 
     pub const ALL: &[&str] = &[
         SUBDIR_TEMPLATE,
@@ -39,6 +50,30 @@ pub mod keys {
         PVC_NAME,
         PVC_NAMESPACE,
         PV_NAME,
+        HSM_STORE,
+        HSM_IMPORT_FROM,
+        HSM_ARCHIVE_AFTER,
+        HSM_INCLUDE,
+        HSM_EXCLUDE,
+        HSM_MIN_SIZE,
+        HSM_RELEASE_HIGH,
+        HSM_RELEASE_LOW,
+        HSM_PREFETCH,
+        HSM_READ_MODE,
+    ];
+
+    /// The HSM keys: any of them without [`HSM_STORE`] is an error.
+    pub const HSM: &[&str] = &[
+        HSM_STORE,
+        HSM_IMPORT_FROM,
+        HSM_ARCHIVE_AFTER,
+        HSM_INCLUDE,
+        HSM_EXCLUDE,
+        HSM_MIN_SIZE,
+        HSM_RELEASE_HIGH,
+        HSM_RELEASE_LOW,
+        HSM_PREFETCH,
+        HSM_READ_MODE,
     ];
 }
 
@@ -51,6 +86,10 @@ pub mod labels {
     pub const TRASH_TTL_SECS: &str = "csi.lustrekit.io/trash-ttl-secs";
     pub const MOUNT_MODE: &str = "csi.lustrekit.io/mount-mode";
     pub const PVC: &str = "csi.lustrekit.io/pvc";
+    /// An HSM volume's store URL and import source, so a re-create with another source is
+    /// ALREADY_EXISTS rather than a volume holding someone else's objects.
+    pub const HSM_STORE: &str = "csi.lustrekit.io/hsm-store";
+    pub const HSM_IMPORT_FROM: &str = "csi.lustrekit.io/hsm-import-from";
 }
 
 pub const DEFAULT_TEMPLATE: &str = "${pv.metadata.name}";
@@ -136,6 +175,8 @@ pub struct VolumeParams {
     /// The volume directory's default layout, when the class asks for one.
     pub layout: Option<lustre_model::LayoutSpec>,
     pub metadata: ClaimMetadata,
+    /// Set when the StorageClass names an `hsmStore`.
+    pub hsm: Option<HsmParams>,
 }
 
 impl VolumeParams {
@@ -169,7 +210,9 @@ impl VolumeParams {
                     })?,
             ),
         };
-        let ttl = get(keys::TRASH_TTL).map(parse_duration_secs).transpose()?;
+        let ttl = get(keys::TRASH_TTL)
+            .map(|t| parse_duration_secs(keys::TRASH_TTL, t))
+            .transpose()?;
         let reclaim = match get(keys::RECLAIM_POLICY).unwrap_or("delete") {
             "delete" => ReclaimPolicy::Delete,
             "retain" => ReclaimPolicy::Retain,
@@ -212,6 +255,7 @@ impl VolumeParams {
             pvc_namespace: get(keys::PVC_NAMESPACE).map(str::to_string),
             pv_name: get(keys::PV_NAME).map(str::to_string),
         };
+        let hsm = HsmParams::parse(parameters)?;
         Ok(Self {
             template,
             inode_limit,
@@ -219,6 +263,7 @@ impl VolumeParams {
             mount_mode,
             layout,
             metadata,
+            hsm,
         })
     }
 
@@ -242,16 +287,21 @@ impl VolumeParams {
         if let (Some(ns), Some(name)) = (&self.metadata.pvc_namespace, &self.metadata.pvc_name) {
             out.insert(labels::PVC.into(), format!("{ns}/{name}"));
         }
+        if let Some(hsm) = &self.hsm {
+            out.insert(labels::HSM_STORE.into(), hsm.store.clone());
+            if let Some(from) = &hsm.import_from {
+                out.insert(labels::HSM_IMPORT_FROM.into(), from.clone());
+            }
+        }
         out
     }
 }
 
-/// `90`, `90s`, `30m`, `72h`, `7d`: a positive duration in seconds.
-pub fn parse_duration_secs(text: &str) -> Result<u64> {
+/// `90`, `90s`, `30m`, `72h`, `7d`: a positive duration in seconds, as parameter `key`.
+pub fn parse_duration_secs(key: &str, text: &str) -> Result<u64> {
     let bad = || {
         CsiError::invalid(format!(
-            "parameter {}={text:?}: expected a duration such as 3600, 90m, 72h or 7d",
-            keys::TRASH_TTL
+            "parameter {key}={text:?}: expected a duration such as 3600, 90m, 72h or 7d"
         ))
     };
     let t = text.trim();
@@ -381,6 +431,385 @@ impl Template {
         }
         Ok(name)
     }
+}
+
+/// How a read of a released file behaves while its restore runs (`hsmReadMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadMode {
+    /// The read waits for the restore.
+    #[default]
+    Block,
+    /// The read fails at once with EAGAIN while the restore runs.
+    FailFast,
+}
+
+impl ReadMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Block => "block",
+            Self::FailFast => "fail-fast",
+        }
+    }
+
+    /// `block` or `fail-fast`, as the parameter (or volume context value) `key`.
+    pub fn parse(key: &str, text: &str) -> Result<Self> {
+        match text.trim() {
+            "block" => Ok(Self::Block),
+            "fail-fast" => Ok(Self::FailFast),
+            other => Err(CsiError::invalid(format!(
+                "parameter {key}={other:?}: expected block or fail-fast"
+            ))),
+        }
+    }
+}
+
+/// Release watermarks, in percent of the volume's quota: release from `high` down to `low`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watermarks {
+    pub high_percent: u8,
+    pub low_percent: u8,
+}
+
+/// The store URL schemes an HSM volume may name.
+const HSM_SCHEMES: &[&str] = &["az", "s3", "gs", "file"];
+
+/// Query keys of a store URL that hold credentials (or may): refused in `hsmStore`, since
+/// a StorageClass is readable by anyone who can list them and its values end up in labels.
+/// Credentials go in the provisioner and node publish secrets.
+fn is_credential_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    // A flag, not a credential: anonymous access.
+    if k == "skip_signature" || k == "aws_skip_signature" || k == "google_skip_signature" {
+        return false;
+    }
+    [
+        "key",
+        "secret",
+        "token",
+        "sas",
+        "password",
+        "signature",
+        "sig",
+        "credential",
+        "service_account",
+    ]
+    .iter()
+    .any(|w| k.contains(w))
+}
+
+/// A store URL for messages: scheme, bucket and path, never its query.
+fn shown_url(url: &url::Url) -> String {
+    format!(
+        "{}://{}{}",
+        url.scheme(),
+        url.host_str().unwrap_or_default(),
+        url.path()
+    )
+}
+
+/// Checks the `/`-separated segments of a prefix (empty segments at either end allowed):
+/// no `.` or `..`, no empty segment inside, no control characters, at most 255 bytes each.
+fn check_prefix_segments(key: &str, shown: &str, path: &str) -> Result<Vec<String>> {
+    let bad = |why: &str| CsiError::invalid(format!("parameter {key}={shown:?}: {why}"));
+    let trimmed = path.trim_matches('/');
+    if trimmed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for seg in trimmed.split('/') {
+        if seg.is_empty() {
+            return Err(bad("empty path segment (`//`)"));
+        }
+        if seg == "." || seg == ".." {
+            return Err(bad("`.` and `..` are not allowed in a prefix"));
+        }
+        if seg.chars().any(char::is_control) {
+            return Err(bad("control characters are not allowed"));
+        }
+        if seg.len() > 255 {
+            return Err(bad("a path segment is longer than 255 bytes"));
+        }
+        out.push(seg.to_string());
+    }
+    Ok(out)
+}
+
+/// The path part of a URL as written (before `?` or `#`, after `scheme://host`), so `..`
+/// is seen before the URL parser normalises it away.
+fn raw_url_path(text: &str) -> &str {
+    let rest = text.split_once("://").map_or(text, |(_, r)| r);
+    let rest = rest.split(['?', '#']).next().unwrap_or(rest);
+    rest.find('/').map_or("", |i| &rest[i..])
+}
+
+/// Parses and checks `hsmStore`.
+fn parse_store_url(text: &str) -> Result<url::Url> {
+    let key = keys::HSM_STORE;
+    let text = text.trim();
+    // Never echo the text after `?`: it is where a pasted credential would be.
+    let head = text.split('?').next().unwrap_or(text);
+    let bad = |why: &str| CsiError::invalid(format!("parameter {key}={head:?}: {why}"));
+    let url = url::Url::parse(text).map_err(|e| bad(&format!("not a URL: {e}")))?;
+    if !HSM_SCHEMES.contains(&url.scheme()) {
+        return Err(bad(&format!(
+            "scheme {:?} is not one of az://, s3://, gs://, file://",
+            url.scheme()
+        )));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad(
+            "credentials in the URL are refused: put them in the provisioner and node publish secrets",
+        ));
+    }
+    if url.fragment().is_some() {
+        return Err(bad("a fragment (`#`) is not allowed"));
+    }
+    if let Some((k, _)) = url.query_pairs().find(|(k, _)| is_credential_key(k)) {
+        return Err(bad(&format!(
+            "query key `{k}` holds a credential: put it in the provisioner and node publish \
+             secrets, not in the StorageClass"
+        )));
+    }
+    let host = url.host_str().unwrap_or_default();
+    if url.scheme() == "file" {
+        if !host.is_empty() && host != "localhost" {
+            return Err(bad(
+                "a file:// store is on this host: file:///absolute/path",
+            ));
+        }
+        if url.query().is_some() {
+            return Err(bad("a file:// store takes no options"));
+        }
+        if url.path().trim_matches('/').is_empty() {
+            return Err(bad("a file:// store needs a directory, not `/`"));
+        }
+    } else if host.is_empty() {
+        return Err(bad("the URL names no bucket or container"));
+    }
+    check_prefix_segments(key, head, raw_url_path(text))?;
+    Ok(url)
+}
+
+/// Parses `hsmImportFrom` against the store: a prefix below it, or a URL of the same store
+/// (same scheme and bucket, a path at or below the store's). Returns the prefix below the
+/// store's, without leading or trailing `/` (empty: the whole store prefix).
+fn parse_import_from(store: &url::Url, text: &str) -> Result<String> {
+    let key = keys::HSM_IMPORT_FROM;
+    let text = text.trim();
+    let head = text.split('?').next().unwrap_or(text);
+    let bad = |why: &str| CsiError::invalid(format!("parameter {key}={head:?}: {why}"));
+    if text.is_empty() {
+        return Err(bad("empty; write `/` to import the whole hsmStore prefix"));
+    }
+    if !text.contains("://") {
+        return Ok(check_prefix_segments(key, head, text)?.join("/"));
+    }
+    let url = url::Url::parse(text).map_err(|e| bad(&format!("not a URL: {e}")))?;
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err(bad(
+            "a URL here takes no options or credentials (hsmStore and the secrets carry them)",
+        ));
+    }
+    if url.scheme() != store.scheme() || url.host_str() != store.host_str() {
+        return Err(bad(&format!(
+            "not in the store {}: name a prefix below hsmStore",
+            shown_url(store)
+        )));
+    }
+    let segs = check_prefix_segments(key, head, raw_url_path(text))?;
+    let store_segs: Vec<&str> = store
+        .path()
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    if segs.len() < store_segs.len() || segs.iter().zip(&store_segs).any(|(a, b)| a != b) {
+        return Err(bad(&format!(
+            "not below the hsmStore prefix {}",
+            shown_url(store)
+        )));
+    }
+    Ok(segs[store_segs.len()..].join("/"))
+}
+
+/// A comma-separated glob list, each checked the way the policy engine reads globs.
+fn parse_globs(key: &str, text: &str) -> Result<Vec<String>> {
+    let pats: Vec<String> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect();
+    if pats.is_empty() {
+        return Err(CsiError::invalid(format!(
+            "parameter {key}={text:?}: expected comma-separated globs such as *.h5,data/**"
+        )));
+    }
+    hsm::policy::config::globset(key, &pats)
+        .map_err(|e| CsiError::invalid(format!("parameter {key}={text:?}: {e}")))?;
+    Ok(pats)
+}
+
+/// A percentage of the volume's quota, 1 to 100 (a trailing `%` allowed).
+fn parse_percent(key: &str, text: &str) -> Result<u8> {
+    text.trim()
+        .trim_end_matches('%')
+        .parse::<u8>()
+        .ok()
+        .filter(|p| (1..=100).contains(p))
+        .ok_or_else(|| {
+            CsiError::invalid(format!(
+                "parameter {key}={text:?}: expected a percentage from 1 to 100"
+            ))
+        })
+}
+
+/// The HSM parameters of a StorageClass: the store, what to import at create time, and
+/// the volume's policy. Credentials are never here: they come from the CSI secrets
+/// ([`store_options`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HsmParams {
+    /// The archive store URL (`az://`, `s3://`, `gs://`, `file://`), credential-free.
+    pub store: String,
+    /// The prefix below the store's to import as released stubs at CreateVolume: no
+    /// leading or trailing `/`, empty for the whole store prefix.
+    pub import_from: Option<String>,
+    /// Archive a file once it has been left unchanged this long.
+    pub archive_after_secs: Option<u64>,
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    pub min_size_bytes: Option<u64>,
+    pub watermarks: Option<Watermarks>,
+    /// Globs restored at NodePublishVolume.
+    pub prefetch: Vec<String>,
+    pub read_mode: ReadMode,
+}
+
+impl HsmParams {
+    /// The HSM parameters, `None` when the StorageClass names no `hsmStore` (and then no
+    /// other `hsm*` key either).
+    pub fn parse(parameters: &HashMap<String, String>) -> Result<Option<Self>> {
+        let get = |k: &str| parameters.get(k).map(String::as_str);
+        let Some(store_text) = get(keys::HSM_STORE) else {
+            let mut orphans: Vec<&str> = keys::HSM
+                .iter()
+                .copied()
+                .filter(|k| parameters.contains_key(*k))
+                .collect();
+            orphans.sort_unstable();
+            return match orphans.first() {
+                None => Ok(None),
+                Some(first) => Err(CsiError::invalid(format!(
+                    "parameter {first} needs {} (the archive store URL)",
+                    keys::HSM_STORE
+                ))),
+            };
+        };
+        let url = parse_store_url(store_text)?;
+        let import_from = get(keys::HSM_IMPORT_FROM)
+            .map(|t| parse_import_from(&url, t))
+            .transpose()?;
+        let archive_after_secs = get(keys::HSM_ARCHIVE_AFTER)
+            .map(|t| parse_duration_secs(keys::HSM_ARCHIVE_AFTER, t))
+            .transpose()?;
+        let globs = |key: &str| {
+            get(key)
+                .map(|t| parse_globs(key, t))
+                .transpose()
+                .map(Option::unwrap_or_default)
+        };
+        let min_size_bytes = get(keys::HSM_MIN_SIZE)
+            .map(|t| {
+                t.trim()
+                    .parse::<lustre_model::ByteSize>()
+                    .map(|s| s.bytes())
+                    .map_err(|e| {
+                        CsiError::invalid(format!(
+                            "parameter {}={t:?}: expected a size such as 1M or 64KiB: {e}",
+                            keys::HSM_MIN_SIZE
+                        ))
+                    })
+            })
+            .transpose()?;
+        let high = get(keys::HSM_RELEASE_HIGH)
+            .map(|t| parse_percent(keys::HSM_RELEASE_HIGH, t))
+            .transpose()?;
+        let low = get(keys::HSM_RELEASE_LOW)
+            .map(|t| parse_percent(keys::HSM_RELEASE_LOW, t))
+            .transpose()?;
+        let watermarks = match (high, low) {
+            (None, None) => None,
+            (Some(high), Some(low)) if low < high => Some(Watermarks {
+                high_percent: high,
+                low_percent: low,
+            }),
+            (Some(high), Some(low)) => {
+                return Err(CsiError::invalid(format!(
+                    "parameter {}={low} must be below {}={high}",
+                    keys::HSM_RELEASE_LOW,
+                    keys::HSM_RELEASE_HIGH
+                )));
+            }
+            (Some(_), None) | (None, Some(_)) => {
+                let missing = if high.is_none() {
+                    keys::HSM_RELEASE_HIGH
+                } else {
+                    keys::HSM_RELEASE_LOW
+                };
+                return Err(CsiError::invalid(format!(
+                    "parameter {missing} is missing: {} and {} go together",
+                    keys::HSM_RELEASE_HIGH,
+                    keys::HSM_RELEASE_LOW
+                )));
+            }
+        };
+        let read_mode = get(keys::HSM_READ_MODE)
+            .map(|t| ReadMode::parse(keys::HSM_READ_MODE, t))
+            .transpose()?
+            .unwrap_or_default();
+        Ok(Some(Self {
+            store: store_text.trim().to_string(),
+            import_from,
+            archive_after_secs,
+            include: globs(keys::HSM_INCLUDE)?,
+            exclude: globs(keys::HSM_EXCLUDE)?,
+            min_size_bytes,
+            watermarks,
+            prefetch: globs(keys::HSM_PREFETCH)?,
+            read_mode,
+        }))
+    }
+}
+
+/// The store options (credentials) of an HSM volume, from a CSI request's secrets: each
+/// key is a store builder option for [`hsm::ArchiveStore::open_with`] (for example
+/// `azure_storage_account_key`, `aws_secret_access_key`). Sorted, so errors name keys in
+/// one order. The values are never logged and never put in an error.
+pub fn store_options(secrets: &HashMap<String, String>) -> Vec<(String, String)> {
+    let mut options: Vec<(String, String)> = secrets
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    options.sort();
+    options
+}
+
+/// `message` with every secret value in it replaced: a store client's error may quote a
+/// request (a SAS token rides in the URL), and a CSI error reaches the provisioner's
+/// events and logs.
+pub fn scrub_secrets(message: &str, secrets: &HashMap<String, String>) -> String {
+    let mut out = message.to_string();
+    // Longest first, so a value that contains another is replaced whole.
+    let mut values: Vec<&str> = secrets
+        .values()
+        .map(String::as_str)
+        .filter(|v| v.len() >= 4)
+        .collect();
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    for value in values {
+        out = out.replace(value, "<redacted>");
+    }
+    out
 }
 
 #[cfg(test)]
@@ -536,11 +965,229 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration_secs("90").unwrap(), 90);
-        assert_eq!(parse_duration_secs("30m").unwrap(), 1800);
-        assert_eq!(parse_duration_secs("7d").unwrap(), 7 * 86400);
+        let d = |t| parse_duration_secs(keys::TRASH_TTL, t);
+        assert_eq!(d("90").unwrap(), 90);
+        assert_eq!(d("30m").unwrap(), 1800);
+        assert_eq!(d("7d").unwrap(), 7 * 86400);
         for bad in ["", "h", "-1h", "1.5h", "0s"] {
-            assert!(parse_duration_secs(bad).is_err(), "{bad}");
+            let err = d(bad).unwrap_err();
+            assert!(err.to_string().contains(keys::TRASH_TTL), "{err}");
         }
+    }
+
+    fn hsm(pairs: &[(&str, &str)]) -> Result<Option<HsmParams>> {
+        HsmParams::parse(&params(pairs))
+    }
+
+    fn refused_naming(pairs: &[(&str, &str)], key: &str) {
+        let err = VolumeParams::parse(&params(pairs)).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{pairs:?}: {err}");
+        assert!(
+            err.to_string().contains(key),
+            "{pairs:?}: {err} names no {key}"
+        );
+    }
+
+    #[test]
+    fn hsm_parameters_parse_in_full() {
+        assert_eq!(hsm(&[]).unwrap(), None);
+        assert_eq!(VolumeParams::parse(&HashMap::new()).unwrap().hsm, None);
+        let p = hsm(&[
+            (keys::HSM_STORE, "az://data/archive?use_emulator=true"),
+            (keys::HSM_IMPORT_FROM, "az://data/archive/runs/2024/"),
+            (keys::HSM_ARCHIVE_AFTER, "2h"),
+            (keys::HSM_INCLUDE, "*.h5, results/**"),
+            (keys::HSM_EXCLUDE, "*.tmp"),
+            (keys::HSM_MIN_SIZE, "1MiB"),
+            (keys::HSM_RELEASE_HIGH, "90%"),
+            (keys::HSM_RELEASE_LOW, "70"),
+            (keys::HSM_PREFETCH, "index/*"),
+            (keys::HSM_READ_MODE, "fail-fast"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(p.store, "az://data/archive?use_emulator=true");
+        assert_eq!(p.import_from.as_deref(), Some("runs/2024"));
+        assert_eq!(p.archive_after_secs, Some(7200));
+        assert_eq!(p.include, ["*.h5", "results/**"]);
+        assert_eq!(p.exclude, ["*.tmp"]);
+        assert_eq!(p.min_size_bytes, Some(1 << 20));
+        assert_eq!(
+            p.watermarks,
+            Some(Watermarks {
+                high_percent: 90,
+                low_percent: 70
+            })
+        );
+        assert_eq!(p.prefetch, ["index/*"]);
+        assert_eq!(p.read_mode, ReadMode::FailFast);
+
+        // Defaults, relative prefixes, the whole store.
+        let p = hsm(&[(keys::HSM_STORE, "file:///srv/store")])
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.read_mode, ReadMode::Block);
+        assert_eq!(p.import_from, None);
+        assert!(p.include.is_empty() && p.watermarks.is_none());
+        for (from, prefix) in [("a/b/", "a/b"), ("/", ""), ("file:///srv/store", "")] {
+            let p = hsm(&[
+                (keys::HSM_STORE, "file:///srv/store"),
+                (keys::HSM_IMPORT_FROM, from),
+            ])
+            .unwrap()
+            .unwrap();
+            assert_eq!(p.import_from.as_deref(), Some(prefix), "{from}");
+        }
+        for store in [
+            "s3://bucket?region=garage&endpoint=http://127.0.0.1:3900",
+            "gs://b/p",
+        ] {
+            assert!(
+                hsm(&[(keys::HSM_STORE, store)]).unwrap().is_some(),
+                "{store}"
+            );
+        }
+        // The labels carry the store and the source, so another source is another volume.
+        let v = VolumeParams::parse(&params(&[
+            (keys::HSM_STORE, "file:///srv/store"),
+            (keys::HSM_IMPORT_FROM, "a"),
+        ]))
+        .unwrap();
+        let labels = v.labels("pvc-1");
+        assert_eq!(labels[labels::HSM_STORE], "file:///srv/store");
+        assert_eq!(labels[labels::HSM_IMPORT_FROM], "a");
+        assert!(
+            !VolumeParams::parse(&HashMap::new())
+                .unwrap()
+                .labels("pvc-1")
+                .contains_key(labels::HSM_STORE)
+        );
+    }
+
+    #[test]
+    fn bad_hsm_parameters_are_refused_by_name() {
+        let store = (keys::HSM_STORE, "az://c/p?use_emulator=true");
+        // Without a store, every other HSM key is refused.
+        for key in keys::HSM.iter().filter(|k| **k != keys::HSM_STORE) {
+            refused_naming(&[(key, "x")], keys::HSM_STORE);
+        }
+        for bad in [
+            "",
+            "not a url",
+            "http://host/p",
+            "az://",
+            "az://c/../p",
+            "az://c/a//b",
+            "file://otherhost/x",
+            "file:///",
+            "file:///a?x=1",
+            "az://c/p#frag",
+            "s3://user:pass@bucket/p",
+        ] {
+            refused_naming(&[(keys::HSM_STORE, bad)], keys::HSM_STORE);
+        }
+        for from in [
+            "",
+            "a/../b",
+            "./a",
+            "a//b",
+            "az://other/p/x",
+            "az://c/elsewhere",
+            "s3://c/p/x",
+            "az://c/p/x?sig=abc",
+        ] {
+            refused_naming(
+                &[store, (keys::HSM_IMPORT_FROM, from)],
+                keys::HSM_IMPORT_FROM,
+            );
+        }
+        let cases: &[(&str, &str)] = &[
+            (keys::HSM_ARCHIVE_AFTER, "soon"),
+            (keys::HSM_ARCHIVE_AFTER, "0s"),
+            (keys::HSM_INCLUDE, "a[b"),
+            (keys::HSM_INCLUDE, " , "),
+            (keys::HSM_EXCLUDE, "{a"),
+            (keys::HSM_PREFETCH, ""),
+            (keys::HSM_MIN_SIZE, "big"),
+            (keys::HSM_MIN_SIZE, "-1"),
+            (keys::HSM_READ_MODE, "Block"),
+            (keys::HSM_READ_MODE, "wait"),
+        ];
+        for (key, value) in cases {
+            refused_naming(&[store, (key, value)], key);
+        }
+        for (high, low, named) in [
+            ("0", "50", keys::HSM_RELEASE_HIGH),
+            ("101", "50", keys::HSM_RELEASE_HIGH),
+            ("90", "x", keys::HSM_RELEASE_LOW),
+            ("50", "50", keys::HSM_RELEASE_LOW),
+            ("50", "70", keys::HSM_RELEASE_LOW),
+        ] {
+            refused_naming(
+                &[
+                    store,
+                    (keys::HSM_RELEASE_HIGH, high),
+                    (keys::HSM_RELEASE_LOW, low),
+                ],
+                named,
+            );
+        }
+        refused_naming(
+            &[store, (keys::HSM_RELEASE_HIGH, "90")],
+            keys::HSM_RELEASE_LOW,
+        );
+        refused_naming(
+            &[store, (keys::HSM_RELEASE_LOW, "20")],
+            keys::HSM_RELEASE_HIGH,
+        );
+        // Unknown keys are still refused, HSM-looking ones too.
+        refused_naming(&[store, ("hsmStoreKey", "x")], "hsmStoreKey");
+    }
+
+    #[test]
+    fn credentials_never_come_from_parameters_and_never_reach_an_error() {
+        const SECRET: &str = "Zm9vYmFyLXNlY3JldC1rZXk=";
+        for key in [
+            "access_key",
+            "azure_storage_account_key",
+            "sas_token",
+            "aws_secret_access_key",
+            "sig",
+            "google_service_account_key",
+        ] {
+            let url = format!("az://c/p?{key}={SECRET}");
+            let err = VolumeParams::parse(&params(&[(keys::HSM_STORE, &url)])).unwrap_err();
+            let text = err.to_string();
+            assert_eq!(err.code(), tonic::Code::InvalidArgument, "{key}");
+            assert!(
+                text.contains(keys::HSM_STORE) && text.contains(key),
+                "{text}"
+            );
+            assert!(!text.contains(SECRET), "{text}");
+        }
+        // An unparseable URL is not echoed past its `?` either.
+        let err = VolumeParams::parse(&params(&[(
+            keys::HSM_STORE,
+            &format!("az:// bad?x={SECRET}"),
+        )]))
+        .unwrap_err();
+        assert!(!err.to_string().contains(SECRET), "{err}");
+        // The anonymous-access flag is not a credential.
+        assert!(hsm(&[(keys::HSM_STORE, "s3://b?skip_signature=true")]).is_ok());
+
+        let secrets = HashMap::from([
+            ("azure_storage_account_key".to_string(), SECRET.to_string()),
+            ("azure_storage_account_name".to_string(), "acct".to_string()),
+        ]);
+        assert_eq!(
+            store_options(&secrets)[0],
+            ("azure_storage_account_key".to_string(), SECRET.to_string())
+        );
+        let scrubbed = scrub_secrets(
+            &format!("GET https://x/?sig={SECRET}&a=acct failed"),
+            &secrets,
+        );
+        assert!(!scrubbed.contains(SECRET), "{scrubbed}");
+        assert!(scrubbed.contains("sig=<redacted>"), "{scrubbed}");
     }
 }

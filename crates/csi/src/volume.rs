@@ -8,7 +8,7 @@ use share::{Share, ShareSettings};
 
 use crate::error::{CsiError, Result};
 use crate::grpc::{VolumeCapability, volume_capability};
-use crate::params::{MountMode, parse_mount_mode};
+use crate::params::{HsmParams, MountMode, ReadMode, parse_mount_mode};
 
 /// Volume context keys. CreateVolume writes them; a static PV's `volumeAttributes` names at
 /// least [`context::SHARE_PATH`] (and `static: "true"`).
@@ -27,16 +27,59 @@ pub mod context {
     /// csi-provisioner adds `storage.kubernetes.io/csiProvisionerIdentity` to every PV.
     pub const PROVISIONER_PREFIX: &str = "storage.kubernetes.io/";
 
-    pub const ALL: &[&str] = &[SHARE_PATH, PROJECT_ID, FS_NAME, EXPORT, MOUNT_MODE, STATIC];
+    /// An HSM volume's store URL (credential-free; the node publish secret has the keys),
+    /// read mode and prefetch globs: what the node needs to restore on access.
+    pub const HSM_STORE: &str = "hsmStore";
+    pub const HSM_READ_MODE: &str = "hsmReadMode";
+    pub const HSM_PREFETCH: &str = "hsmPrefetch";
+
+    pub const ALL: &[&str] = &[
+        SHARE_PATH,
+        PROJECT_ID,
+        FS_NAME,
+        EXPORT,
+        MOUNT_MODE,
+        STATIC,
+        HSM_STORE,
+        HSM_READ_MODE,
+        HSM_PREFETCH,
+    ];
 }
 
-/// The context CreateVolume returns for a share.
+/// The volume context entries of an HSM volume (none for a plain one).
+pub fn hsm_context(hsm: Option<&HsmParams>) -> Vec<(String, String)> {
+    let Some(hsm) = hsm else {
+        return Vec::new();
+    };
+    let mut out = vec![
+        (context::HSM_STORE.to_string(), hsm.store.clone()),
+        (
+            context::HSM_READ_MODE.to_string(),
+            hsm.read_mode.as_str().to_string(),
+        ),
+    ];
+    if !hsm.prefetch.is_empty() {
+        out.push((context::HSM_PREFETCH.to_string(), hsm.prefetch.join(",")));
+    }
+    out
+}
+
+/// What the node knows of an HSM volume from its context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeHsm {
+    pub store: String,
+    pub read_mode: ReadMode,
+    pub prefetch: Vec<String>,
+}
+
+/// The context CreateVolume returns for a share, with `extra` entries (an HSM volume's).
 pub fn context_for(
     share: &Share,
     settings: &ShareSettings,
     mount_mode: &str,
+    extra: Vec<(String, String)>,
 ) -> HashMap<String, String> {
-    HashMap::from([
+    let mut ctx = HashMap::from([
         (
             context::SHARE_PATH.to_string(),
             share.path.as_str().to_string(),
@@ -48,7 +91,9 @@ pub fn context_for(
         (context::FS_NAME.to_string(), settings.fsname.to_string()),
         (context::EXPORT.to_string(), share.export_location.clone()),
         (context::MOUNT_MODE.to_string(), mount_mode.to_string()),
-    ])
+    ]);
+    ctx.extend(extra);
+    ctx
 }
 
 /// The share a volume ID names, if it is one of ours: `v1/<fsname>/<project>/<prefix>/<name>`.
@@ -71,6 +116,8 @@ pub struct NodeVolume {
     pub is_static: bool,
     /// From the context's `mountMode` (a static PV may name it too); `direct` when absent.
     pub mount_mode: MountMode,
+    /// Set for an HSM volume (the context names `hsmStore`).
+    pub hsm: Option<NodeHsm>,
 }
 
 /// Resolves the share path for the node: the volume context's `sharePath` (always present for
@@ -122,6 +169,7 @@ pub fn node_volume(
         .transpose()
         .map_err(|e| CsiError::invalid(format!("volume context: {e}")))?
         .unwrap_or_default();
+    let hsm = node_hsm(ctx)?;
     let project = match ctx.get(context::PROJECT_ID) {
         Some(text) => Some(text.parse::<ProjectId>().map_err(|e| {
             CsiError::invalid(format!("volume context {}: {e}", context::PROJECT_ID))
@@ -138,6 +186,7 @@ pub fn node_volume(
             project: project.or(id_project),
             is_static,
             mount_mode,
+            hsm,
         });
     }
     if is_static {
@@ -152,6 +201,7 @@ pub fn node_volume(
             project: Some(id.project),
             is_static: false,
             mount_mode,
+            hsm,
         }),
         Ok(id) => Err(CsiError::NotFound(format!(
             "volume {volume_id:?} is on filesystem {:?}, not {:?}",
@@ -160,6 +210,26 @@ pub fn node_volume(
         ))),
         Err(e) => Err(CsiError::NotFound(format!("volume {volume_id:?}: {e}"))),
     }
+}
+
+/// The HSM entries of a volume context, checked as the StorageClass parameters are (a static
+/// PV may name them by hand).
+fn node_hsm(ctx: &HashMap<String, String>) -> Result<Option<NodeHsm>> {
+    let as_params: HashMap<String, String> = [
+        context::HSM_STORE,
+        context::HSM_READ_MODE,
+        context::HSM_PREFETCH,
+    ]
+    .iter()
+    .filter_map(|k| ctx.get(*k).map(|v| (k.to_string(), v.clone())))
+    .collect();
+    let hsm = HsmParams::parse(&as_params)
+        .map_err(|e| CsiError::invalid(format!("volume context: {e}")))?;
+    Ok(hsm.map(|h| NodeHsm {
+        store: h.store,
+        read_mode: h.read_mode,
+        prefetch: h.prefetch,
+    }))
 }
 
 /// Whether a capability is one we serve: a mount (a share is a directory, never a block
@@ -321,6 +391,47 @@ mod tests {
             node_volume(id, &bad, &s).unwrap_err().code(),
             tonic::Code::InvalidArgument
         );
+    }
+
+    #[test]
+    fn hsm_entries_travel_in_the_context() {
+        let s = settings();
+        let id = "v1/lfs1/1001/shares/pvc-1";
+        assert_eq!(node_volume(id, &HashMap::new(), &s).unwrap().hsm, None);
+        let params = HashMap::from([
+            (
+                "hsmStore".to_string(),
+                "az://c/p?use_emulator=true".to_string(),
+            ),
+            ("hsmPrefetch".to_string(), "a/*,b".to_string()),
+            ("hsmImportFrom".to_string(), "x".to_string()),
+        ]);
+        let hsm = HsmParams::parse(&params).unwrap().unwrap();
+        let ctx: HashMap<String, String> = hsm_context(Some(&hsm)).into_iter().collect();
+        assert!(
+            !ctx.contains_key("hsmImportFrom"),
+            "the controller's business only"
+        );
+        let v = node_volume(id, &ctx, &s).unwrap();
+        assert_eq!(
+            v.hsm,
+            Some(NodeHsm {
+                store: "az://c/p?use_emulator=true".into(),
+                read_mode: ReadMode::Block,
+                prefetch: vec!["a/*".into(), "b".into()],
+            })
+        );
+        let orphan = HashMap::from([(context::HSM_READ_MODE.to_string(), "block".to_string())]);
+        assert_eq!(
+            node_volume(id, &orphan, &s).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        let bad = HashMap::from([
+            (context::HSM_STORE.to_string(), "az://c".to_string()),
+            (context::HSM_READ_MODE.to_string(), "maybe".to_string()),
+        ]);
+        let err = node_volume(id, &bad, &s).unwrap_err();
+        assert!(err.to_string().contains("hsmReadMode"), "{err}");
     }
 
     #[test]

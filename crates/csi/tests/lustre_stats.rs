@@ -148,6 +148,7 @@ async fn project_quota_and_inode_limit_reach_the_stats_and_the_condition() {
             mode: Mode::Node,
             fs_timeout: csi::DEFAULT_FS_TIMEOUT,
             quota_margin: Default::default(),
+            hsm_import_timeout: csi::DEFAULT_HSM_IMPORT_TIMEOUT,
         },
     );
     let node = NodeService::new(driver);

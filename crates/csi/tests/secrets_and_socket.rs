@@ -144,6 +144,7 @@ async fn the_socket_is_private_and_stale_sockets_are_replaced() {
             mode: Mode::All,
             fs_timeout: csi::DEFAULT_FS_TIMEOUT,
             quota_margin: Default::default(),
+            hsm_import_timeout: csi::DEFAULT_HSM_IMPORT_TIMEOUT,
         },
     );
     let err = csi::server::serve(driver, &socket, None, async {}, |_| {})
@@ -163,6 +164,7 @@ async fn the_socket_is_private_and_stale_sockets_are_replaced() {
             mode: Mode::All,
             fs_timeout: csi::DEFAULT_FS_TIMEOUT,
             quota_margin: Default::default(),
+            hsm_import_timeout: csi::DEFAULT_HSM_IMPORT_TIMEOUT,
         },
     );
     let err = csi::server::serve(driver, &socket, None, async {}, |_| {})

@@ -62,7 +62,44 @@ pub enum HsmError {
     Panic { task: String, message: String },
 }
 
+/// How a store refused a request, for callers that answer each differently (the CSI
+/// driver: a missing container or refused credentials is the request's fault, anything else
+/// may pass on a retry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreRefusal {
+    /// No such container, bucket or object.
+    NotFound,
+    /// The credentials were refused, or allow no such request.
+    Denied,
+}
+
 impl HsmError {
+    /// Why the store refused, when this is a store error that says so; `None` for other
+    /// errors and for store failures (connection refused, timeouts, 5xx) that may pass.
+    pub fn store_refusal(&self) -> Option<StoreRefusal> {
+        match self {
+            Self::Store { source, .. } => match source.as_ref() {
+                object_store::Error::NotFound { .. } => Some(StoreRefusal::NotFound),
+                object_store::Error::PermissionDenied { .. }
+                | object_store::Error::Unauthenticated { .. } => Some(StoreRefusal::Denied),
+                // The cloud clients report some refusals (Azure's list, for one) as generic
+                // errors whose text carries the HTTP status; the status type is private.
+                object_store::Error::Generic { source, .. } => {
+                    let text = source.to_string();
+                    if text.contains("status code: 401") || text.contains("status code: 403") {
+                        Some(StoreRefusal::Denied)
+                    } else if text.contains("status code: 404") {
+                        Some(StoreRefusal::NotFound)
+                    } else {
+                        None
+                    }
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),
@@ -115,6 +152,44 @@ impl HsmError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn store_refusals_are_told_from_failures_that_may_pass() {
+        let store = |source: object_store::Error| HsmError::Store {
+            store: "az://c".into(),
+            op: "list",
+            key: "p".into(),
+            source: Box::new(source),
+        };
+        let generic = |text: &str| object_store::Error::Generic {
+            store: "MicrosoftAzure",
+            source: text.to_string().into(),
+        };
+        assert_eq!(
+            store(generic(
+                "Error performing GET http://x in 3ms - Server returned non-2xx status code: 403 Forbidden: <Error>"
+            ))
+            .store_refusal(),
+            Some(StoreRefusal::Denied)
+        );
+        assert_eq!(
+            store(generic(
+                "Server returned non-2xx status code: 404 Not Found"
+            ))
+            .store_refusal(),
+            Some(StoreRefusal::NotFound)
+        );
+        assert_eq!(
+            store(generic("error sending request: Connection refused")).store_refusal(),
+            None
+        );
+        let missing = object_store::Error::NotFound {
+            path: "p".into(),
+            source: "gone".into(),
+        };
+        assert_eq!(store(missing).store_refusal(), Some(StoreRefusal::NotFound));
+        assert_eq!(HsmError::Policy("x".into()).store_refusal(), None);
+    }
 
     #[tokio::test]
     async fn a_panicking_blocking_task_is_a_panic() {

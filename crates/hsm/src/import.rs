@@ -474,6 +474,30 @@ fn parent_dir(
     Ok(cur)
 }
 
+/// Sets the archived times of the directories an import made, once their children are in
+/// (making a child moves a directory's mtime). Each failure is one error of the report.
+fn restore_dir_times(
+    target: &Arc<OwnedFd>,
+    shown: &Path,
+    owner: (u32, u32),
+    dirs: Vec<DirTimes>,
+) -> Vec<PathError> {
+    let mut failed = Vec::new();
+    for d in dirs {
+        let path = posix::display_join(shown, &d.comps);
+        let set = parent_dir(target, shown, &d.comps, owner)
+            .and_then(|fd| posix::set_times_fd(&path, fd.as_fd(), d.atime_ns, d.mtime_ns));
+        if let Err(e) = set {
+            failed.push(PathError {
+                path,
+                kind: e.kind().into(),
+                error: e.to_string(),
+            });
+        }
+    }
+    failed
+}
+
 /// One import, set up: the options, the target opened beneath the root, and the owner of
 /// entries whose owner does not come from their object.
 struct Ctx<'a> {
@@ -492,6 +516,15 @@ struct Imported {
     kind: EntryKind,
     bytes: u64,
     dropped: Dropped,
+    /// A directory made (or replaced): its path below the target and its archived times,
+    /// set again once the import is over, since every child made in it moves its mtime.
+    dir_times: Option<DirTimes>,
+}
+
+struct DirTimes {
+    comps: Vec<String>,
+    atime_ns: Option<i64>,
+    mtime_ns: i64,
 }
 
 /// A released stub just made for one object version: at its final name, still open.
@@ -594,6 +627,7 @@ impl HsmEngine {
         keys.dedup_by(|a, b| a.0 == b.0);
         counters.set_totals(keys.len() as u64, listed_bytes);
 
+        let mut made_dirs: Vec<DirTimes> = Vec::new();
         // Stubs are made one at a time; a copy with data fetches `file_concurrency` files at
         // once (each entry makes its missing parents, so order only matters for the report).
         let at_once = if opts.with_data {
@@ -607,10 +641,15 @@ impl HsmEngine {
             (key, res)
         }))
         .buffered(at_once);
-        while let Some((key, res)) = results.next().await {
+        while let Some((key, mut res)) = results.next().await {
             if report.errors.len() > opts.max_errors {
                 report.stopped = true;
                 break;
+            }
+            if let Ok(Some(done)) = &mut res
+                && let Some(times) = done.dir_times.take()
+            {
+                made_dirs.push(times);
             }
             counters.add_done(
                 1,
@@ -641,6 +680,12 @@ impl HsmEngine {
                     })
                 }
             }
+        }
+        if !made_dirs.is_empty() {
+            let (target, shown, owner) = (ctx.dir.clone(), ctx.target.clone(), ctx.owner);
+            let failed =
+                blocking(move || Ok(restore_dir_times(&target, &shown, owner, made_dirs))).await?;
+            report.errors.extend(failed);
         }
         if report.errors.len() > opts.max_errors {
             report.stopped = true;
@@ -721,6 +766,7 @@ impl HsmEngine {
                 kind,
                 bytes,
                 dropped,
+                dir_times: None,
             }))
         };
 
@@ -741,7 +787,16 @@ impl HsmEngine {
                 posix::apply_fd(&p, fd.as_fd(), &m)
             })
             .await?;
-            return done(EntryKind::Dir, 0, dropped);
+            return Ok(Some(Imported {
+                kind: EntryKind::Dir,
+                bytes: 0,
+                dropped,
+                dir_times: Some(DirTimes {
+                    comps,
+                    atime_ns: meta.atime_ns,
+                    mtime_ns: meta.mtime_ns,
+                }),
+            }));
         }
 
         let replace = match ex {

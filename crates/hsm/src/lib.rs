@@ -48,7 +48,7 @@ pub use engine::{
     CopyCounters, CopyProgress, EngineConfig, FileOp, HsmEngine, OpReport, Outcome, PathError,
     Progress, ProgressFn, StateReport, TreeOp, TreeReport,
 };
-pub use error::{HsmError, Result};
+pub use error::{HsmError, Result, StoreRefusal};
 pub use import::{ConflictMode, ImportOptions, ImportReport};
 pub use meta::{EntryKind, FileMeta};
 pub use metrics::Metrics;

@@ -296,6 +296,17 @@ async fn import_tree_as_stubs_then_restore() {
         std::fs::set_permissions(src.join("a/b"), std::fs::Permissions::from_mode(0o1777))
             .expect("chmod");
         std::os::unix::fs::symlink("one.txt", src.join("a/link")).expect("symlink");
+        // Directory times, set once their children are in.
+        let dir_time = |i: u64| {
+            std::time::SystemTime::UNIX_EPOCH + std::time::Duration::new(1_500_000_000 + i, 250)
+        };
+        for (i, d) in ["a", "a/b"].iter().enumerate() {
+            std::fs::File::open(src.join(d))
+                .and_then(|f| {
+                    f.set_times(std::fs::FileTimes::new().set_modified(dir_time(i as u64)))
+                })
+                .expect("set dir times");
+        }
         let rep = e.archive_tree(&src).await.expect("archive tree");
         assert!(rep.errors.is_empty(), "{label}: {:?}", rep.errors);
 
@@ -326,6 +337,13 @@ async fn import_tree_as_stubs_then_restore() {
         );
         let st = e.state(&two).await.expect("state").state;
         assert!(st.flags.released && st.flags.archived, "{label}: {st}");
+        // A directory keeps its archived mtime, though its children were made after it.
+        for (i, d) in ["a", "a/b"].iter().enumerate() {
+            let modified = std::fs::metadata(env.ns.join("dst").join(d))
+                .and_then(|m| m.modified())
+                .expect("dir mtime");
+            assert_eq!(modified, dir_time(i as u64), "{label}: {d}");
+        }
 
         // Restore needs the keys to match: import into the same place the objects came from.
         std::fs::remove_dir_all(&src).expect("rm src");

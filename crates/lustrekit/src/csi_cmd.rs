@@ -58,6 +58,12 @@ pub struct CsiArgs {
     /// fit), a size (`64MiB`) or a share of the quota (`5%`) that must stay free besides.
     #[arg(long, env = "CSI_QUOTA_MARGIN", default_value = "0")]
     pub quota_margin: csi::stats::QuotaMargin,
+    /// Seconds CreateVolume may spend importing an HSM volume's objects as released stubs
+    /// (`hsmImportFrom`) before it fails with DEADLINE_EXCEEDED; a retry resumes the import.
+    /// The provisioner's own `--timeout` bounds each attempt as well.
+    #[arg(long, env = "CSI_HSM_IMPORT_TIMEOUT", default_value_t = csi::DEFAULT_HSM_IMPORT_TIMEOUT_SECS,
+        value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub hsm_import_timeout: u64,
     /// Self-registration with the kubelet's plugin watcher (instead of node-driver-registrar).
     #[command(flatten)]
     pub registration: RegistrationArgs,
@@ -89,6 +95,7 @@ impl CsiArgs {
             driver_name: self.driver_name,
             fs_timeout: std::time::Duration::from_secs(self.fs_timeout),
             quota_margin: self.quota_margin,
+            hsm_import_timeout: std::time::Duration::from_secs(self.hsm_import_timeout),
             registration: RegistrationOptions {
                 kubelet_registration_path: self.registration.kubelet_registration_path,
                 plugin_registration_dir: self.registration.plugin_registration_dir,

@@ -21,5 +21,8 @@ pub mod sizes;
 
 pub use config::{Config, ShareSettings};
 pub use error::{Result, ShareError};
+/// The share service's own directory under the prefix (records, claims, locks, trash);
+/// other services keep their per-share state there too.
+pub use layout::META_DIR;
 pub use model::*;
 pub use service::ShareService;

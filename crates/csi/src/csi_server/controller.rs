@@ -15,8 +15,9 @@ use crate::error::{CsiError, Result};
 use crate::grpc::controller_server::Controller;
 use crate::grpc::controller_service_capability::{self, rpc};
 use crate::grpc::*;
+use crate::hsm_volume::{self, ImportSource};
 use crate::params::{ReclaimPolicy, VolumeParams, labels};
-use crate::volume::{check_capabilities, check_capability, context_for, share_of};
+use crate::volume::{check_capabilities, check_capability, context_for, hsm_context, share_of};
 
 /// What the controller offers. No PUBLISH_UNPUBLISH (nothing to attach), no snapshots.
 pub const CAPABILITIES: &[rpc::Type] = &[
@@ -61,11 +62,11 @@ impl ControllerService {
             .ok_or_else(|| CsiError::NotFound(format!("volume {volume_id:?} does not exist")))
     }
 
-    fn volume(&self, share: &Share, mount_mode: &str) -> Volume {
+    fn volume(&self, share: &Share, mount_mode: &str, extra: Vec<(String, String)>) -> Volume {
         Volume {
             capacity_bytes: capacity::to_i64(share.size_bytes),
             volume_id: share.volume_id.to_string(),
-            volume_context: context_for(share, self.driver.service.settings(), mount_mode),
+            volume_context: context_for(share, self.driver.service.settings(), mount_mode, extra),
             content_source: None,
             accessible_topology: Vec::new(),
         }
@@ -100,7 +101,30 @@ impl ControllerService {
             .claim([format!("create:{}", req.name), format!("share:{name}")])?;
 
         let service = &self.driver.service;
-        let share = match service.find(&name).await? {
+        let existing = service.find(&name).await?;
+        let import = match &params.hsm {
+            Some(hsm) => hsm.import_from.as_deref().map(|prefix| ImportSource {
+                hsm,
+                prefix,
+                secrets: &req.secrets,
+            }),
+            None => None,
+        };
+        let mut import_done = false;
+        if let Some(source) = &import {
+            import_done = match &existing {
+                Some(share) if share.state == share::ShareState::Ready => {
+                    hsm_volume::imported(service, share).await?
+                }
+                _ => false,
+            };
+            if !import_done {
+                // Before anything is made: a wrong prefix or an unreachable store leaves
+                // nothing behind.
+                source.check().await?;
+            }
+        }
+        let share = match existing {
             Some(existing) => {
                 check_compatible(
                     &existing,
@@ -146,7 +170,31 @@ impl ControllerService {
             limit,
             params.inode_limit,
         )?;
-        let volume = self.volume(&share, params.mount_mode.as_str());
+        if let Some(source) = import.as_ref().filter(|_| !import_done) {
+            match hsm_volume::import(service, &share, source, self.driver.hsm_import_timeout).await
+            {
+                Ok(report) => {
+                    tracing::info!(request = %req.name, share = %name, files = report.files,
+                        dirs = report.dirs, symlinks = report.symlinks, skipped = report.skipped,
+                        bytes = report.bytes, ms = report.elapsed_ms, "volume imported as released stubs");
+                }
+                Err(error) if error.code() == tonic::Code::InvalidArgument => {
+                    // A final error: the provisioner takes it that no volume exists, so the
+                    // half-filled share (never returned to anyone) goes.
+                    if let Err(purge) = service.delete(&share.name, DeleteMode::Purge).await {
+                        tracing::warn!(share = %name, error = %purge,
+                            "could not remove the share of a failed import");
+                    }
+                    return Err(error);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        let volume = self.volume(
+            &share,
+            params.mount_mode.as_str(),
+            hsm_context(params.hsm.as_ref()),
+        );
         if volume.volume_id.len() > 128 {
             tracing::warn!(volume_id = %volume.volume_id,
                 "volume ID is longer than the 128 bytes the CSI spec recommends; use a shorter subdirTemplate");
@@ -180,7 +228,12 @@ impl ControllerService {
                 tracing::info!(volume_id = %req.volume_id, share = %share.name,
                     "reclaim policy retain: the share and its data are kept");
             }
-            ReclaimPolicy::Delete => service.delete(&share.name, DeleteMode::Purge).await?,
+            ReclaimPolicy::Delete => {
+                service.delete(&share.name, DeleteMode::Purge).await?;
+                if share.labels.contains_key(labels::HSM_IMPORT_FROM) {
+                    hsm_volume::forget(service, &share.name).await?;
+                }
+            }
             ReclaimPolicy::Trash { ttl_secs } => {
                 service
                     .delete(&share.name, DeleteMode::Trash { ttl_secs })
@@ -314,7 +367,7 @@ impl ControllerService {
                     .get(labels::MOUNT_MODE)
                     .map_or("direct", String::as_str);
                 list_volumes_response::Entry {
-                    volume: Some(self.volume(share, mode)),
+                    volume: Some(self.volume(share, mode, Vec::new())),
                     status: None,
                 }
             })

@@ -32,6 +32,7 @@ pub struct Driver {
     pub(crate) mode: Mode,
     pub(crate) fs_timeout: Duration,
     pub(crate) quota_margin: QuotaMargin,
+    pub(crate) hsm_import_timeout: Duration,
     /// What `df` in this node's volumes shows, as last asked at a publish (or at the first
     /// stats call after a restart); never held across an await.
     pub(crate) statfs: std::sync::Mutex<Option<VolumeStatfs>>,
@@ -49,6 +50,9 @@ pub struct DriverOptions {
     /// How close to its quota a volume may get before its condition turns abnormal, beyond
     /// one write of one block; see [`crate::stats`].
     pub quota_margin: QuotaMargin,
+    /// How long CreateVolume's import of an HSM volume may take; see
+    /// [`crate::hsm_volume::DEFAULT_HSM_IMPORT_TIMEOUT`].
+    pub hsm_import_timeout: Duration,
 }
 
 impl Driver {
@@ -62,6 +66,7 @@ impl Driver {
             mode: options.mode,
             fs_timeout: options.fs_timeout,
             quota_margin: options.quota_margin,
+            hsm_import_timeout: options.hsm_import_timeout,
             statfs: std::sync::Mutex::new(None),
         })
     }

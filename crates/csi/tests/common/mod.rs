@@ -69,17 +69,31 @@ impl Running {
         metrics: bool,
         fs_timeout: std::time::Duration,
     ) -> Running {
-        let service = service(root).await;
-        let driver = Driver::new(
-            service,
+        Self::start_with_options(
+            root,
+            socket,
+            metrics,
             DriverOptions {
                 name: "test.csi.lustrekit.io".into(),
                 node_id: "node-1".into(),
                 mode,
                 fs_timeout,
                 quota_margin: Default::default(),
+                hsm_import_timeout: csi::DEFAULT_HSM_IMPORT_TIMEOUT,
             },
-        );
+        )
+        .await
+    }
+
+    /// [`Running::start`] with every driver option of the caller's choice.
+    pub async fn start_with_options(
+        root: &Path,
+        socket: &Path,
+        metrics: bool,
+        options: DriverOptions,
+    ) -> Running {
+        let service = service(root).await;
+        let driver = Driver::new(service, options);
         let (stop, stopped) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = oneshot::channel();
         let d = Arc::clone(&driver);
@@ -166,4 +180,50 @@ pub fn create_req(name: &str, bytes: i64, params: &[(&str, &str)]) -> CreateVolu
 
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
+}
+
+/// A btrfs image on a loop device, unmounted when dropped. Tests that call this are
+/// `#[ignore = "needs root"]`: run as root with `--include-ignored`, they fail with the
+/// reason rather than pass without testing anything.
+pub struct BtrfsRoot {
+    pub dir: tempfile::TempDir,
+    pub root: PathBuf,
+}
+
+impl Drop for BtrfsRoot {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(&self.root)
+            .status();
+    }
+}
+
+pub fn btrfs_root(size_mib: u64) -> BtrfsRoot {
+    use std::process::Command;
+    let ok = |cmd: &mut Command| cmd.output().map(|o| o.status.success()).unwrap_or(false);
+    assert!(is_root(), "btrfs tests need root (loop devices, mount)");
+    assert!(
+        ok(Command::new("mkfs.btrfs").arg("--version")),
+        "mkfs.btrfs not installed (scripts/install-deps.sh installs btrfs-progs)"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let image = dir.path().join("fs.img");
+    let root = dir.path().join("mnt");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    std::fs::File::create(&image)
+        .and_then(|f| f.set_len(size_mib << 20))
+        .expect("image file");
+    assert!(
+        ok(Command::new("mkfs.btrfs").arg("-q").arg(&image)),
+        "mkfs.btrfs failed"
+    );
+    assert!(
+        ok(Command::new("mount")
+            .arg("-o")
+            .arg("loop")
+            .arg(&image)
+            .arg(&root)),
+        "cannot mount a loop device here"
+    );
+    BtrfsRoot { dir, root }
 }

@@ -162,7 +162,9 @@ fn perr(why: impl Into<String>) -> HsmError {
     HsmError::Policy(why.into())
 }
 
-pub(crate) fn globset(field: &str, pats: &[String]) -> Result<Option<GlobSet>> {
+/// The glob set of `pats` (`None` for none); a bad pattern is an error naming `field`.
+/// The CSI driver checks its StorageClass globs with it, so both read globs one way.
+pub fn globset(field: &str, pats: &[String]) -> Result<Option<GlobSet>> {
     if pats.is_empty() {
         return Ok(None);
     }

@@ -1,0 +1,527 @@
+//! CreateVolume with `hsmImportFrom`: a store prefix becomes released stubs in the new
+//! volume (names, sizes, modes, owners, times; no data), a retry resumes and never
+//! duplicates, and failures are clear codes that leave nothing behind and no secret in a
+//! message or a log line. The stores: a `file://` directory always, Azurite with
+//! `LUSTREKIT_TEST_AZURITE=1` (scripts/start-azurite.sh).
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use common::*;
+use csi::Mode;
+use csi::grpc::*;
+use hsm::{ArchiveStore, EngineConfig, HsmEngine, RetryPolicy};
+use tonic::Code;
+
+const MIB: i64 = 1 << 20;
+const SECRET: &str = "c2VjcmV0LXZhbHVlLXRoYXQtbXVzdC1ub3QtbGVhaw==";
+/// Azurite's well-known development account (public, in every Azurite README).
+const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// Everything this test binary logs, at TRACE level.
+fn captured() -> Arc<Mutex<Vec<u8>>> {
+    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&log);
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || Sink(Arc::clone(&sink)))
+            .init();
+        log
+    })
+    .clone()
+}
+
+struct Sink(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn assert_no_secret_logged(log: &Arc<Mutex<Vec<u8>>>, secret: &str) {
+    let text = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
+    assert!(
+        !text.is_empty(),
+        "nothing was logged: the capture is broken"
+    );
+    assert!(!text.contains(secret), "a secret reached the log:\n{text}");
+}
+
+fn unique() -> String {
+    let n = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("csi{}-{n}", std::process::id())
+}
+
+/// One entry as a workload sees it: kind, size, permission bits, owner, and (files only:
+/// making a child touches its directory) the modification time in nanoseconds.
+type Seen = (char, u64, u32, u32, u32, Option<i128>);
+
+fn entries(dir: &Path) -> BTreeMap<String, Seen> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, Seen>) {
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        names.sort();
+        for path in names {
+            let m = std::fs::symlink_metadata(&path).unwrap();
+            let rel = path.strip_prefix(base).unwrap().display().to_string();
+            let kind = if m.is_dir() { 'd' } else { 'f' };
+            let mtime = Some(i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()));
+            let size = if kind == 'f' { m.len() } else { 0 };
+            out.insert(
+                rel,
+                (kind, size, m.mode() & 0o7777, m.uid(), m.gid(), mtime),
+            );
+            if m.is_dir() {
+                walk(base, &path, out);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// `entries` without directory times: a resumed import sets the archived times of the
+/// directories it makes, not of those an earlier attempt made and it only fills in.
+fn without_dir_times(mut seen: BTreeMap<String, Seen>) -> BTreeMap<String, Seen> {
+    for entry in seen.values_mut() {
+        if entry.0 == 'd' {
+            entry.5 = None;
+        }
+    }
+    seen
+}
+
+/// Makes `<src>/dataset` (files of several sizes, modes, owners and times, a sub-directory)
+/// and archives it into the store `spec`, as `dataset/...` below the store's prefix.
+async fn fill_store(src: &Path, spec: &str) -> BTreeMap<String, Seen> {
+    let data = src.join("dataset");
+    std::fs::create_dir_all(data.join("sub/deeper")).unwrap();
+    let files: &[(&str, usize, u32, u32, u32)] = &[
+        ("a.txt", 100, 0o640, 1234, 5678),
+        ("sub/b.bin", 5000, 0o755, 1001, 1001),
+        ("sub/empty", 0, 0o600, 0, 0),
+        ("sub/deeper/c.dat", 70_000, 0o444, 4242, 4343),
+    ];
+    for (i, (rel, size, mode, uid, gid)) in files.iter().enumerate() {
+        let path = data.join(rel);
+        std::fs::write(&path, vec![b'a' + i as u8; *size]).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode)).unwrap();
+        std::os::unix::fs::chown(&path, Some(*uid), Some(*gid)).unwrap();
+        let when = SystemTime::UNIX_EPOCH + Duration::new(1_600_000_000 + i as u64, 123_456_789);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .or_else(|_| std::fs::File::open(&path))
+            .unwrap()
+            .set_times(std::fs::FileTimes::new().set_modified(when))
+            .unwrap();
+    }
+    std::fs::set_permissions(data.join("sub"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    std::os::unix::fs::chown(data.join("sub"), Some(1001), Some(1001)).unwrap();
+    for (i, d) in ["sub/deeper", "sub"].iter().enumerate() {
+        let when = SystemTime::UNIX_EPOCH + Duration::new(1_500_000_000 + i as u64, 987_654_321);
+        std::fs::File::open(data.join(d))
+            .and_then(|f| f.set_times(std::fs::FileTimes::new().set_modified(when)))
+            .unwrap();
+    }
+    let backend = backend::local::LocalBackend::open(src).await.unwrap();
+    let engine = HsmEngine::new(
+        ArchiveStore::open(spec, &RetryPolicy::default()).unwrap(),
+        Arc::new(backend),
+        EngineConfig {
+            root: src.to_path_buf(),
+            ..EngineConfig::default()
+        },
+    );
+    let report = engine.archive_tree(&data).await.unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    entries(&data)
+}
+
+fn request(name: &str, params: &[(&str, &str)], secrets: &[(&str, &str)]) -> CreateVolumeRequest {
+    let mut req = create_req(name, 10 * MIB, params);
+    req.secrets = secrets
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    req
+}
+
+fn share_names(root: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(root.join("shares"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Every file under `dir` is a released stub holding no data.
+async fn all_released(d: &Running, dir: &Path) {
+    for (rel, seen) in entries(dir) {
+        if seen.0 != 'f' {
+            continue;
+        }
+        let path = dir.join(&rel);
+        let blocks = std::fs::metadata(&path).unwrap().blocks();
+        assert_eq!(blocks, 0, "{rel}: a stub holds no data");
+        let state = d.driver.service().backend().hsm_state(&path).await.unwrap();
+        assert!(
+            state.flags.released && state.flags.archived,
+            "{rel}: {state:?}"
+        );
+    }
+}
+
+fn marker(root: &Path, share: &str) -> PathBuf {
+    root.join("shares/.lustrekit/hsm-imports").join(share)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
+async fn import_makes_released_stubs_and_a_retry_resumes_without_duplicates() {
+    let fs = btrfs_root(512);
+    let root = fs.root.clone();
+    let store = root.join("store");
+    let spec = format!("file://{}", store.display());
+    let source = fill_store(&root.join("src"), &spec).await;
+    let d = Running::start(
+        &root,
+        &fs.dir.path().join("csi.sock"),
+        Mode::Controller,
+        false,
+    )
+    .await;
+    let mut c = d.controller();
+    let params = [("hsmStore", spec.as_str()), ("hsmImportFrom", "dataset")];
+
+    let vol = c
+        .create_volume(request("pvc-imp", &params, &[]))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    assert_eq!(vol.volume_context["hsmStore"], spec);
+    assert_eq!(vol.volume_context["hsmReadMode"], "block");
+    assert!(!vol.volume_context.contains_key("hsmImportFrom"));
+    let dir = root.join("shares/pvc-imp");
+    assert_eq!(entries(&dir), source, "names, sizes, modes, owners, times");
+    all_released(&d, &dir).await;
+
+    // The same request again: the same volume, nothing new; a file the workload removed
+    // since stays removed (the import is done, the store is not asked).
+    std::fs::remove_file(dir.join("a.txt")).unwrap();
+    let again = c
+        .create_volume(request("pvc-imp", &params, &[]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.volume.unwrap().volume_id, vol.volume_id);
+    assert!(!dir.join("a.txt").exists());
+
+    // An interrupted import (no marker, entries missing): the retry makes what is missing
+    // and leaves what is there, with no duplicate and no temporary left.
+    std::fs::remove_file(marker(&root, "pvc-imp")).unwrap();
+    std::fs::remove_file(dir.join("sub/b.bin")).unwrap();
+    let before = std::fs::metadata(dir.join("sub/empty")).unwrap().ino();
+    c.create_volume(request("pvc-imp", &params, &[]))
+        .await
+        .unwrap();
+    assert_eq!(
+        without_dir_times(entries(&dir)),
+        without_dir_times(source.clone())
+    );
+    assert_eq!(
+        std::fs::metadata(dir.join("sub/empty")).unwrap().ino(),
+        before,
+        "an entry already there is left as it is"
+    );
+    all_released(&d, &dir).await;
+    assert!(marker(&root, "pvc-imp").exists());
+
+    // Another source for the same volume is another volume.
+    let other = [
+        ("hsmStore", spec.as_str()),
+        ("hsmImportFrom", "dataset/sub"),
+    ];
+    let err = c
+        .create_volume(request("pvc-imp", &other, &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists, "{err}");
+
+    c.delete_volume(DeleteVolumeRequest {
+        volume_id: vol.volume_id.clone(),
+        secrets: HashMap::new(),
+    })
+    .await
+    .unwrap();
+    assert!(
+        !marker(&root, "pvc-imp").exists(),
+        "the marker goes with the volume"
+    );
+    assert!(share_names(&root).is_empty());
+    d.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
+async fn an_import_past_its_bound_is_deadline_exceeded_and_the_retry_completes_it() {
+    let fs = btrfs_root(512);
+    let root = fs.root.clone();
+    let spec = format!("file://{}", root.join("store").display());
+    let source = fill_store(&root.join("src"), &spec).await;
+    let params = [("hsmStore", spec.as_str()), ("hsmImportFrom", "dataset")];
+    let options = |timeout| csi::DriverOptions {
+        name: "test.csi.lustrekit.io".into(),
+        node_id: "node-1".into(),
+        mode: Mode::Controller,
+        fs_timeout: csi::DEFAULT_FS_TIMEOUT,
+        quota_margin: Default::default(),
+        hsm_import_timeout: timeout,
+    };
+    let socket = fs.dir.path().join("csi.sock");
+    let d = Running::start_with_options(&root, &socket, false, options(Duration::ZERO)).await;
+    let err = d
+        .controller()
+        .create_volume(request("pvc-slow", &params, &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
+    assert!(err.message().contains("a retry resumes it"), "{err}");
+    assert!(!marker(&root, "pvc-slow").exists());
+    d.stop().await.unwrap();
+
+    // The provisioner retries (a restarted controller, here): the import completes.
+    let d = Running::start_with_options(
+        &root,
+        &socket,
+        false,
+        options(csi::DEFAULT_HSM_IMPORT_TIMEOUT),
+    )
+    .await;
+    d.controller()
+        .create_volume(request("pvc-slow", &params, &[]))
+        .await
+        .unwrap();
+    let dir = root.join("shares/pvc-slow");
+    assert_eq!(entries(&dir), source);
+    all_released(&d, &dir).await;
+    d.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_sources_and_unreachable_stores_fail_clearly_and_make_nothing() {
+    let log = captured();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let store = tmp.path().join("store");
+    std::fs::create_dir_all(store.join("dataset")).unwrap();
+    let spec = format!("file://{}", store.display());
+    let d = Running::start(&root, &tmp.path().join("csi.sock"), Mode::Controller, false).await;
+    let mut c = d.controller();
+
+    // A prefix with no objects.
+    let err = c
+        .create_volume(request(
+            "pvc-a",
+            &[("hsmStore", &spec), ("hsmImportFrom", "nothing/here")],
+            &[],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("hsmImportFrom"), "{err}");
+
+    // Credentials for a store that takes none: refused, and not quoted.
+    let err = c
+        .create_volume(request(
+            "pvc-b",
+            &[("hsmStore", &spec), ("hsmImportFrom", "dataset")],
+            &[("aws_secret_access_key", SECRET)],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(!err.message().contains(SECRET), "{err}");
+
+    // A store that does not answer: UNAVAILABLE (the provisioner retries), no secret in it.
+    let unreachable = "s3://bucket/p?endpoint=http://127.0.0.1:9&region=test";
+    let started = std::time::Instant::now();
+    let err = c
+        .create_volume(request(
+            "pvc-c",
+            &[("hsmStore", unreachable), ("hsmImportFrom", "dataset")],
+            &[
+                ("aws_access_key_id", "AKIDEXAMPLE"),
+                ("aws_secret_access_key", SECRET),
+            ],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    assert!(!err.message().contains(SECRET), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A secret key the store does not know is refused by name, its value never shown.
+    let err = c
+        .create_volume(request(
+            "pvc-d",
+            &[("hsmStore", unreachable), ("hsmImportFrom", "dataset")],
+            &[("no_such_option", SECRET)],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("no_such_option"), "{err}");
+    assert!(!err.message().contains(SECRET), "{err}");
+
+    assert!(share_names(&root).is_empty(), "{:?}", share_names(&root));
+    d.stop().await.unwrap();
+    assert_no_secret_logged(&log, SECRET);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
+async fn import_from_azurite_with_the_provisioner_secret() {
+    if std::env::var("LUSTREKIT_TEST_AZURITE").ok().as_deref() != Some("1") {
+        eprintln!("skipping Azurite: set LUSTREKIT_TEST_AZURITE=1 (scripts/start-azurite.sh)");
+        return;
+    }
+    let log = captured();
+    let container =
+        std::env::var("LUSTREKIT_TEST_AZURE_CONTAINER").unwrap_or_else(|_| "lustrekit-test".into());
+    let fs = btrfs_root(512);
+    let root = fs.root.clone();
+    let spec = format!("az://{container}/{}?use_emulator=true", unique());
+    let source = fill_store(&root.join("src"), &spec).await;
+    let d = Running::start(
+        &root,
+        &fs.dir.path().join("csi.sock"),
+        Mode::Controller,
+        false,
+    )
+    .await;
+    let mut c = d.controller();
+    // The full-URL form of the source.
+    let from = format!("{}/dataset", spec.split('?').next().unwrap());
+    let params = [
+        ("hsmStore", spec.as_str()),
+        ("hsmImportFrom", from.as_str()),
+    ];
+    let secrets = [
+        ("azure_storage_account_name", AZURITE_ACCOUNT),
+        ("azure_storage_account_key", AZURITE_KEY),
+    ];
+    c.create_volume(request("pvc-az", &params, &secrets))
+        .await
+        .unwrap();
+    let dir = root.join("shares/pvc-az");
+    assert_eq!(entries(&dir), source);
+    all_released(&d, &dir).await;
+
+    // A key the store refuses: a final error, nothing made, the key never shown.
+    let wrong = [
+        ("azure_storage_account_name", AZURITE_ACCOUNT),
+        ("azure_storage_account_key", SECRET),
+    ];
+    let err = c
+        .create_volume(request("pvc-az-wrong", &params, &wrong))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(!err.message().contains(SECRET), "{err}");
+    assert_eq!(share_names(&root), ["pvc-az"]);
+    d.stop().await.unwrap();
+    assert_no_secret_logged(&log, SECRET);
+    assert_no_secret_logged(&log, AZURITE_KEY);
+}
+
+/// The import rate of CreateVolume: `LUSTREKIT_MEASURE_OBJECTS` (default 5,000) small files
+/// archived to a `file://` store, then imported into a new volume; prints stubs per second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root; a measurement"]
+async fn measure_create_volume_import_rate() {
+    let count: usize = std::env::var("LUSTREKIT_MEASURE_OBJECTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(5_000);
+    let fs = btrfs_root(2048);
+    let root = fs.root.clone();
+    let src = root.join("src");
+    let data = src.join("many");
+    for i in 0..count {
+        let dir = data.join(format!("d{:03}", i % 100));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("f{i:06}")), format!("{i}")).unwrap();
+    }
+    let spec = format!("file://{}", root.join("store").display());
+    let engine = HsmEngine::new(
+        ArchiveStore::open(&spec, &RetryPolicy::default()).unwrap(),
+        Arc::new(backend::local::LocalBackend::open(&src).await.unwrap()),
+        EngineConfig {
+            root: src.clone(),
+            ..EngineConfig::default()
+        },
+    );
+    let archived = std::time::Instant::now();
+    let report = engine.archive_tree(&data).await.unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors.first());
+    eprintln!("archived {count} files in {:?}", archived.elapsed());
+
+    let d = Running::start(
+        &root,
+        &fs.dir.path().join("csi.sock"),
+        Mode::Controller,
+        false,
+    )
+    .await;
+    let params = [("hsmStore", spec.as_str()), ("hsmImportFrom", "many")];
+    let started = std::time::Instant::now();
+    d.controller()
+        .create_volume(request("pvc-many", &params, &[]))
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    let made = entries(&root.join("shares/pvc-many"))
+        .values()
+        .filter(|e| e.0 == 'f')
+        .count();
+    assert_eq!(made, count);
+    eprintln!(
+        "CreateVolume imported {count} stubs (+100 directories) in {took:?}: {:.0} stubs/s",
+        count as f64 / took.as_secs_f64()
+    );
+    d.stop().await.unwrap();
+}
