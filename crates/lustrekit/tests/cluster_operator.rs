@@ -1072,7 +1072,8 @@ fn data_movement_runs_in_a_job_through_the_namespaces_claim() {
     // The volumes' directory on the driver's local backend, as the static PVs name it.
     let sub = format!("{}-fs", ns.as_str());
     let dir = cluster.local_root.join(&sub);
-    let files = make_tree(&dir.join("data"), 16, 128 << 10);
+    // Enough files that a slow copy (six waves of eight) is still going when cancelled.
+    let files = make_tree(&dir.join("data"), 48, 128 << 10);
     // The store the Job copies from: made on the host by the same copy the Job runs.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_lustrekit"))
         .args(["operator", "copy", "--direction", "out", "--root"])
