@@ -798,18 +798,7 @@ pub fn store_options(secrets: &HashMap<String, String>) -> Vec<(String, String)>
 /// request (a SAS token rides in the URL), and a CSI error reaches the provisioner's
 /// events and logs.
 pub fn scrub_secrets(message: &str, secrets: &HashMap<String, String>) -> String {
-    let mut out = message.to_string();
-    // Longest first, so a value that contains another is replaced whole.
-    let mut values: Vec<&str> = secrets
-        .values()
-        .map(String::as_str)
-        .filter(|v| v.len() >= 4)
-        .collect();
-    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
-    for value in values {
-        out = out.replace(value, "<redacted>");
-    }
-    out
+    hsm::store::scrub(message, secrets.values().map(String::as_str))
 }
 
 #[cfg(test)]

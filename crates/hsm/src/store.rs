@@ -133,6 +133,19 @@ fn spec_err(spec: &str, why: impl ToString) -> HsmError {
     }
 }
 
+/// `message` with every one of `secrets` in it (values of at least 4 bytes) replaced by
+/// `<redacted>`: a store client's error may quote a request, and a SAS token rides in its URL.
+/// Longest first, so a value that contains another is replaced whole.
+pub fn scrub<'a>(message: &str, secrets: impl IntoIterator<Item = &'a str>) -> String {
+    let mut values: Vec<&str> = secrets.into_iter().filter(|v| v.len() >= 4).collect();
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    let mut out = message.to_string();
+    for value in values {
+        out = out.replace(value, "<redacted>");
+    }
+    out
+}
+
 /// The spec without its query (which may hold keys).
 fn redact(spec: &str) -> String {
     spec.split('?').next().unwrap_or(spec).to_string()

@@ -245,3 +245,13 @@ async fn a_cancelled_copy_in_leaves_whole_files_or_none() {
         assert!(whole < data.len(), "{label}: it was cut before the end");
     }
 }
+
+#[test]
+fn scrub_takes_out_every_secret_longest_first() {
+    let text = "GET http://h/c/k?sv=1&sig=abcdef123&se=2 failed; key abcdef123456";
+    let out = hsm::store::scrub(text, ["abcdef123", "abcdef123456", "x"]);
+    assert_eq!(
+        out,
+        "GET http://h/c/k?sv=1&sig=<redacted>&se=2 failed; key <redacted>"
+    );
+}

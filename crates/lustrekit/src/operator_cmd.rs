@@ -320,6 +320,8 @@ async fn run_copy(args: CopyArgs) -> anyhow::Result<()> {
             operator::mover::stalled_words(counters.idle_for()),
         ),
     };
+    // The pod's output and termination message reach the operator's status and events.
+    let message = request.scrub(&message);
     let outcome = CopyOutcome {
         progress,
         success: Some(result == MoveResult::Success),

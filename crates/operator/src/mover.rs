@@ -259,7 +259,7 @@ async fn prepare(
     // store's errors name the spec and option keys, never option values.
     match request.open_store() {
         Ok(_) => Ok(Ok(request)),
-        Err(e) => Ok(Err(e.to_string())),
+        Err(e) => Ok(Err(request.scrub(&e.to_string()))),
     }
 }
 
@@ -386,6 +386,7 @@ async fn copy_task(
         Ended::Stalled(idle) => (MoveResult::Failed, stalled_words(idle)),
         Ended::Copied(r) => summary_words(&r, &progress),
     };
+    let message = request.scrub(&message);
     // The final status must land, or the movement would be resumed for nothing: a few tries.
     for wait in [1u64, 2, 4, 8] {
         match finish(&ctx.client, &dm, result, &message, Some(progress.clone())).await {
@@ -468,6 +469,12 @@ pub struct CopySummary {
 }
 
 impl CopyRequest {
+    /// `text` with the store options' values (the Secret's) taken out: what a status, an
+    /// event, a log line or a pod's output may show of a copy's errors.
+    pub fn scrub(&self, text: &str) -> String {
+        hsm::store::scrub(text, self.store_options.iter().map(|(_, v)| v.as_str()))
+    }
+
     pub fn open_store(&self) -> Result<ArchiveStore, hsm::HsmError> {
         ArchiveStore::open_with(&self.url, &hsm::RetryPolicy::default(), &self.store_options)
     }
@@ -606,5 +613,25 @@ async fn record(ctx: &Context, dm: &DataMovement, warning: bool, result: MoveRes
     };
     if let Err(e) = ctx.recorder.publish(&event, &dm.object_ref(&())).await {
         tracing::debug!(error = %e, "event not recorded");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copys_messages_never_carry_its_secret_values() {
+        let request = CopyRequest {
+            root: PathBuf::from("/r"),
+            dir: PathBuf::from("/r/d"),
+            direction: Direction::Out,
+            url: "az://c/p".into(),
+            store_options: vec![("azure_storage_sas_key".into(), "sv=1&sig=SECRETSIG".into())],
+            max_bytes_per_second: None,
+        };
+        let said = request.scrub("GET http://x/c/p/f?sv=1&sig=SECRETSIG: 403");
+        assert!(!said.contains("SECRETSIG"), "{said}");
+        assert!(said.contains("<redacted>"), "{said}");
     }
 }
