@@ -766,6 +766,32 @@ fn assert_same_tree(files: &[(String, Vec<u8>)], dir: &std::path::Path) {
     );
 }
 
+/// After a cancelled copy into `dir`: each file there is whole and exact, some are missing
+/// (it was cut short), and no temporary is left.
+fn assert_cut_short(files: &[(String, Vec<u8>)], dir: &std::path::Path) {
+    let mut whole = 0;
+    for (rel, data) in files {
+        match std::fs::read(dir.join(rel)) {
+            Ok(got) => {
+                assert!(got == *data, "{rel}: a partial or wrong file after cancel");
+                whole += 1;
+            }
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{rel}: {e}"),
+        }
+    }
+    assert!(
+        whole < files.len(),
+        "cancelled before the end ({whole} files whole)"
+    );
+    for entry in std::fs::read_dir(dir).expect("ls").filter_map(|e| e.ok()) {
+        let name = entry.file_name().to_string_lossy().to_string();
+        assert!(
+            !name.starts_with(".lustrekit"),
+            "a temporary left behind: {name}"
+        );
+    }
+}
+
 /// Out to Azurite and back in, with progress; and the refusals: a path out of the
 /// filesystem, a namespace the filesystem is not exposed to, a wrong key.
 #[test]
@@ -1009,27 +1035,7 @@ fn data_movement_resumes_after_a_restart_and_stops_on_cancel() {
     );
     std::thread::sleep(Duration::from_millis(500));
     let back = root.path().join("exposed/back");
-    let mut whole = 0;
-    for (rel, data) in &files {
-        match std::fs::read(back.join(rel)) {
-            Ok(got) => {
-                assert!(got == *data, "{rel}: a partial or wrong file after cancel");
-                whole += 1;
-            }
-            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{rel}: {e}"),
-        }
-    }
-    assert!(
-        whole < files.len(),
-        "cancelled before the end ({whole} files whole)"
-    );
-    for entry in std::fs::read_dir(&back).expect("ls").filter_map(|e| e.ok()) {
-        let name = entry.file_name().to_string_lossy().to_string();
-        assert!(
-            !name.starts_with(".lustrekit"),
-            "a temporary left behind: {name}"
-        );
-    }
+    assert_cut_short(&files, &back);
     cluster.ok(&[
         "delete",
         "lustrefilesystems.lustrekit.io",
@@ -1196,27 +1202,7 @@ fn data_movement_runs_in_a_job_through_the_namespaces_claim() {
         },
     );
     let slow = dir.join("slow");
-    let mut whole = 0;
-    for (rel, data) in &files {
-        match std::fs::read(slow.join(rel)) {
-            Ok(got) => {
-                assert!(got == *data, "{rel}: a partial or wrong file after cancel");
-                whole += 1;
-            }
-            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{rel}: {e}"),
-        }
-    }
-    assert!(
-        whole < files.len(),
-        "cancelled before the end ({whole} files whole)"
-    );
-    for entry in std::fs::read_dir(&slow).expect("ls").filter_map(|e| e.ok()) {
-        let name = entry.file_name().to_string_lossy().to_string();
-        assert!(
-            !name.starts_with(".lustrekit"),
-            "a temporary left behind: {name}"
-        );
-    }
+    assert_cut_short(&files, &slow);
     cluster.ok(&[
         "delete",
         "lustrefilesystems.lustrekit.io",
