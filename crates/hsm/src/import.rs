@@ -356,6 +356,31 @@ fn with_temp_name<T>(
     Err(HsmError::refused(shown_dir, "no free temporary name"))
 }
 
+/// A new temporary file in `dir` under a fresh random name, never following or reusing what
+/// is there (`O_CREAT | O_EXCL | O_NOFOLLOW`): its name, the open file and its inode.
+fn exclusive_temp(
+    dir: &OwnedFd,
+    kind: &str,
+    shown_dir: &Path,
+) -> Result<(String, std::fs::File, (u64, u64))> {
+    let (tmp, fd) = with_temp_name(kind, shown_dir, |tmp| {
+        nix::fcntl::openat(
+            dir.as_fd(),
+            tmp,
+            OFlag::O_CREAT
+                | OFlag::O_EXCL
+                | OFlag::O_RDWR
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_NONBLOCK
+                | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+    })?;
+    let file = std::fs::File::from(fd);
+    let id = posix::identity(file.as_fd(), &shown_dir.join(&tmp))?;
+    Ok((tmp, file, id))
+}
+
 /// Removes our temporary `name` from `dir` if it still holds our inode `id`.
 fn drop_temp(dir: &OwnedFd, name: &str, id: (u64, u64)) {
     if posix::still_same(dir.as_fd(), name, id) {
@@ -884,20 +909,7 @@ impl HsmEngine {
         let (tmp, file, id) = {
             let (dir, shown_dir) = (dir.clone(), shown_dir.clone());
             blocking(move || {
-                let (tmp, fd) = with_temp_name("copy", &shown_dir, |tmp| {
-                    nix::fcntl::openat(
-                        dir.as_fd(),
-                        tmp,
-                        OFlag::O_CREAT
-                            | OFlag::O_EXCL
-                            | OFlag::O_RDWR
-                            | OFlag::O_NOFOLLOW
-                            | OFlag::O_CLOEXEC,
-                        nix::sys::stat::Mode::from_bits_truncate(0o600),
-                    )
-                })?;
-                let file = std::fs::File::from(fd);
-                let id = posix::identity(file.as_fd(), &shown_dir.join(&tmp))?;
+                let (tmp, file, id) = exclusive_temp(&dir, "copy", &shown_dir)?;
                 Ok((tmp, Arc::new(file), id))
             })
             .await?
@@ -1084,22 +1096,8 @@ impl HsmEngine {
             let (dir, meta, shown_dir, size) =
                 (dir.clone(), meta.clone(), shown_dir.clone(), info.size);
             blocking(move || {
-                let (tmp, fd) = with_temp_name("stub", &shown_dir, |tmp| {
-                    nix::fcntl::openat(
-                        dir.as_fd(),
-                        tmp,
-                        OFlag::O_CREAT
-                            | OFlag::O_EXCL
-                            | OFlag::O_RDWR
-                            | OFlag::O_NOFOLLOW
-                            | OFlag::O_NONBLOCK
-                            | OFlag::O_CLOEXEC,
-                        nix::sys::stat::Mode::from_bits_truncate(0o600),
-                    )
-                })?;
+                let (tmp, file, id) = exclusive_temp(&dir, "stub", &shown_dir)?;
                 let tmp_path = shown_dir.join(&tmp);
-                let file = std::fs::File::from(fd);
-                let id = posix::identity(file.as_fd(), &tmp_path)?;
                 let made = file
                     .set_len(size)
                     .map_err(|e| HsmError::io(&tmp_path, e))
