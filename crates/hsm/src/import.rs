@@ -357,12 +357,14 @@ fn with_temp_name<T>(
 }
 
 /// A new temporary file in `dir` under a fresh random name, never following or reusing what
-/// is there (`O_CREAT | O_EXCL | O_NOFOLLOW`): its name, the open file and its inode.
+/// is there (`O_CREAT | O_EXCL | O_NOFOLLOW`): the guard that removes it unless it is
+/// placed, and the open file. Made on a blocking thread, the guard travels back in the
+/// result, so a caller dropped while this runs still has the temporary removed.
 fn exclusive_temp(
-    dir: &OwnedFd,
+    dir: &Arc<OwnedFd>,
     kind: &str,
     shown_dir: &Path,
-) -> Result<(String, std::fs::File, (u64, u64))> {
+) -> Result<(TempGuard, std::fs::File)> {
     let (tmp, fd) = with_temp_name(kind, shown_dir, |tmp| {
         nix::fcntl::openat(
             dir.as_fd(),
@@ -377,8 +379,24 @@ fn exclusive_temp(
         )
     })?;
     let file = std::fs::File::from(fd);
-    let id = posix::identity(file.as_fd(), &shown_dir.join(&tmp))?;
-    Ok((tmp, file, id))
+    let id = match posix::identity(file.as_fd(), &shown_dir.join(&tmp)) {
+        Ok(id) => id,
+        Err(e) => {
+            let _ = nix::unistd::unlinkat(
+                dir.as_fd(),
+                tmp.as_str(),
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            );
+            return Err(e);
+        }
+    };
+    let guard = TempGuard {
+        dir: dir.clone(),
+        name: tmp,
+        id,
+        armed: true,
+    };
+    Ok((guard, file))
 }
 
 /// Removes our temporary `name` from `dir` if it still holds our inode `id`.
@@ -389,12 +407,37 @@ fn drop_temp(dir: &OwnedFd, name: &str, id: (u64, u64)) {
 }
 
 /// Our temporary in `dir`, removed (if it still holds our inode) when this is dropped
-/// while armed, on a blocking thread.
+/// while armed, on a blocking thread: a cancelled import (its future dropped at any
+/// await) leaves no temporary behind.
 struct TempGuard {
     dir: Arc<OwnedFd>,
     name: String,
     id: (u64, u64),
     armed: bool,
+}
+
+impl TempGuard {
+    /// Removes the temporary now, on this (blocking) thread.
+    fn remove_here(mut self) {
+        self.armed = false;
+        drop_temp(&self.dir, &self.name, self.id);
+    }
+
+    /// Removes the temporary before the caller answers (a step failed).
+    async fn remove(mut self) {
+        self.armed = false;
+        let (d, t, id) = (self.dir.clone(), std::mem::take(&mut self.name), self.id);
+        let _ = blocking(move || {
+            drop_temp(&d, &t, id);
+            Ok(())
+        })
+        .await;
+    }
+
+    /// The temporary was renamed into place: its name is gone, nothing to remove.
+    fn placed(mut self) {
+        self.armed = false;
+    }
 }
 
 impl Drop for TempGuard {
@@ -906,23 +949,16 @@ impl HsmEngine {
         replace: bool,
     ) -> Result<()> {
         let shown_dir = path.parent().unwrap_or(path).to_path_buf();
-        let (tmp, file, id) = {
+        let (guard, file) = {
             let (dir, shown_dir) = (dir.clone(), shown_dir.clone());
             blocking(move || {
-                let (tmp, file, id) = exclusive_temp(&dir, "copy", &shown_dir)?;
-                Ok((tmp, Arc::new(file), id))
+                let (guard, file) = exclusive_temp(&dir, "copy", &shown_dir)?;
+                Ok((guard, Arc::new(file)))
             })
             .await?
         };
+        let (tmp, id) = (guard.name.clone(), guard.id);
         let tmp_path = shown_dir.join(&tmp);
-        // Removes the temporary however this ends, a cancelled copy (this future dropped
-        // mid-download) included.
-        let mut guard = TempGuard {
-            dir: dir.clone(),
-            name: tmp.clone(),
-            id,
-            armed: true,
-        };
         let res = async {
             let actual = self
                 .download_into(
@@ -961,14 +997,9 @@ impl HsmEngine {
         }
         .await;
         // Placed, the temporary's name is gone; failed, it is removed before we answer.
-        guard.armed = false;
-        if res.is_err() {
-            let (d, t) = (dir.clone(), tmp.clone());
-            let _ = blocking(move || {
-                drop_temp(&d, &t, id);
-                Ok(())
-            })
-            .await;
+        match res {
+            Ok(()) => guard.placed(),
+            Err(_) => guard.remove().await,
         }
         res
     }
@@ -1092,25 +1123,26 @@ impl HsmEngine {
             checksum: meta.checksum.clone(),
             size: info.size,
         };
-        let (tmp, file, id) = {
+        let (guard, file) = {
             let (dir, meta, shown_dir, size) =
                 (dir.clone(), meta.clone(), shown_dir.clone(), info.size);
             blocking(move || {
-                let (tmp, file, id) = exclusive_temp(&dir, "stub", &shown_dir)?;
-                let tmp_path = shown_dir.join(&tmp);
+                let (guard, file) = exclusive_temp(&dir, "stub", &shown_dir)?;
+                let tmp_path = shown_dir.join(&guard.name);
                 let made = file
                     .set_len(size)
                     .map_err(|e| HsmError::io(&tmp_path, e))
                     .and_then(|()| posix::apply_fd(&tmp_path, file.as_fd(), &meta))
                     .and_then(|()| crate::pin::write(file.as_fd(), &tmp_path, &pinned));
                 if let Err(e) = made {
-                    drop_temp(&dir, &tmp, id);
+                    guard.remove_here();
                     return Err(e);
                 }
-                Ok((tmp, file, id))
+                Ok((guard, file))
             })
             .await?
         };
+        let (tmp, id) = (guard.name.clone(), guard.id);
         let tmp_path = shown_dir.join(&tmp);
         let res = async {
             self.backend()
@@ -1151,14 +1183,13 @@ impl HsmEngine {
             Ok(())
         }
         .await;
-        if let Err(e) = res {
-            let (d, t) = (dir.clone(), tmp.clone());
-            let _ = blocking(move || {
-                drop_temp(&d, &t, id);
-                Ok(())
-            })
-            .await;
-            return Err(e);
+        // Dropped after the rename, the guard finds its name gone and removes nothing.
+        match res {
+            Ok(()) => guard.placed(),
+            Err(e) => {
+                guard.remove().await;
+                return Err(e);
+            }
         }
         Ok(NewStub {
             file,

@@ -428,3 +428,70 @@ async fn a_device_node_where_a_stub_goes_is_refused() {
         &md.file_type()
     ));
 }
+
+/// Every name under `dir`, recursively, relative to it.
+fn tree(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![PathBuf::new()];
+    while let Some(rel) = todo.pop() {
+        for entry in std::fs::read_dir(dir.join(&rel))
+            .expect("ls")
+            .filter_map(|x| x.ok())
+        {
+            let r = rel.join(entry.file_name());
+            if entry.file_type().expect("type").is_dir() {
+                todo.push(r.clone());
+            }
+            out.push(r.to_string_lossy().into_owned());
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_cut_at_any_point_leaves_no_temporary() {
+    let env = env().await;
+    let e = &env.engine;
+    for i in 0..24 {
+        put(
+            e,
+            &format!("d{}/f{i}", i % 3),
+            &MetaMap::new(),
+            &[i as u8; 3000],
+        )
+        .await;
+    }
+    for with_data in [false, true] {
+        let dst = env.ns.join(format!("dst-{with_data}"));
+        let o = ImportOptions {
+            with_data,
+            conflict: ConflictMode::Skip,
+            ..opts(dst.clone())
+        };
+        // Cut (the future dropped, as a timed-out CreateVolume's is) after ever longer
+        // runs, so the cut lands at many different awaits.
+        for micros in [0u64, 50, 100, 200, 400, 800, 1600, 3200, 6400, 12800] {
+            let cut =
+                tokio::time::timeout(std::time::Duration::from_micros(micros), e.import(&o)).await;
+            // The guards remove temporaries on blocking threads: let them run.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            if dst.exists() {
+                let left: Vec<_> = tree(&dst)
+                    .into_iter()
+                    .filter(|n| n.contains(".lustrekit-import-"))
+                    .collect();
+                assert!(
+                    left.is_empty(),
+                    "data {with_data}, cut at {micros} µs ({}): {left:?}",
+                    if cut.is_ok() { "finished" } else { "cut" }
+                );
+            }
+        }
+        let rep = e.import(&o).await.expect("import");
+        assert!(rep.errors.is_empty(), "{}", errors_of(&rep));
+        let files = tree(&dst).into_iter().filter(|n| n.contains("/f")).count();
+        assert_eq!(files, 24, "{:?}", tree(&dst));
+        assert!(!tree(&dst).iter().any(|n| n.contains(".lustrekit-import-")));
+    }
+}
