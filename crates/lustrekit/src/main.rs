@@ -87,6 +87,9 @@ fn main() -> ExitCode {
             Command::Bench(args) => bench::run(args).await,
         }
     });
+    // A blocking thread stuck in a hung filesystem (its call timed out and was given up)
+    // must not keep the process from exiting: wait a little for the rest, then go.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => output::report_error(&e, json),
