@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod compression;
 pub mod df;
 pub mod error;
 pub mod grace;
@@ -26,9 +27,11 @@ pub mod project_list;
 pub mod quota;
 pub mod size;
 pub mod striping;
+pub mod tunables;
 pub mod version;
 pub mod volume_id;
 
+pub use compression::{Compression, CompressionAlgorithm, CompressionError};
 pub use df::{DfMode, DfReport, DfRow, DfSpace, DfUnavailable, TargetKind, parse_lfs_df};
 pub use error::{ModelError, ParseError};
 pub use grace::{Grace, parse_grace};
@@ -49,5 +52,8 @@ pub use project_list::{ProjectEntry, parse_lfs_project};
 pub use quota::{QuotaLimits, QuotaReport, QuotaUsage, parse_lfs_quota, parse_lfs_quota_all};
 pub use size::ByteSize;
 pub use striping::{ComponentSpec, LayoutSpec, StripeSpec, StripingError};
+pub use tunables::{
+    ClientTunable, ClientTunables, ParamValue, TunableClass, TunableError, parse_tunable_values,
+};
 pub use version::{LustreVersion, parse_lctl_version};
 pub use volume_id::VolumeId;
