@@ -40,6 +40,13 @@ pub enum BackendError {
     Model(#[from] lustre_model::ModelError),
     #[error("{what} is not supported: {why}")]
     Unsupported { what: &'static str, why: String },
+    /// The feature exists in a later release than the one running.
+    #[error("{what} needs {needed}: {why}")]
+    NeedsVersion {
+        what: &'static str,
+        needed: String,
+        why: String,
+    },
     #[error("invalid state: {0}")]
     InvalidState(String),
     /// Work on the blocking pool panicked (a bug, not a property of the filesystem).

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use lustre_model::{
-    HsmFlags, HsmState, LayoutSpec, NidRange, NodemapName, NodemapState, ProjectId, QuotaLimits,
-    QuotaReport, RelPath,
+    ClientTunable, Compression, HsmFlags, HsmState, LayoutSpec, NidRange, NodemapName,
+    NodemapState, ParamValue, ProjectId, QuotaLimits, QuotaReport, RelPath,
 };
 use serde::{Deserialize, Serialize};
 
@@ -58,6 +58,10 @@ pub struct Capabilities {
     /// files made in them get: [`Namespace::set_default_layout`]. False where there are no
     /// stripes (the `local` backend).
     pub striping: bool,
+    /// This node's filesystem client has tunables (`llite.*`, `osc.*`, `mdc.*`) a volume
+    /// may set while it is published: [`ClientParams`]. False where there is no client
+    /// (the `local` backend).
+    pub client_tunables: bool,
 }
 
 /// What `statfs` (and so `df`) reports inside a volume.
@@ -247,7 +251,9 @@ pub struct MountRequest {
 /// Every method is idempotent: a retry after a timeout or a crash converges without error.
 /// Paths are relative to the filesystem root and are validated [`RelPath`]s, so no caller can
 /// name anything outside it.
-pub trait Filesystem: Namespace + Quotas + Nodemaps + Hsm + Mounts + 'static {
+pub trait Filesystem:
+    Namespace + Quotas + Nodemaps + Hsm + Mounts + ClientParams + 'static
+{
     fn kind(&self) -> BackendKind;
     fn capabilities(&self) -> Capabilities;
     /// The absolute path of `dir` as this host (or the node) sees it.
@@ -296,6 +302,54 @@ pub trait Namespace: Send + Sync {
             "this backend has no stripes (its directories take no default layout)",
         ))
     }
+    /// Whether share directories can be given `compression` (no I/O): `Ok`, or an error
+    /// that says what is missing ([`BackendError::Unsupported`], or
+    /// [`BackendError::NeedsVersion`] when a newer release has it).
+    fn check_compression(&self, compression: &Compression) -> Result<()> {
+        let _ = compression;
+        Err(BackendError::unsupported(
+            "compression",
+            "this backend compresses no data",
+        ))
+    }
+    /// Makes what is written in `dir` from now on compressed with `compression`, then
+    /// reads it back and fails unless it took. Only where [`Namespace::check_compression`]
+    /// allows it.
+    async fn set_compression(&self, dir: &RelPath, compression: &Compression) -> Result<()> {
+        let _ = dir;
+        self.check_compression(compression)
+    }
+}
+
+/// The tunables of this node's filesystem client, which a volume sets while it is
+/// published (the node plugin keeps the count and puts the old values back). Only where
+/// [`Capabilities::client_tunables`].
+#[async_trait]
+pub trait ClientParams: Send + Sync {
+    /// Each client device's current value of `tunable` (`lctl get_param`), for the devices
+    /// of this backend's filesystem on this node; empty when none is mounted here.
+    async fn client_param_values(&self, tunable: &ClientTunable) -> Result<Vec<ParamValue>> {
+        let _ = tunable;
+        Err(no_client())
+    }
+    /// Sets `tunable` on every client device of the filesystem on this node.
+    async fn set_client_tunable(&self, tunable: &ClientTunable) -> Result<()> {
+        let _ = tunable;
+        Err(no_client())
+    }
+    /// Puts one device's value back, as [`ClientParams::client_param_values`] read it. A
+    /// device that is gone (its mount went away) is success.
+    async fn restore_client_param(&self, value: &ParamValue) -> Result<()> {
+        let _ = value;
+        Err(no_client())
+    }
+}
+
+fn no_client() -> BackendError {
+    BackendError::unsupported(
+        "client tunables",
+        "this backend has no filesystem client (llite, osc and mdc parameters are Lustre's)",
+    )
 }
 
 /// Project IDs, project quotas, and the capacity of the whole filesystem.

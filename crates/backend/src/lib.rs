@@ -19,7 +19,7 @@ pub mod mount;
 
 pub use error::{BackendError, Result, panic_message};
 pub use filesystem::{
-    BackendKind, Capabilities, Capacity, DataVersion, DirInfo, DirSpec, Filesystem, Hsm,
-    HsmAccessState, MountMode, MountRequest, Mounts, Namespace, NodemapChange, Nodemaps,
+    BackendKind, Capabilities, Capacity, ClientParams, DataVersion, DirInfo, DirSpec, Filesystem,
+    Hsm, HsmAccessState, MountMode, MountRequest, Mounts, Namespace, NodemapChange, Nodemaps,
     QuotaEnforcement, Quotas, ReleaseInProgress, VolumeStatfs,
 };

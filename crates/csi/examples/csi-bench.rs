@@ -98,6 +98,7 @@ async fn main() {
             fs_timeout: csi::DEFAULT_FS_TIMEOUT,
             quota_margin: Default::default(),
             hsm_import_timeout: csi::DEFAULT_HSM_IMPORT_TIMEOUT,
+            node_state_dir: None,
         },
     );
     let dir = tempfile::tempdir().unwrap();
@@ -195,6 +196,7 @@ async fn main() {
                     inode_limit: None,
                     labels: Default::default(),
                     layout: None,
+                    compression: None,
                 })
                 .await
                 .unwrap();

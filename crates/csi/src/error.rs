@@ -140,6 +140,8 @@ fn backend_code(error: &BackendError) -> Code {
         BackendError::Model(_) => Code::InvalidArgument,
         // A mount option a bind mount cannot honour, for example.
         BackendError::Unsupported { .. } => UNSUPPORTED,
+        // The request is fine; the filesystem's release is too old for it.
+        BackendError::NeedsVersion { .. } => Code::FailedPrecondition,
         BackendError::Timeout { .. } => Code::DeadlineExceeded,
         // The server could not be reached: the sidecar retries with backoff.
         BackendError::Ssh { .. } => Code::Unavailable,

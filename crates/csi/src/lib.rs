@@ -22,6 +22,7 @@
 
 pub mod authority;
 pub mod capacity;
+pub mod client_tunables;
 pub mod csi_server;
 pub mod error;
 pub mod grpc;
@@ -57,6 +58,7 @@ pub async fn run(options: RunOptions, config: &std::path::Path) -> Result<()> {
     let registration = options
         .registration
         .plan(&options.driver_name, options.mode)?;
+    let node_state_dir = options.node_state_dir();
     let config = share::Config::load(config)?;
     let settings = config.settings()?;
     let fs = config.open_backend().await?;
@@ -70,6 +72,7 @@ pub async fn run(options: RunOptions, config: &std::path::Path) -> Result<()> {
             fs_timeout: options.fs_timeout,
             quota_margin: options.quota_margin,
             hsm_import_timeout: options.hsm_import_timeout,
+            node_state_dir: Some(node_state_dir),
         },
     );
     registration::serve_registered(

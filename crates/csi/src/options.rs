@@ -59,6 +59,17 @@ pub struct RunOptions {
     pub registration: RegistrationOptions,
 }
 
+impl RunOptions {
+    /// The node's state directory: `state/` beside the CSI socket, which the chart keeps on
+    /// a hostPath (`/var/lib/kubelet/plugins/<driver>/`), so it outlives the pod.
+    pub fn node_state_dir(&self) -> PathBuf {
+        self.socket
+            .parent()
+            .unwrap_or(std::path::Path::new("/"))
+            .join("state")
+    }
+}
+
 /// Parses `unix:///abs/path`, `unix:/abs/path` or a bare absolute path.
 pub fn parse_endpoint(endpoint: &str) -> Result<PathBuf, CsiError> {
     let path = if let Some(rest) = endpoint.strip_prefix("unix://") {

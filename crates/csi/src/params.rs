@@ -21,6 +21,13 @@ pub mod keys {
     pub const STRIPE_SIZE: &str = "stripeSize";
     pub const STRIPE_POOL: &str = "stripePool";
     pub const STRIPE_COMPONENTS: &str = "stripeComponents";
+    /// Compression of the volume's data (see [`lustre_model::compression`]), where the
+    /// backend has it.
+    pub const COMPRESSION: &str = "compression";
+    pub const COMPRESSION_LEVEL: &str = "compressionLevel";
+    /// Client tunables set on a node while the volume is published there (see
+    /// [`lustre_model::tunables`] and [`crate::client_tunables`]).
+    pub const CLIENT_TUNABLES: &str = "clientTunables";
     /// Added by csi-provisioner with `--extra-create-metadata`.
     pub const PVC_NAME: &str = "csi.storage.k8s.io/pvc/name";
     pub const PVC_NAMESPACE: &str = "csi.storage.k8s.io/pvc/namespace";
@@ -47,6 +54,9 @@ pub mod keys {
         STRIPE_SIZE,
         STRIPE_POOL,
         STRIPE_COMPONENTS,
+        COMPRESSION,
+        COMPRESSION_LEVEL,
+        CLIENT_TUNABLES,
         PVC_NAME,
         PVC_NAMESPACE,
         PV_NAME,
@@ -174,6 +184,10 @@ pub struct VolumeParams {
     pub mount_mode: MountMode,
     /// The volume directory's default layout, when the class asks for one.
     pub layout: Option<lustre_model::LayoutSpec>,
+    /// The volume directory's compression, when the class asks for it.
+    pub compression: Option<lustre_model::Compression>,
+    /// Client tunables in force on a node while the volume is published there.
+    pub tunables: lustre_model::ClientTunables,
     pub metadata: ClaimMetadata,
     /// Set when the StorageClass names an `hsmStore`.
     pub hsm: Option<HsmParams>,
@@ -250,6 +264,15 @@ impl VolumeParams {
                 keys::STRIPE_COMPONENTS
             ))
         })?;
+        let compression = lustre_model::Compression::from_parts(
+            get(keys::COMPRESSION),
+            get(keys::COMPRESSION_LEVEL),
+        )
+        .map_err(|e| CsiError::invalid(format!("parameter {e}")))?;
+        let tunables = lustre_model::ClientTunables::parse(
+            get(keys::CLIENT_TUNABLES).unwrap_or(""),
+        )
+        .map_err(|e| CsiError::invalid(format!("parameter {}: {e}", keys::CLIENT_TUNABLES)))?;
         let metadata = ClaimMetadata {
             pvc_name: get(keys::PVC_NAME).map(str::to_string),
             pvc_namespace: get(keys::PVC_NAMESPACE).map(str::to_string),
@@ -262,6 +285,8 @@ impl VolumeParams {
             reclaim,
             mount_mode,
             layout,
+            compression,
+            tunables,
             metadata,
             hsm,
         })

@@ -32,6 +32,8 @@ pub mod context {
     pub const HSM_STORE: &str = "hsmStore";
     pub const HSM_READ_MODE: &str = "hsmReadMode";
     pub const HSM_PREFETCH: &str = "hsmPrefetch";
+    /// The client tunables in their canonical form (see [`lustre_model::ClientTunables`]).
+    pub const CLIENT_TUNABLES: &str = "clientTunables";
 
     pub const ALL: &[&str] = &[
         SHARE_PATH,
@@ -43,6 +45,7 @@ pub mod context {
         HSM_STORE,
         HSM_READ_MODE,
         HSM_PREFETCH,
+        CLIENT_TUNABLES,
     ];
 }
 
@@ -118,6 +121,16 @@ pub struct NodeVolume {
     pub mount_mode: MountMode,
     /// Set for an HSM volume (the context names `hsmStore`).
     pub hsm: Option<NodeHsm>,
+    /// Client tunables to hold on the node while the volume is published.
+    pub tunables: lustre_model::ClientTunables,
+}
+
+/// The volume context entry of a class's client tunables (none when it sets none).
+pub fn tunables_context(tunables: &lustre_model::ClientTunables) -> Vec<(String, String)> {
+    if tunables.is_empty() {
+        return Vec::new();
+    }
+    vec![(context::CLIENT_TUNABLES.to_string(), tunables.to_string())]
 }
 
 /// Resolves the share path for the node: the volume context's `sharePath` (always present for
@@ -170,6 +183,12 @@ pub fn node_volume(
         .map_err(|e| CsiError::invalid(format!("volume context: {e}")))?
         .unwrap_or_default();
     let hsm = node_hsm(ctx)?;
+    let tunables = lustre_model::ClientTunables::parse(
+        ctx.get(context::CLIENT_TUNABLES)
+            .map(String::as_str)
+            .unwrap_or(""),
+    )
+    .map_err(|e| CsiError::invalid(format!("volume context {}: {e}", context::CLIENT_TUNABLES)))?;
     let project = match ctx.get(context::PROJECT_ID) {
         Some(text) => Some(text.parse::<ProjectId>().map_err(|e| {
             CsiError::invalid(format!("volume context {}: {e}", context::PROJECT_ID))
@@ -187,6 +206,7 @@ pub fn node_volume(
             is_static,
             mount_mode,
             hsm,
+            tunables,
         });
     }
     if is_static {
@@ -202,6 +222,7 @@ pub fn node_volume(
             is_static: false,
             mount_mode,
             hsm,
+            tunables,
         }),
         Ok(id) => Err(CsiError::NotFound(format!(
             "volume {volume_id:?} is on filesystem {:?}, not {:?}",

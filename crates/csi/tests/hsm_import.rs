@@ -306,6 +306,7 @@ async fn an_import_past_its_bound_is_deadline_exceeded_and_the_retry_completes_i
         fs_timeout: csi::DEFAULT_FS_TIMEOUT,
         quota_margin: Default::default(),
         hsm_import_timeout: timeout,
+        node_state_dir: None,
     };
     let socket = fs.dir.path().join("csi.sock");
     let d = Running::start_with_options(&root, &socket, false, options(Duration::ZERO)).await;

@@ -137,6 +137,7 @@ async fn project_quota_and_inode_limit_reach_the_stats_and_the_condition() {
             inode_limit: Some(3),
             labels: Default::default(),
             layout: None,
+            compression: None,
         })
         .await
         .unwrap();
@@ -149,6 +150,7 @@ async fn project_quota_and_inode_limit_reach_the_stats_and_the_condition() {
             fs_timeout: csi::DEFAULT_FS_TIMEOUT,
             quota_margin: Default::default(),
             hsm_import_timeout: csi::DEFAULT_HSM_IMPORT_TIMEOUT,
+            node_state_dir: None,
         },
     );
     let node = NodeService::new(driver);

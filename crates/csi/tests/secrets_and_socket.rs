@@ -145,6 +145,7 @@ async fn the_socket_is_private_and_stale_sockets_are_replaced() {
             fs_timeout: csi::DEFAULT_FS_TIMEOUT,
             quota_margin: Default::default(),
             hsm_import_timeout: csi::DEFAULT_HSM_IMPORT_TIMEOUT,
+            node_state_dir: None,
         },
     );
     let err = csi::server::serve(driver, &socket, None, async {}, |_| {})
@@ -165,6 +166,7 @@ async fn the_socket_is_private_and_stale_sockets_are_replaced() {
             fs_timeout: csi::DEFAULT_FS_TIMEOUT,
             quota_margin: Default::default(),
             hsm_import_timeout: csi::DEFAULT_HSM_IMPORT_TIMEOUT,
+            node_state_dir: None,
         },
     );
     let err = csi::server::serve(driver, &socket, None, async {}, |_| {})

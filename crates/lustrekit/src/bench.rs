@@ -86,6 +86,7 @@ async fn shares(root: PathBuf, count: u32, concurrency: usize) -> anyhow::Result
                     inode_limit: None,
                     labels: Default::default(),
                     layout: None,
+                    compression: None,
                 })
                 .await?;
             anyhow::Ok(())

@@ -216,6 +216,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                     inode_limit: Some(10_000),
                     labels: Default::default(),
                     layout: None,
+                    compression: None,
                 })
                 .await?;
             out.push(format!(
@@ -237,6 +238,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 inode_limit: Some(10_000),
                 labels: Default::default(),
                 layout: None,
+                compression: None,
             })
             .await?;
         let conflict = s
@@ -246,6 +248,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 inode_limit: None,
                 labels: Default::default(),
                 layout: None,
+                compression: None,
             })
             .await;
         Ok(format!(

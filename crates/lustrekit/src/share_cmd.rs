@@ -54,6 +54,13 @@ enum ShareCommand {
         /// (e.g. `4M:count=1;EOF:count=-1,size=4M`). Lustre only.
         #[arg(long, conflicts_with_all = ["stripe_count", "stripe_size", "stripe_pool"])]
         stripe_components: Option<String>,
+        /// Compress what is written in the share: lz4, gzip or zstd, where the backend
+        /// has it (local: btrfs zstd or gzip; Lustre: none released yet).
+        #[arg(long)]
+        compression: Option<String>,
+        /// The compression level (lz4 1-12, gzip 1-9, zstd 1-22).
+        #[arg(long, requires = "compression")]
+        compression_level: Option<String>,
     },
     /// Delete a share (its quota, nodemaps and tree); with --trash, keep it restorable.
     Delete {
@@ -200,7 +207,14 @@ pub async fn run(config: &Path, json: bool, args: ShareArgs) -> anyhow::Result<(
             stripe_size,
             stripe_pool,
             stripe_components,
+            compression,
+            compression_level,
         } => {
+            let compression = lustre_model::Compression::from_parts(
+                compression.as_deref(),
+                compression_level.as_deref(),
+            )
+            .map_err(|e| share::ShareError::InvalidArgument(e.to_string()))?;
             let layout = lustre_model::LayoutSpec::from_parts(
                 stripe_count.as_deref(),
                 stripe_size.as_deref(),
@@ -214,6 +228,7 @@ pub async fn run(config: &Path, json: bool, args: ShareArgs) -> anyhow::Result<(
                 inode_limit: inodes,
                 labels: labels.into_iter().collect::<BTreeMap<_, _>>(),
                 layout,
+                compression,
             };
             let share = service().await?.create(request).await?;
             if json {

@@ -101,6 +101,9 @@ pub struct CreateShare {
     /// The default layout of the share's directory (stripes, PFL), where the backend has
     /// stripes ([`backend::Capabilities::striping`]); refused elsewhere.
     pub layout: Option<lustre_model::LayoutSpec>,
+    /// Compression of what is written in the share, where the backend has it
+    /// ([`backend::Namespace::check_compression`]); refused elsewhere.
+    pub compression: Option<lustre_model::Compression>,
 }
 
 /// What `delete` does with the data.

@@ -29,4 +29,7 @@ pub struct Record {
     /// The directory's default layout, as asked at create.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layout: Option<lustre_model::LayoutSpec>,
+    /// The directory's compression, as asked at create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<lustre_model::Compression>,
 }

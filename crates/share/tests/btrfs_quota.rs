@@ -28,6 +28,7 @@ async fn a_write_past_the_quota_fails_with_edquot() {
             inode_limit: None,
             labels: Default::default(),
             layout: None,
+            compression: None,
         })
         .await
         .unwrap();
@@ -112,6 +113,7 @@ async fn a_tenants_nested_subvolume_counts_against_the_share_and_is_deleted_with
             inode_limit: None,
             labels: Default::default(),
             layout: None,
+            compression: None,
         })
         .await
         .unwrap();
@@ -211,6 +213,7 @@ async fn subvolume_shares_trash_restore_purge_and_repair_on_btrfs() {
             inode_limit: Some(100),
             labels: Default::default(),
             layout: None,
+            compression: None,
         })
         .await
         .unwrap();

@@ -20,6 +20,7 @@ fn req(n: &str, size: u64) -> CreateShare {
         inode_limit: None,
         labels: BTreeMap::new(),
         layout: None,
+        compression: None,
     }
 }
 

@@ -170,6 +170,8 @@ impl Hsm for Jittery {
     }
 }
 
+impl backend::ClientParams for Jittery {}
+
 #[async_trait]
 impl Mounts for Jittery {
     async fn mount(&self, request: &MountRequest) -> Result<()> {
@@ -195,6 +197,7 @@ async fn a_stale_lock_is_broken_by_one_waiter_only() {
             inode_limit: None,
             labels: Default::default(),
             layout: None,
+            compression: None,
         })
         .await
         .unwrap();

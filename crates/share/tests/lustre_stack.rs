@@ -240,6 +240,7 @@ async fn share_lifecycle_drives_exact_lfs_and_lctl_commands() {
             inode_limit: Some(5000),
             labels: Default::default(),
             layout: None,
+            compression: None,
         })
         .await
         .unwrap();
@@ -306,6 +307,7 @@ async fn a_failing_lfs_command_rolls_the_create_back_and_surfaces_lustre_stderr(
             inode_limit: None,
             labels: Default::default(),
             layout: None,
+            compression: None,
         })
         .await
         .unwrap_err();

@@ -324,6 +324,9 @@ impl Inner {
     }
 }
 
+/// No filesystem client here: every [`crate::ClientParams`] call says so.
+impl crate::ClientParams for LocalBackend {}
+
 impl Filesystem for LocalBackend {
     fn kind(&self) -> BackendKind {
         BackendKind::Local
@@ -348,6 +351,7 @@ impl Filesystem for LocalBackend {
             quota_outlives_directory: false,
             bind_from_shared_client_mount: false,
             striping: false,
+            client_tunables: false,
         }
     }
 

@@ -340,6 +340,10 @@ impl crate::Namespace for LustreBackend {
         set_default_layout(self, dir, layout).await
     }
 
+    fn check_compression(&self, compression: &lustre_model::Compression) -> Result<()> {
+        super::tunables::check_compression(compression)
+    }
+
     async fn ensure_dir(&self, dir: &RelPath) -> Result<()> {
         ensure_dir(self, dir).await
     }

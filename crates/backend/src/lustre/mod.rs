@@ -25,6 +25,7 @@ mod quota;
 pub mod runner;
 pub mod ssh;
 mod statfs;
+mod tunables;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -267,6 +268,7 @@ impl Filesystem for LustreBackend {
             quota_outlives_directory: true,
             bind_from_shared_client_mount: true,
             striping: true,
+            client_tunables: true,
         }
     }
 

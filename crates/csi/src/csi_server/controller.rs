@@ -17,7 +17,9 @@ use crate::grpc::controller_service_capability::{self, rpc};
 use crate::grpc::*;
 use crate::hsm_volume::{self, ImportSource};
 use crate::params::{ReclaimPolicy, VolumeParams, labels};
-use crate::volume::{check_capabilities, check_capability, context_for, hsm_context, share_of};
+use crate::volume::{
+    check_capabilities, check_capability, context_for, hsm_context, share_of, tunables_context,
+};
 
 /// What the controller offers. No PUBLISH_UNPUBLISH (nothing to attach), no snapshots.
 pub const CAPABILITIES: &[rpc::Type] = &[
@@ -88,6 +90,15 @@ impl ControllerService {
             ));
         }
         let params = VolumeParams::parse(&req.parameters)?;
+        if !params.tunables.is_empty()
+            && !self.driver.service.backend().capabilities().client_tunables
+        {
+            return Err(CsiError::Unsupported(format!(
+                "{} needs a filesystem client with tunables (Lustre); the {} backend has none",
+                crate::params::keys::CLIENT_TUNABLES,
+                self.driver.service.backend().kind_name()
+            )));
+        }
         let size = capacity::size_for(req.capacity_range.as_ref())?;
         let (required, limit) = match &req.capacity_range {
             Some(range) => capacity::validate(range)?,
@@ -145,6 +156,7 @@ impl ControllerService {
                             inode_limit: existing.inode_limit,
                             labels: existing.labels.clone(),
                             layout: params.layout.clone(),
+                            compression: params.compression,
                         })
                         .await?
                 }
@@ -157,6 +169,7 @@ impl ControllerService {
                         inode_limit: params.inode_limit,
                         labels: wanted_labels.clone(),
                         layout: params.layout.clone(),
+                        compression: params.compression,
                     })
                     .await?
             }
@@ -193,7 +206,10 @@ impl ControllerService {
         let volume = self.volume(
             &share,
             params.mount_mode.as_str(),
-            hsm_context(params.hsm.as_ref()),
+            hsm_context(params.hsm.as_ref())
+                .into_iter()
+                .chain(tunables_context(&params.tunables))
+                .collect(),
         );
         if volume.volume_id.len() > 128 {
             tracing::warn!(volume_id = %volume.volume_id,

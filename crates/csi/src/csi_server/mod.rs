@@ -36,6 +36,8 @@ pub struct Driver {
     /// What `df` in this node's volumes shows, as last asked at a publish (or at the first
     /// stats call after a restart); never held across an await.
     pub(crate) statfs: std::sync::Mutex<Option<VolumeStatfs>>,
+    /// Client tunables held on this node by published volumes.
+    pub(crate) tunables: crate::client_tunables::NodeTunables,
 }
 
 /// How a [`Driver`] is set up, apart from its share service.
@@ -53,6 +55,9 @@ pub struct DriverOptions {
     /// How long CreateVolume's import of an HSM volume may take; see
     /// [`crate::hsm_volume::DEFAULT_HSM_IMPORT_TIMEOUT`].
     pub hsm_import_timeout: Duration,
+    /// Where the node keeps what must outlive a restart of its plugin (the client tunables
+    /// it holds); `None` keeps it in memory (tests).
+    pub node_state_dir: Option<std::path::PathBuf>,
 }
 
 impl Driver {
@@ -68,6 +73,7 @@ impl Driver {
             quota_margin: options.quota_margin,
             hsm_import_timeout: options.hsm_import_timeout,
             statfs: std::sync::Mutex::new(None),
+            tunables: crate::client_tunables::NodeTunables::new(options.node_state_dir),
         })
     }
 

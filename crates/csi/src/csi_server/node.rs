@@ -22,6 +22,7 @@ use lustre_model::VolumeId;
 use tonic::{Request, Response, Status};
 
 use super::Driver;
+use crate::client_tunables::NodeTunables;
 use crate::error::{CsiError, Result};
 use crate::grpc::node_server::Node;
 use crate::grpc::node_service_capability::{self, rpc};
@@ -110,9 +111,11 @@ impl NodeService {
                 // the controller sees: the backend checks it against its mount table.
                 backend
                     .mount(&MountRequest {
-                        target: path,
+                        target: path.clone(),
                         ..request
                     })
+                    .await?;
+                self.hold_tunables(&req.volume_id, &path, &volume.tunables)
                     .await?;
                 return Ok(NodePublishVolumeResponse {});
             }
@@ -127,6 +130,8 @@ impl NodeService {
                     })
                     .await?
                 {
+                    self.hold_tunables(&req.volume_id, &path, &volume.tunables)
+                        .await?;
                     Ok(NodePublishVolumeResponse {})
                 } else {
                     Err(CsiError::AlreadyExists(format!(
@@ -160,6 +165,22 @@ impl NodeService {
             }
             return Err(e.into());
         }
+        if let Err(e) = self
+            .hold_tunables(&req.volume_id, &target, &volume.tunables)
+            .await
+        {
+            // A publish that fails leaves nothing mounted or made.
+            if let Err(undo) = backend.unmount(&target).await {
+                tracing::warn!(target = %target.display(), error = %undo,
+                    "could not unmount after the tunables were refused");
+            } else if created {
+                let t = target.clone();
+                let _ = self
+                    .fs_call("rmdir", &target, move || node_ops::remove_target(&t))
+                    .await;
+            }
+            return Err(e);
+        }
         // A failed check costs the pod nothing but an explanation of its `df`.
         if let Err(e) = self.refresh_statfs().await {
             tracing::warn!(error = %e, "cannot tell what df shows in this node's volumes");
@@ -192,7 +213,10 @@ impl NodeService {
             .fs_call("inspect", &target, move || node_ops::inspect(&probe))
             .await?
         {
-            Target::Absent => return Ok(NodeUnpublishVolumeResponse {}),
+            Target::Absent => {
+                self.release_tunables(&req.volume_id, &target).await?;
+                return Ok(NodeUnpublishVolumeResponse {});
+            }
             Target::Dir { path, mounted } => (path, mounted),
         };
         if mounted {
@@ -201,8 +225,40 @@ impl NodeService {
         let p = path.clone();
         self.fs_call("rmdir", &path, move || node_ops::remove_target(&p))
             .await?;
+        self.release_tunables(&req.volume_id, &path).await?;
         tracing::info!(volume_id = %req.volume_id, target = %path.display(), "volume unpublished");
         Ok(NodeUnpublishVolumeResponse {})
+    }
+
+    /// Holds the volume's client tunables on this node for the publish at `target`.
+    async fn hold_tunables(
+        &self,
+        volume_id: &str,
+        target: &Path,
+        tunables: &lustre_model::ClientTunables,
+    ) -> Result<()> {
+        if tunables.is_empty() {
+            return Ok(());
+        }
+        let backend = Arc::clone(self.driver.service.backend());
+        self.driver
+            .tunables
+            .hold(
+                backend.as_ref(),
+                &NodeTunables::holder(volume_id, target),
+                tunables,
+            )
+            .await
+    }
+
+    /// Lets go of what the publish at `target` held; the last holder of a tunable puts the
+    /// old values back.
+    async fn release_tunables(&self, volume_id: &str, target: &Path) -> Result<()> {
+        let backend = Arc::clone(self.driver.service.backend());
+        self.driver
+            .tunables
+            .release(backend.as_ref(), &NodeTunables::holder(volume_id, target))
+            .await
     }
 
     async fn stats(&self, req: NodeGetVolumeStatsRequest) -> Result<NodeGetVolumeStatsResponse> {

@@ -80,6 +80,7 @@ impl Running {
                 fs_timeout,
                 quota_margin: Default::default(),
                 hsm_import_timeout: csi::DEFAULT_HSM_IMPORT_TIMEOUT,
+                node_state_dir: None,
             },
         )
         .await

@@ -33,6 +33,9 @@ impl ShareService {
                 ),
             )));
         }
+        if let Some(compression) = &request.compression {
+            self.fs.check_compression(compression)?;
+        }
         let name = request.name.clone();
         self.locked(&name, async || {
             let mut existing = self.read_record(&name).await?;
@@ -44,6 +47,15 @@ impl ShareService {
             }
             let record = match existing {
                 Some(record) => {
+                    if record.compression != request.compression {
+                        return Err(ShareError::Conflict {
+                            share: name.to_string(),
+                            message: format!(
+                                "it has compression {:?}, not {:?}",
+                                record.compression, request.compression
+                            ),
+                        });
+                    }
                     if record.layout != request.layout {
                         return Err(ShareError::Conflict {
                             share: name.to_string(),
@@ -101,6 +113,7 @@ impl ShareService {
                         deleted_at: None,
                         expires_at: None,
                         layout: request.layout.clone(),
+                        compression: request.compression,
                     };
                     if let Err(e) = self.write_record(&record).await {
                         let _ = allocator::release(self.fs(), &self.layout, project).await;
@@ -131,6 +144,9 @@ impl ShareService {
         // Before anything is written inside, so every file gets it.
         if let Some(layout) = &record.layout {
             self.fs.set_default_layout(&dir, layout).await?;
+        }
+        if let Some(compression) = &record.compression {
+            self.fs.set_compression(&dir, compression).await?;
         }
         self.fs.set_project(&dir, record.project_id).await?;
         self.fs
@@ -252,6 +268,7 @@ impl ShareService {
             expires_at: None,
             // An adopted directory keeps whatever layout it has.
             layout: None,
+            compression: None,
         };
         self.write_record(&record).await?;
         tracing::info!(share = %name, project = project.get(), size = record.size_bytes, "share adopted");
