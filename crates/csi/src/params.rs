@@ -100,6 +100,11 @@ pub mod labels {
     /// ALREADY_EXISTS rather than a volume holding someone else's objects.
     pub const HSM_STORE: &str = "csi.lustrekit.io/hsm-store";
     pub const HSM_IMPORT_FROM: &str = "csi.lustrekit.io/hsm-import-from";
+    /// What the class asked of the directory and the node (set only when asked), so a
+    /// re-create with other stripes, compression or tunables is ALREADY_EXISTS.
+    pub const LAYOUT: &str = "csi.lustrekit.io/layout";
+    pub const COMPRESSION: &str = "csi.lustrekit.io/compression";
+    pub const CLIENT_TUNABLES: &str = "csi.lustrekit.io/client-tunables";
 }
 
 pub const DEFAULT_TEMPLATE: &str = "${pv.metadata.name}";
@@ -311,6 +316,15 @@ impl VolumeParams {
         out.insert(labels::MOUNT_MODE.into(), self.mount_mode.as_str().into());
         if let (Some(ns), Some(name)) = (&self.metadata.pvc_namespace, &self.metadata.pvc_name) {
             out.insert(labels::PVC.into(), format!("{ns}/{name}"));
+        }
+        if let Some(layout) = &self.layout {
+            out.insert(labels::LAYOUT.into(), layout.setstripe_args().join(" "));
+        }
+        if let Some(compression) = &self.compression {
+            out.insert(labels::COMPRESSION.into(), compression.to_string());
+        }
+        if !self.tunables.is_empty() {
+            out.insert(labels::CLIENT_TUNABLES.into(), self.tunables.to_string());
         }
         if let Some(hsm) = &self.hsm {
             out.insert(labels::HSM_STORE.into(), hsm.store.clone());
