@@ -392,6 +392,7 @@ async fn a_striped_share_sets_and_checks_its_layout_first() {
         inode_limit: None,
         labels: Default::default(),
         layout: Some(layout(count)),
+        compression: None,
     };
     let share = svc.create(req("wide", "4")).await.unwrap();
     assert_eq!(share.state, ShareState::Ready);
