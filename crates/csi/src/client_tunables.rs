@@ -231,15 +231,23 @@ fn conflict(state: &State, holder: &str, tunables: &ClientTunables) -> Option<Cs
     })
 }
 
-/// Writes `bytes` to `file` through a fresh temporary beside it, flushed, then renamed.
-fn write_atomic(file: &std::path::Path, bytes: &[u8]) -> Result<()> {
+/// Writes `bytes` to `file` through a fresh temporary beside it, flushed, then renamed
+/// (the node's own state directory, which no tenant reaches).
+pub(crate) fn write_atomic(file: &std::path::Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let dir = file
         .parent()
         .ok_or_else(|| CsiError::Internal(format!("{}: no parent", file.display())))?;
     std::fs::create_dir_all(dir).map_err(|e| CsiError::io(dir, e))?;
-    let tmp = dir.join(format!(".{FILE_NAME}.{}", std::process::id()));
+    let name = file
+        .file_name()
+        .ok_or_else(|| CsiError::Internal(format!("{}: no file name", file.display())))?;
+    let tmp = dir.join(format!(
+        ".{}.{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)

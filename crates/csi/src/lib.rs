@@ -26,6 +26,7 @@ pub mod client_tunables;
 pub mod csi_server;
 pub mod error;
 pub mod grpc;
+pub mod hsm_node;
 pub mod hsm_volume;
 pub mod inflight;
 pub mod metrics;

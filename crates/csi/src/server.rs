@@ -115,6 +115,12 @@ pub async fn serve(
             }
         })
     });
+    // Restore on access again for the HSM volumes this node's pods still have mounted.
+    if driver.mode.node()
+        && let Err(e) = driver.restore().resume(driver.service().backend()).await
+    {
+        tracing::error!(error = %e, "cannot read which HSM volumes this node watched");
+    }
     let served = Served {
         socket: socket.to_path_buf(),
         metrics_addr: metrics_task.as_ref().map(|(a, _)| *a),
@@ -161,6 +167,9 @@ pub async fn serve(
     }
     if let Some(task) = purge_task {
         let _ = task.await;
+    }
+    if driver.mode.node() {
+        driver.restore().stop_all().await;
     }
     let _ = std::fs::remove_file(socket);
     result?;

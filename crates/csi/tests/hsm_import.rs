@@ -526,3 +526,128 @@ async fn measure_create_volume_import_rate() {
     );
     d.stop().await.unwrap();
 }
+
+async fn hsm_state(d: &Running, path: &Path) -> lustre_model::HsmState {
+    d.driver.service().backend().hsm_state(path).await.unwrap()
+}
+
+fn publish(volume: &Volume, target: &Path) -> NodePublishVolumeRequest {
+    NodePublishVolumeRequest {
+        volume_id: volume.volume_id.clone(),
+        target_path: target.display().to_string(),
+        volume_capability: Some(rwx()),
+        volume_context: volume.volume_context.clone(),
+        ..Default::default()
+    }
+}
+
+fn unpublish(volume: &Volume, target: &Path) -> NodeUnpublishVolumeRequest {
+    NodeUnpublishVolumeRequest {
+        volume_id: volume.volume_id.clone(),
+        target_path: target.display().to_string(),
+    }
+}
+
+/// Restore on access from the node plugin (`local` backend): a pod's read of a released
+/// file through its target gets the exact bytes; the daemon lives while any pod has the
+/// volume; a restarted plugin watches again at once (from its record), and the volume's next
+/// publish brings the store's credentials back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
+async fn a_pod_reads_a_released_file_and_gets_its_bytes_across_a_plugin_restart() {
+    let fs = btrfs_root(512);
+    let root = fs.root.clone();
+    let spec = format!("file://{}", root.join("store").display());
+    fill_store(&root.join("src"), &spec).await;
+    let state = fs.dir.path().join("node-state");
+    let options = || csi::DriverOptions {
+        name: "test.csi.lustrekit.io".into(),
+        node_id: "node-1".into(),
+        mode: Mode::All,
+        fs_timeout: csi::DEFAULT_FS_TIMEOUT,
+        quota_margin: Default::default(),
+        hsm_import_timeout: csi::DEFAULT_HSM_IMPORT_TIMEOUT,
+        node_state_dir: Some(state.clone()),
+    };
+    let socket = fs.dir.path().join("csi.sock");
+    let d = Running::start_with_options(&root, &socket, false, options()).await;
+    let volume = d
+        .controller()
+        .create_volume(request(
+            "pvc-read",
+            &[("hsmStore", spec.as_str()), ("hsmImportFrom", "dataset")],
+            &[],
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let dir = root.join("shares/pvc-read");
+    all_released(&d, &dir).await;
+    let (pod1, pod2) = (fs.dir.path().join("pod1"), fs.dir.path().join("pod2"));
+    let mut n = d.node();
+    n.node_publish_volume(publish(&volume, &pod1))
+        .await
+        .unwrap();
+    n.node_publish_volume(publish(&volume, &pod2))
+        .await
+        .unwrap();
+    let watching = d.driver.restore().watching().await;
+    assert_eq!(watching.get(&volume.volume_id), Some(&true), "{watching:?}");
+
+    // Not assert_eq: a failure would print 70,000 bytes.
+    assert!(std::fs::read(pod1.join("a.txt")).unwrap() == vec![b'a'; 100]);
+    assert!(std::fs::read(pod2.join("sub/deeper/c.dat")).unwrap() == vec![b'd'; 70_000]);
+    let a = hsm_state(&d, &dir.join("a.txt")).await;
+    assert!(a.flags.archived && !a.flags.released, "{a:?}");
+
+    // One pod goes: the other still reads through the daemon.
+    n.node_unpublish_volume(unpublish(&volume, &pod1))
+        .await
+        .unwrap();
+    assert!(
+        d.driver
+            .restore()
+            .watching()
+            .await
+            .contains_key(&volume.volume_id)
+    );
+
+    // The plugin restarts with pod2 still running.
+    d.stop().await.unwrap();
+    let d = Running::start_with_options(&root, &socket, false, options()).await;
+    let watching = d.driver.restore().watching().await;
+    assert_eq!(
+        watching.get(&volume.volume_id),
+        Some(&false),
+        "{watching:?}"
+    );
+    // A file:// store needs no credentials, so the daemon watching again restores at once
+    // (a store that needs them fails the read with EIO until the republish).
+    let b = pod2.join("sub/b.bin");
+    assert!(hsm_state(&d, &dir.join("sub/b.bin")).await.flags.released);
+    assert!(
+        std::fs::read(&b).unwrap() == vec![b'b'; 5000],
+        "b.bin after the restart"
+    );
+
+    // The republish (kubelet's, with the secret) swaps in a daemon with credentials.
+    let mut n = d.node();
+    n.node_publish_volume(publish(&volume, &pod2))
+        .await
+        .unwrap();
+    assert_eq!(
+        d.driver.restore().watching().await.get(&volume.volume_id),
+        Some(&true)
+    );
+    assert!(std::fs::read(pod2.join("a.txt")).unwrap() == vec![b'a'; 100]);
+
+    // The last pod goes: no daemon is left.
+    n.node_unpublish_volume(unpublish(&volume, &pod2))
+        .await
+        .unwrap();
+    assert!(d.driver.restore().watching().await.is_empty());
+    assert!(!pod2.exists());
+    d.stop().await.unwrap();
+}

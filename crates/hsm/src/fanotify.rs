@@ -304,6 +304,55 @@ pub fn fd_path(fd: RawFd) -> std::io::Result<PathBuf> {
     std::fs::read_link(format!("/proc/self/fd/{fd}"))
 }
 
+/// The path of the file behind `fd` as reached through the mount `mount_fd` is on: its
+/// file handle (`name_to_handle_at`) opened again (`open_by_handle_at`, `O_PATH`, which
+/// raises no event) through that mount, then named. A file read through another mount of
+/// the same filesystem (a bind mount at a pod's target, in another mount namespace) names
+/// itself by that mount; this names it by ours. Needs CAP_DAC_READ_SEARCH.
+pub fn fd_path_via(mount_fd: RawFd, fd: RawFd) -> std::io::Result<PathBuf> {
+    /// `MAX_HANDLE_SZ` of `<linux/exportfs.h>`.
+    const MAX_HANDLE_SZ: usize = 128;
+    #[repr(C)]
+    struct Handle {
+        header: libc::file_handle,
+        bytes: [u8; MAX_HANDLE_SZ],
+    }
+    let mut handle = Handle {
+        header: libc::file_handle {
+            handle_bytes: MAX_HANDLE_SZ as libc::c_uint,
+            handle_type: 0,
+            f_handle: [],
+        },
+        bytes: [0; MAX_HANDLE_SZ],
+    };
+    let mut mount_id: libc::c_int = 0;
+    let empty = c"";
+    // SAFETY: `handle` has room for MAX_HANDLE_SZ bytes after its header, as handle_bytes
+    // says; the path is an empty C string with AT_EMPTY_PATH, so `fd` itself is named.
+    let rc = unsafe {
+        libc::name_to_handle_at(
+            fd,
+            empty.as_ptr(),
+            &mut handle.header,
+            &mut mount_id,
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the handle was filled in by the kernel above.
+    let opened = unsafe {
+        libc::open_by_handle_at(mount_fd, &mut handle.header, libc::O_PATH | libc::O_CLOEXEC)
+    };
+    if opened < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `opened` is a descriptor we own from here on.
+    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(opened) };
+    fd_path(std::os::fd::AsRawFd::as_raw_fd(&owned))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,5 +424,35 @@ mod tests {
         let mut bad = b.clone();
         bad[METADATA_LEN + 12..METADATA_LEN + 16].copy_from_slice(&999u32.to_ne_bytes());
         assert!(parse_events(&bad)[0].dfid_name.is_none());
+    }
+}
+
+#[cfg(test)]
+mod handle_tests {
+    use std::os::fd::AsRawFd;
+
+    /// A file reached through a bind mount is named through the mount of the descriptor
+    /// given (needs root: a bind mount).
+    #[test]
+    #[ignore = "needs root"]
+    fn a_file_read_through_a_bind_mount_is_named_through_ours() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (root, bind) = (tmp.path().join("root"), tmp.path().join("bind"));
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::create_dir_all(&bind).unwrap();
+        std::fs::write(root.join("sub/f"), b"x").unwrap();
+        nix::mount::mount(
+            Some(&root.join("sub")),
+            &bind,
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .unwrap();
+        let file = std::fs::File::open(bind.join("f")).unwrap();
+        let dir = std::fs::File::open(&root).unwrap();
+        let via = super::fd_path_via(dir.as_raw_fd(), file.as_raw_fd());
+        let _ = nix::mount::umount(&bind);
+        assert_eq!(via.unwrap(), root.join("sub/f"));
     }
 }

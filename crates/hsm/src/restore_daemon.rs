@@ -391,6 +391,9 @@ type InFlight = Mutex<HashMap<(u64, u64), Vec<Pending>>>;
 struct Shared {
     engine: Arc<HsmEngine>,
     root: PathBuf,
+    /// The root, open: files read through other mounts are named through its mount (see
+    /// [`fan::fd_path_via`]).
+    root_fd: std::os::fd::OwnedFd,
     resp: Arc<Responder>,
     restore_permits: Semaphore,
     restore_timeout: Duration,
@@ -538,9 +541,20 @@ impl RestoreDaemon {
             deny_errno: AtomicBool::new(true),
             stats: DaemonStats::default(),
         });
+        let root_fd = nix::fcntl::open(
+            &root,
+            // Not O_PATH: open_by_handle_at takes no O_PATH descriptor as its mount.
+            nix::fcntl::OFlag::O_RDONLY
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_NOFOLLOW
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| HsmError::io(&root, e.into()))?;
         let shared = Arc::new(Shared {
             engine,
             root,
+            root_fd,
             resp,
             restore_permits: Semaphore::new(cfg.restores.max(1)),
             restore_timeout: cfg.restore_timeout,
@@ -1023,9 +1037,20 @@ impl Shared {
         // The path may move under us (a rename): one more try on a fresh readlink.
         let mut last = None;
         for _ in 0..2 {
-            let path = match crate::engine::blocking(move || Ok(fan::fd_path(raw))).await? {
-                Ok(p) if p.starts_with(&self.root) => p,
-                _ => return Ok(Access::Allow),
+            let (mount, root) = (self.root_fd.as_raw_fd(), self.root.clone());
+            let named = crate::engine::blocking(move || {
+                Ok(match fan::fd_path(raw) {
+                    Ok(p) if p.starts_with(&root) => Some(p),
+                    // Read through another mount (a pod's bind mount, maybe in another
+                    // mount namespace): named through ours.
+                    _ => fan::fd_path_via(mount, raw)
+                        .ok()
+                        .filter(|p| p.starts_with(&root)),
+                })
+            })
+            .await?;
+            let Some(path) = named else {
+                return Ok(Access::Allow);
             };
             match self.engine.backend().hsm_access_state(&path).await {
                 Ok(a) if a.releasing.is_none() && !a.state.flags.released => {

@@ -38,6 +38,8 @@ pub struct Driver {
     pub(crate) statfs: std::sync::Mutex<Option<VolumeStatfs>>,
     /// Client tunables held on this node by published volumes.
     pub(crate) tunables: crate::client_tunables::NodeTunables,
+    /// Restore daemons of the HSM volumes published on this node.
+    pub(crate) restore: crate::hsm_node::NodeRestore,
 }
 
 /// How a [`Driver`] is set up, apart from its share service.
@@ -73,8 +75,14 @@ impl Driver {
             quota_margin: options.quota_margin,
             hsm_import_timeout: options.hsm_import_timeout,
             statfs: std::sync::Mutex::new(None),
-            tunables: crate::client_tunables::NodeTunables::new(options.node_state_dir),
+            tunables: crate::client_tunables::NodeTunables::new(options.node_state_dir.clone()),
+            restore: crate::hsm_node::NodeRestore::new(options.node_state_dir),
         })
+    }
+
+    /// The node's restore daemons (see [`crate::hsm_node`]).
+    pub fn restore(&self) -> &crate::hsm_node::NodeRestore {
+        &self.restore
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {

@@ -115,8 +115,7 @@ impl NodeService {
                         ..request
                     })
                     .await?;
-                self.hold_tunables(&req.volume_id, &path, &volume.tunables)
-                    .await?;
+                self.hold_node_state(&req, &path, &volume).await?;
                 return Ok(NodePublishVolumeResponse {});
             }
             Target::Dir {
@@ -130,8 +129,7 @@ impl NodeService {
                     })
                     .await?
                 {
-                    self.hold_tunables(&req.volume_id, &path, &volume.tunables)
-                        .await?;
+                    self.hold_node_state(&req, &path, &volume).await?;
                     Ok(NodePublishVolumeResponse {})
                 } else {
                     Err(CsiError::AlreadyExists(format!(
@@ -165,10 +163,7 @@ impl NodeService {
             }
             return Err(e.into());
         }
-        if let Err(e) = self
-            .hold_tunables(&req.volume_id, &target, &volume.tunables)
-            .await
-        {
+        if let Err(e) = self.hold_node_state(&req, &target, &volume).await {
             // A publish that fails leaves nothing mounted or made.
             if let Err(undo) = backend.unmount(&target).await {
                 tracing::warn!(target = %target.display(), error = %undo,
@@ -214,7 +209,7 @@ impl NodeService {
             .await?
         {
             Target::Absent => {
-                self.release_tunables(&req.volume_id, &target).await?;
+                self.release_node_state(&req.volume_id, &target).await?;
                 return Ok(NodeUnpublishVolumeResponse {});
             }
             Target::Dir { path, mounted } => (path, mounted),
@@ -225,39 +220,65 @@ impl NodeService {
         let p = path.clone();
         self.fs_call("rmdir", &path, move || node_ops::remove_target(&p))
             .await?;
-        self.release_tunables(&req.volume_id, &path).await?;
+        self.release_node_state(&req.volume_id, &path).await?;
         tracing::info!(volume_id = %req.volume_id, target = %path.display(), "volume unpublished");
         Ok(NodeUnpublishVolumeResponse {})
     }
 
-    /// Holds the volume's client tunables on this node for the publish at `target`.
-    async fn hold_tunables(
+    /// What a publish at `target` holds on this node beyond its mount: the volume's client
+    /// tunables and, for an HSM volume, its restore daemon (see [`crate::hsm_node`]). All
+    /// or nothing: a failure lets go of what this publish took.
+    async fn hold_node_state(
         &self,
-        volume_id: &str,
+        req: &NodePublishVolumeRequest,
         target: &Path,
-        tunables: &lustre_model::ClientTunables,
+        volume: &crate::volume::NodeVolume,
     ) -> Result<()> {
-        if tunables.is_empty() {
-            return Ok(());
-        }
+        let holder = NodeTunables::holder(&req.volume_id, target);
         let backend = Arc::clone(self.driver.service.backend());
-        self.driver
-            .tunables
-            .hold(
-                backend.as_ref(),
-                &NodeTunables::holder(volume_id, target),
-                tunables,
-            )
-            .await
+        if !volume.tunables.is_empty() {
+            self.driver
+                .tunables
+                .hold(backend.as_ref(), &holder, &volume.tunables)
+                .await?;
+        }
+        if let Some(hsm) = &volume.hsm {
+            let held = self
+                .driver
+                .restore
+                .hold(
+                    &backend,
+                    &req.volume_id,
+                    &holder,
+                    &volume.path,
+                    hsm,
+                    &req.secrets,
+                )
+                .await;
+            if let Err(e) = held {
+                if let Err(undo) = self
+                    .driver
+                    .tunables
+                    .release(backend.as_ref(), &holder)
+                    .await
+                {
+                    tracing::warn!(error = %undo, "could not let go of the client tunables");
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
-    /// Lets go of what the publish at `target` held; the last holder of a tunable puts the
-    /// old values back.
-    async fn release_tunables(&self, volume_id: &str, target: &Path) -> Result<()> {
+    /// Lets go of what the publish at `target` held: the last holder of a tunable puts the
+    /// old values back, the last publish of an HSM volume stops its restore daemon.
+    async fn release_node_state(&self, volume_id: &str, target: &Path) -> Result<()> {
+        let holder = NodeTunables::holder(volume_id, target);
         let backend = Arc::clone(self.driver.service.backend());
+        self.driver.restore.release(volume_id, &holder).await?;
         self.driver
             .tunables
-            .release(backend.as_ref(), &NodeTunables::holder(volume_id, target))
+            .release(backend.as_ref(), &holder)
             .await
     }
 

@@ -1,0 +1,272 @@
+//! Restore on access for the HSM volumes a node publishes, where the filesystem does not do
+//! it itself ([`backend::Capabilities::restore_on_access`] false: the `local` backend). On
+//! Lustre the coordinator restores a released file on access and our copytool serves it,
+//! so nothing runs here.
+//!
+//! The first publish of an HSM volume on the node starts a restore daemon
+//! ([`hsm::RestoreDaemon`]) rooted at the volume's directory, with the store opened from
+//! the node-publish secret; later publishes (other pods) count themselves in; the last
+//! unpublish stops it. A read of a released file through any target then blocks until its
+//! bytes are back, and gets exactly them or an error, never the zeros of a stub.
+//!
+//! A node plugin that restarts loses its daemons but not the volumes its pods have mounted.
+//! The node therefore keeps a record of what it watches (`hsm-volumes.json` in its state
+//! directory: volume, directory, store URL, never a credential) and, at start, watches those
+//! volumes again with a store opened without credentials: until the volume is published again
+//! with its secret (kubelet republishes periodically when the CSIDriver says
+//! `requiresRepublish`), a read of a released file fails with EIO instead of returning
+//! zeros, and the republish swaps in a daemon with credentials (the new one starts before the
+//! old one stops, so no read goes unanswered).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backend::Filesystem;
+use hsm::restore_daemon::{DaemonConfig, RestoreDaemon};
+use hsm::{ArchiveStore, EngineConfig, HsmEngine, RetryPolicy};
+use lustre_model::RelPath;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CsiError, Result};
+use crate::params::{scrub_secrets, store_options};
+use crate::volume::NodeHsm;
+
+/// What the node watches for one volume, as kept on disk (no credentials).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Watch {
+    /// The volume's directory, relative to the filesystem root.
+    share_path: String,
+    /// The store URL (credential-free).
+    store: String,
+    /// Publishes holding it (`<volume ID> <target>`).
+    holders: BTreeSet<String>,
+}
+
+/// A running daemon and whether it has the volume's credentials.
+struct Running {
+    daemon: RestoreDaemon,
+    with_secrets: bool,
+}
+
+/// The node's restore daemons; see the module doc.
+pub struct NodeRestore {
+    file: Option<PathBuf>,
+    state: tokio::sync::Mutex<NodeState>,
+}
+
+#[derive(Default)]
+struct NodeState {
+    loaded: bool,
+    watches: BTreeMap<String, Watch>,
+    running: HashMap<String, Running>,
+}
+
+/// The record file in the node state directory.
+pub const FILE_NAME: &str = "hsm-volumes.json";
+
+/// Store requests of a restore: a few retries, each bounded.
+fn retry() -> RetryPolicy {
+    RetryPolicy {
+        max_retries: 3,
+        initial_backoff: Duration::from_millis(200),
+        max_backoff: Duration::from_secs(5),
+        timeout: Duration::from_secs(60),
+        connect_timeout: Duration::from_secs(10),
+    }
+}
+
+impl NodeRestore {
+    pub fn new(dir: Option<PathBuf>) -> Self {
+        Self {
+            file: dir.map(|d| d.join(FILE_NAME)),
+            state: tokio::sync::Mutex::new(NodeState::default()),
+        }
+    }
+
+    /// Watches `share_path` for `holder` (a publish of `volume_id`): starts its daemon
+    /// with `secrets` unless one with credentials runs already.
+    pub async fn hold(
+        &self,
+        backend: &Arc<dyn Filesystem>,
+        volume_id: &str,
+        holder: &str,
+        share_path: &RelPath,
+        hsm: &NodeHsm,
+        secrets: &HashMap<String, String>,
+    ) -> Result<()> {
+        if backend.capabilities().restore_on_access {
+            return Ok(());
+        }
+        let mut state = self.state.lock().await;
+        self.load(&mut state).await?;
+        let has_daemon = state.running.get(volume_id).is_some_and(|r| r.with_secrets);
+        if !has_daemon {
+            let daemon = start(backend, share_path, &hsm.store, secrets)?;
+            if let Some(old) = state.running.insert(
+                volume_id.to_string(),
+                Running {
+                    daemon,
+                    with_secrets: true,
+                },
+            ) {
+                // The new one answers already: the old one may go.
+                old.daemon.stop().await;
+            }
+            tracing::info!(volume_id, share = %share_path, "restore on access: watching");
+        }
+        let watch = state
+            .watches
+            .entry(volume_id.to_string())
+            .or_insert_with(|| Watch {
+                share_path: share_path.as_str().to_string(),
+                store: hsm.store.clone(),
+                holders: BTreeSet::new(),
+            });
+        watch.holders.insert(holder.to_string());
+        let record = state.watches.clone();
+        self.save(&record).await
+    }
+
+    /// Lets go of `holder`'s watch; the last one out stops the volume's daemon.
+    pub async fn release(&self, volume_id: &str, holder: &str) -> Result<()> {
+        let mut state = self.state.lock().await;
+        self.load(&mut state).await?;
+        let Some(watch) = state.watches.get_mut(volume_id) else {
+            return Ok(());
+        };
+        if !watch.holders.remove(holder) {
+            return Ok(());
+        }
+        if watch.holders.is_empty() {
+            state.watches.remove(volume_id);
+            if let Some(running) = state.running.remove(volume_id) {
+                running.daemon.stop().await;
+            }
+            tracing::info!(volume_id, "restore on access: no longer watching");
+        }
+        let record = state.watches.clone();
+        self.save(&record).await
+    }
+
+    /// At start: watches again every volume the record lists, without credentials (see
+    /// the module doc). A volume that cannot be watched is logged and left to its next
+    /// publish.
+    pub async fn resume(&self, backend: &Arc<dyn Filesystem>) -> Result<()> {
+        if backend.capabilities().restore_on_access {
+            return Ok(());
+        }
+        let mut state = self.state.lock().await;
+        self.load(&mut state).await?;
+        let watches = state.watches.clone();
+        for (volume_id, watch) in watches {
+            if state.running.contains_key(&volume_id) {
+                continue;
+            }
+            let started = RelPath::parse(&watch.share_path)
+                .map_err(CsiError::from)
+                .and_then(|path| start(backend, &path, &watch.store, &HashMap::new()));
+            match started {
+                Ok(daemon) => {
+                    tracing::warn!(volume_id, share = %watch.share_path,
+                        "restore on access: watching again without the store's credentials \
+                         until the volume is published again; reads of released files fail \
+                         with EIO until then");
+                    state.running.insert(
+                        volume_id,
+                        Running {
+                            daemon,
+                            with_secrets: false,
+                        },
+                    );
+                }
+                Err(e) => {
+                    tracing::error!(volume_id, error = %e,
+                        "restore on access: cannot watch a published volume again");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The volumes watched now, and whether each daemon has credentials (tests).
+    pub async fn watching(&self) -> BTreeMap<String, bool> {
+        let state = self.state.lock().await;
+        state
+            .running
+            .iter()
+            .map(|(k, r)| (k.clone(), r.with_secrets))
+            .collect()
+    }
+
+    /// Stops every daemon (the plugin is shutting down; the record stays for the next one).
+    pub async fn stop_all(&self) {
+        let mut state = self.state.lock().await;
+        for (_, running) in state.running.drain() {
+            running.daemon.stop().await;
+        }
+    }
+
+    async fn load(&self, state: &mut NodeState) -> Result<()> {
+        if state.loaded {
+            return Ok(());
+        }
+        if let Some(file) = self.file.clone() {
+            state.watches = tokio::task::spawn_blocking(move || match std::fs::read(&file) {
+                Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                    CsiError::Internal(format!("{}: not an HSM watch record: {e}", file.display()))
+                }),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+                Err(e) => Err(CsiError::io(&file, e)),
+            })
+            .await
+            .map_err(|e| CsiError::Internal(format!("reading the HSM watch record: {e}")))??;
+        }
+        state.loaded = true;
+        Ok(())
+    }
+
+    async fn save(&self, watches: &BTreeMap<String, Watch>) -> Result<()> {
+        let Some(file) = self.file.clone() else {
+            return Ok(());
+        };
+        let bytes = serde_json::to_vec_pretty(watches)
+            .map_err(|e| CsiError::Internal(format!("HSM watch record: {e}")))?;
+        tokio::task::spawn_blocking(move || crate::client_tunables::write_atomic(&file, &bytes))
+            .await
+            .map_err(|e| CsiError::Internal(format!("writing the HSM watch record: {e}")))?
+    }
+}
+
+/// A daemon rooted at the volume's directory, its store opened with `secrets` (scrubbed
+/// from any error).
+fn start(
+    backend: &Arc<dyn Filesystem>,
+    share_path: &RelPath,
+    store: &str,
+    secrets: &HashMap<String, String>,
+) -> Result<RestoreDaemon> {
+    let store = ArchiveStore::open_with(store, &retry(), &store_options(secrets)).map_err(|e| {
+        CsiError::invalid(format!(
+            "volume context hsmStore: {}",
+            scrub_secrets(&e.to_string(), secrets)
+        ))
+    })?;
+    let root = backend.host_path(share_path);
+    let engine = HsmEngine::new(
+        store,
+        Arc::clone(backend),
+        EngineConfig {
+            root: root.clone(),
+            ..EngineConfig::default()
+        },
+    );
+    RestoreDaemon::start(Arc::new(engine), DaemonConfig::default()).map_err(|e| {
+        CsiError::FailedPrecondition(format!(
+            "restore on access for {}: {}",
+            root.display(),
+            scrub_secrets(&e.to_string(), secrets)
+        ))
+    })
+}
