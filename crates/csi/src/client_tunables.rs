@@ -101,6 +101,17 @@ impl NodeTunables {
             Some(state) => state,
             None => self.load().await?,
         };
+        // A republish (kubelet's periodic one) of a holder that holds all of it already.
+        let held_already = tunables.iter().all(|t| {
+            state
+                .held
+                .get(&t.key())
+                .is_some_and(|h| h.tunable.value == t.value && h.holders.contains(holder))
+        });
+        if held_already {
+            *guard = Some(state);
+            return Ok(());
+        }
         if let Some(conflict) = conflict(&state, holder, tunables) {
             *guard = Some(state);
             return Err(conflict);
