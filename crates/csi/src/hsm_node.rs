@@ -30,7 +30,7 @@ use lustre_model::RelPath;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CsiError, Result};
-use crate::params::{scrub_secrets, store_options};
+use crate::params::{ReadMode, scrub_secrets, store_options};
 use crate::volume::NodeHsm;
 
 /// What the node watches for one volume, as kept on disk (no credentials).
@@ -40,6 +40,9 @@ struct Watch {
     share_path: String,
     /// The store URL (credential-free).
     store: String,
+    /// Reads of released files fail with EAGAIN while they are restored (`fail-fast`).
+    #[serde(default)]
+    fail_fast: bool,
     /// Publishes holding it (`<volume ID> <target>`).
     holders: BTreeSet<String>,
 }
@@ -103,7 +106,8 @@ impl NodeRestore {
         self.load(&mut state).await?;
         let has_daemon = state.running.get(volume_id).is_some_and(|r| r.with_secrets);
         if !has_daemon {
-            let daemon = start(backend, share_path, &hsm.store, secrets)?;
+            let fail_fast = hsm.read_mode == ReadMode::FailFast;
+            let daemon = start(backend, share_path, &hsm.store, fail_fast, secrets)?;
             if let Some(old) = state.running.insert(
                 volume_id.to_string(),
                 Running {
@@ -122,6 +126,7 @@ impl NodeRestore {
             .or_insert_with(|| Watch {
                 share_path: share_path.as_str().to_string(),
                 store: hsm.store.clone(),
+                fail_fast: hsm.read_mode == ReadMode::FailFast,
                 holders: BTreeSet::new(),
             });
         watch.holders.insert(holder.to_string());
@@ -166,7 +171,15 @@ impl NodeRestore {
             }
             let started = RelPath::parse(&watch.share_path)
                 .map_err(CsiError::from)
-                .and_then(|path| start(backend, &path, &watch.store, &HashMap::new()));
+                .and_then(|path| {
+                    start(
+                        backend,
+                        &path,
+                        &watch.store,
+                        watch.fail_fast,
+                        &HashMap::new(),
+                    )
+                });
             match started {
                 Ok(daemon) => {
                     tracing::warn!(volume_id, share = %watch.share_path,
@@ -245,6 +258,7 @@ fn start(
     backend: &Arc<dyn Filesystem>,
     share_path: &RelPath,
     store: &str,
+    fail_fast: bool,
     secrets: &HashMap<String, String>,
 ) -> Result<RestoreDaemon> {
     let store = ArchiveStore::open_with(store, &retry(), &store_options(secrets)).map_err(|e| {
@@ -262,7 +276,11 @@ fn start(
             ..EngineConfig::default()
         },
     );
-    RestoreDaemon::start(Arc::new(engine), DaemonConfig::default()).map_err(|e| {
+    let cfg = DaemonConfig {
+        fail_fast,
+        ..DaemonConfig::default()
+    };
+    RestoreDaemon::start(Arc::new(engine), cfg).map_err(|e| {
         CsiError::FailedPrecondition(format!(
             "restore on access for {}: {}",
             root.display(),

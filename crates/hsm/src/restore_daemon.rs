@@ -120,6 +120,11 @@ pub struct DaemonConfig {
     pub readers: usize,
     /// On stop, how long restores in flight may finish while the daemon keeps serving.
     pub stop_grace: Duration,
+    /// A read of a released file fails at once with `EAGAIN` while its restore runs in the
+    /// background, instead of waiting for it (a workload that would rather retry than
+    /// block). At most [`DaemonConfig::restores`] such restores run; a read when none is
+    /// free fails with `EAGAIN` too and starts nothing.
+    pub fail_fast: bool,
 }
 
 impl Default for DaemonConfig {
@@ -130,6 +135,7 @@ impl Default for DaemonConfig {
             restore_timeout: Duration::from_secs(600),
             readers: 4,
             stop_grace: Duration::from_secs(30),
+            fail_fast: false,
         }
     }
 }
@@ -229,6 +235,8 @@ enum Verdict {
     Deny,
     /// `EBUSY`: the file is being released.
     Busy,
+    /// `EAGAIN`: the file is being restored (fail-fast reads).
+    Again,
 }
 
 /// The group, the events not answered yet, and the answers.
@@ -250,8 +258,13 @@ impl Responder {
     fn send(&self, group: &Group, fd: RawFd, v: Verdict) {
         let res = match v {
             Verdict::Allow => group.respond(fd, fan::FAN_ALLOW),
-            Verdict::Busy if self.deny_errno.load(Ordering::Relaxed) => {
-                match group.respond(fd, fan::fan_deny_errno(libc::EBUSY)) {
+            Verdict::Busy | Verdict::Again if self.deny_errno.load(Ordering::Relaxed) => {
+                let errno = if v == Verdict::Again {
+                    libc::EAGAIN
+                } else {
+                    libc::EBUSY
+                };
+                match group.respond(fd, fan::fan_deny_errno(errno)) {
                     // A kernel that takes no EBUSY (or no deny errnos): as a plain denial.
                     Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                         return self.send(group, fd, Verdict::Deny);
@@ -262,7 +275,7 @@ impl Responder {
                     }
                 }
             }
-            Verdict::Deny | Verdict::Busy => {
+            Verdict::Deny | Verdict::Busy | Verdict::Again => {
                 self.stats.denied.fetch_add(1, Ordering::Relaxed);
                 if self.deny_errno.load(Ordering::Relaxed) {
                     match group.respond(fd, fan::fan_deny_errno(libc::EIO)) {
@@ -370,6 +383,10 @@ impl Pending {
     fn busy(self) {
         self.answer(Verdict::Busy)
     }
+
+    fn again(self) {
+        self.answer(Verdict::Again)
+    }
 }
 
 impl Drop for Pending {
@@ -395,8 +412,10 @@ struct Shared {
     /// [`fan::fd_path_via`]).
     root_fd: std::os::fd::OwnedFd,
     resp: Arc<Responder>,
-    restore_permits: Semaphore,
+    restore_permits: Arc<Semaphore>,
     restore_timeout: Duration,
+    /// See [`DaemonConfig::fail_fast`].
+    fail_fast: bool,
     in_flight: InFlight,
     in_flight_changed: Notify,
     /// Readers stop reading.
@@ -556,8 +575,9 @@ impl RestoreDaemon {
             root,
             root_fd,
             resp,
-            restore_permits: Semaphore::new(cfg.restores.max(1)),
+            restore_permits: Arc::new(Semaphore::new(cfg.restores.max(1))),
             restore_timeout: cfg.restore_timeout,
+            fail_fast: cfg.fail_fast,
             in_flight: Mutex::new(HashMap::new()),
             in_flight_changed: Notify::new(),
             stop: AtomicBool::new(false),
@@ -938,6 +958,9 @@ impl Shared {
                 }
             }
         };
+        if self.fail_fast {
+            return self.restore_in_background(path, id, p);
+        }
         // One restore per inode; later readers wait for it.
         {
             let Ok(mut inflight) = self.in_flight.lock() else {
@@ -1085,6 +1108,62 @@ impl Shared {
             }
         }
         Err(last.unwrap_or_else(|| HsmError::Unsupported("no state".into())))
+    }
+
+    /// Fail-fast: the read is denied with `EAGAIN` at once, and the file restored behind
+    /// it (once per inode, within the restore slots) through a copy of the event's
+    /// descriptor, whose writes raise no events.
+    fn restore_in_background(self: Arc<Self>, path: PathBuf, id: (u64, u64), p: Pending) {
+        // Fail-fast reads never wait for a slot: none free, nothing starts.
+        let Ok(permit) = Arc::clone(&self.restore_permits).try_acquire_owned() else {
+            return p.again();
+        };
+        {
+            let Ok(mut inflight) = self.in_flight.lock() else {
+                return p.deny();
+            };
+            if inflight.contains_key(&id) {
+                return p.again();
+            }
+            inflight.insert(id, Vec::new());
+        }
+        let file = p.fd().and_then(|fd| fd.try_clone().ok());
+        p.again();
+        let Some(file) = file else {
+            self.forget_in_flight(id);
+            return;
+        };
+        tracing::info!(file = %path.display(), "restore on access (fail-fast: the read got EAGAIN)");
+        let me = Arc::clone(&self);
+        tokio::spawn(async move {
+            let _permit = permit;
+            let res = tokio::time::timeout(
+                me.restore_timeout,
+                me.engine
+                    .restore_in_place(&path, Arc::new(std::fs::File::from(file))),
+            )
+            .await;
+            me.forget_in_flight(id);
+            match res {
+                Ok(Ok(_)) => {
+                    me.resp.stats.restored.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(file = %path.display(), error = %e, "background restore failed; the next read tries again");
+                }
+                Err(_) => {
+                    me.resp.stats.timed_out.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(file = %path.display(), "background restore timed out; the next read tries again");
+                }
+            }
+        });
+    }
+
+    fn forget_in_flight(&self, id: (u64, u64)) {
+        if let Ok(mut inflight) = self.in_flight.lock() {
+            inflight.remove(&id);
+        }
+        self.in_flight_changed.notify_waiters();
     }
 
     async fn restore(&self, path: &Path, p: &Pending) -> Result<()> {

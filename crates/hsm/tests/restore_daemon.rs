@@ -467,6 +467,48 @@ async fn released_file_is_restored_when_read() {
     assert!(st.unguarded, "{}", st.text);
 }
 
+/// Fail-fast reads (`hsmReadMode: fail-fast`): the first read of a released file fails at
+/// once with EAGAIN and starts its restore; a read after it is done gets the exact bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root and a loop device (fanotify pre-content, Linux 6.14+)"]
+async fn a_fail_fast_read_gets_eagain_then_the_bytes() {
+    let _serial = SERIAL.lock().await;
+    let lm = loop_mount("btrfs");
+    let ns = lm.mnt.join("ns");
+    std::fs::create_dir_all(&ns).expect("ns");
+    let store_tmp = tempfile::tempdir().expect("tmp");
+    let engine = engine_at(&ns, &store_tmp.path().join("store"), true).await;
+    let f = ns.join("data.bin");
+    let data = content(2 << 20, 11);
+    released(&engine, &[(f.clone(), data.clone())]).await;
+    let daemon = RestoreDaemon::start(
+        engine.clone(),
+        DaemonConfig {
+            fail_fast: true,
+            ..DaemonConfig::default()
+        },
+    )
+    .expect("daemon");
+    let first = std::fs::read(&f).expect_err("a released file read at once");
+    assert_eq!(first.raw_os_error(), Some(libc::EAGAIN), "{first}");
+    // The restore runs behind the failed read; the file ends present with its bytes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = engine.state(&f).await.expect("state").state;
+        if !st.flags.released {
+            assert!(st.flags.archived && !st.flags.dirty, "{st}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not restored: {st}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        std::fs::read(&f).expect("read") == data,
+        "restored bytes differ"
+    );
+    daemon.stop().await;
+}
+
 fn walk_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];

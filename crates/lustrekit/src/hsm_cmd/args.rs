@@ -264,6 +264,10 @@ pub struct DaemonArgs {
     /// On stop, how long restores in flight may finish (e.g. `30s`).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub stop_grace: Duration,
+    /// Fail a read of a released file at once with EAGAIN while it is restored in the
+    /// background, instead of making the read wait.
+    #[arg(long)]
+    pub fail_fast: bool,
     /// Threads reading fanotify events.
     #[arg(long, default_value_t = 4)]
     pub readers: usize,

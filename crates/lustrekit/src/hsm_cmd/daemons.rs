@@ -116,6 +116,7 @@ pub(super) async fn restore_daemon(common: &CommonArgs, args: &DaemonArgs) -> an
             restore_timeout: args.restore_timeout,
             readers: args.readers,
             stop_grace: args.stop_grace,
+            fail_fast: args.fail_fast,
         },
     )
     .map_err(|e| match e {
