@@ -99,13 +99,12 @@ impl NodeRestore {
         hsm: &NodeHsm,
         secrets: &HashMap<String, String>,
     ) -> Result<()> {
-        if backend.capabilities().restore_on_access {
-            return Ok(());
-        }
+        // On Lustre the coordinator restores on access: nothing runs here.
+        let daemon_needed = !backend.capabilities().restore_on_access;
         let mut state = self.state.lock().await;
         self.load(&mut state).await?;
         let has_daemon = state.running.get(volume_id).is_some_and(|r| r.with_secrets);
-        if !has_daemon {
+        if daemon_needed && !has_daemon {
             let fail_fast = hsm.read_mode == ReadMode::FailFast;
             let daemon = start(backend, share_path, &hsm.store, fail_fast, secrets)?;
             if let Some(old) = state.running.insert(
@@ -120,6 +119,7 @@ impl NodeRestore {
             }
             tracing::info!(volume_id, share = %share_path, "restore on access: watching");
         }
+        let first = !state.watches.contains_key(volume_id);
         let watch = state
             .watches
             .entry(volume_id.to_string())
@@ -131,7 +131,13 @@ impl NodeRestore {
             });
         watch.holders.insert(holder.to_string());
         let record = state.watches.clone();
-        self.save(&record).await
+        self.save(&record).await?;
+        drop(state);
+        if first && !hsm.prefetch.is_empty() {
+            let (root, globs) = (backend.host_path(share_path), hsm.prefetch.clone());
+            tokio::spawn(prefetch(root, globs));
+        }
+        Ok(())
     }
 
     /// Lets go of `holder`'s watch; the last one out stops the volume's daemon.
@@ -159,6 +165,7 @@ impl NodeRestore {
     /// the module doc). A volume that cannot be watched is logged and left to its next
     /// publish.
     pub async fn resume(&self, backend: &Arc<dyn Filesystem>) -> Result<()> {
+        // Lustre: nothing to watch again (the coordinator restores).
         if backend.capabilities().restore_on_access {
             return Ok(());
         }
@@ -250,6 +257,102 @@ impl NodeRestore {
             .await
             .map_err(|e| CsiError::Internal(format!("writing the HSM watch record: {e}")))?
     }
+}
+
+/// Files prefetched at once.
+const PREFETCH_AT_ONCE: usize = 4;
+/// How long one prefetched file may take to come back.
+const PREFETCH_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// `hsmPrefetch`, in the background of a volume's first publish on the node: the first
+/// byte of every regular file whose path below the volume matches a glob is read, a few at
+/// once, so whatever restores on access (the daemon here, the coordinator on Lustre) brings
+/// a released one back before the pod asks. Names come from a walk that follows no
+/// symlink, and each file is opened from the volume's descriptor beneath it, pinned and
+/// checked to be a regular file first (a tenant's FIFO or device is never opened).
+async fn prefetch(root: PathBuf, globs: Vec<String>) {
+    let set = match hsm::policy::config::globset("hsmPrefetch", &globs) {
+        Ok(Some(set)) => set,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, "hsmPrefetch: not prefetching");
+            return;
+        }
+    };
+    let walk_root = root.clone();
+    let listed = tokio::task::spawn_blocking(move || {
+        hsm::walk::walk_with(&walk_root, 2, |path, meta| {
+            let rel = path.strip_prefix(&walk_root).ok()?;
+            (meta.is_file() && set.is_match(rel)).then(|| rel.to_path_buf())
+        })
+    })
+    .await;
+    let files = match listed {
+        Ok(Ok((files, _))) => files,
+        Ok(Err(e)) => {
+            tracing::warn!(root = %root.display(), error = %e, "hsmPrefetch: cannot walk the volume");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "hsmPrefetch: the walk failed");
+            return;
+        }
+    };
+    let dir = match nix::fcntl::open(
+        &root,
+        nix::fcntl::OFlag::O_RDONLY
+            | nix::fcntl::OFlag::O_DIRECTORY
+            | nix::fcntl::OFlag::O_NOFOLLOW
+            | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    ) {
+        Ok(fd) => Arc::new(fd),
+        Err(e) => {
+            tracing::warn!(root = %root.display(), error = %e, "hsmPrefetch: cannot open the volume");
+            return;
+        }
+    };
+    let total = files.len();
+    let mut pending = files.into_iter();
+    let mut running = tokio::task::JoinSet::new();
+    let (mut done, mut failed) = (0usize, 0usize);
+    loop {
+        while running.len() < PREFETCH_AT_ONCE {
+            let Some(rel) = pending.next() else { break };
+            let dir = Arc::clone(&dir);
+            running.spawn(async move {
+                let read = tokio::task::spawn_blocking(move || first_byte(&dir, &rel));
+                matches!(
+                    tokio::time::timeout(PREFETCH_TIMEOUT, read).await,
+                    Ok(Ok(Ok(())))
+                )
+            });
+        }
+        match running.join_next().await {
+            Some(Ok(true)) => done += 1,
+            Some(_) => failed += 1,
+            None => break,
+        }
+    }
+    tracing::info!(root = %root.display(), files = total, done, failed, "hsmPrefetch finished");
+}
+
+/// Reads the first byte of the regular file `rel` beneath `dir` (see [`prefetch`]).
+fn first_byte(dir: &std::os::fd::OwnedFd, rel: &std::path::Path) -> std::io::Result<()> {
+    use std::os::fd::AsFd;
+    let rel = rel
+        .to_str()
+        .ok_or_else(|| std::io::Error::other("not UTF-8"))?;
+    let fd = backend::local::beneath::open_regular(
+        dir.as_fd(),
+        rel,
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NOATIME,
+    )
+    .map_err(|e| std::io::Error::other(format!("{rel}: {e}")))?;
+    let mut byte = [0u8; 1];
+    nix::sys::uio::pread(fd.as_fd(), &mut byte, 0)
+        .map(drop)
+        .map_err(std::io::Error::from)
 }
 
 /// A daemon rooted at the volume's directory, its store opened with `secrets` (scrubbed

@@ -527,6 +527,17 @@ async fn measure_create_volume_import_rate() {
     d.stop().await.unwrap();
 }
 
+/// Lazily unmounts its paths when dropped (a test that fails halfway).
+struct LazyUnmount(Vec<PathBuf>);
+
+impl Drop for LazyUnmount {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
 async fn hsm_state(d: &Running, path: &Path) -> lustre_model::HsmState {
     d.driver.service().backend().hsm_state(path).await.unwrap()
 }
@@ -548,8 +559,9 @@ fn unpublish(volume: &Volume, target: &Path) -> NodeUnpublishVolumeRequest {
     }
 }
 
-/// Restore on access from the node plugin (`local` backend): a pod's read of a released
-/// file through its target gets the exact bytes; the daemon lives while any pod has the
+/// Restore on access from the node plugin (`local` backend): `hsmPrefetch` brings back what
+/// it names at the first publish; a pod's read of a released file through its target gets
+/// the exact bytes; the daemon lives while any pod has the
 /// volume; a restarted plugin watches again at once (from its record), and the volume's next
 /// publish brings the store's credentials back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -575,7 +587,11 @@ async fn a_pod_reads_a_released_file_and_gets_its_bytes_across_a_plugin_restart(
         .controller()
         .create_volume(request(
             "pvc-read",
-            &[("hsmStore", spec.as_str()), ("hsmImportFrom", "dataset")],
+            &[
+                ("hsmStore", spec.as_str()),
+                ("hsmImportFrom", "dataset"),
+                ("hsmPrefetch", "sub/deeper/*.dat"),
+            ],
             &[],
         ))
         .await
@@ -586,6 +602,8 @@ async fn a_pod_reads_a_released_file_and_gets_its_bytes_across_a_plugin_restart(
     let dir = root.join("shares/pvc-read");
     all_released(&d, &dir).await;
     let (pod1, pod2) = (fs.dir.path().join("pod1"), fs.dir.path().join("pod2"));
+    // A failed assertion must not leave the pods' mounts behind (they would pin the image).
+    let _unmount = LazyUnmount(vec![pod1.clone(), pod2.clone()]);
     let mut n = d.node();
     n.node_publish_volume(publish(&volume, &pod1))
         .await
@@ -595,6 +613,13 @@ async fn a_pod_reads_a_released_file_and_gets_its_bytes_across_a_plugin_restart(
         .unwrap();
     let watching = d.driver.restore().watching().await;
     assert_eq!(watching.get(&volume.volume_id), Some(&true), "{watching:?}");
+    // hsmPrefetch: c.dat comes back without anyone reading it; a.txt stays released.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while hsm_state(&d, &dir.join("sub/deeper/c.dat")).await.flags.released {
+        assert!(std::time::Instant::now() < deadline, "c.dat was not prefetched");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(hsm_state(&d, &dir.join("a.txt")).await.flags.released);
 
     // Not assert_eq: a failure would print 70,000 bytes.
     assert!(std::fs::read(pod1.join("a.txt")).unwrap() == vec![b'a'; 100]);

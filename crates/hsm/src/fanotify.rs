@@ -452,6 +452,7 @@ mod handle_tests {
         let file = std::fs::File::open(bind.join("f")).unwrap();
         let dir = std::fs::File::open(&root).unwrap();
         let via = super::fd_path_via(dir.as_raw_fd(), file.as_raw_fd());
+        drop(file);
         let _ = nix::mount::umount(&bind);
         assert_eq!(via.unwrap(), root.join("sub/f"));
     }
