@@ -267,6 +267,8 @@ impl Filesystem for LustreBackend {
             quota_outlives_directory: true,
             bind_from_shared_client_mount: true,
             striping: true,
+            // Not built for Lustre yet: the image would be made over the command runner.
+            block_volumes: false,
         }
     }
 
