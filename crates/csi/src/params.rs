@@ -90,6 +90,9 @@ pub mod labels {
     /// ALREADY_EXISTS rather than a volume holding someone else's objects.
     pub const HSM_STORE: &str = "csi.lustrekit.io/hsm-store";
     pub const HSM_IMPORT_FROM: &str = "csi.lustrekit.io/hsm-import-from";
+    /// `block` on a block volume, so a re-create asking for the other access kind is
+    /// ALREADY_EXISTS, and expand knows to grow the image.
+    pub const VOLUME_MODE: &str = "csi.lustrekit.io/volume-mode";
 }
 
 pub const DEFAULT_TEMPLATE: &str = "${pv.metadata.name}";

@@ -12,6 +12,11 @@
 //! table only, and a call that gives no answer fails with DEADLINE_EXCEEDED (UNAVAILABLE
 //! when the same call on that path is still stuck), which releases the volume's in-flight
 //! claim so that the CO's retries are not ABORTED forever.
+//!
+//! Block volumes (an image file in the share on a loop device, bound at a target file) are
+//! published, unpublished and grown in [`block`].
+
+mod block;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,9 +33,16 @@ use crate::grpc::node_service_capability::{self, rpc};
 use crate::grpc::*;
 use crate::node_ops::{self, Target};
 use crate::stats::{self, FsStats, QuotaFigures, VolumeStats};
-use crate::volume::{check_capability, is_read_only_mode, mount_flags, node_volume, share_of};
+use crate::volume::{
+    AccessKind, access_kind, check_capability, is_read_only_mode, mount_flags, node_volume,
+    share_of,
+};
 
-pub const CAPABILITIES: &[rpc::Type] = &[rpc::Type::GetVolumeStats, rpc::Type::VolumeCondition];
+pub const CAPABILITIES: &[rpc::Type] = &[
+    rpc::Type::GetVolumeStats,
+    rpc::Type::VolumeCondition,
+    rpc::Type::ExpandVolume,
+];
 
 pub struct NodeService {
     driver: Arc<Driver>,
@@ -94,6 +106,20 @@ impl NodeService {
                 volume.path.as_str()
             )));
         }
+        let asked = access_kind(cap);
+        if asked != volume.kind {
+            return Err(CsiError::invalid(format!(
+                "volume {:?} is a {} volume, published as {}",
+                req.volume_id,
+                volume.kind.name(),
+                asked.name()
+            )));
+        }
+        if volume.kind == AccessKind::Block {
+            return self
+                .publish_block(&req.volume_id, &volume, target, read_only)
+                .await;
+        }
         let source = backend.host_path(&volume.path);
         let probe = target.clone();
         let (target, created) = match self
@@ -139,6 +165,7 @@ impl NodeService {
                 path,
                 mounted: false,
             } => (path, false),
+            Target::File { .. } => return Err(node_ops::not_a_directory(&target)),
             Target::Absent => {
                 let t = target.clone();
                 let made = self
@@ -193,8 +220,29 @@ impl NodeService {
             .await?
         {
             Target::Absent => return Ok(NodeUnpublishVolumeResponse {}),
+            Target::File { path } => {
+                self.unpublish_unmounted_block(&req.volume_id, &path)
+                    .await?;
+                tracing::info!(volume_id = %req.volume_id, target = %path.display(),
+                    "block volume unpublished");
+                return Ok(NodeUnpublishVolumeResponse {});
+            }
             Target::Dir { path, mounted } => (path, mounted),
         };
+        if mounted {
+            // A device bound on a target file (a block volume), told from the mount table
+            // and, only for an in-memory /dev, a stat.
+            let p = path.clone();
+            if let Some((rdev, key)) = self
+                .fs_call("stat", &path, move || node_ops::mounted_device(&p))
+                .await?
+            {
+                self.unpublish_block(&path, rdev, key).await?;
+                tracing::info!(volume_id = %req.volume_id, target = %path.display(),
+                    "block volume unpublished");
+                return Ok(NodeUnpublishVolumeResponse {});
+            }
+        }
         if mounted {
             self.driver.service.backend().unmount(&path).await?;
         }
@@ -364,6 +412,17 @@ impl Node for NodeService {
         let subject = req.volume_id.clone();
         self.driver
             .call("NodeGetVolumeStats", &subject, self.stats(req))
+            .await
+    }
+
+    async fn node_expand_volume(
+        &self,
+        request: Request<NodeExpandVolumeRequest>,
+    ) -> Result<Response<NodeExpandVolumeResponse>, Status> {
+        let req = request.into_inner();
+        let subject = req.volume_id.clone();
+        self.driver
+            .call("NodeExpandVolume", &subject, self.expand(req))
             .await
     }
 
