@@ -171,7 +171,10 @@ pub fn mounted_device(target: &Path) -> Result<Option<(u64, (String, PathBuf))>>
     if !meta.file_type().is_block_device() {
         return Ok(None);
     }
-    Ok(Some((meta.rdev(), (entry.device.clone(), entry.root.clone()))))
+    Ok(Some((
+        meta.rdev(),
+        (entry.device.clone(), entry.root.clone()),
+    )))
 }
 
 /// Whether any mount still shows the device node `key` names (see [`mounted_device`]).

@@ -43,7 +43,9 @@ impl NodeService {
             )));
         }
         let support = self
-            .fs_call("probe", Path::new(block::LOOP_CONTROL), || Ok(block::probe()))
+            .fs_call("probe", Path::new(block::LOOP_CONTROL), || {
+                Ok(block::probe())
+            })
             .await?;
         block::choose(support).map_err(CsiError::FailedPrecondition)?;
         let image = backend
@@ -132,8 +134,8 @@ impl NodeService {
         target: &Path,
         read_only: bool,
     ) -> Result<()> {
-        let (device, attached_now): (LoopDevice, bool) = self
-            .fs_call("attach", Path::new(block::LOOP_CONTROL), move || {
+        let (device, attached_now): (LoopDevice, bool) =
+            self.fs_call("attach", Path::new(block::LOOP_CONTROL), move || {
                 match block::find_attached(image.as_fd())? {
                     Some(dev) => Ok((dev, false)),
                     None => Ok((block::attach(image.as_fd(), read_only)?, true)),
@@ -144,7 +146,11 @@ impl NodeService {
             return Err(CsiError::FailedPrecondition(format!(
                 "this volume is attached {} on this node ({}); a {} publish must wait until \
                  it is unpublished",
-                if device.read_only { "read-only" } else { "read-write" },
+                if device.read_only {
+                    "read-only"
+                } else {
+                    "read-write"
+                },
                 device.path.display(),
                 if read_only { "read-only" } else { "read-write" },
             )));
