@@ -263,7 +263,12 @@ impl NodeService {
         if req.volume_path.is_empty() {
             return Err(CsiError::Missing("volume_path"));
         }
-        let path = node_ops::check_target(&req.volume_path)?;
+        if req.volume_path.contains('\0') {
+            return Err(CsiError::invalid("volume path contains NUL"));
+        }
+        // Not check_target: a path that is not there (relative ones included) is NOT_FOUND,
+        // as in NodeGetVolumeStats.
+        let path = PathBuf::from(&req.volume_path);
         let required = match &req.capacity_range {
             Some(range) => crate::capacity::validate(range)?.0,
             None => 0,
