@@ -160,6 +160,16 @@ async fn block_volume_publish_write_republish_read_expand() {
         .expect("sysfs")
         .expect("a loop device");
     assert_eq!(backing, image);
+    let dio_file = format!(
+        "/sys/block/{}/loop/dio",
+        loop_dev
+            .path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("name")
+    );
+    let dio = std::fs::read_to_string(&dio_file).expect("dio");
+    assert_eq!(dio.trim(), "1", "direct I/O on btrfs");
 
     // The pod makes its filesystem on the device and writes.
     run(Command::new("mkfs.ext4").arg("-q").arg("-F").arg(&target));
@@ -388,6 +398,20 @@ async fn block_volume_error_paths() {
         .expect("unpublish");
     assert!(block::loop_device_of(rdev).expect("sysfs").is_none());
 
+    // An unpublish cut short after its unmount: the next one finds a plain target file,
+    // and still detaches the volume's device (found from its image) and removes the file.
+    n.node_publish_volume(publish_req(&volume, &target, rwo_block(), false))
+        .await
+        .expect("publish");
+    let rdev = device_at(&target, 16 << 20);
+    run(Command::new("umount").arg(&target));
+    assert!(block::loop_device_of(rdev).expect("sysfs").is_some());
+    n.node_unpublish_volume(unpublish_req(&volume.volume_id, &target))
+        .await
+        .expect("unpublish an unmounted target");
+    assert!(!target.exists());
+    assert!(block::loop_device_of(rdev).expect("sysfs").is_none());
+
     // An image gone missing is a clear NOT_FOUND, and leaves no target file behind.
     std::fs::remove_file(root.join("shares/pvc-blk").join(BLOCK_IMAGE)).expect("rm");
     let err = n
@@ -398,4 +422,68 @@ async fn block_volume_error_paths() {
     assert!(err.message().contains("block image"), "{err}");
     assert!(!target.exists());
     d.stop().await.expect("stop");
+}
+
+/// Publishes of different block volumes at once do not turn each other away (each node step
+/// is named by its own target in the bounded pool, not by the shared loop-control device).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root (loop devices, btrfs)"]
+async fn block_volumes_publish_at_once() {
+    let fs = btrfs_root(512);
+    let root = fs.root.join("root");
+    let pods = fs.dir.path().join("pods");
+    std::fs::create_dir(&pods).expect("mkdir");
+    let d = Running::start(&root, &fs.dir.path().join("csi.sock"), Mode::All, false).await;
+    let mut c = d.controller();
+    let mut volumes = Vec::new();
+    for i in 0..4 {
+        volumes.push(
+            c.create_volume(create_block(&format!("pvc-{i}"), 8 * MIB))
+                .await
+                .expect("create")
+                .into_inner()
+                .volume
+                .expect("volume"),
+        );
+    }
+    let publishes = volumes.iter().enumerate().map(|(i, v)| {
+        let mut n = d.node();
+        let req = publish_req(v, &pods.join(format!("dev-{i}")), rwo_block(), false);
+        async move { n.node_publish_volume(req).await }
+    });
+    for result in futures_join_all(publishes).await {
+        result.expect("publish");
+    }
+    let mut rdevs: Vec<u64> = (0..4)
+        .map(|i| device_at(&pods.join(format!("dev-{i}")), 8 << 20))
+        .collect();
+    rdevs.sort_unstable();
+    rdevs.dedup();
+    assert_eq!(rdevs.len(), 4, "one loop device each");
+    let unpublishes = volumes.iter().enumerate().map(|(i, v)| {
+        let mut n = d.node();
+        let req = unpublish_req(&v.volume_id, &pods.join(format!("dev-{i}")));
+        async move { n.node_unpublish_volume(req).await }
+    });
+    for result in futures_join_all(unpublishes).await {
+        result.expect("unpublish");
+    }
+    for rdev in rdevs {
+        assert!(block::loop_device_of(rdev).expect("sysfs").is_none());
+    }
+    d.stop().await.expect("stop");
+}
+
+/// Runs the futures at once on the runtime and collects their outputs in order.
+async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.expect("task"));
+    }
+    out
 }

@@ -42,10 +42,11 @@ impl NodeService {
                 backend.kind_name()
             )));
         }
+        // Each call is named by its target, never by a shared device path: the pool refuses
+        // a second call of one kind on one path while the first runs, and publishes of
+        // different volumes must not turn each other away.
         let support = self
-            .fs_call("probe", Path::new(block::LOOP_CONTROL), || {
-                Ok(block::probe())
-            })
+            .fs_call("probe", &target, || Ok(block::probe()))
             .await?;
         block::choose(support).map_err(CsiError::FailedPrecondition)?;
         let image = backend
@@ -134,8 +135,8 @@ impl NodeService {
         target: &Path,
         read_only: bool,
     ) -> Result<()> {
-        let (device, attached_now): (LoopDevice, bool) =
-            self.fs_call("attach", Path::new(block::LOOP_CONTROL), move || {
+        let (device, attached_now): (LoopDevice, bool) = self
+            .fs_call("attach", target, move || {
                 match block::find_attached(image.as_fd())? {
                     Some(dev) => Ok((dev, false)),
                     None => Ok((block::attach(image.as_fd(), read_only)?, true)),
@@ -160,7 +161,7 @@ impl NodeService {
             if attached_now {
                 let dev = device.clone();
                 if let Err(detach) = self
-                    .fs_call("detach", &device.path, move || Ok(block::detach(&dev)?))
+                    .fs_call("detach", target, move || Ok(block::detach(&dev)?))
                     .await
                 {
                     tracing::warn!(device = %device.path.display(), error = %detach,
