@@ -231,10 +231,12 @@ impl NodeService {
         };
         if mounted {
             // A device bound on a target file (a block volume), told from the mount table
-            // and, only for an in-memory /dev, a stat.
+            // and, only for an in-memory /dev, a stat: a dead server's mount is never
+            // stat'ed. Its own call name, so a stat still hung on this path does not make
+            // the unpublish UNAVAILABLE.
             let p = path.clone();
             if let Some((rdev, key)) = self
-                .fs_call("stat", &path, move || node_ops::mounted_device(&p))
+                .fs_call("device", &path, move || node_ops::mounted_device(&p))
                 .await?
             {
                 self.unpublish_block(&path, rdev, key).await?;

@@ -71,7 +71,7 @@ impl NodeService {
             } => {
                 let (t, img) = (path.clone(), Arc::clone(&image));
                 let same = self
-                    .fs_call("stat", &path, move || {
+                    .fs_call("device", &path, move || {
                         let at_target = node_ops::mounted_device(&t)?;
                         let attached = block::find_attached(img.as_fd())?;
                         Ok(match (at_target, attached) {
