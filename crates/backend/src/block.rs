@@ -79,6 +79,7 @@ pub fn choose(support: KernelSupport) -> std::result::Result<Exporter, String> {
 const LO_NAME_SIZE: usize = 64;
 const LO_KEY_SIZE: usize = 32;
 const LO_FLAGS_READ_ONLY: u32 = 1;
+const LO_FLAGS_AUTOCLEAR: u32 = 4;
 const LO_FLAGS_DIRECT_IO: u32 = 16;
 
 /// `struct loop_info64`.
@@ -172,8 +173,10 @@ fn status(dev: &File, path: &Path) -> Result<Option<LoopInfo64>> {
     }
 }
 
-/// The loop devices the kernel has bound to a file, from `/sys/block/loop*/loop` (which
-/// exists only while a device is bound): their `/dev` paths and device numbers.
+/// The loop devices the kernel has bound to a block image (a backing file named
+/// [`BLOCK_IMAGE`]), from `/sys/block/loop*/loop` (which exists only while a device is
+/// bound): their `/dev` paths and device numbers. The name only narrows the search, so that
+/// other loop devices on the node are not even opened; identity is checked by the caller.
 fn bound_loop_devices() -> Result<Vec<(PathBuf, u64)>> {
     let sys = Path::new("/sys/block");
     let entries = std::fs::read_dir(sys).map_err(|e| io_err(sys, e))?;
@@ -185,7 +188,13 @@ fn bound_loop_devices() -> Result<Vec<(PathBuf, u64)>> {
             continue;
         };
         let dir = entry.path();
-        if !dir.join("loop").exists() {
+        let backing = match std::fs::read_to_string(dir.join("loop/backing_file")) {
+            Ok(text) => backing_path(&text),
+            // Not bound, or detached since the listing.
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err(dir.join("loop/backing_file"), e)),
+        };
+        if backing.file_name().and_then(|n| n.to_str()) != Some(BLOCK_IMAGE) {
             continue;
         }
         let Some(rdev) = read_dev_number(&dir.join("dev"))? else {
@@ -194,6 +203,13 @@ fn bound_loop_devices() -> Result<Vec<(PathBuf, u64)>> {
         out.push((PathBuf::from("/dev").join(name), rdev));
     }
     Ok(out)
+}
+
+/// A sysfs `backing_file` as a path: the kernel's `d_path`, which marks a file unlinked
+/// since with ` (deleted)`; the device still holds it, under its old name.
+fn backing_path(text: &str) -> PathBuf {
+    let text = text.trim_end_matches('\n');
+    PathBuf::from(text.strip_suffix(" (deleted)").unwrap_or(text))
 }
 
 /// A sysfs `dev` file (`MAJ:MIN`) as a device number; `None` when it vanished.
@@ -233,7 +249,7 @@ fn open_checked(path: &Path, rdev: u64, write: bool) -> Result<File> {
 }
 
 /// The loop device that holds `image` (matched by the backing file's device and inode, as
-/// the kernel recorded them), if one does.
+/// the kernel recorded them), if one does and is not on its way out.
 pub fn find_attached(image: BorrowedFd<'_>) -> Result<Option<LoopDevice>> {
     let st = nix::sys::stat::fstat(image).map_err(|e| io_err("block image", e))?;
     for (path, rdev) in bound_loop_devices()? {
@@ -248,7 +264,12 @@ pub fn find_attached(image: BorrowedFd<'_>) -> Result<Option<LoopDevice>> {
         let Some(info) = status(&dev, &path)? else {
             continue;
         };
-        if info.lo_device == st.st_dev && info.lo_inode == st.st_ino {
+        // We never set autoclear: a device that has it was detached while something still
+        // held it open, and goes at that last close. It must not serve a new publish.
+        if info.lo_device == st.st_dev
+            && info.lo_inode == st.st_ino
+            && info.lo_flags & LO_FLAGS_AUTOCLEAR == 0
+        {
             return Ok(Some(LoopDevice {
                 path,
                 rdev,
@@ -268,7 +289,7 @@ pub fn loop_device_of(rdev: u64) -> Result<Option<(LoopDevice, PathBuf)>> {
         libc::minor(rdev)
     ));
     let backing = match std::fs::read_to_string(sys.join("loop/backing_file")) {
-        Ok(text) => PathBuf::from(text.trim_end_matches('\n')),
+        Ok(text) => backing_path(&text),
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_err(sys.join("loop/backing_file"), e)),
     };
@@ -407,6 +428,18 @@ mod tests {
     }
 
     #[test]
+    fn backing_files_read_as_paths() {
+        assert_eq!(
+            backing_path("/a/lustrekit-block.img\n"),
+            Path::new("/a/lustrekit-block.img")
+        );
+        assert_eq!(
+            backing_path("/a/lustrekit-block.img (deleted)\n"),
+            Path::new("/a/lustrekit-block.img")
+        );
+    }
+
+    #[test]
     fn kernel_structs_have_their_c_sizes() {
         assert_eq!(std::mem::size_of::<LoopInfo64>(), 232);
         assert_eq!(std::mem::size_of::<LoopConfig>(), 304);
@@ -443,7 +476,16 @@ mod tests {
         );
         image.set_len(16 << 20).expect("grow");
         assert_eq!(refresh_capacity(&device).expect("capacity"), 16 << 20);
+        // Detached while something holds it open: the kernel defers it to that close, and
+        // the device is no longer offered for the image meanwhile.
+        let holder = std::fs::File::open(&device.path).expect("hold");
         detach(&device).expect("detach");
+        assert_eq!(find_attached(image.as_fd()).expect("find"), None);
+        assert!(
+            loop_device_of(device.rdev).expect("of").is_some(),
+            "deferred"
+        );
+        drop(holder);
         detach(&device).expect("detach again");
         assert_eq!(find_attached(image.as_fd()).expect("find"), None);
         assert!(loop_device_of(device.rdev).expect("of").is_none());

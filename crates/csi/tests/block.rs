@@ -83,6 +83,19 @@ fn device_at(target: &Path, size: u64) -> u64 {
     meta.rdev()
 }
 
+/// Waits (up to 5 s) for the loop device numbered `rdev` to be detached: a detach while
+/// anything else has the device open (udev's probe, another test's search of the loop
+/// devices) is deferred by the kernel to that last close.
+fn assert_detached(rdev: u64) {
+    for _ in 0..500 {
+        if block::loop_device_of(rdev).expect("sysfs").is_none() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("loop device {rdev:#x} is still attached after 5 s");
+}
+
 fn with_ext4<T>(device: &Path, mnt: &Path, f: impl FnOnce(&Path) -> T) -> T {
     std::fs::create_dir_all(mnt).expect("mkdir");
     run(Command::new("mount")
@@ -181,11 +194,7 @@ async fn block_volume_publish_write_republish_read_expand() {
         .await
         .expect("unpublish");
     assert!(!target.exists(), "the target file goes");
-    assert!(
-        block::loop_device_of(rdev).expect("sysfs").is_none(),
-        "{} is detached",
-        loop_dev.path.display()
-    );
+    assert_detached(loop_dev.rdev);
     n.node_unpublish_volume(unpublish_req(&volume.volume_id, &target))
         .await
         .expect("unpublish again");
@@ -272,7 +281,7 @@ async fn block_volume_publish_write_republish_read_expand() {
     n.node_unpublish_volume(unpublish_req(&volume.volume_id, &target))
         .await
         .expect("unpublish");
-    assert!(block::loop_device_of(rdev).expect("sysfs").is_none());
+    assert_detached(rdev);
     c.delete_volume(DeleteVolumeRequest {
         volume_id: volume.volume_id.clone(),
         ..Default::default()
@@ -396,7 +405,7 @@ async fn block_volume_error_paths() {
     n.node_unpublish_volume(unpublish_req(&volume.volume_id, &ro_target2))
         .await
         .expect("unpublish");
-    assert!(block::loop_device_of(rdev).expect("sysfs").is_none());
+    assert_detached(rdev);
 
     // An unpublish cut short after its unmount: the next one finds a plain target file,
     // and still detaches the volume's device (found from its image) and removes the file.
@@ -410,7 +419,7 @@ async fn block_volume_error_paths() {
         .await
         .expect("unpublish an unmounted target");
     assert!(!target.exists());
-    assert!(block::loop_device_of(rdev).expect("sysfs").is_none());
+    assert_detached(rdev);
 
     // An image gone missing is a clear NOT_FOUND, and leaves no target file behind.
     std::fs::remove_file(root.join("shares/pvc-blk").join(BLOCK_IMAGE)).expect("rm");
@@ -469,7 +478,7 @@ async fn block_volumes_publish_at_once() {
         result.expect("unpublish");
     }
     for rdev in rdevs {
-        assert!(block::loop_device_of(rdev).expect("sysfs").is_none());
+        assert_detached(rdev);
     }
     d.stop().await.expect("stop");
 }
