@@ -241,6 +241,13 @@ pub fn mount_matches(source: &Path, target: &Path, read_only: bool) -> Result<bo
     Ok(is_ro == read_only)
 }
 
+/// The size in bytes of the block device at `path`.
+pub fn device_size(path: &Path) -> Result<u64> {
+    use std::os::fd::AsFd;
+    let dev = std::fs::File::open(path).map_err(|e| CsiError::io(path, e))?;
+    Ok(backend::block::device_size(dev.as_fd(), path)?)
+}
+
 /// Bytes, inodes and block size of the filesystem under `path`.
 pub fn fs_stats(path: &Path) -> Result<FsStats> {
     let s = nix::sys::statvfs::statvfs(path).map_err(|e| CsiError::io(path, e))?;

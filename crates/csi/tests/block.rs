@@ -184,6 +184,21 @@ async fn block_volume_publish_write_republish_read_expand() {
     let dio = std::fs::read_to_string(&dio_file).expect("dio");
     assert_eq!(dio.trim(), "1", "direct I/O on btrfs");
 
+    // Stats: the device's size, bytes only, never "full".
+    let stats = n
+        .node_get_volume_stats(NodeGetVolumeStatsRequest {
+            volume_id: volume.volume_id.clone(),
+            volume_path: target.display().to_string(),
+            ..Default::default()
+        })
+        .await
+        .expect("stats")
+        .into_inner();
+    assert_eq!(stats.usage.len(), 1);
+    assert_eq!(stats.usage[0].total, 64 * MIB);
+    let condition = stats.volume_condition.expect("condition");
+    assert!(!condition.abnormal, "{}", condition.message);
+
     // The pod makes its filesystem on the device and writes.
     run(Command::new("mkfs.ext4").arg("-q").arg("-F").arg(&target));
     let mnt = fs.dir.path().join("pod-mnt");

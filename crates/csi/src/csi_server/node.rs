@@ -18,6 +18,7 @@
 
 mod block;
 
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -43,6 +44,15 @@ pub const CAPABILITIES: &[rpc::Type] = &[
     rpc::Type::VolumeCondition,
     rpc::Type::ExpandVolume,
 ];
+
+/// What NodeGetVolumeStats finds at a volume path.
+enum VolumeAt {
+    Nothing,
+    /// A directory volume: its filesystem's figures.
+    Filesystem(FsStats),
+    /// A block volume: the device's size in bytes.
+    Device(u64),
+}
 
 pub struct NodeService {
     driver: Arc<Driver>,
@@ -269,15 +279,28 @@ impl NodeService {
                 "statvfs",
                 &volume_path,
                 move || match std::fs::symlink_metadata(&probe) {
-                    Ok(_) => node_ops::fs_stats(&probe).map(Some),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Ok(meta) if meta.file_type().is_block_device() => {
+                        node_ops::device_size(&probe).map(VolumeAt::Device)
+                    }
+                    Ok(_) => node_ops::fs_stats(&probe).map(VolumeAt::Filesystem),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(VolumeAt::Nothing),
                     Err(e) => Err(CsiError::io(&probe, e)),
                 },
             )
             .await?
         {
-            Some(fs) => fs,
-            None => {
+            VolumeAt::Filesystem(fs) => fs,
+            VolumeAt::Device(size) => {
+                let stats = self.device_stats(&req.volume_id, size).await?;
+                return Ok(NodeGetVolumeStatsResponse {
+                    usage: stats.usage,
+                    volume_condition: Some(VolumeCondition {
+                        abnormal: stats.abnormal.is_some(),
+                        message: stats.message,
+                    }),
+                });
+            }
+            VolumeAt::Nothing => {
                 return Err(CsiError::NotFound(format!(
                     "volume {:?} is not at {:?}",
                     req.volume_id, req.volume_path
@@ -292,6 +315,29 @@ impl NodeService {
                 message: stats.message,
             }),
         })
+    }
+
+    /// A block volume's stats: the device's size, and as used what its image has allocated
+    /// (the share's quota usage). A full image is a written device, not a full volume: no
+    /// quota condition applies (the filesystem inside is the pod's).
+    async fn device_stats(&self, volume_id: &str, size: u64) -> Result<VolumeStats> {
+        let service = &self.driver.service;
+        let Some((id, name)) = share_of(volume_id, service.settings()) else {
+            return Ok(stats::device_stats(size, None, None));
+        };
+        let share = service
+            .find(&name)
+            .await?
+            .filter(|s| s.project_id == id.project);
+        if share.is_none() {
+            return Ok(stats::device_stats(
+                size,
+                None,
+                Some(format!("share {:?} is missing", name.as_str())),
+            ));
+        }
+        let used = service.usage(&name).await?.used_bytes;
+        Ok(stats::device_stats(size, Some(used), None))
     }
 
     /// What `df` in this node's volumes shows, asked of the backend (and logged when it is
