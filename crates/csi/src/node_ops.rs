@@ -145,8 +145,20 @@ pub fn create_file_target(target: &Path) -> Result<PathBuf> {
     }
 }
 
-/// Removes an (unmounted) block target file; gone already is fine.
+/// Removes an (unmounted) block target file; gone already is fine. A file with data is
+/// left alone: ours are empty (a device is bound over them), so it is not ours to remove.
 pub fn remove_file_target(target: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(target) {
+        Ok(meta) if meta.is_file() && meta.len() > 0 => {
+            return Err(CsiError::FailedPrecondition(format!(
+                "target path {} is a file with data, not an unmounted block target; left in place",
+                target.display()
+            )));
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(CsiError::io(target, e)),
+    }
     match std::fs::remove_file(target) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
@@ -343,6 +355,12 @@ mod tests {
         assert!(create_file_target(&link).is_err());
         remove_file_target(&made).unwrap();
         remove_file_target(&made).unwrap();
+        assert_eq!(
+            remove_file_target(&file).unwrap_err().code(),
+            tonic::Code::FailedPrecondition,
+            "a file with data is not ours"
+        );
+        assert!(file.exists());
         assert_eq!(mounted_device(dir.path()).unwrap(), None);
         let full = dir.path().join("full");
         std::fs::create_dir(&full).unwrap();

@@ -6,7 +6,7 @@
 //! The device is found by the image's device and inode ([`block::find_attached`]) or by the
 //! device number at the target, never by a name a tenant controls; before a detach the
 //! device must hold a file named [`block::BLOCK_IMAGE`]. Every step runs in
-//! [`super::FsCalls::global`] under the driver's `fs_timeout`.
+//! [`backend::mount::FsCalls::global`] under the driver's `fs_timeout`.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -230,7 +230,7 @@ impl NodeService {
         {
             let p = path.to_path_buf();
             let device = self
-                .fs_call("attach", path, move || {
+                .fs_call("find device", path, move || {
                     let Some(dev) = block::find_attached(image.as_fd())? else {
                         return Ok(None);
                     };
