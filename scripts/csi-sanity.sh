@@ -97,17 +97,24 @@ if [[ "$mode" != 600 ]]; then
 fi
 
 status=0
-# shellcheck disable=SC2086
-"$sanity" \
-    --csi.endpoint "$socket" \
-    --csi.mountdir "$work/target" \
-    --csi.stagingdir "$work/staging" \
-    --csi.testvolumeparameters "$work/params.yaml" \
-    --csi.testvolumesize 67108864 \
-    --csi.testvolumeexpandsize 134217728 \
-    --ginkgo.no-color \
-    ${CSI_SANITY_ARGS:-} >"$work/sanity.log" 2>&1 || status=$?
-cat "$work/sanity.log"
+# Two passes against the same driver: directory volumes, then block volumes (an image file on
+# a loop device at a target file). CSI_SANITY_ACCESS_TYPES picks them.
+access_types="${CSI_SANITY_ACCESS_TYPES:-mount block}"
+for access in $access_types; do
+    echo "csi-sanity: pass with --csi.testvolumeaccesstype=$access"
+    # shellcheck disable=SC2086
+    "$sanity" \
+        --csi.endpoint "$socket" \
+        --csi.mountdir "$work/target" \
+        --csi.stagingdir "$work/staging" \
+        --csi.testvolumeparameters "$work/params.yaml" \
+        --csi.testvolumesize 67108864 \
+        --csi.testvolumeexpandsize 134217728 \
+        --csi.testvolumeaccesstype "$access" \
+        --ginkgo.no-color \
+        ${CSI_SANITY_ARGS:-} >"$work/sanity-$access.log" 2>&1 || status=$?
+    cat "$work/sanity-$access.log"
+done
 
 # A clean stop: SIGTERM, then exit 0 within 10 s and the socket gone.
 kill -TERM "$driver_pid"
@@ -134,11 +141,19 @@ if grep -qiE 'secret-value|"secrets": *\{[^}]' "$work/driver.log"; then
 fi
 
 # Ginkgo's summary: "Ran N of M Specs ... X Passed | Y Failed | Z Pending | W Skipped"
-summary="$(grep -E '[0-9]+ Passed \| [0-9]+ Failed' "$work/sanity.log" | tail -1 || true)"
-passed="$(grep -oE '[0-9]+ Passed' <<<"$summary" | grep -oE '[0-9]+' || echo 0)"
-failed="$(grep -oE '[0-9]+ Failed' <<<"$summary" | grep -oE '[0-9]+' || echo 0)"
-skipped="$(grep -oE '[0-9]+ Skipped' <<<"$summary" | grep -oE '[0-9]+' || echo 0)"
-echo "csi-sanity: ${passed:-0} passed, ${failed:-0} failed, ${skipped:-0} skipped"
+# One line per pass, then the totals last (scripts/test.sh reads the last line).
+total_passed=0 total_failed=0 total_skipped=0
+for access in $access_types; do
+    summary="$(grep -E '[0-9]+ Passed \| [0-9]+ Failed' "$work/sanity-$access.log" | tail -1 || true)"
+    passed="$(grep -oE '[0-9]+ Passed' <<<"$summary" | grep -oE '[0-9]+' || echo 0)"
+    failed="$(grep -oE '[0-9]+ Failed' <<<"$summary" | grep -oE '[0-9]+' || echo 0)"
+    skipped="$(grep -oE '[0-9]+ Skipped' <<<"$summary" | grep -oE '[0-9]+' || echo 0)"
+    echo "csi-sanity ($access pass): ${passed:-0} Passed / ${failed:-0} Failed / ${skipped:-0} Skipped"
+    total_passed=$((total_passed + ${passed:-0}))
+    total_failed=$((total_failed + ${failed:-0}))
+    total_skipped=$((total_skipped + ${skipped:-0}))
+done
+echo "csi-sanity: $total_passed passed, $total_failed failed, $total_skipped skipped"
 if [[ $status != 0 ]]; then
     echo "csi-sanity: FAILED (driver log: $work/driver.log)" >&2
     KEEP_WORKDIR="${KEEP_WORKDIR:-0}"

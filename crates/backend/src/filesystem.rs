@@ -1,6 +1,7 @@
 //! The trait every backend implements (`Filesystem`, made of role traits), and the plain
 //! data it speaks in.
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
@@ -62,6 +63,9 @@ pub struct Capabilities {
     /// may set while it is published: [`ClientParams`]. False where there is no client
     /// (the `local` backend).
     pub client_tunables: bool,
+    /// A share can hold a block volume's image file ([`Namespace::ensure_block_image`],
+    /// [`Namespace::open_block_image`]), which the node exposes as a block device.
+    pub block_volumes: bool,
 }
 
 /// What `statfs` (and so `df`) reports inside a volume.
@@ -300,6 +304,27 @@ pub trait Namespace: Send + Sync {
         Err(BackendError::unsupported(
             "striping",
             "this backend has no stripes (its directories take no default layout)",
+        ))
+    }
+    /// Makes the sparse image file of a block volume in the share directory `dir`
+    /// ([`crate::block::BLOCK_IMAGE`], root-only, never through a symlink), or grows the one
+    /// there to `size`; never shrinks it. Returns the image's size. Only where
+    /// [`Capabilities::block_volumes`].
+    async fn ensure_block_image(&self, dir: &RelPath, size: u64) -> Result<u64> {
+        let _ = (dir, size);
+        Err(BackendError::unsupported(
+            "block volumes",
+            "this backend keeps no block images",
+        ))
+    }
+    /// Opens the block image of the share directory `dir` for a loop device (read-write
+    /// unless `read_only`): a regular file beneath the root, no symlink followed, nothing
+    /// else opened. `None` when the share has no image.
+    async fn open_block_image(&self, dir: &RelPath, read_only: bool) -> Result<Option<OwnedFd>> {
+        let _ = (dir, read_only);
+        Err(BackendError::unsupported(
+            "block volumes",
+            "this backend keeps no block images",
         ))
     }
     /// Whether share directories can be given `compression` (no I/O): `Ok`, or an error

@@ -11,6 +11,7 @@
 //! Must never: follow a path a tenant can change (resolve beneath a trusted root fd), run a
 //! command without a timeout, or decide anything a caller should decide from capabilities.
 
+pub mod block;
 mod error;
 mod filesystem;
 pub mod local;

@@ -40,8 +40,11 @@ pub enum Target {
     /// Nothing: the path does not exist.
     Absent,
     /// A directory, mounted on or not; the path is canonical (symlinks in the parents
-    /// resolved, which is how mountinfo shows it).
+    /// resolved, which is how mountinfo shows it). A mounted target is not stat'ed, so it
+    /// may be a file with a device bound on it (a block volume).
     Dir { path: PathBuf, mounted: bool },
+    /// A regular file with nothing mounted on it (a block volume's target); canonical path.
+    File { path: PathBuf },
 }
 
 /// Looks at the target without following a symlink there: a target that is itself a symlink
@@ -88,16 +91,109 @@ pub fn inspect(target: &Path) -> Result<Target> {
             target.display()
         )));
     }
+    if meta.is_file() {
+        return Ok(Target::File { path });
+    }
     if !meta.is_dir() {
-        return Err(CsiError::FailedPrecondition(format!(
-            "target path {} exists and is not a directory",
-            target.display()
-        )));
+        return Err(not_a_directory(target));
     }
     Ok(Target::Dir {
         path,
         mounted: false,
     })
+}
+
+/// What a directory volume's publish says of a target that is not a directory.
+pub fn not_a_directory(target: &Path) -> CsiError {
+    CsiError::FailedPrecondition(format!(
+        "target path {} exists and is not a directory",
+        target.display()
+    ))
+}
+
+/// Makes a block volume's target file (its parent must exist: the CO makes it), root-only,
+/// never through a symlink. Returns its canonical path.
+pub fn create_file_target(target: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(target)
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            return Err(CsiError::FailedPrecondition(format!(
+                "the parent of target path {} does not exist",
+                target.display()
+            )));
+        }
+        Err(e) => return Err(CsiError::io(target, e)),
+    }
+    match inspect(target)? {
+        Target::File { path } => Ok(path),
+        Target::Dir { .. } => Err(CsiError::FailedPrecondition(format!(
+            "target path {} is a directory; a block volume's target is a file",
+            target.display()
+        ))),
+        Target::Absent => Err(CsiError::Internal(format!(
+            "{} vanished after it was made",
+            target.display()
+        ))),
+    }
+}
+
+/// Removes an (unmounted) block target file; gone already is fine. A file with data is
+/// left alone: ours are empty (a device is bound over them), so it is not ours to remove.
+pub fn remove_file_target(target: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(target) {
+        Ok(meta) if meta.is_file() && meta.len() > 0 => {
+            return Err(CsiError::FailedPrecondition(format!(
+                "target path {} is a file with data, not an unmounted block target; left in place",
+                target.display()
+            )));
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(CsiError::io(target, e)),
+    }
+    match std::fs::remove_file(target) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(CsiError::io(target, e)),
+    }
+}
+
+/// The device bound at a mounted target, as mountinfo shows the mount: `Some((rdev, key))`
+/// when the mount comes from an in-memory `/dev` (devtmpfs or tmpfs, which never hang, so
+/// the target is stat'ed only then) and the target is a block device. `key` (the mount's
+/// filesystem and root) is shared by every bind of that same device node.
+pub fn mounted_device(target: &Path) -> Result<Option<(u64, (String, PathBuf))>> {
+    use std::os::unix::fs::FileTypeExt;
+    let table = mount_table()?;
+    let Some(entry) = top_mount(&table, target) else {
+        return Ok(None);
+    };
+    if !matches!(entry.fs_type.as_str(), "devtmpfs" | "tmpfs") {
+        return Ok(None);
+    }
+    let meta = std::fs::metadata(target).map_err(|e| CsiError::io(target, e))?;
+    if !meta.file_type().is_block_device() {
+        return Ok(None);
+    }
+    Ok(Some((
+        meta.rdev(),
+        (entry.device.clone(), entry.root.clone()),
+    )))
+}
+
+/// Whether any mount still shows the device node `key` names (see [`mounted_device`]).
+pub fn device_still_bound(key: &(String, PathBuf)) -> Result<bool> {
+    Ok(mount_table()?
+        .iter()
+        .any(|e| e.device == key.0 && e.root == key.1))
 }
 
 /// Makes the target directory (its parent must exist: the CO makes it). Returns its
@@ -116,6 +212,7 @@ pub fn create_target(target: &Path) -> Result<PathBuf> {
     }
     match inspect(target)? {
         Target::Dir { path, .. } => Ok(path),
+        Target::File { .. } => Err(not_a_directory(target)),
         Target::Absent => Err(CsiError::Internal(format!(
             "{} vanished after mkdir",
             target.display()
@@ -154,6 +251,13 @@ pub fn mount_matches(source: &Path, target: &Path, read_only: bool) -> Result<bo
         .flags()
         .contains(nix::sys::statvfs::FsFlags::ST_RDONLY);
     Ok(is_ro == read_only)
+}
+
+/// The size in bytes of the block device at `path`.
+pub fn device_size(path: &Path) -> Result<u64> {
+    use std::os::fd::AsFd;
+    let dev = std::fs::File::open(path).map_err(|e| CsiError::io(path, e))?;
+    Ok(backend::block::device_size(dev.as_fd(), path)?)
 }
 
 /// Bytes, inodes and block size of the filesystem under `path`.
@@ -235,10 +339,29 @@ mod tests {
         );
         let file = dir.path().join("f");
         std::fs::write(&file, b"x").unwrap();
+        assert!(matches!(inspect(&file).unwrap(), Target::File { .. }));
+        let made = create_file_target(&dir.path().join("dev")).unwrap();
+        assert!(made.is_file());
+        assert_eq!(create_file_target(&made).unwrap(), made, "made already");
+        let a_dir = dir.path().join("d");
+        std::fs::create_dir(&a_dir).unwrap();
         assert_eq!(
-            inspect(&file).unwrap_err().code(),
-            tonic::Code::FailedPrecondition
+            create_file_target(&a_dir).unwrap_err().code(),
+            tonic::Code::FailedPrecondition,
+            "a directory is no block target"
         );
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&made, &link).unwrap();
+        assert!(create_file_target(&link).is_err());
+        remove_file_target(&made).unwrap();
+        remove_file_target(&made).unwrap();
+        assert_eq!(
+            remove_file_target(&file).unwrap_err().code(),
+            tonic::Code::FailedPrecondition,
+            "a file with data is not ours"
+        );
+        assert!(file.exists());
+        assert_eq!(mounted_device(dir.path()).unwrap(), None);
         let full = dir.path().join("full");
         std::fs::create_dir(&full).unwrap();
         std::fs::write(full.join("data"), b"x").unwrap();

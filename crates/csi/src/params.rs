@@ -105,6 +105,9 @@ pub mod labels {
     pub const LAYOUT: &str = "csi.lustrekit.io/layout";
     pub const COMPRESSION: &str = "csi.lustrekit.io/compression";
     pub const CLIENT_TUNABLES: &str = "csi.lustrekit.io/client-tunables";
+    /// `block` on a block volume, so a re-create asking for the other access kind is
+    /// ALREADY_EXISTS, and expand knows to grow the image.
+    pub const VOLUME_MODE: &str = "csi.lustrekit.io/volume-mode";
 }
 
 pub const DEFAULT_TEMPLATE: &str = "${pv.metadata.name}";

@@ -171,6 +171,21 @@ pub fn filesystem_stats(fs: &FsStats, abnormal: Option<String>) -> VolumeStats {
     finish(bytes, inodes, abnormal, None)
 }
 
+/// Stats of a block volume: `size` bytes, of which its image has `allocated` (when known).
+/// Bytes only: the inodes are the pod's filesystem's, inside the device.
+pub fn device_stats(size: u64, allocated: Option<u64>, abnormal: Option<String>) -> VolumeStats {
+    let used = allocated.unwrap_or(0).min(size);
+    let bytes = usage(volume_usage::Unit::Bytes, size, used, size - used);
+    let note = allocated.map(|a| {
+        format!(
+            "a block device of {}; used is what its image has allocated ({})",
+            ByteSize(size),
+            ByteSize(a)
+        )
+    });
+    finish(bytes, None, abnormal, note)
+}
+
 /// Stats of a volume with a project quota.
 pub fn quota_stats(
     fs: &FsStats,
@@ -317,6 +332,28 @@ fn inodes_full(quota: &QuotaFigures, margin: QuotaMargin) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_block_device_is_its_size_and_never_full() {
+        let full = device_stats(64 << 20, Some(65 << 20), None);
+        assert_eq!(full.usage.len(), 1, "bytes only");
+        assert_eq!(full.usage[0].total, 64 << 20);
+        assert_eq!(full.usage[0].used, 64 << 20);
+        assert_eq!(full.usage[0].available, 0);
+        assert!(
+            full.abnormal.is_none(),
+            "a written device is not a full volume"
+        );
+        assert!(
+            full.message.starts_with("ok; a block device"),
+            "{}",
+            full.message
+        );
+        let unknown = device_stats(1 << 20, None, None);
+        assert_eq!((unknown.usage[0].used, unknown.message.as_str()), (0, "ok"));
+        let gone = device_stats(1 << 20, None, Some("share \"x\" is missing".into()));
+        assert!(gone.abnormal.is_some() && gone.message.contains("missing"));
+    }
 
     const MIB: u64 = 1 << 20;
 

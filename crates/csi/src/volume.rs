@@ -34,6 +34,9 @@ pub mod context {
     pub const HSM_PREFETCH: &str = "hsmPrefetch";
     /// The client tunables in their canonical form (see [`lustre_model::ClientTunables`]).
     pub const CLIENT_TUNABLES: &str = "clientTunables";
+    /// `block` for a block volume (an image file in the share, published as a device);
+    /// absent (or `filesystem`) for a directory volume.
+    pub const VOLUME_MODE: &str = "volumeMode";
 
     pub const ALL: &[&str] = &[
         SHARE_PATH,
@@ -46,7 +49,59 @@ pub mod context {
         HSM_READ_MODE,
         HSM_PREFETCH,
         CLIENT_TUNABLES,
+        VOLUME_MODE,
     ];
+}
+
+/// What a volume is to its pod: a directory (a mount) or a block device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessKind {
+    Mount,
+    Block,
+}
+
+impl AccessKind {
+    /// The volume context value (and share label) of a block volume.
+    pub const BLOCK: &'static str = "block";
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Mount => "Mount",
+            Self::Block => "Block",
+        }
+    }
+}
+
+/// The access kind of a checked capability.
+pub fn access_kind(cap: &VolumeCapability) -> AccessKind {
+    match cap.access_type {
+        Some(volume_capability::AccessType::Block(_)) => AccessKind::Block,
+        _ => AccessKind::Mount,
+    }
+}
+
+/// The one access kind a list of capabilities asks for: a volume is a directory or a
+/// device, never both.
+pub fn access_kind_of(caps: &[VolumeCapability]) -> Result<AccessKind> {
+    check_capabilities(caps)?;
+    let first = access_kind(&caps[0]);
+    if caps.iter().any(|c| access_kind(c) != first) {
+        return Err(CsiError::invalid(
+            "volume capabilities mix Block and Mount access: a volume is one or the other",
+        ));
+    }
+    Ok(first)
+}
+
+/// The volume context entries of a block volume (none for a directory volume).
+pub fn block_context(kind: AccessKind) -> Vec<(String, String)> {
+    match kind {
+        AccessKind::Block => vec![(
+            context::VOLUME_MODE.to_string(),
+            AccessKind::BLOCK.to_string(),
+        )],
+        AccessKind::Mount => Vec::new(),
+    }
 }
 
 /// The volume context entries of an HSM volume (none for a plain one).
@@ -121,6 +176,8 @@ pub struct NodeVolume {
     pub mount_mode: MountMode,
     /// Set for an HSM volume (the context names `hsmStore`).
     pub hsm: Option<NodeHsm>,
+    /// From the context's `volumeMode`: a block volume's data is its image file.
+    pub kind: AccessKind,
     /// Client tunables to hold on the node while the volume is published.
     pub tunables: lustre_model::ClientTunables,
 }
@@ -189,6 +246,21 @@ pub fn node_volume(
             .unwrap_or(""),
     )
     .map_err(|e| CsiError::invalid(format!("volume context {}: {e}", context::CLIENT_TUNABLES)))?;
+    let kind = match ctx.get(context::VOLUME_MODE).map(String::as_str) {
+        None | Some("filesystem") => AccessKind::Mount,
+        Some(AccessKind::BLOCK) => AccessKind::Block,
+        Some(other) => {
+            return Err(CsiError::invalid(format!(
+                "volume context {}={other:?}: expected block or filesystem",
+                context::VOLUME_MODE
+            )));
+        }
+    };
+    if kind == AccessKind::Block && hsm.is_some() {
+        return Err(CsiError::invalid(
+            "a block volume cannot be an HSM volume (its data is one image file)",
+        ));
+    }
     let project = match ctx.get(context::PROJECT_ID) {
         Some(text) => Some(text.parse::<ProjectId>().map_err(|e| {
             CsiError::invalid(format!("volume context {}: {e}", context::PROJECT_ID))
@@ -207,6 +279,7 @@ pub fn node_volume(
             mount_mode,
             hsm,
             tunables,
+            kind,
         });
     }
     if is_static {
@@ -223,6 +296,7 @@ pub fn node_volume(
             mount_mode,
             hsm,
             tunables,
+            kind,
         }),
         Ok(id) => Err(CsiError::NotFound(format!(
             "volume {volume_id:?} is on filesystem {:?}, not {:?}",
@@ -253,18 +327,13 @@ fn node_hsm(ctx: &HashMap<String, String>) -> Result<Option<NodeHsm>> {
     }))
 }
 
-/// Whether a capability is one we serve: a mount (a share is a directory, never a block
-/// device) with a known access mode. All access modes work, since every node sees the same
-/// filesystem.
+/// Whether a capability is one we serve: a mount (the share directory) or a block device
+/// (an image file in it), with a known access mode. All access modes work, since every node
+/// sees the same filesystem (a multi-node writer of a block device must coordinate itself,
+/// as with any shared disk).
 pub fn check_capability(cap: &VolumeCapability) -> Result<()> {
-    match &cap.access_type {
-        Some(volume_capability::AccessType::Mount(_)) => {}
-        Some(volume_capability::AccessType::Block(_)) => {
-            return Err(CsiError::invalid(
-                "block access is not supported: lustrekit volumes are directories",
-            ));
-        }
-        None => return Err(CsiError::invalid("volume capability has no access type")),
+    if cap.access_type.is_none() {
+        return Err(CsiError::invalid("volume capability has no access type"));
     }
     let mode = cap
         .access_mode
@@ -398,6 +467,29 @@ mod tests {
     }
 
     #[test]
+    fn the_volume_mode_comes_from_the_context() {
+        let s = settings();
+        let id = "v1/lfs1/1001/shares/pvc-1";
+        assert_eq!(
+            node_volume(id, &HashMap::new(), &s).unwrap().kind,
+            AccessKind::Mount
+        );
+        let ctx: HashMap<String, String> = block_context(AccessKind::Block).into_iter().collect();
+        assert_eq!(node_volume(id, &ctx, &s).unwrap().kind, AccessKind::Block);
+        let bad = HashMap::from([(context::VOLUME_MODE.to_string(), "Block".to_string())]);
+        assert_eq!(
+            node_volume(id, &bad, &s).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        let mut hsm = ctx.clone();
+        hsm.insert(context::HSM_STORE.into(), "az://c".into());
+        assert_eq!(
+            node_volume(id, &hsm, &s).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+    }
+
+    #[test]
     fn the_mount_mode_comes_from_the_context() {
         let s = settings();
         let id = "v1/lfs1/1001/shares/pvc-1";
@@ -465,7 +557,25 @@ mod tests {
         assert!(check_capability(&cap(mount.clone(), 5)).is_ok());
         assert!(check_capability(&cap(mount.clone(), 0)).is_err());
         assert!(check_capability(&cap(mount.clone(), 99)).is_err());
-        assert!(check_capability(&cap(AccessType::Block(BlockVolume {}), 1)).is_err());
+        let block = cap(AccessType::Block(BlockVolume {}), 1);
+        assert!(check_capability(&block).is_ok());
+        assert_eq!(access_kind(&block), AccessKind::Block);
+        assert_eq!(
+            access_kind_of(&[block.clone(), cap(mount.clone(), 1)])
+                .unwrap_err()
+                .code(),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(
+            access_kind_of(std::slice::from_ref(&block)).unwrap(),
+            AccessKind::Block
+        );
+        assert!(mount_flags(&block).unwrap().is_empty());
+        let no_type = VolumeCapability {
+            access_type: None,
+            access_mode: Some(AccessMode { mode: 1 }),
+        };
+        assert!(check_capability(&no_type).is_err());
         assert!(check_capabilities(&[]).is_err());
         assert!(is_read_only_mode(&cap(mount.clone(), 3)));
         assert!(!is_read_only_mode(&cap(mount.clone(), 1)));

@@ -167,14 +167,17 @@ async fn hostile_input_is_invalid_argument_and_creates_nothing() {
         assert_eq!(err.code(), code, "{required} {limit}: {err}");
     }
 
-    // Block access is not offered.
+    // A volume is a directory or a device, never both.
     let mut req = create_req("ok", MIB, &[]);
-    req.volume_capabilities = vec![VolumeCapability {
-        access_type: Some(volume_capability::AccessType::Block(
-            volume_capability::BlockVolume {},
-        )),
-        access_mode: Some(volume_capability::AccessMode { mode: 1 }),
-    }];
+    req.volume_capabilities = vec![
+        VolumeCapability {
+            access_type: Some(volume_capability::AccessType::Block(
+                volume_capability::BlockVolume {},
+            )),
+            access_mode: Some(volume_capability::AccessMode { mode: 1 }),
+        },
+        rwx(),
+    ];
     assert_eq!(
         c.create_volume(req).await.unwrap_err().code(),
         Code::InvalidArgument
@@ -342,7 +345,8 @@ async fn expand_validate_list_capacity_and_restart() {
         .unwrap_err();
     assert_eq!(missing.code(), Code::NotFound);
 
-    // Validate: confirmed for mounts, not for block; NOT_FOUND for unknown volumes.
+    // Validate: confirmed for mounts, not for block (a directory volume); NOT_FOUND for
+    // unknown volumes.
     let ok = c
         .validate_volume_capabilities(ValidateVolumeCapabilitiesRequest {
             volume_id: ids[1].clone(),

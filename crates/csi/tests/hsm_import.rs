@@ -615,8 +615,15 @@ async fn a_pod_reads_a_released_file_and_gets_its_bytes_across_a_plugin_restart(
     assert_eq!(watching.get(&volume.volume_id), Some(&true), "{watching:?}");
     // hsmPrefetch: c.dat comes back without anyone reading it; a.txt stays released.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while hsm_state(&d, &dir.join("sub/deeper/c.dat")).await.flags.released {
-        assert!(std::time::Instant::now() < deadline, "c.dat was not prefetched");
+    while hsm_state(&d, &dir.join("sub/deeper/c.dat"))
+        .await
+        .flags
+        .released
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "c.dat was not prefetched"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(hsm_state(&d, &dir.join("a.txt")).await.flags.released);

@@ -11,6 +11,7 @@ use nix::sys::stat::Mode;
 use nix::unistd::{Gid, Uid, UnlinkatFlags};
 
 use super::{Inner, LocalBackend, beneath, btrfs, io, read_project};
+use crate::block::BLOCK_IMAGE;
 use crate::{BackendError, DirInfo, DirSpec, Namespace, Result};
 
 #[async_trait]
@@ -207,6 +208,66 @@ impl Namespace for LocalBackend {
         .await
     }
 
+    async fn ensure_block_image(&self, dir: &RelPath, size: u64) -> Result<u64> {
+        let dir = dir.clone();
+        self.run(move |inner| {
+            let share = inner.open_dir(&dir)?;
+            let name = format!("{}/{BLOCK_IMAGE}", dir.as_str());
+            // O_EXCL with O_NOFOLLOW: a name already there (a symlink included) is never
+            // created through; it is opened below as a regular file or refused.
+            let image = match nix::fcntl::openat(
+                share.as_fd(),
+                BLOCK_IMAGE,
+                OFlag::O_RDWR
+                    | OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o600),
+            ) {
+                Ok(fd) => fd,
+                Err(Errno::EEXIST) => {
+                    beneath::open_regular(share.as_fd(), BLOCK_IMAGE, OFlag::O_RDWR)
+                        .map_err(|e| BackendError::io(&name, e.into()))?
+                }
+                Err(e) => return Err(io(&name, e)),
+            };
+            let st = nix::sys::stat::fstat(image.as_fd()).map_err(|e| io(&name, e))?;
+            let current = u64::try_from(st.st_size).unwrap_or(0);
+            if current < size {
+                let len = i64::try_from(size).map_err(|_| {
+                    BackendError::InvalidState(format!("{name}: size {size} is too large"))
+                })?;
+                nix::unistd::ftruncate(image.as_fd(), len).map_err(|e| io(&name, e))?;
+            }
+            // Root-only whoever made it: the device is the pod's way in, not the file.
+            nix::sys::stat::fchmod(image.as_fd(), Mode::from_bits_truncate(0o600))
+                .map_err(|e| io(&name, e))?;
+            Ok(current.max(size))
+        })
+        .await
+    }
+
+    async fn open_block_image(&self, dir: &RelPath, read_only: bool) -> Result<Option<OwnedFd>> {
+        let dir = dir.clone();
+        self.run(move |inner| {
+            let share = inner.open_dir(&dir)?;
+            let flags = if read_only {
+                OFlag::O_RDONLY
+            } else {
+                OFlag::O_RDWR
+            };
+            match beneath::open_regular(share.as_fd(), BLOCK_IMAGE, flags) {
+                Ok(fd) => Ok(Some(fd)),
+                Err(beneath::OpenRegularError::Errno(Errno::ENOENT)) => Ok(None),
+                Err(e) => Err(BackendError::io(
+                    format!("{}/{BLOCK_IMAGE}", dir.as_str()),
+                    e.into(),
+                )),
+            }
+        })
+        .await
+    }
     fn check_compression(&self, compression: &Compression) -> Result<()> {
         btrfs_compression(compression).map(drop)
     }

@@ -352,6 +352,7 @@ impl Filesystem for LocalBackend {
             bind_from_shared_client_mount: false,
             striping: false,
             client_tunables: false,
+            block_volumes: true,
         }
     }
 
@@ -391,5 +392,55 @@ mod tests {
             .capabilities();
         assert!(!caps.quota_outlives_directory);
         assert!(!caps.bind_from_shared_client_mount);
+    }
+
+    /// A block image is made root-only, grown but never shrunk, and never reached through a
+    /// symlink planted at its name.
+    #[tokio::test]
+    async fn block_images_grow_and_refuse_symlinks() {
+        use crate::Namespace;
+        use crate::block::BLOCK_IMAGE;
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let b = LocalBackend::open(dir.path()).await.expect("open");
+        let share = RelPath::parse("a").expect("path");
+        std::fs::create_dir(dir.path().join("a")).expect("mkdir");
+        assert!(
+            b.open_block_image(&share, true)
+                .await
+                .expect("open")
+                .is_none()
+        );
+        assert_eq!(
+            b.ensure_block_image(&share, 1 << 20).await.expect("make"),
+            1 << 20
+        );
+        let meta = std::fs::metadata(dir.path().join("a").join(BLOCK_IMAGE)).expect("stat");
+        assert_eq!(meta.len(), 1 << 20);
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            b.ensure_block_image(&share, 4 << 20).await.expect("grow"),
+            4 << 20
+        );
+        assert_eq!(
+            b.ensure_block_image(&share, 2 << 20).await.expect("keep"),
+            4 << 20
+        );
+        assert!(
+            b.open_block_image(&share, false)
+                .await
+                .expect("open")
+                .is_some()
+        );
+
+        let evil = RelPath::parse("b").expect("path");
+        std::fs::create_dir(dir.path().join("b")).expect("mkdir");
+        let outside = dir.path().join("outside");
+        std::fs::write(&outside, b"x").expect("write");
+        std::os::unix::fs::symlink(&outside, dir.path().join("b").join(BLOCK_IMAGE))
+            .expect("symlink");
+        assert!(b.ensure_block_image(&evil, 1 << 20).await.is_err());
+        assert!(b.open_block_image(&evil, false).await.is_err());
+        assert_eq!(std::fs::metadata(&outside).expect("stat").len(), 1);
     }
 }

@@ -269,6 +269,8 @@ impl Filesystem for LustreBackend {
             bind_from_shared_client_mount: true,
             striping: true,
             client_tunables: true,
+            // Not built for Lustre yet: the image would be made over the command runner.
+            block_volumes: false,
         }
     }
 

@@ -18,7 +18,8 @@ use crate::grpc::*;
 use crate::hsm_volume::{self, ImportSource};
 use crate::params::{ReclaimPolicy, VolumeParams, labels};
 use crate::volume::{
-    check_capabilities, check_capability, context_for, hsm_context, share_of, tunables_context,
+    AccessKind, access_kind, access_kind_of, block_context, check_capabilities, check_capability,
+    context_for, hsm_context, share_of, tunables_context,
 };
 
 /// What the controller offers. No PUBLISH_UNPUBLISH (nothing to attach), no snapshots.
@@ -78,7 +79,7 @@ impl ControllerService {
         if req.name.is_empty() {
             return Err(CsiError::Missing("name"));
         }
-        check_capabilities(&req.volume_capabilities)?;
+        let kind = access_kind_of(&req.volume_capabilities)?;
         if req.volume_content_source.is_some() {
             return Err(CsiError::invalid(
                 "volume content sources (snapshots, clones) are not supported",
@@ -104,8 +105,14 @@ impl ControllerService {
             Some(range) => capacity::validate(range)?,
             None => (0, 0),
         };
+        if kind == AccessKind::Block {
+            check_block_possible(&self.driver, params.hsm.is_some(), params.layout.is_some())?;
+        }
         let name = params.share_name(&req.name)?;
-        let wanted_labels = params.labels(&req.name);
+        let mut wanted_labels = params.labels(&req.name);
+        if kind == AccessKind::Block {
+            wanted_labels.insert(labels::VOLUME_MODE.into(), AccessKind::BLOCK.into());
+        }
         let _guard = self
             .driver
             .inflight
@@ -203,14 +210,18 @@ impl ControllerService {
                 Err(error) => return Err(error),
             }
         }
-        let volume = self.volume(
-            &share,
-            params.mount_mode.as_str(),
-            hsm_context(params.hsm.as_ref())
-                .into_iter()
-                .chain(tunables_context(&params.tunables))
-                .collect(),
-        );
+        if kind == AccessKind::Block {
+            // After the share (and its quota), so the image is inside the quota from the
+            // start; a retry after a crash between the two makes it here.
+            service
+                .backend()
+                .ensure_block_image(&share.path, share.size_bytes)
+                .await?;
+        }
+        let mut extra = hsm_context(params.hsm.as_ref());
+        extra.extend(block_context(kind));
+        extra.extend(tunables_context(&params.tunables));
+        let volume = self.volume(&share, params.mount_mode.as_str(), extra);
         if volume.volume_id.len() > 128 {
             tracing::warn!(volume_id = %volume.volume_id,
                 "volume ID is longer than the 128 bytes the CSI spec recommends; use a shorter subdirTemplate");
@@ -279,19 +290,39 @@ impl ControllerService {
             .inflight
             .claim([Self::volume_key(&req.volume_id)])?;
         let share = self.lookup_existing(&req.volume_id).await?;
-        if required <= share.size_bytes {
-            return Ok(ControllerExpandVolumeResponse {
-                capacity_bytes: capacity::to_i64(share.size_bytes),
-                node_expansion_required: false,
-            });
+        let kind = kind_of_share(&share);
+        if let Some(cap) = &req.volume_capability
+            && access_kind(cap) != kind
+        {
+            return Err(CsiError::invalid(format!(
+                "volume {:?} is a {} volume, not {}",
+                req.volume_id,
+                kind.name(),
+                access_kind(cap).name()
+            )));
         }
-        let size = capacity::fit(required, limit)?;
-        let grown = self.driver.service.extend(&share.name, size).await?;
-        tracing::info!(volume_id = %req.volume_id, from = share.size_bytes, to = grown.size_bytes, "volume expanded");
+        let grown = if required <= share.size_bytes {
+            share
+        } else {
+            let size = capacity::fit(required, limit)?;
+            let grown = self.driver.service.extend(&share.name, size).await?;
+            tracing::info!(volume_id = %req.volume_id, from = share.size_bytes, to = grown.size_bytes, "volume expanded");
+            grown
+        };
+        if kind == AccessKind::Block {
+            // The quota first, then the image, so the image never outgrows its quota; also
+            // on a retry that finds the quota grown already.
+            self.driver
+                .service
+                .backend()
+                .ensure_block_image(&grown.path, grown.size_bytes)
+                .await?;
+        }
         Ok(ControllerExpandVolumeResponse {
             capacity_bytes: capacity::to_i64(grown.size_bytes),
-            // The quota is the size: nothing to do on the node.
-            node_expansion_required: false,
+            // A directory's quota is its size; a block device must learn its new size on
+            // the node (LOOP_SET_CAPACITY), and its filesystem is the pod's to resize.
+            node_expansion_required: kind == AccessKind::Block,
         })
     }
 
@@ -305,8 +336,21 @@ impl ControllerService {
         if req.volume_capabilities.is_empty() {
             return Err(CsiError::Missing("volume_capabilities"));
         }
-        self.lookup_existing(&req.volume_id).await?;
-        let problem = check_capabilities(&req.volume_capabilities)
+        let share = self.lookup_existing(&req.volume_id).await?;
+        let kind = kind_of_share(&share);
+        let problem = access_kind_of(&req.volume_capabilities)
+            .and_then(|asked| {
+                if asked == kind {
+                    Ok(())
+                } else {
+                    Err(CsiError::invalid(format!(
+                        "volume {:?} is a {} volume, not {}",
+                        req.volume_id,
+                        kind.name(),
+                        asked.name()
+                    )))
+                }
+            })
             .err()
             .or_else(|| {
                 (!req.parameters.is_empty())
@@ -383,7 +427,7 @@ impl ControllerService {
                     .get(labels::MOUNT_MODE)
                     .map_or("direct", String::as_str);
                 list_volumes_response::Entry {
-                    volume: Some(self.volume(share, mode, Vec::new())),
+                    volume: Some(self.volume(share, mode, block_context(kind_of_share(share)))),
                     status: None,
                 }
             })
@@ -395,8 +439,14 @@ impl ControllerService {
     }
 
     async fn capacity(&self, req: GetCapacityRequest) -> Result<GetCapacityResponse> {
+        let block_impossible = || {
+            req.volume_capabilities
+                .iter()
+                .any(|c| access_kind(c) == AccessKind::Block)
+                && !self.driver.service.backend().capabilities().block_volumes
+        };
         if !req.volume_capabilities.is_empty()
-            && check_capabilities(&req.volume_capabilities).is_err()
+            && (check_capabilities(&req.volume_capabilities).is_err() || block_impossible())
         {
             // Capacity for volumes we cannot make is none.
             return Ok(GetCapacityResponse {
@@ -415,6 +465,36 @@ impl ControllerService {
             minimum_volume_size: Some(capacity::KIB as i64),
         })
     }
+}
+
+/// A share's access kind, from the label CreateVolume put on it.
+fn kind_of_share(share: &Share) -> AccessKind {
+    match share.labels.get(labels::VOLUME_MODE).map(String::as_str) {
+        Some(AccessKind::BLOCK) => AccessKind::Block,
+        _ => AccessKind::Mount,
+    }
+}
+
+/// Whether a block volume can be made here: the backend keeps block images, and the
+/// volume asks for nothing that only a directory has.
+fn check_block_possible(driver: &Driver, hsm: bool, layout: bool) -> Result<()> {
+    if !driver.service.backend().capabilities().block_volumes {
+        return Err(CsiError::invalid(format!(
+            "block volumes are not supported on the {} backend",
+            driver.service.backend().kind_name()
+        )));
+    }
+    if hsm {
+        return Err(CsiError::invalid(
+            "hsm* parameters are for directory volumes: a block volume's data is one image file",
+        ));
+    }
+    if layout {
+        return Err(CsiError::invalid(
+            "stripe parameters are for directory volumes, not block volumes",
+        ));
+    }
+    Ok(())
 }
 
 /// Whether an existing share can answer a create: the same request, the same parameters,

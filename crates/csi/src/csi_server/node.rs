@@ -12,7 +12,13 @@
 //! table only, and a call that gives no answer fails with DEADLINE_EXCEEDED (UNAVAILABLE
 //! when the same call on that path is still stuck), which releases the volume's in-flight
 //! claim so that the CO's retries are not ABORTED forever.
+//!
+//! Block volumes (an image file in the share on a loop device, bound at a target file) are
+//! published, unpublished and grown in [`block`].
 
+mod block;
+
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -29,9 +35,25 @@ use crate::grpc::node_service_capability::{self, rpc};
 use crate::grpc::*;
 use crate::node_ops::{self, Target};
 use crate::stats::{self, FsStats, QuotaFigures, VolumeStats};
-use crate::volume::{check_capability, is_read_only_mode, mount_flags, node_volume, share_of};
+use crate::volume::{
+    AccessKind, access_kind, check_capability, is_read_only_mode, mount_flags, node_volume,
+    share_of,
+};
 
-pub const CAPABILITIES: &[rpc::Type] = &[rpc::Type::GetVolumeStats, rpc::Type::VolumeCondition];
+pub const CAPABILITIES: &[rpc::Type] = &[
+    rpc::Type::GetVolumeStats,
+    rpc::Type::VolumeCondition,
+    rpc::Type::ExpandVolume,
+];
+
+/// What NodeGetVolumeStats finds at a volume path.
+enum VolumeAt {
+    Nothing,
+    /// A directory volume: its filesystem's figures.
+    Filesystem(FsStats),
+    /// A block volume: the device's size in bytes.
+    Device(u64),
+}
 
 pub struct NodeService {
     driver: Arc<Driver>,
@@ -95,6 +117,20 @@ impl NodeService {
                 volume.path.as_str()
             )));
         }
+        let asked = access_kind(cap);
+        if asked != volume.kind {
+            return Err(CsiError::invalid(format!(
+                "volume {:?} is a {} volume, published as {}",
+                req.volume_id,
+                volume.kind.name(),
+                asked.name()
+            )));
+        }
+        if volume.kind == AccessKind::Block {
+            return self
+                .publish_block(&req.volume_id, &volume, target, read_only)
+                .await;
+        }
         let source = backend.host_path(&volume.path);
         let probe = target.clone();
         let (target, created) = match self
@@ -142,6 +178,7 @@ impl NodeService {
                 path,
                 mounted: false,
             } => (path, false),
+            Target::File { .. } => return Err(node_ops::not_a_directory(&target)),
             Target::Absent => {
                 let t = target.clone();
                 let made = self
@@ -212,8 +249,31 @@ impl NodeService {
                 self.release_node_state(&req.volume_id, &target).await?;
                 return Ok(NodeUnpublishVolumeResponse {});
             }
+            Target::File { path } => {
+                self.unpublish_unmounted_block(&req.volume_id, &path)
+                    .await?;
+                tracing::info!(volume_id = %req.volume_id, target = %path.display(),
+                    "block volume unpublished");
+                return Ok(NodeUnpublishVolumeResponse {});
+            }
             Target::Dir { path, mounted } => (path, mounted),
         };
+        if mounted {
+            // A device bound on a target file (a block volume), told from the mount table
+            // and, only for an in-memory /dev, a stat: a dead server's mount is never
+            // stat'ed. Its own call name, so a stat still hung on this path does not make
+            // the unpublish UNAVAILABLE.
+            let p = path.clone();
+            if let Some((rdev, key)) = self
+                .fs_call("device", &path, move || node_ops::mounted_device(&p))
+                .await?
+            {
+                self.unpublish_block(&path, rdev, key).await?;
+                tracing::info!(volume_id = %req.volume_id, target = %path.display(),
+                    "block volume unpublished");
+                return Ok(NodeUnpublishVolumeResponse {});
+            }
+        }
         if mounted {
             self.driver.service.backend().unmount(&path).await?;
         }
@@ -296,15 +356,28 @@ impl NodeService {
                 "statvfs",
                 &volume_path,
                 move || match std::fs::symlink_metadata(&probe) {
-                    Ok(_) => node_ops::fs_stats(&probe).map(Some),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Ok(meta) if meta.file_type().is_block_device() => {
+                        node_ops::device_size(&probe).map(VolumeAt::Device)
+                    }
+                    Ok(_) => node_ops::fs_stats(&probe).map(VolumeAt::Filesystem),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(VolumeAt::Nothing),
                     Err(e) => Err(CsiError::io(&probe, e)),
                 },
             )
             .await?
         {
-            Some(fs) => fs,
-            None => {
+            VolumeAt::Filesystem(fs) => fs,
+            VolumeAt::Device(size) => {
+                let stats = self.device_stats(&req.volume_id, size).await?;
+                return Ok(NodeGetVolumeStatsResponse {
+                    usage: stats.usage,
+                    volume_condition: Some(VolumeCondition {
+                        abnormal: stats.abnormal.is_some(),
+                        message: stats.message,
+                    }),
+                });
+            }
+            VolumeAt::Nothing => {
                 return Err(CsiError::NotFound(format!(
                     "volume {:?} is not at {:?}",
                     req.volume_id, req.volume_path
@@ -319,6 +392,29 @@ impl NodeService {
                 message: stats.message,
             }),
         })
+    }
+
+    /// A block volume's stats: the device's size, and as used what its image has allocated
+    /// (the share's quota usage). A full image is a written device, not a full volume: no
+    /// quota condition applies (the filesystem inside is the pod's).
+    async fn device_stats(&self, volume_id: &str, size: u64) -> Result<VolumeStats> {
+        let service = &self.driver.service;
+        let Some((id, name)) = share_of(volume_id, service.settings()) else {
+            return Ok(stats::device_stats(size, None, None));
+        };
+        let share = service
+            .find(&name)
+            .await?
+            .filter(|s| s.project_id == id.project);
+        if share.is_none() {
+            return Ok(stats::device_stats(
+                size,
+                None,
+                Some(format!("share {:?} is missing", name.as_str())),
+            ));
+        }
+        let used = service.usage(&name).await?.used_bytes;
+        Ok(stats::device_stats(size, Some(used), None))
     }
 
     /// What `df` in this node's volumes shows, asked of the backend (and logged when it is
@@ -441,6 +537,17 @@ impl Node for NodeService {
         let subject = req.volume_id.clone();
         self.driver
             .call("NodeGetVolumeStats", &subject, self.stats(req))
+            .await
+    }
+
+    async fn node_expand_volume(
+        &self,
+        request: Request<NodeExpandVolumeRequest>,
+    ) -> Result<Response<NodeExpandVolumeResponse>, Status> {
+        let req = request.into_inner();
+        let subject = req.volume_id.clone();
+        self.driver
+            .call("NodeExpandVolume", &subject, self.expand(req))
             .await
     }
 
