@@ -171,6 +171,9 @@ impl Hsm for Jittery {
 }
 
 #[async_trait]
+impl backend::Pcc for Jittery {}
+
+#[async_trait]
 impl Mounts for Jittery {
     async fn mount(&self, request: &MountRequest) -> Result<()> {
         self.inner.mount(request).await

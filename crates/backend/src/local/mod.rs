@@ -324,6 +324,9 @@ impl Inner {
     }
 }
 
+/// No client cache: every PCC call is unsupported ([`Capabilities::pcc`] is false).
+impl crate::Pcc for LocalBackend {}
+
 impl Filesystem for LocalBackend {
     fn kind(&self) -> BackendKind {
         BackendKind::Local
@@ -348,6 +351,7 @@ impl Filesystem for LocalBackend {
             quota_outlives_directory: false,
             bind_from_shared_client_mount: false,
             striping: false,
+            pcc: false,
         }
     }
 

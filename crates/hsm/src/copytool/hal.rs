@@ -28,7 +28,6 @@
 //! Nothing here panics on any input: every read is checked, lengths are bounded by the
 //! buffer, and a malformed list is an error naming the item.
 
-
 use serde::Serialize;
 
 pub const HAL_VERSION: u32 = 1;
