@@ -17,7 +17,9 @@ use crate::grpc::controller_service_capability::{self, rpc};
 use crate::grpc::*;
 use crate::hsm_volume::{self, ImportSource};
 use crate::params::{ReclaimPolicy, VolumeParams, labels};
-use crate::volume::{check_capabilities, check_capability, context_for, hsm_context, share_of};
+use crate::volume::{
+    check_capabilities, check_capability, context_for, hsm_context, pcc_context, share_of,
+};
 
 /// What the controller offers. No PUBLISH_UNPUBLISH (nothing to attach), no snapshots.
 pub const CAPABILITIES: &[rpc::Type] = &[
@@ -88,6 +90,14 @@ impl ControllerService {
             ));
         }
         let params = VolumeParams::parse(&req.parameters)?;
+        if params.pcc.is_some() && !self.driver.service.backend().capabilities().pcc {
+            return Err(CsiError::Unsupported(format!(
+                "{}=\"true\" asks for a Persistent Client Cache, which this driver's {} \
+                 backend has not (Lustre clients only)",
+                crate::params::keys::HOT_NODES,
+                self.driver.service.backend().kind_name()
+            )));
+        }
         let size = capacity::size_for(req.capacity_range.as_ref())?;
         let (required, limit) = match &req.capacity_range {
             Some(range) => capacity::validate(range)?,
@@ -190,11 +200,9 @@ impl ControllerService {
                 Err(error) => return Err(error),
             }
         }
-        let volume = self.volume(
-            &share,
-            params.mount_mode.as_str(),
-            hsm_context(params.hsm.as_ref()),
-        );
+        let mut extra = hsm_context(params.hsm.as_ref());
+        extra.extend(pcc_context(params.pcc.as_ref()));
+        let volume = self.volume(&share, params.mount_mode.as_str(), extra);
         if volume.volume_id.len() > 128 {
             tracing::warn!(volume_id = %volume.volume_id,
                 "volume ID is longer than the 128 bytes the CSI spec recommends; use a shorter subdirTemplate");
