@@ -338,6 +338,7 @@ pub async fn purge_once(
             break;
         }
         let mut need = now.excess_over(policy.low_percent);
+        let detached_before = report.detached;
         for file in &found.files {
             if need == 0 {
                 break;
@@ -361,8 +362,9 @@ pub async fn purge_once(
             }
         }
         now = measure(usage, cache).await?;
-        // Still above low: another round, from fresh numbers.
-        over_high = now.excess_over(policy.low_percent) > 0;
+        // Still above low: another round from fresh numbers, unless this one could detach
+        // nothing (every file failing, or none left): the next would only fail again.
+        over_high = now.excess_over(policy.low_percent) > 0 && report.detached > detached_before;
     }
     report.after = now;
     report.before_percent = before.percent();

@@ -320,6 +320,49 @@ async fn on_lustre_files_are_detached_by_fid_on_the_client_mount() {
     fake.assert_done();
 }
 
+struct AlwaysFails;
+
+#[async_trait]
+impl Detach for AlwaysFails {
+    async fn detach(&self, file: &CacheFile) -> hsm::Result<()> {
+        Err(hsm::HsmError::refused(&file.rel, "busy"))
+    }
+}
+
+#[tokio::test]
+async fn a_purge_where_every_detach_fails_tries_each_file_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("pcc");
+    let unit = allocated(&cache_file(&cache, 1, 64, 1));
+    cache_file(&cache, 2, 64, 2);
+    let usage: Arc<dyn UsageSource> = Arc::new(DirUsage {
+        cache: cache.clone(),
+        total: unit * 2,
+        other: 0,
+    });
+    let metrics = PccMetrics::new();
+    let r = purge_once(
+        &cache,
+        PurgePolicy::new(90, 10).unwrap(),
+        &usage,
+        &AlwaysFails,
+        Some(&metrics),
+    )
+    .await
+    .unwrap();
+    assert_eq!((r.detached, r.failed), (0, 2), "{r:?}");
+    assert_eq!(r.after_percent, 100.0);
+    let text = metrics.render();
+    assert!(
+        text.contains("lustrekit_pcc_purge_detaches_total{result=\"error\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("lustrekit_pcc_purge_detaches_total{result=\"ok\"} 0"),
+        "{text}"
+    );
+}
+
 #[test]
 fn kernel_counters_are_followed_by_their_increase_across_a_reset() {
     let m = PccMetrics::new();
