@@ -276,6 +276,12 @@ async fn relative_paths_are_refused_before_running_anything() {
     let b = backend(&fake);
     assert!(b.pcc_del(Path::new("mnt"), Path::new(CACHE)).await.is_err());
     assert!(b.pcc_list(Path::new("x/y")).await.is_err());
+    // The kernel splits its command at spaces.
+    assert!(
+        b.pcc_del(Path::new(MNT), Path::new("/my cache"))
+            .await
+            .is_err()
+    );
     fake.assert_done();
 }
 

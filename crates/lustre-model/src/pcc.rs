@@ -1061,6 +1061,32 @@ mod tests {
         }
 
         #[test]
+        fn the_param_is_the_scoped_rule_then_the_keys(
+            groups in proptest::collection::vec(proptest::collection::vec(term_strategy(), 1..3), 1..3),
+            project in 1u32..u32::MAX,
+            id in 1u64..1000,
+            read_only: bool,
+        ) {
+            let rule = PccRule { groups };
+            let mode = if read_only { PccMode::ReadOnly } else { PccMode::ReadWrite };
+            let param = PccAddParam::for_volume(Some(&rule), project, mode, id, V16).unwrap();
+            let text = param.render(V16).unwrap();
+            // The kernel reads the rule up to its last `}`, then space-separated keys.
+            let end = text.rfind('}').unwrap() + 1;
+            let back = PccRule::parse(&text[..end], V16).unwrap();
+            let scope = format!("projid={{{project}}}");
+            prop_assert!(back.groups.iter().all(|g| g[0].to_string() == scope));
+            prop_assert_eq!(back, rule.scoped_to_project(project));
+            let keys: Vec<&str> = text[end..].split(' ').filter(|k| !k.is_empty()).collect();
+            let want = if read_only {
+                [format!("roid={id}"), "pccro=1".to_string()]
+            } else {
+                [format!("rwid={id}"), "pccrw=1".to_string()]
+            };
+            prop_assert_eq!(keys, want.iter().map(String::as_str).collect::<Vec<_>>());
+        }
+
+        #[test]
         fn rule_parser_never_panics(text in ".{0,120}") {
             let _ = PccRule::parse(&text, V15);
             let _ = PccRule::parse(&text, V16);

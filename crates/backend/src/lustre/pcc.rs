@@ -31,6 +31,18 @@ fn node_path<'a>(what: &str, path: &'a Path) -> Result<&'a str> {
     }
 }
 
+/// The cache directory as an argument: a node path without spaces either, since the
+/// kernel reads `add <pccpath> <rule> <keys>` split at spaces (`pcc_cmd_parse`).
+fn cache_path<'a>(cache: &'a Path) -> Result<&'a str> {
+    let text = node_path("PCC cache", cache)?;
+    if text.chars().any(char::is_whitespace) {
+        return Err(BackendError::InvalidState(format!(
+            "PCC cache {text:?} must not contain spaces"
+        )));
+    }
+    Ok(text)
+}
+
 /// The stderr says the thing exists already (`EEXIST`).
 fn is_eexist(out: &super::CommandOutput) -> bool {
     out.stderr_text().contains("File exists")
@@ -61,7 +73,7 @@ pub(super) async fn add(
     param: &PccAddParam,
 ) -> Result<()> {
     let mnt = node_path("PCC mount", mount)?;
-    let dir = node_path("PCC cache", cache)?;
+    let dir = cache_path(cache)?;
     let text = param
         .render(dialect(b).await?)
         .map_err(|e| BackendError::unsupported("pcc", e.to_string()))?;
@@ -88,7 +100,7 @@ pub(super) async fn add(
 
 pub(super) async fn del(b: &LustreBackend, mount: &Path, cache: &Path) -> Result<bool> {
     let mnt = node_path("PCC mount", mount)?;
-    let dir = node_path("PCC cache", cache)?;
+    let dir = cache_path(cache)?;
     let argv = b.lctl(["pcc", "del", mnt, dir]);
     let out = b.run(On::Node, &argv).await?;
     if out.success() {
