@@ -33,7 +33,7 @@ fn node_path<'a>(what: &str, path: &'a Path) -> Result<&'a str> {
 
 /// The cache directory as an argument: a node path without spaces either, since the
 /// kernel reads `add <pccpath> <rule> <keys>` split at spaces (`pcc_cmd_parse`).
-fn cache_path<'a>(cache: &'a Path) -> Result<&'a str> {
+fn cache_path(cache: &Path) -> Result<&str> {
     let text = node_path("PCC cache", cache)?;
     if text.chars().any(char::is_whitespace) {
         return Err(BackendError::InvalidState(format!(
