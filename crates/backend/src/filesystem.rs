@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use lustre_model::{
-    ClientTunable, Compression, HsmFlags, HsmState, LayoutSpec, NidRange, NodemapName,
-    NodemapState, ParamValue, ProjectId, QuotaLimits, QuotaReport, RelPath,
+    ClientTunable, Compression, Fid, HsmFlags, HsmState, LayoutSpec, NidRange, NodemapName,
+    NodemapState, ParamValue, PccAddParam, PccCounters, PccDataset, PccDialect, PccFileState,
+    PccMode, ProjectId, QuotaLimits, QuotaReport, RelPath,
 };
 use serde::{Deserialize, Serialize};
 
@@ -66,6 +67,10 @@ pub struct Capabilities {
     /// A share can hold a block volume's image file ([`Namespace::ensure_block_image`],
     /// [`Namespace::open_block_image`]), which the node exposes as a block device.
     pub block_volumes: bool,
+    /// A Persistent Client Cache on the node's local storage: caches registered on a client
+    /// mount, files attached and detached ([`Pcc`]). False where there is no client cache
+    /// (the `local` backend: its purge of a cache directory still works, as plain files).
+    pub pcc: bool,
 }
 
 /// What `statfs` (and so `df`) reports inside a volume.
@@ -247,7 +252,7 @@ pub struct MountRequest {
 }
 
 /// A filesystem lustrekit manages shares on: the name callers use. Its methods come from the
-/// role traits it is made of ([`Namespace`], [`Quotas`], [`Nodemaps`], [`Hsm`], [`Mounts`], in
+/// role traits it is made of ([`Namespace`], [`Quotas`], [`Nodemaps`], [`Hsm`], [`Mounts`], [`Pcc`], in
 /// the object_store style), so a caller that needs one role names only that one, and a
 /// backend implements each role beside the code of that area. Callers ask
 /// [`Filesystem::capabilities`] what a backend does; [`Filesystem::kind`] is for names and logs.
@@ -256,7 +261,7 @@ pub struct MountRequest {
 /// Paths are relative to the filesystem root and are validated [`RelPath`]s, so no caller can
 /// name anything outside it.
 pub trait Filesystem:
-    Namespace + Quotas + Nodemaps + Hsm + Mounts + ClientParams + 'static
+    Namespace + Quotas + Nodemaps + Hsm + Mounts + ClientParams + Pcc + 'static
 {
     fn kind(&self) -> BackendKind;
     fn capabilities(&self) -> Capabilities;
@@ -474,4 +479,61 @@ pub trait Mounts: Send + Sync {
     /// What `statfs` (and so `df`) inside this node's volumes reports: the volume's quota or
     /// the whole filesystem. Asked at publish, so that a pod's `df` is explained.
     async fn volume_statfs(&self) -> Result<VolumeStatfs>;
+}
+
+fn no_pcc(what: &'static str) -> BackendError {
+    BackendError::unsupported(
+        what,
+        "this backend has no Persistent Client Cache (Lustre 2.13+ clients only)",
+    )
+}
+
+/// The Persistent Client Cache of this node (`lctl pcc` and `lfs pcc`, run on the node):
+/// a cache directory on local storage is registered on a client mount with an auto-cache
+/// rule, files are attached to it (copied in) and detached (dropped from it). Only where
+/// [`Capabilities::pcc`]; the defaults say the backend has none.
+#[async_trait]
+pub trait Pcc: Send + Sync {
+    /// The PCC syntax of this node's client, from its version.
+    async fn pcc_dialect(&self) -> Result<PccDialect> {
+        Err(no_pcc("pcc"))
+    }
+    /// Registers `cache` on the client mount `mount` with `param` (`lctl pcc add`). A cache
+    /// already registered there with the same rule is success; with another, an error.
+    async fn pcc_add(&self, mount: &Path, cache: &Path, param: &PccAddParam) -> Result<()> {
+        let _ = (mount, cache, param);
+        Err(no_pcc("pcc add"))
+    }
+    /// Unregisters `cache` from `mount` (`lctl pcc del`), detaching its files. Returns false
+    /// when it was not registered, which is not an error.
+    async fn pcc_del(&self, mount: &Path, cache: &Path) -> Result<bool> {
+        let _ = (mount, cache);
+        Err(no_pcc("pcc del"))
+    }
+    /// The caches registered on `mount` (`lctl pcc list`).
+    async fn pcc_list(&self, mount: &Path) -> Result<Vec<PccDataset>> {
+        let _ = mount;
+        Err(no_pcc("pcc list"))
+    }
+    /// Attaches `file` (an absolute path under a client mount) to the cache of `id`
+    /// (`lfs pcc attach`).
+    async fn pcc_attach(&self, file: &Path, id: u32, mode: PccMode) -> Result<()> {
+        let _ = (file, id, mode);
+        Err(no_pcc("pcc attach"))
+    }
+    /// How `file` is cached (`lfs pcc state`).
+    async fn pcc_state(&self, file: &Path) -> Result<PccFileState> {
+        let _ = file;
+        Err(no_pcc("pcc state"))
+    }
+    /// Detaches the file `fid` of the client mount `mount` from its cache, dropping the
+    /// cache copy (`lfs pcc detach_fid`). A file no longer cached is success.
+    async fn pcc_detach_fid(&self, mount: &Path, fid: &Fid) -> Result<()> {
+        let _ = (mount, fid);
+        Err(no_pcc("pcc detach"))
+    }
+    /// The `pcc_*` counters of each client mount of the filesystem on this node.
+    async fn pcc_counters(&self) -> Result<Vec<PccCounters>> {
+        Err(no_pcc("pcc counters"))
+    }
 }

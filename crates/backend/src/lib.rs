@@ -21,6 +21,6 @@ pub mod mount;
 pub use error::{BackendError, Result, panic_message};
 pub use filesystem::{
     BackendKind, Capabilities, Capacity, ClientParams, DataVersion, DirInfo, DirSpec, Filesystem,
-    Hsm, HsmAccessState, MountMode, MountRequest, Mounts, Namespace, NodemapChange, Nodemaps,
+    Hsm, HsmAccessState, MountMode, MountRequest, Mounts, Namespace, NodemapChange, Nodemaps, Pcc,
     QuotaEnforcement, Quotas, ReleaseInProgress, VolumeStatfs,
 };

@@ -10,6 +10,7 @@
 //!   contexts, with no I/O;
 //! - [`node_ops`]: the node's target-path steps;
 //! - [`hsm_volume`]: CreateVolume's import of an HSM volume's objects as released stubs;
+//! - [`pcc_volume`]: the node's registration and purge of a volume's Persistent Client Cache;
 //! - [`options`]: what the process is told to do (mode, endpoint, defaults); [`run`] takes
 //!   them and is the binary's entry point;
 //! - [`server`]: the socket, metrics and shutdown;
@@ -33,6 +34,7 @@ pub mod metrics;
 pub mod node_ops;
 pub mod options;
 pub mod params;
+pub mod pcc_volume;
 pub mod registration;
 pub mod server;
 pub mod stats;

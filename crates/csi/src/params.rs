@@ -43,6 +43,15 @@ pub mod keys {
     pub const HSM_RELEASE_LOW: &str = "hsmReleaseLow";
     pub const HSM_PREFETCH: &str = "hsmPrefetch";
     pub const HSM_READ_MODE: &str = "hsmReadMode";
+    /// Persistent Client Cache (see [`super::PccParams`]).
+    pub const HOT_NODES: &str = "hotNodes";
+    pub const PCC_CACHE: &str = "pccCache";
+    pub const PCC_AUTOCACHE: &str = "pccAutocache";
+    pub const PCC_MODE: &str = "pccMode";
+    pub const PCC_ID: &str = "pccId";
+    pub const PCC_PURGE_HIGH: &str = "pccPurgeHighUsage";
+    pub const PCC_PURGE_LOW: &str = "pccPurgeLowUsage";
+    pub const PCC_PURGE_INTERVAL: &str = "pccPurgeInterval";
 
     pub const ALL: &[&str] = &[
         SUBDIR_TEMPLATE,
@@ -70,6 +79,27 @@ pub mod keys {
         HSM_RELEASE_LOW,
         HSM_PREFETCH,
         HSM_READ_MODE,
+        HOT_NODES,
+        PCC_CACHE,
+        PCC_AUTOCACHE,
+        PCC_MODE,
+        PCC_ID,
+        PCC_PURGE_HIGH,
+        PCC_PURGE_LOW,
+        PCC_PURGE_INTERVAL,
+    ];
+
+    /// The PCC keys, `hotNodes` first: any other of them without `hotNodes=true` is an
+    /// error.
+    pub const PCC: &[&str] = &[
+        HOT_NODES,
+        PCC_CACHE,
+        PCC_AUTOCACHE,
+        PCC_MODE,
+        PCC_ID,
+        PCC_PURGE_HIGH,
+        PCC_PURGE_LOW,
+        PCC_PURGE_INTERVAL,
     ];
 
     /// The HSM keys: any of them without [`HSM_STORE`] is an error.
@@ -199,6 +229,8 @@ pub struct VolumeParams {
     pub metadata: ClaimMetadata,
     /// Set when the StorageClass names an `hsmStore`.
     pub hsm: Option<HsmParams>,
+    /// Set when the StorageClass says `hotNodes: "true"`.
+    pub pcc: Option<PccParams>,
 }
 
 impl VolumeParams {
@@ -287,6 +319,7 @@ impl VolumeParams {
             pv_name: get(keys::PV_NAME).map(str::to_string),
         };
         let hsm = HsmParams::parse(parameters)?;
+        let pcc = PccParams::parse(parameters)?;
         Ok(Self {
             template,
             inode_limit,
@@ -297,6 +330,7 @@ impl VolumeParams {
             tunables,
             metadata,
             hsm,
+            pcc,
         })
     }
 
@@ -823,6 +857,209 @@ impl HsmParams {
     }
 }
 
+/// The PCC defaults when the StorageClass gives no watermarks or interval (the values of
+/// the DDN talk's example class).
+pub const PCC_DEFAULT_HIGH_PERCENT: u8 = 90;
+pub const PCC_DEFAULT_LOW_PERCENT: u8 = 70;
+pub const PCC_DEFAULT_INTERVAL_SECS: u64 = 30;
+
+/// The cache-purge policy of a PCC volume: when the cache filesystem is fuller than
+/// `high_percent`, detach least recently used files until it is at most `low_percent`
+/// full; look every `interval_secs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PccPurge {
+    pub high_percent: u8,
+    pub low_percent: u8,
+    pub interval_secs: u64,
+}
+
+/// The Persistent Client Cache ("hot nodes") of a volume: each node that publishes it
+/// registers `cache` (a directory on the node's local NVMe) on its Lustre client with the
+/// volume's auto-cache rule scoped to the volume's project, so files the rule selects are
+/// kept on local storage after their first read; the node purges the cache by `purge`.
+///
+/// The same keys and values are carried in the volume context, so the node reads them back
+/// with [`PccParams::parse`] (see `volume::node_pcc`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PccParams {
+    /// The cache directory on every node (absolute).
+    pub cache: std::path::PathBuf,
+    /// Which files of the volume are cached (`None`: all of them); checked with the 2.16+
+    /// grammar, the node checks it again against its own client's.
+    pub autocache: Option<lustre_model::PccRule>,
+    pub mode: lustre_model::PccMode,
+    /// The `roid`/`rwid` the cache is registered with; `None`: the volume's project ID (only
+    /// for read-only: a read-write cache's id is the archive id of the HSM copytool that
+    /// serves it, so the class must name it).
+    pub id: Option<u32>,
+    pub purge: PccPurge,
+}
+
+impl PccParams {
+    /// The PCC parameters, `None` when `hotNodes` is absent or `false` (and then no other
+    /// `pcc*` key may be given).
+    pub fn parse(parameters: &HashMap<String, String>) -> Result<Option<Self>> {
+        let get = |k: &str| parameters.get(k).map(String::as_str);
+        let enabled = match get(keys::HOT_NODES).map(str::trim) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(CsiError::invalid(format!(
+                    "parameter {}={other:?}: expected true or false",
+                    keys::HOT_NODES
+                )));
+            }
+        };
+        if !enabled {
+            let mut orphans: Vec<&str> = keys::PCC[1..]
+                .iter()
+                .copied()
+                .filter(|k| parameters.contains_key(*k))
+                .collect();
+            orphans.sort_unstable();
+            return match orphans.first() {
+                None => Ok(None),
+                Some(first) => Err(CsiError::invalid(format!(
+                    "parameter {first} needs {}=\"true\"",
+                    keys::HOT_NODES
+                ))),
+            };
+        }
+        let cache_text = get(keys::PCC_CACHE).ok_or_else(|| {
+            CsiError::invalid(format!(
+                "parameter {} is required with {}=\"true\": the cache directory on each node",
+                keys::PCC_CACHE,
+                keys::HOT_NODES
+            ))
+        })?;
+        let cache = std::path::PathBuf::from(cache_text.trim());
+        // Checked as written: `Path::components` would hide a `.` segment.
+        let plain = cache_text
+            .trim()
+            .trim_start_matches('/')
+            .split('/')
+            .all(|seg| !seg.is_empty() && seg != "." && seg != "..");
+        if !cache.is_absolute()
+            || !plain
+            || cache == std::path::Path::new("/")
+            || cache_text
+                .chars()
+                .any(|c| c.is_control() || c.is_whitespace())
+        {
+            return Err(CsiError::invalid(format!(
+                "parameter {}={cache_text:?}: expected an absolute directory such as /csi-pcc \
+                 (no `.`, `..`, spaces or control characters, not `/`)",
+                keys::PCC_CACHE
+            )));
+        }
+        let autocache = get(keys::PCC_AUTOCACHE)
+            .map(|t| {
+                lustre_model::PccRule::parse(t.trim(), lustre_model::PccDialect::V2_16).map_err(
+                    |e| CsiError::invalid(format!("parameter {}: {e}", keys::PCC_AUTOCACHE)),
+                )
+            })
+            .transpose()?;
+        let mode = match get(keys::PCC_MODE) {
+            None => lustre_model::PccMode::default(),
+            Some(t) => lustre_model::PccMode::parse(t.trim()).ok_or_else(|| {
+                CsiError::invalid(format!(
+                    "parameter {}={t:?}: expected readonly or readwrite",
+                    keys::PCC_MODE
+                ))
+            })?,
+        };
+        let id = get(keys::PCC_ID)
+            .map(|t| {
+                t.trim()
+                    .parse::<u64>()
+                    .ok()
+                    .and_then(|n| lustre_model::pcc::check_pcc_id(n).ok())
+                    .ok_or_else(|| {
+                        CsiError::invalid(format!(
+                            "parameter {}={t:?}: expected a number from 1 to 4294967294",
+                            keys::PCC_ID
+                        ))
+                    })
+            })
+            .transpose()?;
+        if mode == lustre_model::PccMode::ReadWrite && id.is_none() {
+            return Err(CsiError::invalid(format!(
+                "parameter {} is required with {}=readwrite: the archive id of the HSM \
+                 copytool serving the cache",
+                keys::PCC_ID,
+                keys::PCC_MODE
+            )));
+        }
+        let high = get(keys::PCC_PURGE_HIGH)
+            .map(|t| parse_percent(keys::PCC_PURGE_HIGH, t))
+            .transpose()?
+            .unwrap_or(PCC_DEFAULT_HIGH_PERCENT);
+        let low = get(keys::PCC_PURGE_LOW)
+            .map(|t| parse_percent(keys::PCC_PURGE_LOW, t))
+            .transpose()?
+            .unwrap_or(PCC_DEFAULT_LOW_PERCENT);
+        if low >= high {
+            return Err(CsiError::invalid(format!(
+                "parameter {}={low} must be below {}={high}",
+                keys::PCC_PURGE_LOW,
+                keys::PCC_PURGE_HIGH
+            )));
+        }
+        let interval_secs = get(keys::PCC_PURGE_INTERVAL)
+            .map(|t| parse_duration_secs(keys::PCC_PURGE_INTERVAL, t))
+            .transpose()?
+            .unwrap_or(PCC_DEFAULT_INTERVAL_SECS);
+        Ok(Some(Self {
+            cache,
+            autocache,
+            mode,
+            id,
+            purge: PccPurge {
+                high_percent: high,
+                low_percent: low,
+                interval_secs,
+            },
+        }))
+    }
+
+    /// The id the cache is registered with for a volume of `project`.
+    pub fn id_for(&self, project: lustre_model::ProjectId) -> u32 {
+        self.id.unwrap_or(project.get())
+    }
+
+    /// The parameters as StorageClass (and volume context) entries, every default spelt
+    /// out: what [`PccParams::parse`] reads back to the same value.
+    pub fn entries(&self) -> Vec<(String, String)> {
+        let mut out = vec![
+            (keys::HOT_NODES.to_string(), "true".to_string()),
+            (
+                keys::PCC_CACHE.to_string(),
+                self.cache.display().to_string(),
+            ),
+            (keys::PCC_MODE.to_string(), self.mode.as_str().to_string()),
+            (
+                keys::PCC_PURGE_HIGH.to_string(),
+                self.purge.high_percent.to_string(),
+            ),
+            (
+                keys::PCC_PURGE_LOW.to_string(),
+                self.purge.low_percent.to_string(),
+            ),
+            (
+                keys::PCC_PURGE_INTERVAL.to_string(),
+                self.purge.interval_secs.to_string(),
+            ),
+        ];
+        if let Some(rule) = &self.autocache {
+            out.push((keys::PCC_AUTOCACHE.to_string(), rule.to_string()));
+        }
+        if let Some(id) = self.id {
+            out.push((keys::PCC_ID.to_string(), id.to_string()));
+        }
+        out
+    }
+}
+
 /// The store options (credentials) of an HSM volume, from a CSI request's secrets: each
 /// key is a store builder option for [`hsm::ArchiveStore::open_with`] (for example
 /// `azure_storage_account_key`, `aws_secret_access_key`). Sorted, so errors name keys in
@@ -1220,5 +1457,98 @@ mod tests {
         );
         assert!(!scrubbed.contains(SECRET), "{scrubbed}");
         assert!(scrubbed.contains("sig=<redacted>"), "{scrubbed}");
+    }
+
+    #[test]
+    fn pcc_parameters_parse_with_defaults_and_round_trip_through_entries() {
+        assert_eq!(VolumeParams::parse(&HashMap::new()).unwrap().pcc, None);
+        assert_eq!(
+            VolumeParams::parse(&params(&[(keys::HOT_NODES, "false")]))
+                .unwrap()
+                .pcc,
+            None
+        );
+        // The talk's class.
+        let p = PccParams::parse(&params(&[
+            (keys::HOT_NODES, "true"),
+            (keys::PCC_CACHE, "/csi-pcc"),
+            (keys::PCC_AUTOCACHE, "fname={*.h5}"),
+            (keys::PCC_PURGE_HIGH, "90"),
+            (keys::PCC_PURGE_LOW, "70"),
+            (keys::PCC_PURGE_INTERVAL, "30"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(p.cache, std::path::Path::new("/csi-pcc"));
+        assert_eq!(p.autocache.as_ref().unwrap().to_string(), "fname={*.h5}");
+        assert_eq!(p.mode, lustre_model::PccMode::ReadOnly);
+        assert_eq!(
+            p.purge,
+            PccPurge {
+                high_percent: 90,
+                low_percent: 70,
+                interval_secs: 30
+            }
+        );
+        assert_eq!(p.id_for(lustre_model::ProjectId::new(1001).unwrap()), 1001);
+        let back: HashMap<String, String> = p.entries().into_iter().collect();
+        assert_eq!(PccParams::parse(&back).unwrap().unwrap(), p);
+        // Defaults, read-write with its id, 2.16 rules.
+        let p = PccParams::parse(&params(&[
+            (keys::HOT_NODES, "true"),
+            (keys::PCC_CACHE, "/nvme/pcc"),
+            (keys::PCC_MODE, "readwrite"),
+            (keys::PCC_ID, "2"),
+            (keys::PCC_AUTOCACHE, "size<{1G}&mtime>{1h},uid={500}"),
+            (keys::PCC_PURGE_INTERVAL, "5m"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(p.id, Some(2));
+        assert_eq!(p.purge.high_percent, PCC_DEFAULT_HIGH_PERCENT);
+        assert_eq!(p.purge.interval_secs, 300);
+        let back: HashMap<String, String> = p.entries().into_iter().collect();
+        assert_eq!(PccParams::parse(&back).unwrap().unwrap(), p);
+    }
+
+    #[test]
+    fn bad_pcc_parameters_are_refused_by_name() {
+        let on = (keys::HOT_NODES, "true");
+        let cache = (keys::PCC_CACHE, "/csi-pcc");
+        for key in keys::PCC.iter().filter(|k| **k != keys::HOT_NODES) {
+            refused_naming(&[(key, "x")], keys::HOT_NODES);
+        }
+        refused_naming(&[(keys::HOT_NODES, "yes")], keys::HOT_NODES);
+        refused_naming(&[on], keys::PCC_CACHE);
+        for bad in ["relative", "/", "/a/../b", "/a/./b", "/a b", "/a\nb", ""] {
+            refused_naming(&[on, (keys::PCC_CACHE, bad)], keys::PCC_CACHE);
+        }
+        let cases: &[(&str, &str)] = &[
+            (keys::PCC_AUTOCACHE, "fname={*.h5"),
+            (keys::PCC_AUTOCACHE, "projid={500,1000}"),
+            (keys::PCC_AUTOCACHE, "colour={red}"),
+            (keys::PCC_MODE, "ro"),
+            (keys::PCC_ID, "0"),
+            (keys::PCC_ID, "-1"),
+            (keys::PCC_PURGE_HIGH, "101"),
+            (keys::PCC_PURGE_LOW, "0"),
+            (keys::PCC_PURGE_LOW, "95"),
+            (keys::PCC_PURGE_INTERVAL, "soon"),
+            (keys::PCC_PURGE_INTERVAL, "0"),
+        ];
+        for (key, value) in cases {
+            refused_naming(&[on, cache, (key, value)], key);
+        }
+        // Read-write needs the copytool's archive id.
+        refused_naming(&[on, cache, (keys::PCC_MODE, "readwrite")], keys::PCC_ID);
+        refused_naming(
+            &[
+                on,
+                cache,
+                (keys::PCC_PURGE_HIGH, "60"),
+                (keys::PCC_PURGE_LOW, "60"),
+            ],
+            keys::PCC_PURGE_LOW,
+        );
     }
 }

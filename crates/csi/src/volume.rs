@@ -8,7 +8,7 @@ use share::{Share, ShareSettings};
 
 use crate::error::{CsiError, Result};
 use crate::grpc::{VolumeCapability, volume_capability};
-use crate::params::{HsmParams, MountMode, ReadMode, parse_mount_mode};
+use crate::params::{HsmParams, MountMode, PccParams, ReadMode, keys, parse_mount_mode};
 
 /// Volume context keys. CreateVolume writes them; a static PV's `volumeAttributes` names at
 /// least [`context::SHARE_PATH`] (and `static: "true"`).
@@ -50,6 +50,15 @@ pub mod context {
         HSM_PREFETCH,
         CLIENT_TUNABLES,
         VOLUME_MODE,
+        // A PCC volume's entries: the StorageClass keys (`params::keys::PCC`), spelt out.
+        super::keys::HOT_NODES,
+        super::keys::PCC_CACHE,
+        super::keys::PCC_AUTOCACHE,
+        super::keys::PCC_MODE,
+        super::keys::PCC_ID,
+        super::keys::PCC_PURGE_HIGH,
+        super::keys::PCC_PURGE_LOW,
+        super::keys::PCC_PURGE_INTERVAL,
     ];
 }
 
@@ -102,6 +111,24 @@ pub fn block_context(kind: AccessKind) -> Vec<(String, String)> {
         )],
         AccessKind::Mount => Vec::new(),
     }
+}
+
+/// The volume context entries of a PCC volume (none for a plain one): its StorageClass
+/// keys with every default spelt out, so a later change of the driver's defaults does not
+/// change a published volume.
+pub fn pcc_context(pcc: Option<&PccParams>) -> Vec<(String, String)> {
+    pcc.map(PccParams::entries).unwrap_or_default()
+}
+
+/// The PCC parameters of a volume from its context (`None` for a volume without a
+/// cache), checked as the StorageClass parameters are (a static PV may name them by hand).
+/// What the node plugin reads at publish.
+pub fn node_pcc(ctx: &HashMap<String, String>) -> Result<Option<PccParams>> {
+    let as_params: HashMap<String, String> = keys::PCC
+        .iter()
+        .filter_map(|k| ctx.get(*k).map(|v| (k.to_string(), v.clone())))
+        .collect();
+    PccParams::parse(&as_params).map_err(|e| CsiError::invalid(format!("volume context: {e}")))
 }
 
 /// The volume context entries of an HSM volume (none for a plain one).
@@ -586,5 +613,30 @@ mod tests {
             volume_mount_group: String::new(),
         });
         assert!(mount_flags(&cap(evil, 1)).is_err());
+    }
+
+    #[test]
+    fn a_pcc_context_is_accepted_and_read_back_by_the_node() {
+        let s = settings();
+        let parameters: HashMap<String, String> = [
+            ("hotNodes", "true"),
+            ("pccCache", "/csi-pcc"),
+            ("pccAutocache", "fname={*.h5}"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let pcc = PccParams::parse(&parameters).unwrap();
+        let mut ctx: HashMap<String, String> = pcc_context(pcc.as_ref()).into_iter().collect();
+        ctx.insert(context::SHARE_PATH.into(), "shares/pvc-1".into());
+        node_volume("v1/lfs1/1001/shares/pvc-1", &ctx, &s).expect("known keys");
+        assert_eq!(node_pcc(&ctx).unwrap(), pcc);
+        assert_eq!(node_pcc(&HashMap::new()).unwrap(), None);
+        assert!(pcc_context(None).is_empty());
+        ctx.insert("pccMode".into(), "sometimes".into());
+        assert_eq!(
+            node_pcc(&ctx).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
     }
 }

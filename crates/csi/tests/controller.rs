@@ -195,6 +195,27 @@ async fn hostile_input_is_invalid_argument_and_creates_nothing() {
         c.create_volume(req).await.unwrap_err().code(),
         Code::InvalidArgument
     );
+    // A client cache: a bad rule is refused as such, a good one because `local` has none.
+    let pcc = [("hotNodes", "true"), ("pccCache", "/csi-pcc")];
+    let err = c
+        .create_volume(create_req(
+            "ok",
+            MIB,
+            &[pcc[0], pcc[1], ("pccAutocache", "fname={*.h5")],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("pccAutocache"), "{err}");
+    let err = c
+        .create_volume(create_req("ok", MIB, &pcc))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("Persistent Client Cache") && err.message().contains("local"),
+        "{err}"
+    );
 
     assert!(
         share_dirs(&root).await.is_empty(),

@@ -19,7 +19,8 @@
 //! Around it: [`policy`] (rules in TOML, `policy run|watch`), [`restore_daemon`] (restore
 //! on access with fanotify pre-content events; [`guard`] says what keeps a released file
 //! from reading as zeros) and [`copytool`] (the Lustre HSM coordinator's agent, through
-//! `liblustreapi` loaded at run time). The command line, `lustrekit hsm ...`, lives in the
+//! `liblustreapi` loaded at run time), and [`pcc`] (the purge of a Persistent Client
+//! Cache by access time, and its metrics). The command line, `lustrekit hsm ...`, lives in the
 //! binary crate; this crate carries no clap, indicatif or anyhow.
 //!
 //! Entry point: [`HsmEngine`]. Every operation returns a serde-serialisable report.
@@ -37,6 +38,7 @@ pub mod guard;
 pub mod import;
 pub mod meta;
 pub mod metrics;
+pub mod pcc;
 pub mod pin;
 pub mod policy;
 pub mod posix;

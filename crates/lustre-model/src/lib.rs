@@ -15,6 +15,7 @@
 pub mod compression;
 pub mod df;
 pub mod error;
+pub mod fid;
 pub mod grace;
 pub mod hsm;
 pub mod layout;
@@ -22,6 +23,7 @@ pub mod llite;
 pub mod names;
 pub mod nid;
 pub mod nodemap;
+pub mod pcc;
 pub mod project;
 pub mod project_list;
 pub mod quota;
@@ -34,6 +36,7 @@ pub mod volume_id;
 pub use compression::{Compression, CompressionAlgorithm, CompressionError};
 pub use df::{DfMode, DfReport, DfRow, DfSpace, DfUnavailable, TargetKind, parse_lfs_df};
 pub use error::{ModelError, ParseError};
+pub use fid::Fid;
 pub use grace::{Grace, parse_grace};
 pub use hsm::{
     HS_ARCHIVED, HS_DIRTY, HS_EXISTS, HS_LOST, HS_NOARCHIVE, HS_NORELEASE, HS_PCCRO, HS_PCCRW,
@@ -46,6 +49,10 @@ pub use nid::{LNet, NetType, Nid, NidRange, parse_nid_range_expr};
 pub use nodemap::{
     FilesetEntry, IdMap, IdType, Nodemap, NodemapState, RawNidRange, parse_nodemap_info_list,
     parse_nodemap_params,
+};
+pub use pcc::{
+    PccAddParam, PccCounters, PccDataset, PccDialect, PccError, PccFileState, PccMode, PccRule,
+    PccType, parse_lctl_pcc_list, parse_lfs_pcc_state, parse_llite_pcc_stats,
 };
 pub use project::{ProjectId, ProjectRange};
 pub use project_list::{ProjectEntry, parse_lfs_project};

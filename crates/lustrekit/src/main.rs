@@ -9,6 +9,7 @@ mod demo;
 mod hsm_cmd;
 mod operator_cmd;
 mod output;
+mod pcc_cmd;
 mod share_cmd;
 
 use std::path::PathBuf;
@@ -49,6 +50,8 @@ enum Command {
     Csi(csi_cmd::CsiArgs),
     /// Tier files to object storage: archive, release, restore, import, export, policies.
     Hsm(hsm_cmd::HsmArgs),
+    /// Persistent Client Cache upkeep: `pcc purge` keeps a cache below its high watermark.
+    Pcc(pcc_cmd::PccArgs),
     /// Run the Kubernetes operator (LustreFileSystem), or print its CRDs.
     Operator(operator_cmd::OperatorArgs),
     /// Run the whole share lifecycle on the embedded local backend, with a report.
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
             Command::Share(args) => share_cmd::run(&cli.config, json, args).await,
             Command::Csi(args) => csi_cmd::run(args, &cli.config).await,
             Command::Hsm(args) => hsm_cmd::run(args, &cli.config, json).await,
+            Command::Pcc(args) => pcc_cmd::run(args, &cli.config, json).await,
             Command::Operator(args) => operator_cmd::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Bench(args) => bench::run(args).await,

@@ -242,7 +242,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
 }
 
 /// Ctrl-C or SIGTERM (what the kubelet sends a pod): a graceful stop that releases the Lease.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {

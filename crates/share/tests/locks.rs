@@ -173,6 +173,9 @@ impl Hsm for Jittery {
 impl backend::ClientParams for Jittery {}
 
 #[async_trait]
+impl backend::Pcc for Jittery {}
+
+#[async_trait]
 impl Mounts for Jittery {
     async fn mount(&self, request: &MountRequest) -> Result<()> {
         self.inner.mount(request).await

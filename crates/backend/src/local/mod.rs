@@ -326,6 +326,8 @@ impl Inner {
 
 /// No filesystem client here: every [`crate::ClientParams`] call says so.
 impl crate::ClientParams for LocalBackend {}
+/// No client cache: every PCC call is unsupported ([`Capabilities::pcc`] is false).
+impl crate::Pcc for LocalBackend {}
 
 impl Filesystem for LocalBackend {
     fn kind(&self) -> BackendKind {
@@ -353,6 +355,7 @@ impl Filesystem for LocalBackend {
             striping: false,
             client_tunables: false,
             block_volumes: true,
+            pcc: false,
         }
     }
 

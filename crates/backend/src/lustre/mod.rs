@@ -8,7 +8,8 @@
 //! - nodemap and version commands (`lctl`) run on the MGS: over SSH when `mgs_host` is set;
 //! - client mounts run on this host (the node): fileset mounts per volume in `direct` mode,
 //!   or bind mounts from one reference-counted client mount per node in `bind` mode (see
-//!   [`mount`](self::mount) and ARCHITECTURE.md, CSI node model).
+//!   [`mount`](self::mount) and ARCHITECTURE.md, CSI node model);
+//! - Persistent Client Cache commands (`lctl pcc`, `lfs pcc`) run on the node too.
 //!
 //! The argv is the same whichever runner runs it; only the runner differs. Command formats
 //! follow `shared/lustre-formats/`.
@@ -20,6 +21,7 @@ pub mod fake;
 mod hsm;
 mod mount;
 mod nodemap;
+mod pcc;
 mod project;
 mod quota;
 pub mod runner;
@@ -61,6 +63,8 @@ struct Inner {
     mds: Arc<dyn CommandRunner>,
     mgs: Arc<dyn CommandRunner>,
     node: Arc<dyn CommandRunner>,
+    /// The PCC syntax of this node's client, read once (see [`pcc`]).
+    pcc_dialect: std::sync::OnceLock<lustre_model::PccDialect>,
 }
 
 /// Where a command runs.
@@ -123,6 +127,7 @@ impl LustreBackend {
                 mds,
                 mgs,
                 node,
+                pcc_dialect: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -271,6 +276,7 @@ impl Filesystem for LustreBackend {
             client_tunables: true,
             // Not built for Lustre yet: the image would be made over the command runner.
             block_volumes: false,
+            pcc: true,
         }
     }
 

@@ -19,7 +19,7 @@ use crate::hsm_volume::{self, ImportSource};
 use crate::params::{ReclaimPolicy, VolumeParams, labels};
 use crate::volume::{
     AccessKind, access_kind, access_kind_of, block_context, check_capabilities, check_capability,
-    context_for, hsm_context, share_of, tunables_context,
+    context_for, hsm_context, pcc_context, share_of, tunables_context,
 };
 
 /// What the controller offers. No PUBLISH_UNPUBLISH (nothing to attach), no snapshots.
@@ -97,6 +97,14 @@ impl ControllerService {
             return Err(CsiError::Unsupported(format!(
                 "{} needs a filesystem client with tunables (Lustre); the {} backend has none",
                 crate::params::keys::CLIENT_TUNABLES,
+                self.driver.service.backend().kind_name()
+            )));
+        }
+        if params.pcc.is_some() && !self.driver.service.backend().capabilities().pcc {
+            return Err(CsiError::Unsupported(format!(
+                "{}=\"true\" asks for a Persistent Client Cache, which this driver's {} \
+                 backend has not (Lustre clients only)",
+                crate::params::keys::HOT_NODES,
                 self.driver.service.backend().kind_name()
             )));
         }
@@ -221,6 +229,7 @@ impl ControllerService {
         let mut extra = hsm_context(params.hsm.as_ref());
         extra.extend(block_context(kind));
         extra.extend(tunables_context(&params.tunables));
+        extra.extend(pcc_context(params.pcc.as_ref()));
         let volume = self.volume(&share, params.mount_mode.as_str(), extra);
         if volume.volume_id.len() > 128 {
             tracing::warn!(volume_id = %volume.volume_id,

@@ -28,28 +28,14 @@
 //! Nothing here panics on any input: every read is checked, lengths are bounded by the
 //! buffer, and a malformed list is an error naming the item.
 
-use std::fmt;
-
 use serde::Serialize;
 
 pub const HAL_VERSION: u32 = 1;
 pub const HAL_HEADER_LEN: usize = 32;
 pub const HAI_HEADER_LEN: usize = 72;
 
-/// A Lustre file identifier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
-pub struct Fid {
-    pub seq: u64,
-    pub oid: u32,
-    pub ver: u32,
-}
-
-impl fmt::Display for Fid {
-    /// `[0x200000401:0x1:0x0]`, as `DFID` prints it.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "[{:#x}:{:#x}:{:#x}]", self.seq, self.oid, self.ver)
-    }
-}
+/// A Lustre file identifier (one type for the whole workspace).
+pub use lustre_model::Fid;
 
 /// `enum hsm_copytool_action`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -21,8 +21,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use hsm::{ArchiveStore, EngineConfig, FileOp, HsmEngine, RetryPolicy};
 
+pub(crate) use args::BackendSource;
 pub use args::HsmArgs;
-use args::{BackendSource, CommonArgs, HsmCommand, InjectedBackend, PolicyCommand};
+use args::{CommonArgs, HsmCommand, InjectedBackend, PolicyCommand};
 
 /// Runs `lustrekit hsm ...`; `config` is the configuration file, read only with
 /// `--backend config`.
