@@ -34,6 +34,7 @@ pub mod metrics;
 pub mod node_ops;
 pub mod options;
 pub mod params;
+pub mod pcc_node;
 pub mod pcc_volume;
 pub mod registration;
 pub mod server;

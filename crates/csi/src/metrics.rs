@@ -42,6 +42,8 @@ pub struct Metrics {
     latency: Family<Method, Histogram>,
     in_flight: Gauge,
     ready: Gauge,
+    /// The node's PCC caches (`hotNodes` volumes), shared by their purges.
+    pcc: std::sync::Arc<hsm::pcc::PccMetrics>,
 }
 
 impl Default for Metrics {
@@ -74,12 +76,15 @@ impl Default for Metrics {
             "Whether the driver is serving (1) or not (0)",
             ready.clone(),
         );
+        let pcc = std::sync::Arc::new(hsm::pcc::PccMetrics::new());
+        pcc.register(&mut registry);
         Self {
             registry,
             requests,
             latency,
             in_flight,
             ready,
+            pcc,
         }
     }
 }
@@ -108,6 +113,11 @@ fn code_name(code: tonic::Code) -> &'static str {
 }
 
 impl Metrics {
+    /// The PCC metrics, for the node's purges.
+    pub fn pcc(&self) -> std::sync::Arc<hsm::pcc::PccMetrics> {
+        std::sync::Arc::clone(&self.pcc)
+    }
+
     pub fn set_ready(&self, ready: bool) {
         self.ready.set(i64::from(ready));
     }

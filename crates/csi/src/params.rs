@@ -320,6 +320,15 @@ impl VolumeParams {
         };
         let hsm = HsmParams::parse(parameters)?;
         let pcc = PccParams::parse(parameters)?;
+        if pcc.is_some() && mount_mode == MountMode::Bind {
+            // The cache is registered on a client mount, and the node plugin names the
+            // mount of a `direct` volume (its target) only.
+            return Err(CsiError::invalid(format!(
+                "parameter {}=\"true\" needs {}=direct: a bind volume shares the node's client mount",
+                keys::HOT_NODES,
+                keys::MOUNT_MODE
+            )));
+        }
         Ok(Self {
             template,
             inode_limit,

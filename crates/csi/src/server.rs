@@ -116,10 +116,13 @@ pub async fn serve(
         })
     });
     // Restore on access again for the HSM volumes this node's pods still have mounted.
-    if driver.mode.node()
-        && let Err(e) = driver.restore().resume(driver.service().backend()).await
-    {
-        tracing::error!(error = %e, "cannot read which HSM volumes this node watched");
+    if driver.mode.node() {
+        if let Err(e) = driver.restore().resume(driver.service().backend()).await {
+            tracing::error!(error = %e, "cannot read which HSM volumes this node watched");
+        }
+        if let Err(e) = driver.pcc.resume(driver.service().backend()).await {
+            tracing::error!(error = %e, "cannot read which PCC caches this node keeps");
+        }
     }
     let served = Served {
         socket: socket.to_path_buf(),
@@ -170,6 +173,7 @@ pub async fn serve(
     }
     if driver.mode.node() {
         driver.restore().stop_all().await;
+        driver.pcc.stop_all().await;
     }
     let _ = std::fs::remove_file(socket);
     result?;

@@ -55,6 +55,18 @@ async fn what_the_backend_cannot_do_is_refused_and_makes_nothing() {
             "gzip takes levels 1 to 9",
         ),
         (vec![("compressionLevel", "3")], "needs compression"),
+        (
+            vec![
+                ("hotNodes", "true"),
+                ("pccCache", "/nvme"),
+                ("mountMode", "bind"),
+            ],
+            "needs mountMode=direct",
+        ),
+        (
+            vec![("hotNodes", "true"), ("pccCache", "/nvme")],
+            "asks for a Persistent Client Cache",
+        ),
     ] {
         let err = c
             .create_volume(create_req("pvc-x", MIB, &params))

@@ -40,6 +40,8 @@ pub struct Driver {
     pub(crate) tunables: crate::client_tunables::NodeTunables,
     /// Restore daemons of the HSM volumes published on this node.
     pub(crate) restore: crate::hsm_node::NodeRestore,
+    /// Persistent Client Caches of the `hotNodes` volumes published on this node.
+    pub(crate) pcc: crate::pcc_node::NodePcc,
 }
 
 /// How a [`Driver`] is set up, apart from its share service.
@@ -64,10 +66,12 @@ pub struct DriverOptions {
 
 impl Driver {
     pub fn new(service: Arc<ShareService>, options: DriverOptions) -> Arc<Self> {
+        let metrics = Arc::new(Metrics::default());
         Arc::new(Self {
             service,
             inflight: InFlight::default(),
-            metrics: Arc::new(Metrics::default()),
+            pcc: crate::pcc_node::NodePcc::new(options.node_state_dir.clone(), metrics.pcc()),
+            metrics,
             name: options.name,
             node_id: options.node_id,
             mode: options.mode,

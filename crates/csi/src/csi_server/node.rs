@@ -246,6 +246,11 @@ impl NodeService {
             .await?
         {
             Target::Absent => {
+                let backend = Arc::clone(self.driver.service.backend());
+                self.driver
+                    .pcc
+                    .release(&backend, &req.volume_id, &target, false)
+                    .await?;
                 self.release_node_state(&req.volume_id, &target).await?;
                 return Ok(NodeUnpublishVolumeResponse {});
             }
@@ -274,8 +279,14 @@ impl NodeService {
                 return Ok(NodeUnpublishVolumeResponse {});
             }
         }
+        // A cache is removed from its client mount before the mount goes.
+        let backend = Arc::clone(self.driver.service.backend());
+        self.driver
+            .pcc
+            .release(&backend, &req.volume_id, &path, mounted)
+            .await?;
         if mounted {
-            self.driver.service.backend().unmount(&path).await?;
+            backend.unmount(&path).await?;
         }
         let p = path.clone();
         self.fs_call("rmdir", &path, move || node_ops::remove_target(&p))
@@ -286,8 +297,9 @@ impl NodeService {
     }
 
     /// What a publish at `target` holds on this node beyond its mount: the volume's client
-    /// tunables and, for an HSM volume, its restore daemon (see [`crate::hsm_node`]). All
-    /// or nothing: a failure lets go of what this publish took.
+    /// tunables, its Persistent Client Cache (see [`crate::pcc_node`]) and, for an HSM
+    /// volume, its restore daemon (see [`crate::hsm_node`]). All or nothing: a failure lets
+    /// go of what this publish took.
     async fn hold_node_state(
         &self,
         req: &NodePublishVolumeRequest,
@@ -301,6 +313,20 @@ impl NodeService {
                 .tunables
                 .hold(backend.as_ref(), &holder, &volume.tunables)
                 .await?;
+        }
+        if let Some(pcc) = crate::volume::node_pcc(&req.volume_context)? {
+            let held = self.hold_pcc(req, target, volume, &pcc, &backend).await;
+            if let Err(e) = held {
+                if let Err(undo) = self
+                    .driver
+                    .tunables
+                    .release(backend.as_ref(), &holder)
+                    .await
+                {
+                    tracing::warn!(error = %undo, "could not let go of the client tunables");
+                }
+                return Err(e);
+            }
         }
         if let Some(hsm) = &volume.hsm {
             let held = self
@@ -318,6 +344,14 @@ impl NodeService {
             if let Err(e) = held {
                 if let Err(undo) = self
                     .driver
+                    .pcc
+                    .release(&backend, &req.volume_id, target, true)
+                    .await
+                {
+                    tracing::warn!(error = %undo, "could not remove the PCC registration");
+                }
+                if let Err(undo) = self
+                    .driver
                     .tunables
                     .release(backend.as_ref(), &holder)
                     .await
@@ -328,6 +362,33 @@ impl NodeService {
             }
         }
         Ok(())
+    }
+
+    /// Registers the volume's PCC on the client mount at `target` (see [`crate::pcc_node`]).
+    async fn hold_pcc(
+        &self,
+        req: &NodePublishVolumeRequest,
+        target: &Path,
+        volume: &crate::volume::NodeVolume,
+        pcc: &crate::params::PccParams,
+        backend: &Arc<dyn backend::Filesystem>,
+    ) -> Result<()> {
+        let project = volume.project.ok_or_else(|| {
+            CsiError::invalid(format!(
+                "volume {:?}: a Persistent Client Cache needs the volume's project ID",
+                req.volume_id
+            ))
+        })?;
+        let context = req
+            .volume_context
+            .iter()
+            .filter(|(k, _)| crate::params::keys::PCC.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        self.driver
+            .pcc
+            .hold(backend, &req.volume_id, target, pcc, context, project)
+            .await
     }
 
     /// Lets go of what the publish at `target` held: the last holder of a tunable puts the
