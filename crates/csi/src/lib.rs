@@ -27,6 +27,7 @@ pub mod csi_server;
 pub mod error;
 pub mod grpc;
 pub mod hsm_volume;
+pub mod kmip;
 pub mod inflight;
 pub mod metrics;
 pub mod node_ops;
