@@ -355,11 +355,7 @@ pub trait Encryption: Send + Sync {
     /// Gives `key` to the filesystem, sets a v2 policy for it on the empty directory `dir`,
     /// then takes the key away again (a node adds it when it publishes). Returns the key's
     /// identifier. The same key again on a directory that already has its policy is success.
-    async fn encrypt_empty_dir(
-        &self,
-        dir: &RelPath,
-        key: Arc<SecretKey>,
-    ) -> Result<KeyIdentifier> {
+    async fn encrypt_empty_dir(&self, dir: &RelPath, key: Arc<SecretKey>) -> Result<KeyIdentifier> {
         let _ = (dir, key);
         Err(no_encryption())
     }

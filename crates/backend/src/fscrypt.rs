@@ -33,9 +33,7 @@ pub enum KeyError {
     #[error("an fscrypt key must be {MIN_KEY_SIZE} to {MAX_KEY_SIZE} bytes, not {0}")]
     Length(usize),
     /// Keys live only in locked memory; without it there is no key.
-    #[error(
-        "cannot lock memory for a key: {0} (raise RLIMIT_MEMLOCK or grant CAP_IPC_LOCK)"
-    )]
+    #[error("cannot lock memory for a key: {0} (raise RLIMIT_MEMLOCK or grant CAP_IPC_LOCK)")]
     Lock(Errno),
 }
 
@@ -406,7 +404,9 @@ pub fn remove_key(fd: BorrowedFd<'_>, id: &KeyIdentifier) -> Result<KeyRemoval, 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyStatus {
     Absent,
-    Present { users: u32 },
+    Present {
+        users: u32,
+    },
     /// Removed, but files that were open still use it.
     IncompletelyRemoved,
 }

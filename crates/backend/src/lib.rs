@@ -21,7 +21,6 @@ pub mod mount;
 pub use error::{BackendError, Result, panic_message};
 pub use filesystem::{
     BackendKind, Capabilities, Capacity, ClientParams, DataVersion, DirInfo, DirSpec, Encryption,
-    Filesystem,
-    Hsm, HsmAccessState, MountMode, MountRequest, Mounts, Namespace, NodemapChange, Nodemaps,
-    QuotaEnforcement, Quotas, ReleaseInProgress, VolumeStatfs,
+    Filesystem, Hsm, HsmAccessState, MountMode, MountRequest, Mounts, Namespace, NodemapChange,
+    Nodemaps, QuotaEnforcement, Quotas, ReleaseInProgress, VolumeStatfs,
 };

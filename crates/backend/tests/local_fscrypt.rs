@@ -40,7 +40,11 @@ fn ext4_encrypt() -> Ext4 {
         "mkfs.ext4 -O encrypt failed (e2fsprogs)"
     );
     assert!(
-        ok(Command::new("mount").arg("-o").arg("loop").arg(&image).arg(&mnt)),
+        ok(Command::new("mount")
+            .arg("-o")
+            .arg("loop")
+            .arg(&image)
+            .arg(&mnt)),
         "cannot mount a loop device here"
     );
     Ext4 { _dir: dir, mnt }
@@ -85,7 +89,9 @@ async fn a_file_reads_only_while_its_key_is_added() {
     assert_eq!(err.raw_os_error(), Some(libc::ENOKEY), "{err}");
     assert_eq!(err.to_string(), "Required key not available (os error 126)");
     assert_eq!(
-        std::fs::read(&file).expect_err("no such name").raw_os_error(),
+        std::fs::read(&file)
+            .expect_err("no such name")
+            .raw_os_error(),
         Some(libc::ENOENT)
     );
 

@@ -166,9 +166,7 @@ fn kmip_code(error: &crate::kmip::KmipError) -> Code {
         // The key server is down or slow: the CO retries with backoff.
         KmipError::Unavailable { .. } => Code::Unavailable,
         // The volume's key is gone or revoked: nothing a retry fixes, and no data is shown.
-        KmipError::KeyNotFound { .. } | KmipError::KeyNotActive { .. } => {
-            Code::FailedPrecondition
-        }
+        KmipError::KeyNotFound { .. } | KmipError::KeyNotActive { .. } => Code::FailedPrecondition,
         KmipError::Credentials { .. } => Code::InvalidArgument,
         KmipError::Tls { .. } => Code::PermissionDenied,
         KmipError::Server { .. } => Code::Internal,

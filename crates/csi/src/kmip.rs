@@ -43,7 +43,9 @@ pub enum KmipError {
     #[error("KMIP server {endpoint}: key {key_id} does not exist (destroyed?)")]
     KeyNotFound { endpoint: String, key_id: String },
     /// The key exists but may not be used (revoked, compromised, not yet active).
-    #[error("KMIP server {endpoint}: key {key_id} is {state}, not active (revoked?); it is not used")]
+    #[error(
+        "KMIP server {endpoint}: key {key_id} is {state}, not active (revoked?); it is not used"
+    )]
     KeyNotActive {
         endpoint: String,
         key_id: String,
@@ -229,8 +231,7 @@ impl KmipClient {
     /// Revokes key `key_id` (it can no longer be fetched), leaving it on the server.
     pub async fn revoke_key(&self, key_id: &str) -> Result<(), KmipError> {
         let key_id = key_id.to_string();
-        self.call("revoke", move |c| c.revoke(&key_id))
-        .await
+        self.call("revoke", move |c| c.revoke(&key_id)).await
     }
 
     /// Destroys key `key_id`: whatever it encrypted is unreadable for good. Revokes it first
@@ -313,11 +314,9 @@ impl KmipClient {
         tcp.set_read_timeout(Some(self.timeout))
             .and_then(|()| tcp.set_write_timeout(Some(self.timeout)))
             .map_err(|e| unavailable(format!("socket: {e}")))?;
-        let name = ServerName::try_from(self.host.clone()).map_err(|e| {
-            KmipError::Credentials {
-                endpoint: self.endpoint.clone(),
-                message: format!("server name {:?}: {e}", self.host),
-            }
+        let name = ServerName::try_from(self.host.clone()).map_err(|e| KmipError::Credentials {
+            endpoint: self.endpoint.clone(),
+            message: format!("server name {:?}: {e}", self.host),
         })?;
         let mut conn = rustls::ClientConnection::new(Arc::clone(&self.tls), name).map_err(|e| {
             KmipError::Tls {
@@ -327,13 +326,15 @@ impl KmipClient {
         })?;
         while conn.is_handshaking() {
             if let Err(e) = conn.complete_io(&mut tcp) {
-                return Err(match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-                    Some(tls) => KmipError::Tls {
-                        endpoint: self.endpoint.clone(),
-                        message: tls.to_string(),
+                return Err(
+                    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                        Some(tls) => KmipError::Tls {
+                            endpoint: self.endpoint.clone(),
+                            message: tls.to_string(),
+                        },
+                        None => unavailable(format!("TLS handshake: {e}")),
                     },
-                    None => unavailable(format!("TLS handshake: {e}")),
-                });
+                );
             }
         }
         Ok(rustls::StreamOwned::new(conn, tcp))

@@ -123,6 +123,8 @@ pub struct NodeVolume {
     pub hsm: Option<NodeHsm>,
     /// Client tunables to hold on the node while the volume is published.
     pub tunables: lustre_model::ClientTunables,
+    /// The key to add while an encrypted volume is published.
+    pub encryption: Option<crate::encryption::NodeEncryption>,
 }
 
 /// The volume context entry of a class's client tunables (none when it sets none).
@@ -146,6 +148,7 @@ pub fn node_volume(
         .map(String::as_str)
         .filter(|k| {
             !context::ALL.contains(k)
+                && !crate::encryption::context::ALL.contains(k)
                 && !k.starts_with(context::POD_PREFIX)
                 && !k.starts_with(context::PROVISIONER_PREFIX)
         })
@@ -183,6 +186,7 @@ pub fn node_volume(
         .map_err(|e| CsiError::invalid(format!("volume context: {e}")))?
         .unwrap_or_default();
     let hsm = node_hsm(ctx)?;
+    let encryption = crate::encryption::NodeEncryption::from_context(ctx)?;
     let tunables = lustre_model::ClientTunables::parse(
         ctx.get(context::CLIENT_TUNABLES)
             .map(String::as_str)
@@ -207,6 +211,7 @@ pub fn node_volume(
             mount_mode,
             hsm,
             tunables,
+            encryption,
         });
     }
     if is_static {
@@ -223,6 +228,7 @@ pub fn node_volume(
             mount_mode,
             hsm,
             tunables,
+            encryption,
         }),
         Ok(id) => Err(CsiError::NotFound(format!(
             "volume {volume_id:?} is on filesystem {:?}, not {:?}",

@@ -37,18 +37,14 @@ impl LocalBackend {
 
 #[async_trait]
 impl Encryption for LocalBackend {
-    async fn encrypt_empty_dir(
-        &self,
-        dir: &RelPath,
-        key: Arc<SecretKey>,
-    ) -> Result<KeyIdentifier> {
+    async fn encrypt_empty_dir(&self, dir: &RelPath, key: Arc<SecretKey>) -> Result<KeyIdentifier> {
         self.check_fscrypt()?;
         let dir = dir.clone();
         self.run(move |inner| {
             let fd = beneath::open_dir(inner.root_fd.as_fd(), Some(&dir))
                 .map_err(|e| io(dir.as_str(), e))?;
-            let id = fscrypt::add_key(fd.as_fd(), &key)
-                .map_err(|e| add_key_error(dir.as_str(), e))?;
+            let id =
+                fscrypt::add_key(fd.as_fd(), &key).map_err(|e| add_key_error(dir.as_str(), e))?;
             let set = match fscrypt::set_policy(fd.as_fd(), &id) {
                 Ok(()) => Ok(()),
                 Err(Errno::ENOTEMPTY) => Err(BackendError::InvalidState(format!(

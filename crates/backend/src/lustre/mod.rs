@@ -255,7 +255,6 @@ fn mgs_spec(nodes: &[String]) -> Result<String> {
 /// [`crate::fscrypt`]); not wired to the client mount yet, so every call says so.
 impl crate::Encryption for LustreBackend {}
 
-
 impl Filesystem for LustreBackend {
     fn kind(&self) -> BackendKind {
         BackendKind::Lustre

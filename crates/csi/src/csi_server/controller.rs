@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 
 use super::Driver;
 use crate::capacity;
+use crate::encryption;
 use crate::error::{CsiError, Result};
 use crate::grpc::controller_server::Controller;
 use crate::grpc::controller_service_capability::{self, rpc};
@@ -99,17 +100,42 @@ impl ControllerService {
                 self.driver.service.backend().kind_name()
             )));
         }
+        if params.encryption.is_some() && !self.driver.service.backend().capabilities().encryption {
+            return Err(CsiError::Unsupported(format!(
+                "{}: the {} backend's filesystem has no fscrypt here (on local: ext4 made with \
+                 -O encrypt)",
+                crate::params::keys::ENCRYPTION,
+                self.driver.service.backend().kind_name()
+            )));
+        }
         let size = capacity::size_for(req.capacity_range.as_ref())?;
         let (required, limit) = match &req.capacity_range {
             Some(range) => capacity::validate(range)?,
             None => (0, 0),
         };
         let name = params.share_name(&req.name)?;
-        let wanted_labels = params.labels(&req.name);
+        let mut wanted_labels = params.labels(&req.name);
         let _guard = self
             .driver
             .inflight
             .claim([format!("create:{}", req.name), format!("share:{name}")])?;
+        // The volume's key first: found by name on a retry, so the labels come out the same.
+        let kmip = match &params.encryption {
+            Some(encryption) => {
+                let client = encryption::kmip_client(
+                    &encryption.kmip_endpoint,
+                    &req.secrets,
+                    "provisioner",
+                    crate::kmip::DEFAULT_TIMEOUT,
+                )?;
+                let key_id = client
+                    .create_key(&encryption::kmip_key_name(&req.name))
+                    .await?;
+                wanted_labels.insert(encryption::labels::KMIP_KEY_ID.into(), key_id.clone());
+                Some((client, key_id))
+            }
+            None => None,
+        };
 
         let service = &self.driver.service;
         let existing = service.find(&name).await?;
@@ -183,6 +209,22 @@ impl ControllerService {
             limit,
             params.inode_limit,
         )?;
+        let encryption_context = match (&params.encryption, &kmip) {
+            (Some(encryption), Some((client, key_id))) => {
+                let backend = service.backend();
+                let identifier = match backend.encryption_policy(&share.path).await? {
+                    Some(identifier) => identifier,
+                    None => {
+                        let key = std::sync::Arc::new(client.get_key(key_id).await?);
+                        backend.encrypt_empty_dir(&share.path, key).await?
+                    }
+                };
+                tracing::info!(request = %req.name, share = %name, kmip_key_id = %key_id,
+                    key_identifier = %identifier, "volume directory encrypted");
+                encryption::volume_context(encryption, key_id, &identifier)
+            }
+            _ => Vec::new(),
+        };
         if let Some(source) = import.as_ref().filter(|_| !import_done) {
             match hsm_volume::import(service, &share, source, self.driver.hsm_import_timeout).await
             {
@@ -209,6 +251,7 @@ impl ControllerService {
             hsm_context(params.hsm.as_ref())
                 .into_iter()
                 .chain(tunables_context(&params.tunables))
+                .chain(encryption_context)
                 .collect(),
         );
         if volume.volume_id.len() > 128 {
@@ -245,9 +288,32 @@ impl ControllerService {
                     "reclaim policy retain: the share and its data are kept");
             }
             ReclaimPolicy::Delete => {
+                // The key server's credentials are checked before any data goes, so a
+                // delete never leaves a key without its data and no way to destroy it.
+                let kmip = match (
+                    share.labels.get(encryption::labels::KMIP_ENDPOINT),
+                    share.labels.get(encryption::labels::KMIP_KEY_ID),
+                ) {
+                    (Some(endpoint), Some(key_id)) => Some((
+                        encryption::kmip_client(
+                            endpoint,
+                            &req.secrets,
+                            "provisioner",
+                            crate::kmip::DEFAULT_TIMEOUT,
+                        )?,
+                        key_id,
+                    )),
+                    _ => None,
+                };
                 service.delete(&share.name, DeleteMode::Purge).await?;
                 if share.labels.contains_key(labels::HSM_IMPORT_FROM) {
                     hsm_volume::forget(service, &share.name).await?;
+                }
+                if let Some((client, key_id)) = kmip {
+                    // Crypto-erase, after the data is gone: any copy left is unreadable.
+                    client.destroy_key(key_id).await?;
+                    tracing::info!(volume_id = %req.volume_id, kmip_key_id = %key_id,
+                        "volume key destroyed");
                 }
             }
             ReclaimPolicy::Trash { ttl_secs } => {
