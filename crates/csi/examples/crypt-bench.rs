@@ -1,8 +1,8 @@
 //! Encryption's cost: NodePublishVolume latency (p50/p99) of an encrypted volume (a KMIP
 //! fetch and FS_IOC_ADD_ENCRYPTION_KEY each time, since every unpublish removes the key)
-//! against a plain one, and sequential write/read throughput through the published target, each as a
-//! ratio to the plain volume. Run by `benches/crypt-bench.sh` on an ext4 `-O encrypt` loop
-//! image with the test KMIP server:
+//! against a plain one, and sequential write/read throughput through the published target,
+//! each as a ratio to the plain volume. Run by `benches/crypt-bench.sh` on an ext4
+//! `-O encrypt` loop image with the test KMIP server:
 //!
 //! `crypt-bench <root dir> <kmip host:port> <pki dir> [publishes] [MiB]`
 

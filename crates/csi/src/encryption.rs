@@ -14,6 +14,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use backend::fscrypt::KeyIdentifier;
+use lustre_model::{RelPath, ShareName};
+use share::ShareService;
 use zeroize::Zeroizing;
 
 use crate::error::{CsiError, Result};
@@ -212,6 +214,92 @@ impl NodeEncryption {
     /// The node hold's name for this key (see [`crate::client_tunables`]).
     pub fn hold_name(&self) -> String {
         hold_name(&self.identifier)
+    }
+}
+
+/// Where a key waiting for its crypto-erase is recorded, outside the share
+/// (`<prefix>/.lustrekit/kmip-erase/<share>`): DeleteVolume writes it before the data goes
+/// and removes it once the key is destroyed, so a retry after the key server failed (the
+/// share already gone) still destroys the key.
+fn erase_marker(service: &ShareService, name: &ShareName) -> Result<(RelPath, RelPath)> {
+    let dir = service
+        .settings()
+        .prefix
+        .join(&ShareName::new(share::META_DIR)?)
+        .join(&ShareName::new("kmip-erase")?);
+    let file = dir.join(name);
+    Ok((dir, file))
+}
+
+/// A key to destroy once the data of `volume_id` is gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingErase {
+    pub volume_id: String,
+    pub kmip_endpoint: String,
+    pub kmip_key_id: String,
+}
+
+impl PendingErase {
+    fn text(&self) -> String {
+        format!(
+            "{} {} {}\n",
+            self.volume_id, self.kmip_endpoint, self.kmip_key_id
+        )
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        let mut parts = text.split_whitespace();
+        let (volume_id, endpoint, key_id) = (parts.next()?, parts.next()?, parts.next()?);
+        parts.next().is_none().then(|| Self {
+            volume_id: volume_id.into(),
+            kmip_endpoint: endpoint.into(),
+            kmip_key_id: key_id.into(),
+        })
+    }
+
+    /// Records the erase before the data goes.
+    pub async fn record(&self, service: &ShareService, name: &ShareName) -> Result<()> {
+        let (dir, file) = erase_marker(service, name)?;
+        service.backend().ensure_dir(&dir).await?;
+        service
+            .backend()
+            .write_file(&file, self.text().as_bytes())
+            .await?;
+        Ok(())
+    }
+
+    /// The erase recorded for share `name`, if it is for `volume_id`.
+    pub async fn find(
+        service: &ShareService,
+        name: &ShareName,
+        volume_id: &str,
+    ) -> Result<Option<Self>> {
+        let (_, file) = erase_marker(service, name)?;
+        let Some(bytes) = service.backend().read_file(&file).await? else {
+            return Ok(None);
+        };
+        Ok(Self::parse(&String::from_utf8_lossy(&bytes)).filter(|p| p.volume_id == volume_id))
+    }
+
+    /// Destroys the key with the provisioner `secrets`, then forgets the erase.
+    pub async fn finish(
+        &self,
+        service: &ShareService,
+        name: &ShareName,
+        secrets: &HashMap<String, String>,
+    ) -> Result<()> {
+        let client = kmip_client(
+            &self.kmip_endpoint,
+            secrets,
+            "provisioner",
+            crate::kmip::DEFAULT_TIMEOUT,
+        )?;
+        client.destroy_key(&self.kmip_key_id).await?;
+        let (_, file) = erase_marker(service, name)?;
+        service.backend().remove_file(&file).await?;
+        tracing::info!(volume_id = %self.volume_id, kmip_key_id = %self.kmip_key_id,
+            "volume key destroyed");
+        Ok(())
     }
 }
 

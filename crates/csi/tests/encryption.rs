@@ -268,6 +268,9 @@ async fn an_encrypted_volume_reads_only_on_a_node_that_fetched_its_key() {
         .expect_err("destroyed");
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains("does not exist"), "{err:?}");
+    // The drivers let go of the filesystem before it is unmounted.
+    a.stop().await.expect("stop a");
+    b.stop().await.expect("stop b");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -311,6 +314,45 @@ async fn publish_is_unavailable_while_the_key_server_is_down_and_works_once_it_i
         .node_unpublish_volume(unpublish_req(&volume, &target))
         .await
         .expect("unpublish");
+
+    // DeleteVolume with the key server down: the data goes, the erase waits; the retry,
+    // once the server is back, destroys the key although the share is gone.
+    own.stop();
+    let delete = DeleteVolumeRequest {
+        volume_id: volume.volume_id.clone(),
+        secrets: secrets.clone(),
+    };
+    let err = d
+        .controller()
+        .delete_volume(delete.clone())
+        .await
+        .expect_err("server down");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(!root.join(&volume.volume_context["sharePath"]).exists());
+    own.start();
+    d.controller()
+        .delete_volume(delete.clone())
+        .await
+        .expect("retry");
+    let client = csi::kmip::KmipClient::new(
+        &own.endpoint(),
+        &kmip.credentials(),
+        std::time::Duration::from_secs(5),
+    )
+    .expect("client");
+    let err = client
+        .get_key(&volume.volume_context["kmipKeyId"])
+        .await
+        .expect_err("destroyed");
+    assert!(
+        matches!(err, csi::kmip::KmipError::KeyNotFound { .. }),
+        "{err}"
+    );
+    d.controller()
+        .delete_volume(delete)
+        .await
+        .expect("nothing left to do");
+    d.stop().await.expect("stop");
 }
 
 #[tokio::test]

@@ -274,6 +274,16 @@ impl ControllerService {
             .inflight
             .claim([Self::volume_key(&req.volume_id)])?;
         let Some(share) = self.lookup(&req.volume_id).await? else {
+            // Its data is gone; its key may still wait for the erase (the key server failed).
+            if let Some((_, name)) = share_of(&req.volume_id, self.driver.service.settings()) {
+                let service = &self.driver.service;
+                if let Some(erase) =
+                    encryption::PendingErase::find(service, &name, &req.volume_id).await?
+                {
+                    erase.finish(service, &name, &req.secrets).await?;
+                    return Ok(DeleteVolumeResponse {});
+                }
+            }
             tracing::info!(volume_id = %req.volume_id, "volume does not exist (or is not ours): nothing to delete");
             return Ok(DeleteVolumeResponse {});
         };
@@ -288,32 +298,35 @@ impl ControllerService {
                     "reclaim policy retain: the share and its data are kept");
             }
             ReclaimPolicy::Delete => {
-                // The key server's credentials are checked before any data goes, so a
-                // delete never leaves a key without its data and no way to destroy it.
-                let kmip = match (
+                let erase = match (
                     share.labels.get(encryption::labels::KMIP_ENDPOINT),
                     share.labels.get(encryption::labels::KMIP_KEY_ID),
                 ) {
-                    (Some(endpoint), Some(key_id)) => Some((
+                    (Some(endpoint), Some(key_id)) => {
+                        // The credentials are checked before any data goes.
                         encryption::kmip_client(
                             endpoint,
                             &req.secrets,
                             "provisioner",
                             crate::kmip::DEFAULT_TIMEOUT,
-                        )?,
-                        key_id,
-                    )),
+                        )?;
+                        let erase = encryption::PendingErase {
+                            volume_id: req.volume_id.clone(),
+                            kmip_endpoint: endpoint.clone(),
+                            kmip_key_id: key_id.clone(),
+                        };
+                        erase.record(service, &share.name).await?;
+                        Some(erase)
+                    }
                     _ => None,
                 };
                 service.delete(&share.name, DeleteMode::Purge).await?;
                 if share.labels.contains_key(labels::HSM_IMPORT_FROM) {
                     hsm_volume::forget(service, &share.name).await?;
                 }
-                if let Some((client, key_id)) = kmip {
+                if let Some(erase) = erase {
                     // Crypto-erase, after the data is gone: any copy left is unreadable.
-                    client.destroy_key(key_id).await?;
-                    tracing::info!(volume_id = %req.volume_id, kmip_key_id = %key_id,
-                        "volume key destroyed");
+                    erase.finish(service, &share.name, &req.secrets).await?;
                 }
             }
             ReclaimPolicy::Trash { ttl_secs } => {
