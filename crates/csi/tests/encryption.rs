@@ -399,3 +399,42 @@ async fn encryption_where_the_filesystem_has_none_is_refused_before_anything_is_
         .expect_err("still no fscrypt here");
     assert!(err.message().contains("fscrypt"), "{err:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
+async fn a_trashed_volume_keeps_its_key() {
+    let Some(kmip) = TestKmip::from_env() else {
+        return;
+    };
+    let fs = ext4_encrypt();
+    let root = fs.mnt.join("root");
+    let work = tempfile::tempdir().expect("tempdir");
+    let secrets = kmip.secrets();
+    let d = node(&root, work.path(), "node-a").await;
+    let mut req = encrypted_req("pvc-trash", &kmip.endpoint, &secrets);
+    req.parameters
+        .insert("reclaimPolicy".into(), "trash".into());
+    let volume = d
+        .controller()
+        .create_volume(req)
+        .await
+        .expect("create")
+        .into_inner()
+        .volume
+        .expect("volume");
+    d.controller()
+        .delete_volume(DeleteVolumeRequest {
+            volume_id: volume.volume_id.clone(),
+            secrets: secrets.clone(),
+        })
+        .await
+        .expect("trash");
+    // Until the trash is purged the data may come back, so its key stays usable.
+    let key = kmip
+        .client()
+        .get_key(&volume.volume_context["kmipKeyId"])
+        .await
+        .expect("key kept");
+    assert_eq!(key.len(), 32);
+    d.stop().await.expect("stop");
+}
