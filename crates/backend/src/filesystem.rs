@@ -3,6 +3,7 @@
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use lustre_model::{
@@ -12,6 +13,7 @@ use lustre_model::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::fscrypt::{KeyIdentifier, KeyRemoval, SecretKey};
 use crate::{BackendError, Result};
 
 /// Which implementation stands behind a [`Filesystem`].
@@ -261,7 +263,7 @@ pub struct MountRequest {
 /// Paths are relative to the filesystem root and are validated [`RelPath`]s, so no caller can
 /// name anything outside it.
 pub trait Filesystem:
-    Namespace + Quotas + Nodemaps + Hsm + Mounts + ClientParams + Pcc + 'static
+    Namespace + Quotas + Nodemaps + Hsm + Mounts + ClientParams + Pcc + Encryption + 'static
 {
     fn kind(&self) -> BackendKind;
     fn capabilities(&self) -> Capabilities;
@@ -373,6 +375,43 @@ pub trait ClientParams: Send + Sync {
         let _ = value;
         Err(no_client())
     }
+}
+
+/// fscrypt v2 on this filesystem (see [`crate::fscrypt`]): the same kernel ioctls on a
+/// local root or a Lustre client mount. Only where [`Capabilities::encryption`]. Keys are
+/// taken and given as [`SecretKey`]; only their identifiers come back.
+#[async_trait]
+pub trait Encryption: Send + Sync {
+    /// Gives `key` to the filesystem, sets a v2 policy for it on the empty directory `dir`,
+    /// then takes the key away again (a node adds it when it publishes). Returns the key's
+    /// identifier. The same key again on a directory that already has its policy is success.
+    async fn encrypt_empty_dir(&self, dir: &RelPath, key: Arc<SecretKey>) -> Result<KeyIdentifier> {
+        let _ = (dir, key);
+        Err(no_encryption())
+    }
+    /// Adds `key` to the filesystem on this node; returns its identifier.
+    async fn add_encryption_key(&self, key: Arc<SecretKey>) -> Result<KeyIdentifier> {
+        let _ = key;
+        Err(no_encryption())
+    }
+    /// Removes key `id` from the filesystem on this node: what it encrypts then reads as
+    /// "Required key not available". A key that is not there is success.
+    async fn remove_encryption_key(&self, id: &KeyIdentifier) -> Result<KeyRemoval> {
+        let _ = id;
+        Err(no_encryption())
+    }
+    /// The key identifier of `dir`'s policy; `None` when it is not encrypted.
+    async fn encryption_policy(&self, dir: &RelPath) -> Result<Option<KeyIdentifier>> {
+        let _ = dir;
+        Err(no_encryption())
+    }
+}
+
+fn no_encryption() -> BackendError {
+    BackendError::unsupported(
+        "encryption",
+        "this backend's filesystem has no fscrypt (on local: ext4 made with -O encrypt)",
+    )
 }
 
 fn no_client() -> BackendError {

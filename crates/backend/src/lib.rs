@@ -14,13 +14,14 @@
 pub mod block;
 mod error;
 mod filesystem;
+pub mod fscrypt;
 pub mod local;
 pub mod lustre;
 pub mod mount;
 
 pub use error::{BackendError, Result, panic_message};
 pub use filesystem::{
-    BackendKind, Capabilities, Capacity, ClientParams, DataVersion, DirInfo, DirSpec, Filesystem,
-    Hsm, HsmAccessState, MountMode, MountRequest, Mounts, Namespace, NodemapChange, Nodemaps, Pcc,
-    QuotaEnforcement, Quotas, ReleaseInProgress, VolumeStatfs,
+    BackendKind, Capabilities, Capacity, ClientParams, DataVersion, DirInfo, DirSpec, Encryption,
+    Filesystem, Hsm, HsmAccessState, MountMode, MountRequest, Mounts, Namespace, NodemapChange,
+    Nodemaps, Pcc, QuotaEnforcement, Quotas, ReleaseInProgress, VolumeStatfs,
 };

@@ -60,7 +60,11 @@ fn capabilities_and_paths() {
     let caps = b.capabilities();
     assert_eq!(caps.quota, QuotaEnforcement::Enforced);
     assert_eq!(caps.inode_quota, QuotaEnforcement::Enforced);
-    assert!(caps.nodemaps_enforced_by_server && caps.encryption && caps.restore_on_access);
+    assert!(caps.nodemaps_enforced_by_server && caps.restore_on_access);
+    assert!(
+        !caps.encryption,
+        "claimed only once the ioctls run on the client mount"
+    );
     assert!(caps.quota_outlives_directory && caps.bind_from_shared_client_mount);
     assert_eq!(
         b.host_path(&rel("tenants/a")),

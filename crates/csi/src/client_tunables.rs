@@ -8,6 +8,10 @@
 //! before any `set_param`), so a restarted node plugin still restores, and a crash between
 //! steps leaves the old values on record. Holders are `volume ID + target path`: one volume
 //! published to two pods on a node holds twice.
+//!
+//! The same count serves other things a publish puts on the node and the last unpublish
+//! takes away, by name ([`NodeTunables::hold_resource`]): an encrypted volume's key added to
+//! the filesystem (see [`crate::encryption`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -32,6 +36,9 @@ struct Held {
 struct State {
     /// By tunable key (`llite.max_read_ahead_mb`).
     held: BTreeMap<String, Held>,
+    /// Other things held on the node, by name: who holds each.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    resources: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// The node's record of held tunables; see the module doc.
@@ -199,6 +206,84 @@ impl NodeTunables {
             self.save(state).await?;
         }
         Ok(())
+    }
+
+    /// Holds resource `name` for `holder`: `acquire` runs under the record's lock (so a
+    /// last release cannot undo it half-way) on every hold, since putting it in place again
+    /// must be harmless and the node may have lost it (a reboot); then the holder counts in.
+    pub async fn hold_resource<F, Fut>(&self, name: &str, holder: &str, acquire: F) -> Result<()>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
+        let mut guard = self.state.lock().await;
+        let mut state = match guard.take() {
+            Some(state) => state,
+            None => self.load().await?,
+        };
+        let res = async {
+            acquire().await?;
+            state
+                .resources
+                .entry(name.to_string())
+                .or_default()
+                .insert(holder.to_string());
+            self.save(&state).await
+        }
+        .await;
+        *guard = Some(state);
+        res
+    }
+
+    /// Lets go of every resource `holder` holds; `release(name)` runs for each one nobody
+    /// holds any more. When it fails, the holder stays on record, so a retry tries again.
+    pub async fn release_resources<F, Fut>(&self, holder: &str, mut release: F) -> Result<()>
+    where
+        F: FnMut(String) -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
+        let mut guard = self.state.lock().await;
+        let mut state = match guard.take() {
+            Some(state) => state,
+            None => self.load().await?,
+        };
+        let res = async {
+            let names: Vec<String> = state
+                .resources
+                .iter()
+                .filter(|(_, holders)| holders.contains(holder))
+                .map(|(name, _)| name.clone())
+                .collect();
+            for name in names {
+                let last = state
+                    .resources
+                    .get(&name)
+                    .is_some_and(|holders| holders.len() == 1);
+                if last {
+                    release(name.clone()).await?;
+                    state.resources.remove(&name);
+                } else if let Some(holders) = state.resources.get_mut(&name) {
+                    holders.remove(holder);
+                }
+                self.save(&state).await?;
+            }
+            Ok(())
+        }
+        .await;
+        *guard = Some(state);
+        res
+    }
+
+    /// How many hold resource `name` on this node.
+    pub async fn resource_holders(&self, name: &str) -> Result<usize> {
+        let mut guard = self.state.lock().await;
+        let state = match guard.take() {
+            Some(state) => state,
+            None => self.load().await?,
+        };
+        let n = state.resources.get(name).map_or(0, BTreeSet::len);
+        *guard = Some(state);
+        Ok(n)
     }
 
     /// What is in force, for tests and diagnostics: `class.param=value` by key.

@@ -60,6 +60,9 @@ pub enum CsiError {
     Backend(#[from] BackendError),
     #[error(transparent)]
     Model(#[from] lustre_model::ModelError),
+    /// The key server (see [`crate::kmip`]).
+    #[error(transparent)]
+    Kmip(#[from] crate::kmip::KmipError),
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("{}: {source}", path.display())]
@@ -111,6 +114,7 @@ impl CsiError {
             }
             Self::Share(e) => share_code(e),
             Self::Backend(e) => backend_code(e),
+            Self::Kmip(e) => kmip_code(e),
         }
     }
 }
@@ -153,6 +157,19 @@ fn backend_code(error: &BackendError) -> Code {
             _ => Code::Internal,
         },
         _ => Code::Internal,
+    }
+}
+
+fn kmip_code(error: &crate::kmip::KmipError) -> Code {
+    use crate::kmip::KmipError;
+    match error {
+        // The key server is down or slow: the CO retries with backoff.
+        KmipError::Unavailable { .. } => Code::Unavailable,
+        // The volume's key is gone or revoked: nothing a retry fixes, and no data is shown.
+        KmipError::KeyNotFound { .. } | KmipError::KeyNotActive { .. } => Code::FailedPrecondition,
+        KmipError::Credentials { .. } => Code::InvalidArgument,
+        KmipError::Tls { .. } => Code::PermissionDenied,
+        KmipError::Server { .. } => Code::Internal,
     }
 }
 

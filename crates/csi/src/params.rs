@@ -28,6 +28,11 @@ pub mod keys {
     /// Client tunables set on a node while the volume is published there (see
     /// [`lustre_model::tunables`] and [`crate::client_tunables`]).
     pub const CLIENT_TUNABLES: &str = "clientTunables";
+    /// Encryption (see [`crate::encryption`]): `fscrypt` and the KMIP server holding the keys.
+    pub const ENCRYPTION: &str = "encryption";
+    pub const KMIP_ENDPOINT: &str = "kmipEndpoint";
+    /// An HSM volume that is encrypted archives plaintext only when this is `true`.
+    pub const HSM_ARCHIVE_PLAINTEXT: &str = "hsmArchivePlaintext";
     /// Added by csi-provisioner with `--extra-create-metadata`.
     pub const PVC_NAME: &str = "csi.storage.k8s.io/pvc/name";
     pub const PVC_NAMESPACE: &str = "csi.storage.k8s.io/pvc/namespace";
@@ -66,6 +71,9 @@ pub mod keys {
         COMPRESSION,
         COMPRESSION_LEVEL,
         CLIENT_TUNABLES,
+        ENCRYPTION,
+        KMIP_ENDPOINT,
+        HSM_ARCHIVE_PLAINTEXT,
         PVC_NAME,
         PVC_NAMESPACE,
         PV_NAME,
@@ -114,6 +122,7 @@ pub mod keys {
         HSM_RELEASE_LOW,
         HSM_PREFETCH,
         HSM_READ_MODE,
+        HSM_ARCHIVE_PLAINTEXT,
     ];
 }
 
@@ -231,6 +240,8 @@ pub struct VolumeParams {
     pub hsm: Option<HsmParams>,
     /// Set when the StorageClass says `hotNodes: "true"`.
     pub pcc: Option<PccParams>,
+    /// Set when the StorageClass asks for `encryption`.
+    pub encryption: Option<crate::encryption::EncryptionParams>,
 }
 
 impl VolumeParams {
@@ -329,6 +340,7 @@ impl VolumeParams {
                 keys::MOUNT_MODE
             )));
         }
+        let encryption = crate::encryption::EncryptionParams::parse(parameters, hsm.as_ref())?;
         Ok(Self {
             template,
             inode_limit,
@@ -340,6 +352,7 @@ impl VolumeParams {
             metadata,
             hsm,
             pcc,
+            encryption,
         })
     }
 
@@ -371,6 +384,11 @@ impl VolumeParams {
         }
         if !self.tunables.is_empty() {
             out.insert(labels::CLIENT_TUNABLES.into(), self.tunables.to_string());
+        }
+        if let Some(encryption) = &self.encryption {
+            use crate::encryption::{FSCRYPT, labels as enc};
+            out.insert(enc::ENCRYPTION.into(), FSCRYPT.into());
+            out.insert(enc::KMIP_ENDPOINT.into(), encryption.kmip_endpoint.clone());
         }
         if let Some(hsm) = &self.hsm {
             out.insert(labels::HSM_STORE.into(), hsm.store.clone());

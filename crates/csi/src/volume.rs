@@ -207,6 +207,8 @@ pub struct NodeVolume {
     pub kind: AccessKind,
     /// Client tunables to hold on the node while the volume is published.
     pub tunables: lustre_model::ClientTunables,
+    /// The key to add while an encrypted volume is published.
+    pub encryption: Option<crate::encryption::NodeEncryption>,
 }
 
 /// The volume context entry of a class's client tunables (none when it sets none).
@@ -230,6 +232,7 @@ pub fn node_volume(
         .map(String::as_str)
         .filter(|k| {
             !context::ALL.contains(k)
+                && !crate::encryption::context::ALL.contains(k)
                 && !k.starts_with(context::POD_PREFIX)
                 && !k.starts_with(context::PROVISIONER_PREFIX)
         })
@@ -267,6 +270,7 @@ pub fn node_volume(
         .map_err(|e| CsiError::invalid(format!("volume context: {e}")))?
         .unwrap_or_default();
     let hsm = node_hsm(ctx)?;
+    let encryption = crate::encryption::NodeEncryption::from_context(ctx)?;
     let tunables = lustre_model::ClientTunables::parse(
         ctx.get(context::CLIENT_TUNABLES)
             .map(String::as_str)
@@ -307,6 +311,7 @@ pub fn node_volume(
             hsm,
             tunables,
             kind,
+            encryption,
         });
     }
     if is_static {
@@ -324,6 +329,7 @@ pub fn node_volume(
             hsm,
             tunables,
             kind,
+            encryption,
         }),
         Ok(id) => Err(CsiError::NotFound(format!(
             "volume {volume_id:?} is on filesystem {:?}, not {:?}",

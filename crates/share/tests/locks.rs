@@ -171,6 +171,7 @@ impl Hsm for Jittery {
 }
 
 impl backend::ClientParams for Jittery {}
+impl backend::Encryption for Jittery {}
 
 #[async_trait]
 impl backend::Pcc for Jittery {}

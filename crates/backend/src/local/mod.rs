@@ -14,6 +14,7 @@
 pub mod beneath;
 mod btrfs;
 mod dirs;
+mod encryption;
 pub mod file_version;
 mod hsm;
 #[doc(hidden)]
@@ -56,6 +57,8 @@ struct Inner {
     quota_enforced: bool,
     /// The btrfs metadata node size (0 off btrfs): what a qgroup reserves per write.
     node_size: u32,
+    /// The root's filesystem does fscrypt (probed at open).
+    fscrypt: bool,
     /// Inode counts of btrfs shares, whose bytes the kernel counts (elsewhere the walk is the
     /// byte count too, and is done on every call so that usage is never stale).
     inodes: Arc<InodeCache>,
@@ -102,8 +105,9 @@ impl LocalBackend {
         } else {
             0
         };
+        let fscrypt = crate::fscrypt::supported(root_fd.as_fd());
         tracing::info!(root = %root.display(), btrfs = is_btrfs, quota_enforced, node_size,
-            "local backend open");
+            fscrypt, "local backend open");
         Ok(Self {
             inner: Arc::new(Inner {
                 given_root,
@@ -112,6 +116,7 @@ impl LocalBackend {
                 btrfs: is_btrfs,
                 quota_enforced,
                 node_size,
+                fscrypt,
                 inodes: Arc::default(),
             }),
         })
@@ -343,7 +348,7 @@ impl Filesystem for LocalBackend {
             },
             inode_quota: QuotaEnforcement::AccountedOnly,
             nodemaps_enforced_by_server: false,
-            encryption: false,
+            encryption: self.inner.fscrypt,
             restore_on_access: false,
             quota_write_reserve: if self.inner.quota_enforced {
                 u64::from(self.inner.node_size)

@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 
 use super::Driver;
 use crate::capacity;
+use crate::encryption;
 use crate::error::{CsiError, Result};
 use crate::grpc::controller_server::Controller;
 use crate::grpc::controller_service_capability::{self, rpc};
@@ -108,6 +109,14 @@ impl ControllerService {
                 self.driver.service.backend().kind_name()
             )));
         }
+        if params.encryption.is_some() && !self.driver.service.backend().capabilities().encryption {
+            return Err(CsiError::Unsupported(format!(
+                "{}: the {} backend's filesystem has no fscrypt here (on local: ext4 made with \
+                 -O encrypt)",
+                crate::params::keys::ENCRYPTION,
+                self.driver.service.backend().kind_name()
+            )));
+        }
         let size = capacity::size_for(req.capacity_range.as_ref())?;
         let (required, limit) = match &req.capacity_range {
             Some(range) => capacity::validate(range)?,
@@ -125,6 +134,23 @@ impl ControllerService {
             .driver
             .inflight
             .claim([format!("create:{}", req.name), format!("share:{name}")])?;
+        // The volume's key first: found by name on a retry, so the labels come out the same.
+        let kmip = match &params.encryption {
+            Some(encryption) => {
+                let client = encryption::kmip_client(
+                    &encryption.kmip_endpoint,
+                    &req.secrets,
+                    "provisioner",
+                    crate::kmip::DEFAULT_TIMEOUT,
+                )?;
+                let key_id = client
+                    .create_key(&encryption::kmip_key_name(&req.name))
+                    .await?;
+                wanted_labels.insert(encryption::labels::KMIP_KEY_ID.into(), key_id.clone());
+                Some((client, key_id))
+            }
+            None => None,
+        };
 
         let service = &self.driver.service;
         let existing = service.find(&name).await?;
@@ -198,6 +224,22 @@ impl ControllerService {
             limit,
             params.inode_limit,
         )?;
+        let encryption_context = match (&params.encryption, &kmip) {
+            (Some(encryption), Some((client, key_id))) => {
+                let backend = service.backend();
+                let identifier = match backend.encryption_policy(&share.path).await? {
+                    Some(identifier) => identifier,
+                    None => {
+                        let key = std::sync::Arc::new(client.get_key(key_id).await?);
+                        backend.encrypt_empty_dir(&share.path, key).await?
+                    }
+                };
+                tracing::info!(request = %req.name, share = %name, kmip_key_id = %key_id,
+                    key_identifier = %identifier, "volume directory encrypted");
+                encryption::volume_context(encryption, key_id, &identifier)
+            }
+            _ => Vec::new(),
+        };
         if let Some(source) = import.as_ref().filter(|_| !import_done) {
             match hsm_volume::import(service, &share, source, self.driver.hsm_import_timeout).await
             {
@@ -230,6 +272,7 @@ impl ControllerService {
         extra.extend(block_context(kind));
         extra.extend(tunables_context(&params.tunables));
         extra.extend(pcc_context(params.pcc.as_ref()));
+        extra.extend(encryption_context);
         let volume = self.volume(&share, params.mount_mode.as_str(), extra);
         if volume.volume_id.len() > 128 {
             tracing::warn!(volume_id = %volume.volume_id,
@@ -251,6 +294,16 @@ impl ControllerService {
             .inflight
             .claim([Self::volume_key(&req.volume_id)])?;
         let Some(share) = self.lookup(&req.volume_id).await? else {
+            // Its data is gone; its key may still wait for the erase (the key server failed).
+            if let Some((_, name)) = share_of(&req.volume_id, self.driver.service.settings()) {
+                let service = &self.driver.service;
+                if let Some(erase) =
+                    encryption::PendingErase::find(service, &name, &req.volume_id).await?
+                {
+                    erase.finish(service, &name, &req.secrets).await?;
+                    return Ok(DeleteVolumeResponse {});
+                }
+            }
             tracing::info!(volume_id = %req.volume_id, "volume does not exist (or is not ours): nothing to delete");
             return Ok(DeleteVolumeResponse {});
         };
@@ -265,9 +318,35 @@ impl ControllerService {
                     "reclaim policy retain: the share and its data are kept");
             }
             ReclaimPolicy::Delete => {
+                let erase = match (
+                    share.labels.get(encryption::labels::KMIP_ENDPOINT),
+                    share.labels.get(encryption::labels::KMIP_KEY_ID),
+                ) {
+                    (Some(endpoint), Some(key_id)) => {
+                        // The credentials are checked before any data goes.
+                        encryption::kmip_client(
+                            endpoint,
+                            &req.secrets,
+                            "provisioner",
+                            crate::kmip::DEFAULT_TIMEOUT,
+                        )?;
+                        let erase = encryption::PendingErase {
+                            volume_id: req.volume_id.clone(),
+                            kmip_endpoint: endpoint.clone(),
+                            kmip_key_id: key_id.clone(),
+                        };
+                        erase.record(service, &share.name).await?;
+                        Some(erase)
+                    }
+                    _ => None,
+                };
                 service.delete(&share.name, DeleteMode::Purge).await?;
                 if share.labels.contains_key(labels::HSM_IMPORT_FROM) {
                     hsm_volume::forget(service, &share.name).await?;
+                }
+                if let Some(erase) = erase {
+                    // Crypto-erase, after the data is gone: any copy left is unreadable.
+                    erase.finish(service, &share.name, &req.secrets).await?;
                 }
             }
             ReclaimPolicy::Trash { ttl_secs } => {

@@ -131,6 +131,34 @@ impl NodeService {
                 .publish_block(&req.volume_id, &volume, target, read_only)
                 .await;
         }
+        if let Some(encryption) = &volume.encryption {
+            self.unlock(encryption, &req.secrets, &req.volume_id, &target)
+                .await?;
+        }
+        let key_holder = NodeTunables::holder(&req.volume_id, &target);
+        let published = self
+            .publish_unlocked(&req, &volume, request, target, read_only)
+            .await;
+        if published.is_err() && volume.encryption.is_some() {
+            // A publish that fails holds no key.
+            if let Err(e) = self.release_keys(&key_holder).await {
+                tracing::warn!(volume_id = %req.volume_id, error = %e,
+                    "could not let go of the key after a failed publish");
+            }
+        }
+        published
+    }
+
+    /// The rest of a publish, once the volume's key (if any) is on the node.
+    async fn publish_unlocked(
+        &self,
+        req: &NodePublishVolumeRequest,
+        volume: &crate::volume::NodeVolume,
+        request: MountRequest,
+        target: PathBuf,
+        read_only: bool,
+    ) -> Result<NodePublishVolumeResponse> {
+        let backend = Arc::clone(self.driver.service.backend());
         let source = backend.host_path(&volume.path);
         let probe = target.clone();
         let (target, created) = match self
@@ -223,6 +251,73 @@ impl NodeService {
         Ok(NodePublishVolumeResponse {})
     }
 
+    /// Fetches an encrypted volume's key from its KMIP server and adds it to the filesystem
+    /// on this node, held for the publish at `target`. The key must be the one the volume's
+    /// policy names; it is in locked memory only, and dropped (zeroed) once added.
+    async fn unlock(
+        &self,
+        encryption: &crate::encryption::NodeEncryption,
+        secrets: &std::collections::HashMap<String, String>,
+        volume_id: &str,
+        target: &Path,
+    ) -> Result<()> {
+        let client = crate::encryption::kmip_client(
+            &encryption.kmip_endpoint,
+            secrets,
+            "node publish",
+            crate::kmip::DEFAULT_TIMEOUT,
+        )?;
+        let started = std::time::Instant::now();
+        let key = Arc::new(client.get_key(&encryption.kmip_key_id).await?);
+        let backend = Arc::clone(self.driver.service.backend());
+        let expected = encryption.identifier;
+        self.driver
+            .tunables
+            .hold_resource(
+                &encryption.hold_name(),
+                &NodeTunables::holder(volume_id, target),
+                || async move {
+                    let added = backend.add_encryption_key(key).await?;
+                    if added != expected {
+                        // Not ours to keep: some other key under this volume's KMIP ID.
+                        let _ = backend.remove_encryption_key(&added).await;
+                        return Err(CsiError::FailedPrecondition(format!(
+                            "the KMIP key is not the one volume {volume_id:?} is encrypted with                              (identifier {added}, the volume's is {expected})"
+                        )));
+                    }
+                    Ok(())
+                },
+            )
+            .await?;
+        tracing::info!(volume_id, key_identifier = %expected, kmip_key_id = %encryption.kmip_key_id,
+            ms = started.elapsed().as_millis() as u64, "volume key added");
+        Ok(())
+    }
+
+    /// Lets go of the keys the publish `holder` held; the last holder of a key removes it
+    /// from the filesystem, and what it encrypts reads as "Required key not available".
+    async fn release_keys(&self, holder: &str) -> Result<()> {
+        let backend = Arc::clone(self.driver.service.backend());
+        self.driver
+            .tunables
+            .release_resources(holder, |name| {
+                let backend = Arc::clone(&backend);
+                async move {
+                    let Some(id) = crate::encryption::held_key(&name) else {
+                        return Ok(());
+                    };
+                    let removal = backend.remove_encryption_key(&id).await?;
+                    if removal.files_busy {
+                        tracing::warn!(key_identifier = %id,
+                            "volume key removed, but files still open keep it in use until closed");
+                    }
+                    tracing::info!(key_identifier = %id, "volume key removed");
+                    Ok(())
+                }
+            })
+            .await
+    }
+
     async fn unpublish(
         &self,
         req: NodeUnpublishVolumeRequest,
@@ -252,6 +347,8 @@ impl NodeService {
                     .release(&backend, &req.volume_id, &target, false)
                     .await?;
                 self.release_node_state(&req.volume_id, &target).await?;
+                self.release_keys(&NodeTunables::holder(&req.volume_id, &target))
+                    .await?;
                 return Ok(NodeUnpublishVolumeResponse {});
             }
             Target::File { path } => {
@@ -292,6 +389,8 @@ impl NodeService {
         self.fs_call("rmdir", &path, move || node_ops::remove_target(&p))
             .await?;
         self.release_node_state(&req.volume_id, &path).await?;
+        self.release_keys(&NodeTunables::holder(&req.volume_id, &path))
+            .await?;
         tracing::info!(volume_id = %req.volume_id, target = %path.display(), "volume unpublished");
         Ok(NodeUnpublishVolumeResponse {})
     }

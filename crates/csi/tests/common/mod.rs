@@ -228,3 +228,123 @@ pub fn btrfs_root(size_mib: u64) -> BtrfsRoot {
     );
     BtrfsRoot { dir, root }
 }
+
+/// The test KMIP server from `scripts/start-kmip.sh` (`make test` exports its env): the
+/// endpoint and the PEM files of its client certificate. `None` (the caller prints a
+/// `skipping` line, which CI refuses) when it is not set up.
+pub struct TestKmip {
+    pub endpoint: String,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TestKmip {
+    pub fn from_env() -> Option<Self> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let Some(endpoint) = var("LUSTREKIT_TEST_KMIP") else {
+            eprintln!("skipping KMIP: set LUSTREKIT_TEST_KMIP (scripts/start-kmip.sh prints it)");
+            return None;
+        };
+        Some(Self {
+            endpoint,
+            ca: var("LUSTREKIT_TEST_KMIP_CA")?.into(),
+            cert: var("LUSTREKIT_TEST_KMIP_CLIENT_CERT")?.into(),
+            key: var("LUSTREKIT_TEST_KMIP_CLIENT_KEY")?.into(),
+        })
+    }
+
+    pub fn credentials(&self) -> csi::kmip::KmipCredentials {
+        let read = |p: &Path| std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        csi::kmip::KmipCredentials {
+            client_cert_pem: read(&self.cert),
+            client_key_pem: zeroize::Zeroizing::new(read(&self.key)),
+            ca_pem: read(&self.ca),
+        }
+    }
+
+    pub fn client(&self) -> csi::kmip::KmipClient {
+        csi::kmip::KmipClient::new(
+            &self.endpoint,
+            &self.credentials(),
+            std::time::Duration::from_secs(5),
+        )
+        .expect("KMIP client")
+    }
+
+    /// The Secret a StorageClass names for encrypted volumes.
+    pub fn secrets(&self) -> std::collections::HashMap<String, String> {
+        let read = |p: &Path| std::fs::read_to_string(p).expect("PEM");
+        std::collections::HashMap::from([
+            ("kmipClientCert".to_string(), read(&self.cert)),
+            ("kmipClientKey".to_string(), read(&self.key)),
+            ("kmipCaCert".to_string(), read(&self.ca)),
+        ])
+    }
+
+    /// A second PyKMIP server with the same certificates on `port`, in its own state dir
+    /// (so a test may stop and start it without disturbing the shared one).
+    pub fn own_server(&self, state: &Path, port: u16) -> OwnKmip {
+        let pki = state.join("pki");
+        std::fs::create_dir_all(&pki).expect("mkdir");
+        for (from, name) in [
+            (&self.ca, "ca.crt"),
+            (&self.cert, "client.crt"),
+            (&self.key, "client.key"),
+        ] {
+            std::fs::copy(from, pki.join(name)).expect("copy pki");
+        }
+        let dir = self.ca.parent().expect("pki dir");
+        for name in ["ca.key", "server.crt", "server.key"] {
+            std::fs::copy(dir.join(name), pki.join(name)).expect("copy pki");
+        }
+        let own = OwnKmip {
+            state: state.to_path_buf(),
+            port,
+        };
+        own.start();
+        own
+    }
+}
+
+/// A PyKMIP server a test starts and stops (see [`TestKmip::own_server`]).
+pub struct OwnKmip {
+    pub state: PathBuf,
+    pub port: u16,
+}
+
+impl OwnKmip {
+    fn script(&self, arg: Option<&str>) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/start-kmip.sh");
+        let mut cmd = std::process::Command::new(script);
+        cmd.env("KMIP_STATE", &self.state)
+            .env("KMIP_PORT", self.port.to_string());
+        if let Some(a) = arg {
+            cmd.arg(a);
+        }
+        let out = cmd.output().expect("start-kmip.sh");
+        assert!(
+            out.status.success(),
+            "start-kmip.sh {arg:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn start(&self) {
+        self.script(None);
+    }
+
+    pub fn stop(&self) {
+        self.script(Some("stop"));
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for OwnKmip {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

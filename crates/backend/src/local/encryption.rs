@@ -1,0 +1,97 @@
+//! fscrypt on the local root (ext4 with `-O encrypt`): the ioctls of [`crate::fscrypt`] on
+//! descriptors opened beneath the root without following symlinks.
+
+use std::os::fd::AsFd;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use lustre_model::RelPath;
+use nix::errno::Errno;
+
+use super::{LocalBackend, beneath, io};
+use crate::fscrypt::{self, AddKeyError, KeyIdentifier, KeyRemoval, SecretKey};
+use crate::{BackendError, Encryption, Result};
+
+fn add_key_error(what: &str, e: AddKeyError) -> BackendError {
+    match e {
+        AddKeyError::Key(e) => BackendError::InvalidState(format!("{what}: {e}")),
+        AddKeyError::Kernel(errno) => io(what, errno),
+    }
+}
+
+impl LocalBackend {
+    fn check_fscrypt(&self) -> Result<()> {
+        if self.inner.fscrypt {
+            Ok(())
+        } else {
+            Err(BackendError::unsupported(
+                "encryption",
+                format!(
+                    "{} is on a filesystem without fscrypt (ext4 needs -O encrypt)",
+                    self.inner.root.display()
+                ),
+            ))
+        }
+    }
+}
+
+#[async_trait]
+impl Encryption for LocalBackend {
+    async fn encrypt_empty_dir(&self, dir: &RelPath, key: Arc<SecretKey>) -> Result<KeyIdentifier> {
+        self.check_fscrypt()?;
+        let dir = dir.clone();
+        self.run(move |inner| {
+            let fd = beneath::open_dir(inner.root_fd.as_fd(), Some(&dir))
+                .map_err(|e| io(dir.as_str(), e))?;
+            let id =
+                fscrypt::add_key(fd.as_fd(), &key).map_err(|e| add_key_error(dir.as_str(), e))?;
+            let set = match fscrypt::set_policy(fd.as_fd(), &id) {
+                Ok(()) => Ok(()),
+                Err(Errno::ENOTEMPTY) => Err(BackendError::InvalidState(format!(
+                    "{}: not empty, so it cannot be encrypted",
+                    dir.as_str()
+                ))),
+                Err(Errno::EEXIST) => Err(BackendError::InvalidState(format!(
+                    "{}: already encrypted with another key",
+                    dir.as_str()
+                ))),
+                Err(e) => Err(io(dir.as_str(), e)),
+            };
+            // The controller never keeps a key: nodes add it when they publish.
+            let removed = fscrypt::remove_key(fd.as_fd(), &id);
+            set?;
+            removed.map_err(|e| io(dir.as_str(), e))?;
+            Ok(id)
+        })
+        .await
+    }
+
+    async fn add_encryption_key(&self, key: Arc<SecretKey>) -> Result<KeyIdentifier> {
+        self.check_fscrypt()?;
+        self.run(move |inner| {
+            fscrypt::add_key(inner.root_fd.as_fd(), &key)
+                .map_err(|e| add_key_error(&inner.root.display().to_string(), e))
+        })
+        .await
+    }
+
+    async fn remove_encryption_key(&self, id: &KeyIdentifier) -> Result<KeyRemoval> {
+        self.check_fscrypt()?;
+        let id = *id;
+        self.run(move |inner| {
+            fscrypt::remove_key(inner.root_fd.as_fd(), &id).map_err(|e| io(&inner.root, e))
+        })
+        .await
+    }
+
+    async fn encryption_policy(&self, dir: &RelPath) -> Result<Option<KeyIdentifier>> {
+        self.check_fscrypt()?;
+        let dir = dir.clone();
+        self.run(move |inner| {
+            let fd = beneath::open_dir(inner.root_fd.as_fd(), Some(&dir))
+                .map_err(|e| io(dir.as_str(), e))?;
+            fscrypt::policy_of(fd.as_fd()).map_err(|e| io(dir.as_str(), e))
+        })
+        .await
+    }
+}

@@ -1,0 +1,123 @@
+//! fscrypt v2 on the local backend, for real: an ext4 image made with `-O encrypt` on a loop
+//! device. Needs root (`#[ignore = "needs root"]`; CI runs them with `--include-ignored`).
+
+use std::process::Command;
+use std::sync::Arc;
+
+use backend::fscrypt::{KeyIdentifier, SecretKey};
+use backend::local::LocalBackend;
+use backend::{Encryption, Filesystem};
+use lustre_model::RelPath;
+
+struct Ext4 {
+    _dir: tempfile::TempDir,
+    mnt: std::path::PathBuf,
+}
+
+impl Drop for Ext4 {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mnt).status();
+    }
+}
+
+fn ext4_encrypt() -> Ext4 {
+    let ok = |cmd: &mut Command| cmd.output().map(|o| o.status.success()).unwrap_or(false);
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "needs root (loop devices, mount)"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let image = dir.path().join("fs.img");
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir_all(&mnt).expect("mkdir");
+    std::fs::File::create(&image)
+        .and_then(|f| f.set_len(64 << 20))
+        .expect("image");
+    assert!(
+        ok(Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-O", "encrypt"])
+            .arg(&image)),
+        "mkfs.ext4 -O encrypt failed (e2fsprogs)"
+    );
+    assert!(
+        ok(Command::new("mount")
+            .arg("-o")
+            .arg("loop")
+            .arg(&image)
+            .arg(&mnt)),
+        "cannot mount a loop device here"
+    );
+    Ext4 { _dir: dir, mnt }
+}
+
+fn key(byte: u8) -> Arc<SecretKey> {
+    Arc::new(SecretKey::from_slice(&[byte; 32]).expect("key"))
+}
+
+#[tokio::test]
+#[ignore = "needs root"]
+async fn a_file_reads_only_while_its_key_is_added() {
+    let fs = ext4_encrypt();
+    let root = fs.mnt.join("root");
+    let b = LocalBackend::open(&root).await.expect("open");
+    assert!(b.capabilities().encryption, "ext4 -O encrypt does fscrypt");
+    std::fs::create_dir_all(root.join("shares/a")).expect("mkdir");
+    let dir = RelPath::parse("shares/a").expect("rel");
+
+    let id = b.encrypt_empty_dir(&dir, key(7)).await.expect("policy set");
+    assert_eq!(b.encryption_policy(&dir).await.expect("policy"), Some(id));
+    // Same key again: success; another key: refused.
+    assert_eq!(b.encrypt_empty_dir(&dir, key(7)).await.expect("again"), id);
+    assert!(b.encrypt_empty_dir(&dir, key(8)).await.is_err());
+    // The controller leaves no key behind: nothing can be written yet.
+    let file = root.join("shares/a/data");
+    let err = std::fs::write(&file, b"x").expect_err("locked");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOKEY), "{err}");
+
+    assert_eq!(b.add_encryption_key(key(7)).await.expect("add"), id);
+    std::fs::write(&file, b"secret words").expect("write with the key");
+    assert_eq!(std::fs::read(&file).expect("read"), b"secret words");
+    let removal = b.remove_encryption_key(&id).await.expect("remove");
+    assert!(!removal.files_busy, "{removal:?}");
+    // Without the key the names are ciphertext too, and what they hold does not open.
+    let names: Vec<_> = std::fs::read_dir(root.join("shares/a"))
+        .expect("list")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert!(names.len() == 1 && names[0] != file, "{names:?}");
+    let err = std::fs::read(&names[0]).expect_err("no key");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOKEY), "{err}");
+    assert_eq!(err.to_string(), "Required key not available (os error 126)");
+    assert_eq!(
+        std::fs::read(&file)
+            .expect_err("no such name")
+            .raw_os_error(),
+        Some(libc::ENOENT)
+    );
+
+    // Removing again is a no-op; adding back makes it readable.
+    b.remove_encryption_key(&id).await.expect("remove twice");
+    b.add_encryption_key(key(7)).await.expect("add back");
+    assert_eq!(std::fs::read(&file).expect("read"), b"secret words");
+    b.remove_encryption_key(&id).await.expect("remove");
+
+    // A directory with something in it is never encrypted.
+    std::fs::create_dir_all(root.join("shares/b")).expect("mkdir");
+    std::fs::write(root.join("shares/b/f"), b"x").expect("write");
+    let err = b
+        .encrypt_empty_dir(&RelPath::parse("shares/b").expect("rel"), key(9))
+        .await
+        .expect_err("not empty");
+    assert!(err.to_string().contains("not empty"), "{err}");
+}
+
+#[tokio::test]
+async fn a_root_without_fscrypt_says_so() {
+    // /dev/shm is tmpfs: no fscrypt.
+    let dir = tempfile::tempdir_in("/dev/shm").expect("tempdir");
+    let b = LocalBackend::open(dir.path()).await.expect("open");
+    assert!(!b.capabilities().encryption);
+    let err = b.add_encryption_key(key(1)).await.expect_err("unsupported");
+    assert!(err.to_string().contains("fscrypt"), "{err}");
+    let _ = KeyIdentifier([0; 16]);
+}

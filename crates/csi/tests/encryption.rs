@@ -1,0 +1,440 @@
+//! Encrypted volumes end to end: the local backend on an ext4 image made with `-O encrypt`,
+//! keys in a real PyKMIP server with TLS client certificates (`scripts/start-kmip.sh`;
+//! `make test` exports its env). Needs root (loop devices, bind mounts).
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use csi::grpc::*;
+use csi::{DriverOptions, Mode};
+use tonic::Code;
+
+const MIB: i64 = 1 << 20;
+
+struct Ext4 {
+    _dir: tempfile::TempDir,
+    mnt: PathBuf,
+}
+
+impl Drop for Ext4 {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-R").arg(&self.mnt).status();
+    }
+}
+
+fn ext4_encrypt() -> Ext4 {
+    let ok = |cmd: &mut Command| cmd.output().map(|o| o.status.success()).unwrap_or(false);
+    assert!(is_root(), "needs root (loop devices, mount)");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let image = dir.path().join("fs.img");
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir_all(&mnt).expect("mkdir");
+    std::fs::File::create(&image)
+        .and_then(|f| f.set_len(128 << 20))
+        .expect("image");
+    assert!(
+        ok(Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-O", "encrypt"])
+            .arg(&image)),
+        "mkfs.ext4 -O encrypt failed (e2fsprogs)"
+    );
+    assert!(
+        ok(Command::new("mount")
+            .arg("-o")
+            .arg("loop")
+            .arg(&image)
+            .arg(&mnt)),
+        "cannot mount a loop device here"
+    );
+    Ext4 { _dir: dir, mnt }
+}
+
+/// A driver (controller and node) on `root`, with its own node state: one "node".
+async fn node(root: &Path, dir: &Path, name: &str) -> Running {
+    Running::start_with_options(
+        root,
+        &dir.join(format!("{name}.sock")),
+        false,
+        DriverOptions {
+            name: "test.csi.lustrekit.io".into(),
+            node_id: name.into(),
+            mode: Mode::All,
+            fs_timeout: csi::DEFAULT_FS_TIMEOUT,
+            quota_margin: Default::default(),
+            hsm_import_timeout: csi::DEFAULT_HSM_IMPORT_TIMEOUT,
+            node_state_dir: Some(dir.join(format!("{name}-state"))),
+        },
+    )
+    .await
+}
+
+fn publish_req(
+    volume: &Volume,
+    target: &Path,
+    secrets: &HashMap<String, String>,
+) -> NodePublishVolumeRequest {
+    NodePublishVolumeRequest {
+        volume_id: volume.volume_id.clone(),
+        target_path: target.display().to_string(),
+        volume_capability: Some(rwx()),
+        volume_context: volume.volume_context.clone(),
+        secrets: secrets.clone(),
+        ..Default::default()
+    }
+}
+
+fn unpublish_req(volume: &Volume, target: &Path) -> NodeUnpublishVolumeRequest {
+    NodeUnpublishVolumeRequest {
+        volume_id: volume.volume_id.clone(),
+        target_path: target.display().to_string(),
+    }
+}
+
+fn encrypted_req(
+    name: &str,
+    endpoint: &str,
+    secrets: &HashMap<String, String>,
+) -> CreateVolumeRequest {
+    let mut req = create_req(
+        name,
+        16 * MIB,
+        &[("encryption", "fscrypt"), ("kmipEndpoint", endpoint)],
+    );
+    req.secrets = secrets.clone();
+    req
+}
+
+/// The one file in `dir`, by whatever name the directory shows (ciphertext when locked).
+fn only_file(dir: &Path) -> PathBuf {
+    let names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("list")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    names[0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
+async fn an_encrypted_volume_reads_only_on_a_node_that_fetched_its_key() {
+    let Some(kmip) = TestKmip::from_env() else {
+        return;
+    };
+    let fs = ext4_encrypt();
+    let root = fs.mnt.join("root");
+    let work = tempfile::tempdir().expect("tempdir");
+    let secrets = kmip.secrets();
+    let a = node(&root, work.path(), "node-a").await;
+    let b = node(&root, work.path(), "node-b").await;
+
+    let volume = a
+        .controller()
+        .create_volume(encrypted_req("pvc-enc", &kmip.endpoint, &secrets))
+        .await
+        .expect("create")
+        .into_inner()
+        .volume
+        .expect("volume");
+    let ctx = &volume.volume_context;
+    for key in [
+        "encryption",
+        "kmipEndpoint",
+        "kmipKeyId",
+        "fscryptKeyIdentifier",
+    ] {
+        assert!(ctx.contains_key(key), "{ctx:?}");
+    }
+    // A retry is the same volume with the same key.
+    let again = a
+        .controller()
+        .create_volume(encrypted_req("pvc-enc", &kmip.endpoint, &secrets))
+        .await
+        .expect("create again")
+        .into_inner()
+        .volume
+        .expect("volume");
+    assert_eq!(again.volume_context, volume.volume_context);
+    let share_dir = root.join(&ctx["sharePath"]);
+
+    // Node A: written through the mount while the key is there.
+    let ta = work.path().join("pod-a");
+    a.node()
+        .node_publish_volume(publish_req(&volume, &ta, &secrets))
+        .await
+        .expect("publish on a");
+    std::fs::write(ta.join("secret.txt"), b"encrypted file\n").expect("write");
+    // Two pods on node A: the key stays until the last one goes.
+    let ta2 = work.path().join("pod-a2");
+    a.node()
+        .node_publish_volume(publish_req(&volume, &ta2, &secrets))
+        .await
+        .expect("second publish on a");
+    a.node()
+        .node_unpublish_volume(unpublish_req(&volume, &ta2))
+        .await
+        .expect("unpublish one");
+    assert_eq!(
+        std::fs::read(ta.join("secret.txt")).expect("still readable"),
+        b"encrypted file\n"
+    );
+    a.node()
+        .node_unpublish_volume(unpublish_req(&volume, &ta))
+        .await
+        .expect("unpublish the last");
+    // After the last unpublish: no key, no plaintext (names included).
+    let locked = only_file(&share_dir);
+    assert_ne!(locked.file_name().expect("name"), "secret.txt");
+    let err = std::fs::read(&locked).expect_err("locked");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOKEY), "{err}");
+
+    // Node B fetches the key and reads what A wrote.
+    let tb = work.path().join("pod-b");
+    b.node()
+        .node_publish_volume(publish_req(&volume, &tb, &secrets))
+        .await
+        .expect("publish on b");
+    assert_eq!(
+        std::fs::read(tb.join("secret.txt")).expect("read on b"),
+        b"encrypted file\n"
+    );
+    b.node()
+        .node_unpublish_volume(unpublish_req(&volume, &tb))
+        .await
+        .expect("unpublish on b");
+    assert_eq!(
+        std::fs::read(only_file(&share_dir))
+            .expect_err("locked again")
+            .raw_os_error(),
+        Some(libc::ENOKEY)
+    );
+
+    // A node publish secret without the client key is refused, naming the key only.
+    let mut partial = secrets.clone();
+    let client_key = partial.remove("kmipClientKey").expect("key");
+    let err = a
+        .node()
+        .node_publish_volume(publish_req(&volume, &ta, &partial))
+        .await
+        .expect_err("no client key");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("kmipClientKey"), "{err:?}");
+    assert!(!err.message().contains(client_key.trim()), "{err:?}");
+
+    // Revoked in KMIP: publish fails clearly, nothing is mounted, the data stays.
+    let client = kmip.client();
+    client.revoke_key(&ctx["kmipKeyId"]).await.expect("revoke");
+    let err = a
+        .node()
+        .node_publish_volume(publish_req(&volume, &ta, &secrets))
+        .await
+        .expect_err("revoked");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("not active"), "{err:?}");
+    assert!(!ta.exists() || std::fs::read_dir(&ta).expect("ls").next().is_none());
+    assert_eq!(
+        std::fs::read(only_file(&share_dir))
+            .expect_err("still locked")
+            .raw_os_error(),
+        Some(libc::ENOKEY)
+    );
+
+    // DeleteVolume: the data goes, then the key (crypto-erase).
+    a.controller()
+        .delete_volume(DeleteVolumeRequest {
+            volume_id: volume.volume_id.clone(),
+            secrets: secrets.clone(),
+        })
+        .await
+        .expect("delete");
+    assert!(!share_dir.exists());
+    let err = client
+        .get_key(&ctx["kmipKeyId"])
+        .await
+        .expect_err("destroyed");
+    assert!(
+        matches!(err, csi::kmip::KmipError::KeyNotFound { .. }),
+        "{err}"
+    );
+    // A destroyed key: publish of what is left (a static PV, say) fails clearly too.
+    std::fs::create_dir_all(&share_dir).expect("mkdir");
+    let err = a
+        .node()
+        .node_publish_volume(publish_req(&volume, &ta, &secrets))
+        .await
+        .expect_err("destroyed");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("does not exist"), "{err:?}");
+    // The drivers let go of the filesystem before it is unmounted.
+    a.stop().await.expect("stop a");
+    b.stop().await.expect("stop b");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
+async fn publish_is_unavailable_while_the_key_server_is_down_and_works_once_it_is_back() {
+    let Some(kmip) = TestKmip::from_env() else {
+        return;
+    };
+    let fs = ext4_encrypt();
+    let root = fs.mnt.join("root");
+    let work = tempfile::tempdir().expect("tempdir");
+    let secrets = kmip.secrets();
+    let own = kmip.own_server(&work.path().join("kmip"), 15697);
+    let d = node(&root, work.path(), "node-a").await;
+    let volume = d
+        .controller()
+        .create_volume(encrypted_req("pvc-down", &own.endpoint(), &secrets))
+        .await
+        .expect("create")
+        .into_inner()
+        .volume
+        .expect("volume");
+    own.stop();
+    let target = work.path().join("pod");
+    for _ in 0..2 {
+        let err = d
+            .node()
+            .node_publish_volume(publish_req(&volume, &target, &secrets))
+            .await
+            .expect_err("server down");
+        assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+        assert!(err.message().contains(&own.endpoint()), "{err:?}");
+    }
+    own.start();
+    d.node()
+        .node_publish_volume(publish_req(&volume, &target, &secrets))
+        .await
+        .expect("publish once the server is back");
+    std::fs::write(target.join("f"), b"x").expect("write");
+    d.node()
+        .node_unpublish_volume(unpublish_req(&volume, &target))
+        .await
+        .expect("unpublish");
+
+    // DeleteVolume with the key server down: the data goes, the erase waits; the retry,
+    // once the server is back, destroys the key although the share is gone.
+    own.stop();
+    let delete = DeleteVolumeRequest {
+        volume_id: volume.volume_id.clone(),
+        secrets: secrets.clone(),
+    };
+    let err = d
+        .controller()
+        .delete_volume(delete.clone())
+        .await
+        .expect_err("server down");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(!root.join(&volume.volume_context["sharePath"]).exists());
+    own.start();
+    d.controller()
+        .delete_volume(delete.clone())
+        .await
+        .expect("retry");
+    let client = csi::kmip::KmipClient::new(
+        &own.endpoint(),
+        &kmip.credentials(),
+        std::time::Duration::from_secs(5),
+    )
+    .expect("client");
+    let err = client
+        .get_key(&volume.volume_context["kmipKeyId"])
+        .await
+        .expect_err("destroyed");
+    assert!(
+        matches!(err, csi::kmip::KmipError::KeyNotFound { .. }),
+        "{err}"
+    );
+    d.controller()
+        .delete_volume(delete)
+        .await
+        .expect("nothing left to do");
+    d.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn encryption_where_the_filesystem_has_none_is_refused_before_anything_is_made() {
+    // /dev/shm is tmpfs: no fscrypt.
+    let dir = tempfile::tempdir_in("/dev/shm").expect("tempdir");
+    let d = Running::start(
+        &dir.path().join("root"),
+        &dir.path().join("csi.sock"),
+        Mode::All,
+        false,
+    )
+    .await;
+    let err = d
+        .controller()
+        .create_volume(encrypted_req("pvc-x", "127.0.0.1:1", &HashMap::new()))
+        .await
+        .expect_err("no fscrypt");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("fscrypt"), "{err:?}");
+    // An HSM volume that is encrypted needs the plaintext archive said out loud.
+    let mut req = create_req(
+        "pvc-h",
+        16 * MIB,
+        &[
+            ("encryption", "fscrypt"),
+            ("kmipEndpoint", "127.0.0.1:1"),
+            ("hsmStore", "file:///tmp/store"),
+        ],
+    );
+    let err = d
+        .controller()
+        .create_volume(req.clone())
+        .await
+        .expect_err("plaintext archive not allowed");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("hsmArchivePlaintext"), "{err:?}");
+    req.parameters
+        .insert("hsmArchivePlaintext".into(), "true".into());
+    let err = d
+        .controller()
+        .create_volume(req)
+        .await
+        .expect_err("still no fscrypt here");
+    assert!(err.message().contains("fscrypt"), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
+async fn a_trashed_volume_keeps_its_key() {
+    let Some(kmip) = TestKmip::from_env() else {
+        return;
+    };
+    let fs = ext4_encrypt();
+    let root = fs.mnt.join("root");
+    let work = tempfile::tempdir().expect("tempdir");
+    let secrets = kmip.secrets();
+    let d = node(&root, work.path(), "node-a").await;
+    let mut req = encrypted_req("pvc-trash", &kmip.endpoint, &secrets);
+    req.parameters
+        .insert("reclaimPolicy".into(), "trash".into());
+    let volume = d
+        .controller()
+        .create_volume(req)
+        .await
+        .expect("create")
+        .into_inner()
+        .volume
+        .expect("volume");
+    d.controller()
+        .delete_volume(DeleteVolumeRequest {
+            volume_id: volume.volume_id.clone(),
+            secrets: secrets.clone(),
+        })
+        .await
+        .expect("trash");
+    // Until the trash is purged the data may come back, so its key stays usable.
+    let key = kmip
+        .client()
+        .get_key(&volume.volume_context["kmipKeyId"])
+        .await
+        .expect("key kept");
+    assert_eq!(key.len(), 32);
+    d.stop().await.expect("stop");
+}
