@@ -282,7 +282,7 @@ impl NodeService {
                         // Not ours to keep: some other key under this volume's KMIP ID.
                         let _ = backend.remove_encryption_key(&added).await;
                         return Err(CsiError::FailedPrecondition(format!(
-                            "the KMIP key is not the one volume {volume_id:?} is encrypted with                              (identifier {added}, the volume's is {expected})"
+                            "the KMIP key is not the one volume {volume_id:?} is encrypted with (identifier {added}, the volume's is {expected})"
                         )));
                     }
                     Ok(())
