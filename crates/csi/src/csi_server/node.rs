@@ -179,7 +179,7 @@ impl NodeService {
                         ..request
                     })
                     .await?;
-                self.hold_node_state(&req, &path, &volume).await?;
+                self.hold_node_state(req, &path, volume).await?;
                 return Ok(NodePublishVolumeResponse {});
             }
             Target::Dir {
@@ -193,7 +193,7 @@ impl NodeService {
                     })
                     .await?
                 {
-                    self.hold_node_state(&req, &path, &volume).await?;
+                    self.hold_node_state(req, &path, volume).await?;
                     Ok(NodePublishVolumeResponse {})
                 } else {
                     Err(CsiError::AlreadyExists(format!(
@@ -228,7 +228,7 @@ impl NodeService {
             }
             return Err(e.into());
         }
-        if let Err(e) = self.hold_node_state(&req, &target, &volume).await {
+        if let Err(e) = self.hold_node_state(req, &target, volume).await {
             // A publish that fails leaves nothing mounted or made.
             if let Err(undo) = backend.unmount(&target).await {
                 tracing::warn!(target = %target.display(), error = %undo,
