@@ -21,5 +21,5 @@ pub use error::{BackendError, Result, panic_message};
 pub use filesystem::{
     BackendKind, Capabilities, Capacity, ClientParams, DataVersion, DirInfo, DirSpec, Filesystem,
     Hsm, HsmAccessState, MountMode, MountRequest, Mounts, Namespace, NodemapChange, Nodemaps,
-    QuotaEnforcement, Quotas, ReleaseInProgress, VolumeStatfs,
+    QuotaEnforcement, Quotas, ReleaseInProgress, RootProjectQuota, VolumeStatfs,
 };
