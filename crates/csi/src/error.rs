@@ -123,7 +123,9 @@ fn share_code(error: &ShareError) -> Code {
         // Same name, other parameters.
         ShareError::Conflict { .. } => Code::AlreadyExists,
         ShareError::ShrinkBelowUsage { .. } => Code::FailedPrecondition,
-        ShareError::ProjectIdsExhausted { .. } => Code::ResourceExhausted,
+        ShareError::ProjectIdsExhausted { .. } | ShareError::TenantQuotaExceeded { .. } => {
+            Code::ResourceExhausted
+        }
         ShareError::ProjectIdsInUse { .. } | ShareError::AccessConflict { .. } => {
             Code::FailedPrecondition
         }
