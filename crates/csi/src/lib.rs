@@ -35,6 +35,7 @@ pub mod params;
 pub mod registration;
 pub mod server;
 pub mod stats;
+pub mod tenancy;
 pub mod volume;
 
 use std::sync::Arc;

@@ -28,6 +28,8 @@ pub mod keys {
     /// Client tunables set on a node while the volume is published there (see
     /// [`lustre_model::tunables`] and [`crate::client_tunables`]).
     pub const CLIENT_TUNABLES: &str = "clientTunables";
+    /// The tenant the volume belongs to (see [`crate::tenancy`]).
+    pub const TENANT: &str = "tenant";
     /// Added by csi-provisioner with `--extra-create-metadata`.
     pub const PVC_NAME: &str = "csi.storage.k8s.io/pvc/name";
     pub const PVC_NAMESPACE: &str = "csi.storage.k8s.io/pvc/namespace";
@@ -57,6 +59,7 @@ pub mod keys {
         COMPRESSION,
         COMPRESSION_LEVEL,
         CLIENT_TUNABLES,
+        TENANT,
         PVC_NAME,
         PVC_NAMESPACE,
         PV_NAME,

@@ -34,6 +34,8 @@ pub mod context {
     pub const HSM_PREFETCH: &str = "hsmPrefetch";
     /// The client tunables in their canonical form (see [`lustre_model::ClientTunables`]).
     pub const CLIENT_TUNABLES: &str = "clientTunables";
+    /// The volume's tenant (see [`crate::tenancy`]).
+    pub const TENANT: &str = "tenant";
 
     pub const ALL: &[&str] = &[
         SHARE_PATH,
@@ -46,6 +48,7 @@ pub mod context {
         HSM_READ_MODE,
         HSM_PREFETCH,
         CLIENT_TUNABLES,
+        TENANT,
     ];
 }
 
@@ -96,6 +99,7 @@ pub fn context_for(
         (context::MOUNT_MODE.to_string(), mount_mode.to_string()),
     ]);
     ctx.extend(extra);
+    ctx.extend(crate::tenancy::context_entry(share));
     ctx
 }
 
@@ -103,7 +107,11 @@ pub fn context_for(
 /// Anything else (another format, another filesystem, a path outside the prefix) is `None`.
 pub fn share_of(volume_id: &str, settings: &ShareSettings) -> Option<(VolumeId, ShareName)> {
     let id: VolumeId = volume_id.parse().ok()?;
-    if id.fs_key != settings.fsname.as_str() || id.path.parent().as_ref() != Some(&settings.prefix)
+    if id.fs_key != settings.fsname.as_str()
+        || !id
+            .path
+            .parent()
+            .is_some_and(|p| settings.is_share_parent(&p))
     {
         return None;
     }

@@ -104,6 +104,12 @@ impl ControllerService {
             Some(range) => capacity::validate(range)?,
             None => (0, 0),
         };
+        let tenant = crate::tenancy::volume_tenant(
+            &req.parameters,
+            &params.metadata,
+            self.driver.service.settings(),
+        )?
+        .map(|t| t.name.to_string());
         let name = params.share_name(&req.name)?;
         let wanted_labels = params.labels(&req.name);
         let _guard = self
@@ -150,27 +156,33 @@ impl ControllerService {
                 } else {
                     // A create that crashed half-way: the share service finishes it.
                     service
-                        .create(CreateShare {
-                            name: name.clone(),
-                            size_bytes: existing.size_bytes,
-                            inode_limit: existing.inode_limit,
-                            labels: existing.labels.clone(),
-                            layout: params.layout.clone(),
-                            compression: params.compression,
-                        })
+                        .create_in(
+                            CreateShare {
+                                name: name.clone(),
+                                size_bytes: existing.size_bytes,
+                                inode_limit: existing.inode_limit,
+                                labels: existing.labels.clone(),
+                                layout: params.layout.clone(),
+                                compression: params.compression,
+                            },
+                            tenant.as_deref(),
+                        )
                         .await?
                 }
             }
             None => {
                 service
-                    .create(CreateShare {
-                        name: name.clone(),
-                        size_bytes: size,
-                        inode_limit: params.inode_limit,
-                        labels: wanted_labels.clone(),
-                        layout: params.layout.clone(),
-                        compression: params.compression,
-                    })
+                    .create_in(
+                        CreateShare {
+                            name: name.clone(),
+                            size_bytes: size,
+                            inode_limit: params.inode_limit,
+                            labels: wanted_labels.clone(),
+                            layout: params.layout.clone(),
+                            compression: params.compression,
+                        },
+                        tenant.as_deref(),
+                    )
                     .await?
             }
         };
