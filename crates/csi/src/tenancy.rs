@@ -10,10 +10,12 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use lustre_model::RelPath;
-use share::ShareSettings;
 use share::tenant::{self, Tenant};
+use share::{ShareService, ShareSettings};
 
 use crate::error::{CsiError, Result};
 use crate::params::{ClaimMetadata, keys};
@@ -134,6 +136,29 @@ pub async fn check_publish(
         .await
         .map_err(|e| CsiError::Internal(format!("reading this node's addresses: {e}")))??;
     check_node(settings, tenant, node_id, &addrs)
+}
+
+/// How often the controller puts the tenants' roots and nodemaps back to their desired state.
+pub const RECONCILE_EVERY: Duration = Duration::from_secs(300);
+
+/// The controller's tenant loop: reconciles now, then every `every`; one task, and a failed
+/// round is logged and tried again at the next.
+pub async fn keep_tenants(service: Arc<ShareService>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match service.reconcile_tenants().await {
+            Ok(report) => tracing::info!(
+                tenants = report.tenants.len(),
+                changes = report.changes.len(),
+                root_project_quota = ?report.root_project_quota,
+                enforced_by_server = report.nodemaps_enforced_by_server,
+                "tenants reconciled"
+            ),
+            Err(e) => tracing::warn!(error = %e, "tenant reconcile failed; retrying later"),
+        }
+    }
 }
 
 #[cfg(test)]
