@@ -42,6 +42,7 @@ async fn a_cancelled_call_leaves_the_share_free_for_another_process() {
         inode_limit: None,
         labels: Default::default(),
         layout: None,
+        compression: None,
     })
     .await
     .unwrap();
