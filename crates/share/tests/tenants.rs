@@ -313,3 +313,50 @@ async fn reconcile_on_lustre_runs_the_exact_commands_and_reports_root_prj_enable
     );
     assert_eq!(report.changes.len(), 10);
 }
+
+#[tokio::test]
+#[ignore = "needs root and btrfs-progs (a loop-mounted btrfs image)"]
+async fn on_btrfs_a_tenant_share_is_a_subvolume_under_the_root_with_its_own_enforced_limit() {
+    use std::io::Write;
+    let root = common::btrfs_root(512);
+    let service = ShareService::open(common::local(&root.root).await, settings())
+        .await
+        .unwrap();
+    let share = service
+        .create_in(request("vol1", 4), Some("alpha"))
+        .await
+        .unwrap();
+    service.reconcile_tenants().await.unwrap();
+    let path = service.backend().host_path(&share.path).join("fill");
+    let (written, error) = tokio::task::spawn_blocking(move || {
+        let mut file = std::fs::File::create(&path).unwrap();
+        let chunk = vec![7u8; 1 << 20];
+        let mut written = 0u64;
+        for _ in 0..12 {
+            match file.write_all(&chunk).and_then(|()| file.sync_data()) {
+                Ok(()) => written += 1 << 20,
+                Err(e) => return (written, Some(e)),
+            }
+        }
+        (written, None)
+    })
+    .await
+    .unwrap();
+    let error = error.expect("a 12 MiB write into a 4 MiB tenant share must fail");
+    assert_eq!(
+        error.raw_os_error(),
+        Some(nix::errno::Errno::EDQUOT as i32),
+        "{error}"
+    );
+    assert!(written <= 4 << 20, "stopped at {written} bytes");
+    // The sum cap still holds next to it: 4 + 7 > 10 MiB.
+    assert!(matches!(
+        service.create_in(request("vol2", 7), Some("alpha")).await,
+        Err(ShareError::TenantQuotaExceeded { .. })
+    ));
+    service
+        .delete(&ShareName::new("vol1").unwrap(), DeleteMode::Purge)
+        .await
+        .unwrap();
+    assert!(!root.root.join("shares/alpha/vol1").exists());
+}
