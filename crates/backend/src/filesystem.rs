@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use lustre_model::{
-    ClientTunable, Compression, Fid, HsmFlags, HsmState, LayoutSpec, NidRange, NodemapName,
+    ClientTunable, Compression, Fid, HsmFlags, HsmState, IdMap, LayoutSpec, NidRange, NodemapName,
     NodemapState, ParamValue, PccAddParam, PccCounters, PccDataset, PccDialect, PccFileState,
     PccMode, ProjectId, QuotaLimits, QuotaReport, RelPath,
 };
@@ -205,6 +205,15 @@ pub enum NodemapChange {
         name: NodemapName,
         property: String,
         value: String,
+    },
+    /// `lctl nodemap_add_idmap --idtype T --idmap CLIENT:FS`.
+    AddIdmap {
+        name: NodemapName,
+        idmap: IdMap,
+    },
+    DelIdmap {
+        name: NodemapName,
+        idmap: IdMap,
     },
     /// `None` clears the fileset.
     SetFileset {
@@ -438,6 +447,26 @@ pub trait Quotas: Send + Sync {
     }
     /// Space and inodes of the whole filesystem.
     async fn capacity(&self) -> Result<Capacity>;
+    /// Whether root's writes count against (and are stopped by) project quotas: what keeps a
+    /// tenant's root from filling the filesystem past its tenant's quota.
+    /// The default cannot say.
+    async fn root_project_quota(&self) -> Result<RootProjectQuota> {
+        Ok(RootProjectQuota::Unknown {
+            why: "this backend does not say whether project quotas bind root".into(),
+        })
+    }
+}
+
+/// Whether project quotas bind root, as [`Quotas::root_project_quota`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum RootProjectQuota {
+    /// Every target seen binds root (Lustre 2.16+ `root_prj_enable=1`; btrfs qgroups always).
+    Enforced { targets: Vec<String> },
+    /// Root is exempt on the targets named (`root_prj_enable=0`).
+    NotEnforced { targets: Vec<String> },
+    /// The servers cannot say (before 2.16 the parameter does not exist); `why` says why.
+    Unknown { why: String },
 }
 
 /// Nodemaps: which nodes may mount what, as the live state and ordered changes to it.

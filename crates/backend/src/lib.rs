@@ -23,5 +23,5 @@ pub use error::{BackendError, Result, panic_message};
 pub use filesystem::{
     BackendKind, Capabilities, Capacity, ClientParams, DataVersion, DirInfo, DirSpec, Encryption,
     Filesystem, Hsm, HsmAccessState, MountMode, MountRequest, Mounts, Namespace, NodemapChange,
-    Nodemaps, Pcc, QuotaEnforcement, Quotas, ReleaseInProgress, VolumeStatfs,
+    Nodemaps, Pcc, QuotaEnforcement, Quotas, ReleaseInProgress, RootProjectQuota, VolumeStatfs,
 };

@@ -343,3 +343,94 @@ async fn nodemap_property_must_be_a_word() {
     assert!(matches!(err, BackendError::InvalidState(_)), "{err}");
     fake.assert_done();
 }
+
+#[tokio::test]
+async fn idmap_changes_name_the_type_and_the_pair() {
+    // lctl-nodemap.md (a): `nodemap_add_idmap --name NAME --idtype {uid|gid|projid} --idmap CLIENTID:FSID`.
+    let idmap = lustre_model::IdMap {
+        idtype: lustre_model::IdType::Projid,
+        client_id: 33,
+        fs_id: 1,
+    };
+    let fake = Arc::new(
+        FakeRunner::new()
+            .expect(
+                [
+                    "lctl",
+                    "nodemap_add_idmap",
+                    "--name",
+                    "t1",
+                    "--idtype",
+                    "projid",
+                    "--idmap",
+                    "33:1",
+                ],
+                "",
+                "",
+                0,
+            )
+            .expect(
+                [
+                    "lctl",
+                    "nodemap_del_idmap",
+                    "--name",
+                    "t1",
+                    "--idtype",
+                    "projid",
+                    "--idmap",
+                    "33:1",
+                ],
+                "",
+                "",
+                0,
+            ),
+    );
+    backend(&fake)
+        .apply_nodemap_changes(&[
+            NodemapChange::AddIdmap {
+                name: nm("t1"),
+                idmap,
+            },
+            NodemapChange::DelIdmap {
+                name: nm("t1"),
+                idmap,
+            },
+        ])
+        .await
+        .unwrap();
+    fake.assert_done();
+}
+
+#[tokio::test]
+async fn root_prj_enable_is_read_on_the_mds_and_missing_means_unknown() {
+    use backend::{Quotas, RootProjectQuota};
+    // INDEX.md, Lustre 2.16 features: one `"%d\n"` value per MDT and OST.
+    let pattern = "osd-*.testfs-*.quota_slave.root_prj_enable";
+    let fake = Arc::new(
+        FakeRunner::new()
+            .expect(
+                ["lctl", "get_param", pattern],
+                "osd-ldiskfs.testfs-MDT0000.quota_slave.root_prj_enable=1\n",
+                "",
+                0,
+            )
+            .expect(
+                ["lctl", "get_param", pattern],
+                "",
+                "error: get_param: param_path 'osd-*/testfs-*/quota_slave/root_prj_enable': No such file or directory\n",
+                2,
+            ),
+    );
+    let b = backend(&fake);
+    assert_eq!(
+        b.root_project_quota().await.unwrap(),
+        RootProjectQuota::Enforced {
+            targets: vec!["testfs-MDT0000".into()]
+        }
+    );
+    assert!(matches!(
+        b.root_project_quota().await.unwrap(),
+        RootProjectQuota::Unknown { why } if why.contains("2.16")
+    ));
+    fake.assert_done();
+}

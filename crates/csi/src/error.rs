@@ -42,6 +42,9 @@ pub enum CsiError {
     Aborted(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A tenant's volume on a node that is not the tenant's.
+    #[error("{0}")]
+    PermissionDenied(String),
     #[error("{0}")]
     Unsupported(String),
     /// A call touching the filesystem did not finish in time; the path is in the message.
@@ -106,6 +109,7 @@ impl CsiError {
             Self::OutOfRange(_) => Code::OutOfRange,
             Self::InFlight(_) | Self::Aborted(_) => Code::Aborted,
             Self::FailedPrecondition(_) => Code::FailedPrecondition,
+            Self::PermissionDenied(_) => Code::PermissionDenied,
             Self::Unsupported(_) => UNSUPPORTED,
             Self::Timeout(_) => Code::DeadlineExceeded,
             Self::Unavailable(_) => Code::Unavailable,
@@ -127,7 +131,9 @@ fn share_code(error: &ShareError) -> Code {
         // Same name, other parameters.
         ShareError::Conflict { .. } => Code::AlreadyExists,
         ShareError::ShrinkBelowUsage { .. } => Code::FailedPrecondition,
-        ShareError::ProjectIdsExhausted { .. } => Code::ResourceExhausted,
+        ShareError::ProjectIdsExhausted { .. } | ShareError::TenantQuotaExceeded { .. } => {
+            Code::ResourceExhausted
+        }
         ShareError::ProjectIdsInUse { .. } | ShareError::AccessConflict { .. } => {
             Code::FailedPrecondition
         }

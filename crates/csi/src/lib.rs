@@ -41,6 +41,7 @@ pub mod pcc_volume;
 pub mod registration;
 pub mod server;
 pub mod stats;
+pub mod tenancy;
 pub mod volume;
 
 use std::sync::Arc;
@@ -69,6 +70,12 @@ pub async fn run(options: RunOptions, config: &std::path::Path) -> Result<()> {
     let settings = config.settings()?;
     let fs = config.open_backend().await?;
     let service = Arc::new(share::ShareService::open(fs, settings).await?);
+    if options.mode.controller() && !service.settings().tenants.is_empty() {
+        tokio::spawn(tenancy::keep_tenants(
+            Arc::clone(&service),
+            tenancy::RECONCILE_EVERY,
+        ));
+    }
     let driver = Driver::new(
         service,
         DriverOptions {

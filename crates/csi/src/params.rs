@@ -33,6 +33,8 @@ pub mod keys {
     pub const KMIP_ENDPOINT: &str = "kmipEndpoint";
     /// An HSM volume that is encrypted archives plaintext only when this is `true`.
     pub const HSM_ARCHIVE_PLAINTEXT: &str = "hsmArchivePlaintext";
+    /// The tenant the volume belongs to (see [`crate::tenancy`]).
+    pub const TENANT: &str = "tenant";
     /// Added by csi-provisioner with `--extra-create-metadata`.
     pub const PVC_NAME: &str = "csi.storage.k8s.io/pvc/name";
     pub const PVC_NAMESPACE: &str = "csi.storage.k8s.io/pvc/namespace";
@@ -74,6 +76,7 @@ pub mod keys {
         ENCRYPTION,
         KMIP_ENDPOINT,
         HSM_ARCHIVE_PLAINTEXT,
+        TENANT,
         PVC_NAME,
         PVC_NAMESPACE,
         PV_NAME,

@@ -37,6 +37,8 @@ pub mod context {
     /// `block` for a block volume (an image file in the share, published as a device);
     /// absent (or `filesystem`) for a directory volume.
     pub const VOLUME_MODE: &str = "volumeMode";
+    /// The volume's tenant (see [`crate::tenancy`]).
+    pub const TENANT: &str = "tenant";
 
     pub const ALL: &[&str] = &[
         SHARE_PATH,
@@ -59,6 +61,7 @@ pub mod context {
         super::keys::PCC_PURGE_HIGH,
         super::keys::PCC_PURGE_LOW,
         super::keys::PCC_PURGE_INTERVAL,
+        TENANT,
     ];
 }
 
@@ -178,6 +181,7 @@ pub fn context_for(
         (context::MOUNT_MODE.to_string(), mount_mode.to_string()),
     ]);
     ctx.extend(extra);
+    ctx.extend(crate::tenancy::context_entry(share));
     ctx
 }
 
@@ -185,7 +189,11 @@ pub fn context_for(
 /// Anything else (another format, another filesystem, a path outside the prefix) is `None`.
 pub fn share_of(volume_id: &str, settings: &ShareSettings) -> Option<(VolumeId, ShareName)> {
     let id: VolumeId = volume_id.parse().ok()?;
-    if id.fs_key != settings.fsname.as_str() || id.path.parent().as_ref() != Some(&settings.prefix)
+    if id.fs_key != settings.fsname.as_str()
+        || !id
+            .path
+            .parent()
+            .is_some_and(|p| settings.is_share_parent(&p))
     {
         return None;
     }

@@ -20,6 +20,7 @@ const MIB: i64 = 1 << 20;
 
 fn settings() -> ShareSettings {
     ShareSettings {
+        tenants: Vec::new(),
         fsname: FsName::new("testfs").unwrap(),
         prefix: RelPath::parse("shares").unwrap(),
         project_ids: ProjectRange::new(

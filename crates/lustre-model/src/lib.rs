@@ -27,6 +27,7 @@ pub mod pcc;
 pub mod project;
 pub mod project_list;
 pub mod quota;
+pub mod root_prj;
 pub mod size;
 pub mod striping;
 pub mod tunables;
@@ -47,8 +48,8 @@ pub use llite::{LliteValue, parse_llite_param};
 pub use names::{FsName, NodemapName, RelPath, ShareName};
 pub use nid::{LNet, NetType, Nid, NidRange, parse_nid_range_expr};
 pub use nodemap::{
-    FilesetEntry, IdMap, IdType, Nodemap, NodemapState, RawNidRange, parse_nodemap_info_list,
-    parse_nodemap_params,
+    FilesetEntry, IdMap, IdType, Nodemap, NodemapState, RBAC_ROLES_216, RBAC_ROLES_MASTER,
+    RawNidRange, parse_nodemap_info_list, parse_nodemap_params, rbac_value,
 };
 pub use pcc::{
     PccAddParam, PccCounters, PccDataset, PccDialect, PccError, PccFileState, PccMode, PccRule,
@@ -57,6 +58,7 @@ pub use pcc::{
 pub use project::{ProjectId, ProjectRange};
 pub use project_list::{ProjectEntry, parse_lfs_project};
 pub use quota::{QuotaLimits, QuotaReport, QuotaUsage, parse_lfs_quota, parse_lfs_quota_all};
+pub use root_prj::parse_root_prj_enable;
 pub use size::ByteSize;
 pub use striping::{ComponentSpec, LayoutSpec, StripeSpec, StripingError};
 pub use tunables::{

@@ -127,6 +127,62 @@ pub struct NodemapState {
     pub nodemaps: Vec<Nodemap>,
 }
 
+/// The nodemap rbac roles of 2.16.0/2.16.1, in the order the kernel prints them
+/// (`nodemap_rbac_names[]`, lctl-nodemap.md).
+pub const RBAC_ROLES_216: &[&str] = &[
+    "file_perms",
+    "dne_ops",
+    "quota_ops",
+    "byfid_ops",
+    "chlg_ops",
+    "fscrypt_admin",
+];
+
+/// The rbac roles of master (2.18-dev), in kernel order; 2.16 and 2.17 know a subset, printed
+/// in the same relative order.
+pub const RBAC_ROLES_MASTER: &[&str] = &[
+    "file_perms",
+    "dne_ops",
+    "quota_ops",
+    "byfid_ops",
+    "chlg_ops",
+    "fscrypt_admin",
+    "server_upcall",
+    "ignore_root_prjquota",
+    "hsm_ops",
+    "immutable_flags",
+    "local_admin",
+    "pool_quota_ops",
+    "lqa_quota_ops",
+    "projid_set",
+    "foreign_ops",
+];
+
+/// The `rbac` value for `roles`: the kernel's spelling (`none`, or the roles in kernel
+/// order, each once), so it compares equal to what `nodemap.NAME.rbac` reads back. An
+/// unknown role is an error naming it.
+pub fn rbac_value(roles: &[String]) -> Result<String, String> {
+    if let Some(unknown) = roles
+        .iter()
+        .find(|r| !RBAC_ROLES_MASTER.contains(&r.as_str()))
+    {
+        return Err(format!(
+            "unknown nodemap rbac role {unknown:?}; known: {}",
+            RBAC_ROLES_MASTER.join(",")
+        ));
+    }
+    let ordered: Vec<&str> = RBAC_ROLES_MASTER
+        .iter()
+        .copied()
+        .filter(|known| roles.iter().any(|r| r == known))
+        .collect();
+    Ok(if ordered.is_empty() {
+        "none".to_string()
+    } else {
+        ordered.join(",")
+    })
+}
+
 /// Is this line the start of a `nodemap.X[.Y]=...` parameter?
 fn param_start(line: &str) -> Option<(&str, &str)> {
     let (name, value) = line.split_once('=')?;
@@ -595,7 +651,35 @@ nodemap.c0.trusted_nodemap=1
         assert!(parse_nodemap_info_list("error: nodemap_info: cannot find nodemap x\n").is_err());
     }
 
+    #[test]
+    fn rbac_values_follow_kernel_order() {
+        let roles = |r: &[&str]| r.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(rbac_value(&[]).unwrap(), "none");
+        assert_eq!(
+            rbac_value(&roles(&["fscrypt_admin", "file_perms", "file_perms"])).unwrap(),
+            "file_perms,fscrypt_admin"
+        );
+        assert!(rbac_value(&roles(&["root"])).unwrap_err().contains("root"));
+        assert_eq!(
+            rbac_value(&roles(RBAC_ROLES_216)).unwrap(),
+            RBAC_ROLES_216.join(",")
+        );
+    }
+
     proptest! {
+        #[test]
+        fn rbac_value_is_ordered_and_reparses(picks in proptest::collection::vec(0usize..15, 0..10)) {
+            let roles: Vec<String> = picks.iter().filter_map(|i| RBAC_ROLES_MASTER.get(*i)).map(|s| s.to_string()).collect();
+            let value = rbac_value(&roles).unwrap();
+            let text = format!("nodemap.t.rbac={value}\n");
+            let parsed = parse_nodemap_params(&text).unwrap();
+            prop_assert_eq!(parsed.nodemaps.first().and_then(|m| m.rbac.clone()), Some(value.clone()));
+            if value != "none" {
+                let again: Vec<String> = value.split(',').map(str::to_string).collect();
+                prop_assert_eq!(rbac_value(&again).unwrap(), value);
+            }
+        }
+
         #[test]
         fn never_panic(s in any::<String>()) {
             let _ = parse_nodemap_params(&s);

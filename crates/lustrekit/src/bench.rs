@@ -58,6 +58,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 async fn shares(root: PathBuf, count: u32, concurrency: usize) -> anyhow::Result<()> {
     let fs: Arc<dyn Filesystem> = Arc::new(LocalBackend::open(&root).await?);
     let settings = ShareSettings {
+        tenants: Vec::new(),
         fsname: FsName::new("bench")?,
         prefix: RelPath::parse("shares")?,
         project_ids: ProjectRange::new(ProjectId::new(100_000)?, ProjectId::new(199_999)?)?,

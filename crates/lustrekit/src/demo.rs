@@ -180,6 +180,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let fs: Arc<dyn Filesystem> = Arc::new(LocalBackend::open(&root).await?);
     let enforced = fs.capabilities().quota == backend::QuotaEnforcement::Enforced;
     let settings = ShareSettings {
+        tenants: Vec::new(),
         fsname: FsName::new("demo")?,
         prefix: RelPath::parse("shares")?,
         project_ids: ProjectRange::new(ProjectId::new(10_000)?, ProjectId::new(10_999)?)?,

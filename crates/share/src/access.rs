@@ -8,7 +8,7 @@
 //! removal takes ranges out before the map goes.
 
 use backend::NodemapChange;
-use lustre_model::{NidRange, Nodemap, NodemapName, NodemapState, ProjectId, RelPath};
+use lustre_model::{IdMap, NidRange, Nodemap, NodemapName, NodemapState, ProjectId, RelPath};
 
 use crate::model::{AccessLevel, AccessRule};
 use crate::{Result, ShareError};
@@ -23,6 +23,8 @@ pub struct NodemapSpec {
     pub fileset: String,
     pub properties: Vec<(&'static str, String)>,
     pub ranges: Vec<NidRange>,
+    /// Client-to-filesystem ID maps (tenants'; share maps have none).
+    pub idmaps: Vec<IdMap>,
 }
 
 pub fn nodemap_name(project: ProjectId, level: AccessLevel) -> Result<NodemapName> {
@@ -70,6 +72,7 @@ pub fn desired(
             fileset: format!("/{}", share_path.as_str()),
             properties,
             ranges,
+            idmaps: Vec::new(),
         });
     }
     Ok(specs)
@@ -84,6 +87,7 @@ fn live_property(map: &Nodemap, property: &str) -> Option<String> {
         "squash_uid" => map.squash_uid.map(|v| v.to_string()),
         "squash_gid" => map.squash_gid.map(|v| v.to_string()),
         "readonly_mount" => map.readonly_mount.map(flag),
+        "rbac" => map.rbac.clone(),
         _ => None,
     }
 }
@@ -160,6 +164,20 @@ pub fn plan(
                     value: value.clone(),
                 });
             }
+        }
+        // ID maps are restrictions too: in place before any client joins.
+        let live_idmaps: &[IdMap] = current.map(|m| m.idmaps.as_slice()).unwrap_or(&[]);
+        for idmap in live_idmaps.iter().filter(|m| !spec.idmaps.contains(m)) {
+            setup.push(NodemapChange::DelIdmap {
+                name: name.clone(),
+                idmap: *idmap,
+            });
+        }
+        for idmap in spec.idmaps.iter().filter(|m| !live_idmaps.contains(m)) {
+            setup.push(NodemapChange::AddIdmap {
+                name: name.clone(),
+                idmap: *idmap,
+            });
         }
         let live_ranges: &[NidRange] = current.map(|m| m.ranges.as_slice()).unwrap_or(&[]);
         for range in live_ranges.iter().filter(|r| !spec.ranges.contains(r)) {

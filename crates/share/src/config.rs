@@ -12,6 +12,18 @@
 //! root_squash = true                # squash root for read-write rules too
 //! activate_nodemaps = false         # run `nodemap_activate 1` when a rule is granted
 //!
+//! [[tenants]]                      # see crate::tenant; repeat per tenant
+//! name = "alpha"                    # a-z 0-9 _, at most 12 characters
+//! root = "alpha"                    # under share_prefix (default: the name)
+//! ranges = ["10.1.0.0/24", "192.168.0.[1-10]@tcp"]   # CIDRs on nid_type, or NID ranges
+//! quota = "10T"                     # cap of the sum of its shares (optional)
+//! namespaces = ["team-a"]           # Kubernetes namespaces whose volumes are its
+//! deny_unknown = true               # optional, default false
+//! squash_uid = 65534                # optional, also squash_gid
+//! admin = false                     # optional: root stays root on its nodes
+//! idmaps = ["uid:1000:21000"]       # optional: uid|gid|projid:CLIENT:FS (trusted=0 then)
+//! rbac = ["file_perms", "fscrypt_admin"]   # optional, applied on Lustre 2.16+
+//!
 //! [local]
 //! root = "/var/lib/lustrekit"
 //!
@@ -25,6 +37,7 @@ use backend::{DirSpec, Filesystem};
 use lustre_model::{FsName, LNet, Nid, ProjectId, ProjectRange, RelPath};
 use serde::Deserialize;
 
+use crate::tenant::{self, Tenant, TenantName};
 use crate::{Result, ShareError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -67,6 +80,80 @@ pub struct Config {
     pub share_gid: u32,
     pub local: Option<LocalSection>,
     pub lustre: Option<backend::lustre::LustreConfig>,
+    #[serde(default)]
+    pub tenants: Vec<TenantSection>,
+}
+
+/// One `[[tenants]]` entry, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSection {
+    pub name: String,
+    pub root: Option<String>,
+    pub ranges: Vec<String>,
+    pub quota: Option<String>,
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    #[serde(default)]
+    pub deny_unknown: bool,
+    pub squash_uid: Option<u32>,
+    pub squash_gid: Option<u32>,
+    #[serde(default)]
+    pub admin: bool,
+    /// Defaults to true without idmaps (client IDs are the filesystem's), false with them.
+    pub trusted: Option<bool>,
+    #[serde(default)]
+    pub idmaps: Vec<String>,
+    pub rbac: Option<Vec<String>>,
+}
+
+impl TenantSection {
+    fn tenant(&self, net: LNet) -> Result<Tenant> {
+        let name = TenantName::new(&self.name).map_err(|e| config_error("tenants", e))?;
+        let what = |field: &str| format!("tenant {name} {field}");
+        let root = RelPath::parse(self.root.as_deref().unwrap_or(&self.name))
+            .map_err(|e| config_error(&what("root"), e))?;
+        if self.ranges.is_empty() {
+            return Err(ShareError::Config(format!(
+                "{}: at least one is needed",
+                what("ranges")
+            )));
+        }
+        let ranges = self
+            .ranges
+            .iter()
+            .map(|r| tenant::parse_range(r, net).map_err(|e| config_error(&what("ranges"), e)))
+            .collect::<Result<Vec<_>>>()?;
+        let idmaps = self
+            .idmaps
+            .iter()
+            .map(|m| tenant::parse_idmap(m).map_err(|e| config_error(&what("idmaps"), e)))
+            .collect::<Result<Vec<_>>>()?;
+        let rbac = match &self.rbac {
+            Some(roles) => roles.clone(),
+            None => tenant::DEFAULT_RBAC.iter().map(|r| r.to_string()).collect(),
+        };
+        tenant::check_rbac(&name, &rbac)?;
+        let quota_bytes = self
+            .quota
+            .as_deref()
+            .map(|q| crate::sizes::parse_size(q).map_err(|e| config_error(&what("quota"), e)))
+            .transpose()?;
+        Ok(Tenant {
+            root,
+            ranges,
+            squash_uid: self.squash_uid.unwrap_or_else(tenant::default_squash),
+            squash_gid: self.squash_gid.unwrap_or_else(tenant::default_squash),
+            deny_unknown: self.deny_unknown,
+            admin: self.admin,
+            trusted: self.trusted.unwrap_or(idmaps.is_empty()),
+            idmaps,
+            rbac,
+            quota_bytes,
+            namespaces: self.namespaces.clone(),
+            name,
+        })
+    }
 }
 
 fn default_prefix() -> String {
@@ -97,6 +184,30 @@ pub struct ShareSettings {
     pub root_squash: bool,
     pub activate_nodemaps: bool,
     pub dir: DirSpec,
+    /// Validated against each other (see [`tenant::check_all`]).
+    pub tenants: Vec<Tenant>,
+}
+
+impl ShareSettings {
+    pub fn tenant(&self, name: &str) -> Option<&Tenant> {
+        self.tenants.iter().find(|t| t.name.as_str() == name)
+    }
+
+    /// The tenant a Kubernetes namespace belongs to, if any.
+    pub fn tenant_of_namespace(&self, namespace: &str) -> Option<&Tenant> {
+        self.tenants
+            .iter()
+            .find(|t| t.namespaces.iter().any(|n| n == namespace))
+    }
+
+    /// Whether `dir` holds shares: the prefix, or a tenant's root under it.
+    pub fn is_share_parent(&self, dir: &RelPath) -> bool {
+        dir == &self.prefix
+            || self
+                .tenants
+                .iter()
+                .any(|t| tenant::root_dir(&self.prefix, t).is_ok_and(|root| &root == dir))
+    }
 }
 
 fn config_error(what: &str, e: impl std::fmt::Display) -> ShareError {
@@ -158,7 +269,14 @@ impl Config {
                     self.share_mode
                 ))
             })?;
+        let tenants = self
+            .tenants
+            .iter()
+            .map(|t| t.tenant(nid_net))
+            .collect::<Result<Vec<_>>>()?;
+        tenant::check_all(&tenants)?;
         Ok(ShareSettings {
+            tenants,
             fsname,
             prefix,
             project_ids: parse_project_range(&self.project_ids)?,
@@ -305,6 +423,68 @@ key = "/etc/lustrekit/id"
             Config::from_toml("backend = \"lustre\"\nfsname = \"x\"\nproject_ids = \"1-2\"\n")
                 .unwrap();
         assert!(missing.open_backend().await.is_err());
+    }
+
+    const TENANTS: &str = r#"
+[[tenants]]
+name = "alpha"
+ranges = ["10.1.0.0/24", "192.168.0.[1-10]@tcp"]
+quota = "10G"
+namespaces = ["team-a"]
+idmaps = ["uid:1000:21000"]
+[[tenants]]
+name = "beta"
+root = "b/root"
+ranges = ["10.2.0.7"]
+deny_unknown = true
+rbac = []
+"#;
+
+    #[test]
+    fn tenants_are_read_and_checked() {
+        let settings = Config::from_toml(&format!("{GOOD}{TENANTS}"))
+            .unwrap()
+            .settings()
+            .unwrap();
+        let alpha = settings.tenant("alpha").unwrap();
+        assert_eq!(alpha.root.as_str(), "alpha");
+        assert_eq!(alpha.ranges.len(), 2);
+        assert_eq!(alpha.ranges[0].start.net.to_string(), "o2ib3");
+        assert_eq!(alpha.quota_bytes, Some(10 << 30));
+        assert!(!alpha.trusted && !alpha.deny_unknown);
+        assert_eq!(alpha.rbac, ["file_perms", "fscrypt_admin"]);
+        assert_eq!(
+            settings
+                .tenant_of_namespace("team-a")
+                .unwrap()
+                .name
+                .as_str(),
+            "alpha"
+        );
+        let beta = settings.tenant("beta").unwrap();
+        assert!(beta.trusted && beta.deny_unknown && beta.rbac.is_empty());
+        assert!(settings.is_share_parent(&RelPath::parse("shares/b/root").unwrap()));
+        assert!(settings.is_share_parent(&RelPath::parse("shares").unwrap()));
+        assert!(!settings.is_share_parent(&RelPath::parse("shares/b").unwrap()));
+        let cases = [
+            (TENANTS.replace("10.2.0.7", "10.1.0.9"), "both claim"),
+            (TENANTS.replace("b/root", "alpha"), "roots"),
+            (TENANTS.replace("\"beta\"", "\"alpha\""), "twice"),
+            (TENANTS.replace("\"beta\"", "\"Beta\""), "tenant name"),
+            (TENANTS.replace("uid:1000", "user:1000"), "idmaps"),
+            (
+                TENANTS.replace("rbac = []", "rbac = [\"quota_ops\"]"),
+                "quota_ops",
+            ),
+            (TENANTS.replace("10G", "lots"), "quota"),
+            (TENANTS.replace("10.2.0.7", "10.2.0.300"), "ranges"),
+            (TENANTS.replace("b/root", ".lustrekit"), "reserved"),
+            (TENANTS.replace("rbac = []", "colour = 1"), "colour"),
+        ];
+        for (tenants, needle) in cases {
+            let message = settings_error(&format!("{GOOD}{tenants}"));
+            assert!(message.contains(needle), "{needle:?} not in {message:?}");
+        }
     }
 
     #[test]

@@ -40,6 +40,16 @@ pub enum ShareError {
         "access rule {rule} conflicts with nodemap {nodemap}: a client can be in one nodemap only"
     )]
     AccessConflict { rule: String, nodemap: String },
+    /// The tenant's shares would together exceed its quota. gRPC: RESOURCE_EXHAUSTED.
+    #[error(
+        "tenant {tenant:?} has a quota of {quota_bytes} bytes; its shares hold {provisioned_bytes}, so {requested_bytes} more do not fit"
+    )]
+    TenantQuotaExceeded {
+        tenant: String,
+        quota_bytes: u64,
+        provisioned_bytes: u64,
+        requested_bytes: u64,
+    },
     #[error("configuration: {0}")]
     Config(String),
     #[error(transparent)]
@@ -65,6 +75,7 @@ impl ShareError {
             // Retry later, as for a held lock (exit 4 in the CLI).
             Self::Busy { .. } | Self::InProgress { .. } => "busy",
             Self::AccessConflict { .. } => "access_conflict",
+            Self::TenantQuotaExceeded { .. } => "tenant_quota_exceeded",
             Self::Config(_) => "config",
             Self::Backend(_) => "backend",
         }

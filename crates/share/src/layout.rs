@@ -7,6 +7,8 @@
 //! <prefix>/.lustrekit/projects/<id>         project-ID claims (made with one mkdir)
 //! <prefix>/.lustrekit/locks/<share>/<n>     per-share locks: generation n (mkdir), renewed
 //! <prefix>/.lustrekit/trash/<share>@<time>  trashed shares, and their .json records
+//! <prefix>/.lustrekit/tenants/<tenant>.json tenant roots' project IDs
+//! <prefix>/<tenant root>/<share>          the shares of a tenant
 //! ```
 
 use lustre_model::{ProjectId, RelPath, ShareName};
@@ -63,6 +65,14 @@ impl Layout {
 
     pub fn lock(&self, key: &str) -> Result<RelPath> {
         child(&self.locks_dir()?, key)
+    }
+
+    pub fn tenants_dir(&self) -> Result<RelPath> {
+        child(&self.meta()?, "tenants")
+    }
+
+    pub fn tenant_record(&self, name: &str) -> Result<RelPath> {
+        child(&self.tenants_dir()?, &format!("{name}.json"))
     }
 
     pub fn trash_dir(&self) -> Result<RelPath> {

@@ -18,6 +18,7 @@ pub mod model;
 mod record;
 mod service;
 pub mod sizes;
+pub mod tenant;
 
 pub use config::{Config, ShareSettings};
 pub use error::{Result, ShareError};

@@ -76,6 +76,9 @@ pub struct Share {
     pub labels: BTreeMap<String, String>,
     /// Seconds since the Unix epoch.
     pub created_at: u64,
+    /// The tenant the share belongs to (its directory is under the tenant's root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 /// Space and inodes used by one share, from its project quota.
@@ -136,6 +139,32 @@ pub struct CapacityReport {
     pub provisioned_bytes: u64,
     pub share_count: usize,
     pub quota_enforced: bool,
+}
+
+/// One tenant as the service keeps it: its root, project and how much its shares hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantStatus {
+    pub name: String,
+    /// Relative to the filesystem root.
+    pub root: RelPath,
+    pub nodemap: String,
+    pub project_id: ProjectId,
+    pub quota_bytes: Option<u64>,
+    pub provisioned_bytes: u64,
+    pub share_count: usize,
+}
+
+/// What a tenant reconcile found and did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantReport {
+    pub tenants: Vec<TenantStatus>,
+    /// The nodemap changes applied, in order.
+    pub changes: Vec<backend::NodemapChange>,
+    /// Whether project quotas bind root (Lustre 2.16+ `root_prj_enable`): without it root on
+    /// a tenant's node (with `admin`) can write past the tenant's quota.
+    pub root_project_quota: backend::RootProjectQuota,
+    /// Whether the servers enforce the nodemaps (Lustre) or the node plugin checks them.
+    pub nodemaps_enforced_by_server: bool,
 }
 
 /// What `ensure` found and did, share by share.

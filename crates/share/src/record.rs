@@ -29,6 +29,12 @@ pub struct Record {
     /// The directory's default layout, as asked at create.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layout: Option<lustre_model::LayoutSpec>,
+    /// The tenant the share belongs to, and the tenant's root when it was made (the share
+    /// lives at `<tenant_root>/<name>`, wherever the configuration moves the root later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<crate::tenant::TenantName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_root: Option<lustre_model::RelPath>,
     /// The directory's compression, as asked at create.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<lustre_model::Compression>,

@@ -64,6 +64,7 @@ nodemap.lk1000ro.trusted_nodemap=0
 
 fn settings() -> ShareSettings {
     ShareSettings {
+        tenants: Vec::new(),
         fsname: FsName::new("testfs").unwrap(),
         prefix: RelPath::parse("shares").unwrap(),
         project_ids: ProjectRange::new(

@@ -143,6 +143,15 @@ fn apply_one(state: &mut NodemapState, change: &NodemapChange) -> Result<()> {
         NodemapChange::DelRange { name, range } => {
             find(state, name.as_str())?.ranges.retain(|r| r != range);
         }
+        NodemapChange::AddIdmap { name, idmap } => {
+            let map = find(state, name.as_str())?;
+            if !map.idmaps.contains(idmap) {
+                map.idmaps.push(*idmap);
+            }
+        }
+        NodemapChange::DelIdmap { name, idmap } => {
+            find(state, name.as_str())?.idmaps.retain(|m| m != idmap);
+        }
         NodemapChange::SetFileset { name, fileset } => {
             find(state, name.as_str())?.fileset = fileset.clone();
         }

@@ -8,7 +8,7 @@ use lustre_model::{ProjectId, QuotaLimits, QuotaReport, RelPath};
 use nix::errno::Errno;
 
 use super::{LIMITS_XATTR, LocalBackend, PROJECT_XATTR, beneath, btrfs, io, read_project};
-use crate::{BackendError, Capacity, Quotas, Result};
+use crate::{BackendError, Capacity, Quotas, Result, RootProjectQuota};
 
 #[async_trait]
 impl Quotas for LocalBackend {
@@ -80,6 +80,19 @@ impl Quotas for LocalBackend {
     async fn quota_now(&self, dir: &RelPath, _id: ProjectId) -> Result<QuotaReport> {
         let dir = dir.clone();
         self.run(move |inner| inner.report(&dir, true)).await
+    }
+
+    async fn root_project_quota(&self) -> Result<RootProjectQuota> {
+        Ok(if self.inner.quota_enforced {
+            // A qgroup limit stops every writer, root included.
+            RootProjectQuota::Enforced {
+                targets: vec!["btrfs qgroups".into()],
+            }
+        } else {
+            RootProjectQuota::NotEnforced {
+                targets: vec!["local (accounted only)".into()],
+            }
+        })
     }
 
     async fn capacity(&self) -> Result<Capacity> {

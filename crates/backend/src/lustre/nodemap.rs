@@ -10,6 +10,7 @@
 //! | delete range | `lctl nodemap_del_range --name NAME --range EXPR` |
 //! | property | `lctl nodemap_modify --name NAME --property P --value V` |
 //! | fileset | `lctl nodemap_set_fileset --name NAME --fileset PATH` (`''` clears) |
+//! | idmap | `lctl nodemap_add_idmap --name NAME --idtype uid --idmap CLIENT:FS` (`_del_` too) |
 //! | activate | `lctl nodemap_activate 1` (or `0`) |
 //!
 //! Creating a nodemap that exists, or deleting one that does not, is success: the messages
@@ -68,6 +69,23 @@ pub(super) fn change_argv(b: &LustreBackend, change: &NodemapChange) -> Result<V
                 property,
                 "--value",
                 value,
+            ])
+        }
+        NodemapChange::AddIdmap { name, idmap } | NodemapChange::DelIdmap { name, idmap } => {
+            let op = if matches!(change, NodemapChange::AddIdmap { .. }) {
+                "nodemap_add_idmap"
+            } else {
+                "nodemap_del_idmap"
+            };
+            let pair = format!("{}:{}", idmap.client_id, idmap.fs_id);
+            b.lctl([
+                op,
+                "--name",
+                name.as_str(),
+                "--idtype",
+                idmap.idtype.as_str(),
+                "--idmap",
+                &pair,
             ])
         }
         NodemapChange::SetFileset { name, fileset } => {

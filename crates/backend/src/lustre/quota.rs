@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use lustre_model::{ProjectId, QuotaLimits, QuotaReport, RelPath};
 
 use super::{LustreBackend, On, parse_error};
-use crate::{Capacity, Result};
+use crate::{Capacity, Result, RootProjectQuota};
 
 /// Bytes to the KiB `lfs setquota` takes, rounded up so a limit is never below the request.
 pub(super) fn kib(bytes: u64) -> u64 {
@@ -86,6 +86,49 @@ impl crate::Quotas for LustreBackend {
     async fn capacity(&self) -> Result<Capacity> {
         super::capacity::capacity(self).await
     }
+
+    async fn root_project_quota(&self) -> Result<RootProjectQuota> {
+        root_project_quota(self).await
+    }
+}
+
+/// `lctl get_param osd-*.<fs>-*.quota_slave.root_prj_enable` on the MDS host: the targets
+/// it serves. Before 2.16 the parameter does not exist, which is an answer, not an error.
+pub(super) async fn root_project_quota(b: &LustreBackend) -> Result<RootProjectQuota> {
+    let pattern = format!(
+        "osd-*.{}-*.quota_slave.root_prj_enable",
+        b.inner.config.fsname.as_str()
+    );
+    let argv = b.lctl(["get_param", &pattern]);
+    let out = b.run(On::Mds, &argv).await?;
+    if !out.success() {
+        return Ok(RootProjectQuota::Unknown {
+            why: format!(
+                "{} failed ({}): root_prj_enable needs Lustre 2.16+ servers",
+                argv.join(" "),
+                out.stderr_text().trim()
+            ),
+        });
+    }
+    let targets = lustre_model::parse_root_prj_enable(&out.stdout_text())
+        .map_err(|e| parse_error(&argv, e))?;
+    if targets.is_empty() {
+        return Ok(RootProjectQuota::Unknown {
+            why: format!("{} named no target on the MDS host", argv.join(" ")),
+        });
+    }
+    let off: Vec<String> = targets
+        .iter()
+        .filter(|(_, on)| !on)
+        .map(|(t, _)| t.clone())
+        .collect();
+    Ok(if off.is_empty() {
+        RootProjectQuota::Enforced {
+            targets: targets.into_iter().map(|(t, _)| t).collect(),
+        }
+    } else {
+        RootProjectQuota::NotEnforced { targets: off }
+    })
 }
 
 #[cfg(test)]

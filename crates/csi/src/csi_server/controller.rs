@@ -125,6 +125,12 @@ impl ControllerService {
         if kind == AccessKind::Block {
             check_block_possible(&self.driver, params.hsm.is_some(), params.layout.is_some())?;
         }
+        let tenant = crate::tenancy::volume_tenant(
+            &req.parameters,
+            &params.metadata,
+            self.driver.service.settings(),
+        )?
+        .map(|t| t.name.to_string());
         let name = params.share_name(&req.name)?;
         let mut wanted_labels = params.labels(&req.name);
         if kind == AccessKind::Block {
@@ -191,27 +197,33 @@ impl ControllerService {
                 } else {
                     // A create that crashed half-way: the share service finishes it.
                     service
-                        .create(CreateShare {
-                            name: name.clone(),
-                            size_bytes: existing.size_bytes,
-                            inode_limit: existing.inode_limit,
-                            labels: existing.labels.clone(),
-                            layout: params.layout.clone(),
-                            compression: params.compression,
-                        })
+                        .create_in(
+                            CreateShare {
+                                name: name.clone(),
+                                size_bytes: existing.size_bytes,
+                                inode_limit: existing.inode_limit,
+                                labels: existing.labels.clone(),
+                                layout: params.layout.clone(),
+                                compression: params.compression,
+                            },
+                            tenant.as_deref(),
+                        )
                         .await?
                 }
             }
             None => {
                 service
-                    .create(CreateShare {
-                        name: name.clone(),
-                        size_bytes: size,
-                        inode_limit: params.inode_limit,
-                        labels: wanted_labels.clone(),
-                        layout: params.layout.clone(),
-                        compression: params.compression,
-                    })
+                    .create_in(
+                        CreateShare {
+                            name: name.clone(),
+                            size_bytes: size,
+                            inode_limit: params.inode_limit,
+                            labels: wanted_labels.clone(),
+                            layout: params.layout.clone(),
+                            compression: params.compression,
+                        },
+                        tenant.as_deref(),
+                    )
                     .await?
             }
         };

@@ -95,6 +95,20 @@ impl NodeService {
         let target = node_ops::check_target(&req.target_path)?;
         let settings = self.driver.service.settings();
         let volume = node_volume(&req.volume_id, &req.volume_context, settings)?;
+        let enforced = self
+            .driver
+            .service
+            .backend()
+            .capabilities()
+            .nodemaps_enforced_by_server;
+        crate::tenancy::check_publish(
+            settings,
+            enforced,
+            &self.driver.node_id,
+            &volume.path,
+            &req.volume_context,
+        )
+        .await?;
         let read_only = req.readonly || is_read_only_mode(cap);
         let options = mount_flags(cap)?;
         let _guard = self

@@ -67,7 +67,7 @@ impl ShareService {
         ];
         let desired = access::desired(
             record.project_id,
-            &self.layout.share_dir(&record.name),
+            &self.dir_of(record),
             rules,
             self.settings.root_squash,
         )?;

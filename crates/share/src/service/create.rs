@@ -14,7 +14,22 @@ impl ShareService {
 
     /// Creates a share, or returns it when it exists with the same size and inode limit.
     pub async fn create(&self, request: CreateShare) -> Result<Share> {
+        self.create_in(request, None).await
+    }
+
+    /// [`create`](Self::create) for a tenant: the share lives under the tenant's root, and
+    /// the tenant's shares together stay within its quota.
+    pub async fn create_in(&self, request: CreateShare, tenant: Option<&str>) -> Result<Share> {
         Self::check_name(&request.name)?;
+        let tenant = match tenant {
+            None => {
+                self.check_not_a_tenant_root(&request.name)?;
+                None
+            }
+            Some(name) => Some(self.settings.tenant(name).cloned().ok_or_else(|| {
+                ShareError::invalid(format!("tenant {name:?} is not configured"))
+            })?),
+        };
         if request.size_bytes == 0 {
             return Err(ShareError::invalid("size must be greater than zero"));
         }
@@ -47,6 +62,17 @@ impl ShareService {
             }
             let record = match existing {
                 Some(record) => {
+                    let wanted = tenant.as_ref().map(|t| &t.name);
+                    if record.tenant.as_ref() != wanted {
+                        return Err(ShareError::Conflict {
+                            share: name.to_string(),
+                            message: format!(
+                                "it belongs to tenant {:?}, not {:?}",
+                                record.tenant.as_ref().map(|t| t.as_str()),
+                                wanted.map(|t| t.as_str())
+                            ),
+                        });
+                    }
                     if record.compression != request.compression {
                         return Err(ShareError::Conflict {
                             share: name.to_string(),
@@ -85,21 +111,41 @@ impl ShareService {
                     record // creating: a crashed create, finished below
                 }
                 None => {
-                    if self
-                        .fs
-                        .stat_dir(&self.layout.share_dir(&name))
-                        .await?
-                        .is_some()
-                    {
+                    let tenant_root = match &tenant {
+                        Some(t) => Some(self.ensure_tenant_root(t).await?.0),
+                        None => None,
+                    };
+                    let dir = match &tenant_root {
+                        Some(root) => root.join(&name),
+                        None => self.layout.share_dir(&name),
+                    };
+                    if self.fs.stat_dir(&dir).await?.is_some() {
                         return Err(ShareError::Conflict {
                             share: name.to_string(),
                             message: "a directory of that name exists and is not a lustrekit share"
                                 .into(),
                         });
                     }
+                    // Held until the record is written, so two creates cannot both fit.
+                    let tenant_lock = match &tenant {
+                        Some(t) => Some(
+                            self.check_tenant_room(&t.name, &name, request.size_bytes)
+                                .await?,
+                        ),
+                        None => None,
+                    };
                     let project =
                         allocator::allocate(self.fs(), &self.layout, &self.settings.project_ids)
-                            .await?;
+                            .await;
+                    let project = match project {
+                        Ok(project) => project,
+                        Err(e) => {
+                            if let Some(held) = tenant_lock {
+                                held.release().await?;
+                            }
+                            return Err(e);
+                        }
+                    };
                     let record = Record {
                         name: name.clone(),
                         project_id: project,
@@ -114,8 +160,14 @@ impl ShareService {
                         expires_at: None,
                         layout: request.layout.clone(),
                         compression: request.compression,
+                        tenant: tenant.as_ref().map(|t| t.name.clone()),
+                        tenant_root,
                     };
-                    if let Err(e) = self.write_record(&record).await {
+                    let written = self.write_record(&record).await;
+                    if let Some(held) = tenant_lock {
+                        held.release().await?;
+                    }
+                    if let Err(e) = written {
                         let _ = allocator::release(self.fs(), &self.layout, project).await;
                         return Err(e);
                     }
@@ -138,8 +190,10 @@ impl ShareService {
     }
 
     pub(super) async fn finish_create(&self, mut record: Record) -> Result<Record> {
-        let dir = self.layout.share_dir(&record.name);
-        self.fs.ensure_dir(self.layout.prefix()).await?;
+        let dir = self.dir_of(&record);
+        self.fs
+            .ensure_dir(&dir.parent().unwrap_or_else(|| self.layout.prefix().clone()))
+            .await?;
         self.fs.create_share_dir(&dir, &self.settings.dir).await?;
         // Before anything is written inside, so every file gets it.
         if let Some(layout) = &record.layout {
@@ -159,9 +213,7 @@ impl ShareService {
     }
 
     async fn roll_back_create(&self, record: &Record) -> Result<()> {
-        self.fs
-            .remove_share_dir(&self.layout.share_dir(&record.name))
-            .await?;
+        self.fs.remove_share_dir(&self.dir_of(record)).await?;
         self.fs
             .remove_file(&self.layout.record(&record.name)?)
             .await?;
@@ -269,6 +321,8 @@ impl ShareService {
             // An adopted directory keeps whatever layout it has.
             layout: None,
             compression: None,
+            tenant: None,
+            tenant_root: None,
         };
         self.write_record(&record).await?;
         tracing::info!(share = %name, project = project.get(), size = record.size_bytes, "share adopted");

@@ -33,7 +33,7 @@ impl ShareService {
     }
 
     pub(super) async fn finish_delete(&self, record: Record) -> Result<()> {
-        let dir = self.layout.share_dir(&record.name);
+        let dir = self.dir_of(&record);
         self.reconcile_access(&record, false).await?;
         match &record.trash_id {
             Some(id) => {
@@ -138,7 +138,7 @@ impl ShareService {
                     message: "a share of that name exists; delete it before restoring".into(),
                 });
             }
-            let dir = self.layout.share_dir(name);
+            let dir = self.dir_of(&record);
             let trashed = self.layout.trash_entry(&id)?;
             if self.fs.stat_dir(&trashed).await?.is_some() {
                 self.fs.rename(&trashed, &dir).await?;

@@ -69,7 +69,7 @@ impl ShareService {
             }
             ShareState::Trashed | ShareState::Ready => {}
         }
-        let dir = self.layout.share_dir(&record.name);
+        let dir = self.dir_of(&record);
         if self.fs.stat_dir(&dir).await?.is_none() {
             return Err(ShareError::NotFound {
                 share: format!(

@@ -11,6 +11,7 @@ mod create;
 mod delete;
 mod ensure;
 mod resize;
+mod tenant;
 
 use std::sync::Arc;
 
@@ -57,6 +58,7 @@ impl ShareService {
             layout.projects_dir()?,
             layout.locks_dir()?,
             layout.trash_dir()?,
+            layout.tenants_dir()?,
         ] {
             fs.ensure_dir(&dir).await?;
         }
@@ -139,8 +141,16 @@ impl ShareService {
         Ok(())
     }
 
+    /// The share's directory: under its tenant's root, or the prefix.
+    fn dir_of(&self, record: &Record) -> lustre_model::RelPath {
+        match &record.tenant_root {
+            Some(root) => root.join(&record.name),
+            None => self.layout.share_dir(&record.name),
+        }
+    }
+
     fn to_share(&self, record: &Record) -> Share {
-        let path = self.layout.share_dir(&record.name);
+        let path = self.dir_of(record);
         let export_location = if self.settings.export_nids.is_empty() {
             self.fs.host_path(&path).display().to_string()
         } else {
@@ -173,6 +183,7 @@ impl ShareService {
             access: record.access.clone(),
             labels: record.labels.clone(),
             created_at: record.created_at,
+            tenant: record.tenant.as_ref().map(|t| t.to_string()),
         }
     }
 
@@ -266,7 +277,7 @@ impl ShareService {
 
     async fn usage_with(&self, name: &ShareName, now: bool) -> Result<ShareUsage> {
         let record = self.ready_record(name).await?;
-        let dir = self.layout.share_dir(name);
+        let dir = self.dir_of(&record);
         let report = if now {
             self.fs.quota_now(&dir, record.project_id).await?
         } else {

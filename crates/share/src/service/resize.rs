@@ -15,7 +15,15 @@ impl ShareService {
         }
         self.locked(name, async || {
             let mut record = self.ready_record(name).await?;
-            let dir = self.layout.share_dir(name);
+            let dir = self.dir_of(&record);
+            // Growing a tenant's share must keep the tenant under its quota; the tenant lock
+            // is held until the record says the new size.
+            let tenant_lock = match &record.tenant {
+                Some(tenant) if new_size > record.size_bytes => {
+                    Some(self.check_tenant_room(tenant, name, new_size).await?)
+                }
+                _ => None,
+            };
             if new_size < record.size_bytes {
                 // Current numbers, not the cheap (possibly a little stale) stats ones.
                 let report = self.fs.quota_now(&dir, record.project_id).await?;
@@ -28,7 +36,11 @@ impl ShareService {
                 }
             }
             record.size_bytes = new_size;
-            self.write_record(&record).await?;
+            let written = self.write_record(&record).await;
+            if let Some(held) = tenant_lock {
+                held.release().await?;
+            }
+            written?;
             self.fs
                 .set_quota(&dir, record.project_id, &Self::limits(&record))
                 .await?;

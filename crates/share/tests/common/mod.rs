@@ -80,6 +80,7 @@ pub fn plain_root() -> TestRoot {
 
 pub fn settings(first: u32, last: u32) -> ShareSettings {
     ShareSettings {
+        tenants: Vec::new(),
         fsname: FsName::new("testfs").unwrap(),
         prefix: RelPath::parse("shares").unwrap(),
         project_ids: ProjectRange::new(
