@@ -67,29 +67,11 @@ impl NodeTunables {
     }
 
     async fn load(&self) -> Result<State> {
-        let Some(file) = self.file.clone() else {
-            return Ok(State::default());
-        };
-        tokio::task::spawn_blocking(move || match std::fs::read(&file) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                CsiError::Internal(format!("{}: not a tunables record: {e}", file.display()))
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
-            Err(e) => Err(CsiError::io(&file, e)),
-        })
-        .await
-        .map_err(|e| CsiError::Internal(format!("reading the tunables record: {e}")))?
+        crate::node_record::read(self.file.clone(), "tunables record").await
     }
 
     async fn save(&self, state: &State) -> Result<()> {
-        let Some(file) = self.file.clone() else {
-            return Ok(());
-        };
-        let bytes = serde_json::to_vec_pretty(state)
-            .map_err(|e| CsiError::Internal(format!("tunables record: {e}")))?;
-        tokio::task::spawn_blocking(move || write_atomic(&file, &bytes))
-            .await
-            .map_err(|e| CsiError::Internal(format!("writing the tunables record: {e}")))?
+        crate::node_record::write(self.file.clone(), state, "tunables record").await
     }
 
     /// Holds `tunables` for `holder`: nothing is set when any of them disagrees with a value
@@ -325,35 +307,4 @@ fn conflict(state: &State, holder: &str, tunables: &ClientTunables) -> Option<Cs
             ))
         })
     })
-}
-
-/// Writes `bytes` to `file` through a fresh temporary beside it, flushed, then renamed
-/// (the node's own state directory, which no tenant reaches).
-pub(crate) fn write_atomic(file: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = file
-        .parent()
-        .ok_or_else(|| CsiError::Internal(format!("{}: no parent", file.display())))?;
-    std::fs::create_dir_all(dir).map_err(|e| CsiError::io(dir, e))?;
-    let name = file
-        .file_name()
-        .ok_or_else(|| CsiError::Internal(format!("{}: no file name", file.display())))?;
-    let tmp = dir.join(format!(
-        ".{}.{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| CsiError::io(&tmp, e))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| CsiError::io(&tmp, e))?;
-    std::fs::rename(&tmp, file).map_err(|e| CsiError::io(file, e))?;
-    Ok(())
 }

@@ -229,33 +229,15 @@ impl NodeRestore {
     }
 
     async fn load(&self, state: &mut NodeState) -> Result<()> {
-        if state.loaded {
-            return Ok(());
+        if !state.loaded {
+            state.watches = crate::node_record::read(self.file.clone(), "HSM watch record").await?;
+            state.loaded = true;
         }
-        if let Some(file) = self.file.clone() {
-            state.watches = tokio::task::spawn_blocking(move || match std::fs::read(&file) {
-                Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                    CsiError::Internal(format!("{}: not an HSM watch record: {e}", file.display()))
-                }),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-                Err(e) => Err(CsiError::io(&file, e)),
-            })
-            .await
-            .map_err(|e| CsiError::Internal(format!("reading the HSM watch record: {e}")))??;
-        }
-        state.loaded = true;
         Ok(())
     }
 
     async fn save(&self, watches: &BTreeMap<String, Watch>) -> Result<()> {
-        let Some(file) = self.file.clone() else {
-            return Ok(());
-        };
-        let bytes = serde_json::to_vec_pretty(watches)
-            .map_err(|e| CsiError::Internal(format!("HSM watch record: {e}")))?;
-        tokio::task::spawn_blocking(move || crate::client_tunables::write_atomic(&file, &bytes))
-            .await
-            .map_err(|e| CsiError::Internal(format!("writing the HSM watch record: {e}")))?
+        crate::node_record::write(self.file.clone(), watches, "HSM watch record").await
     }
 }
 

@@ -34,6 +34,7 @@ pub mod inflight;
 pub mod kmip;
 pub mod metrics;
 pub mod node_ops;
+pub mod node_record;
 pub mod options;
 pub mod params;
 pub mod pcc_node;

@@ -222,33 +222,15 @@ impl NodePcc {
     }
 
     async fn load(&self, state: &mut State) -> Result<()> {
-        if state.loaded {
-            return Ok(());
+        if !state.loaded {
+            state.volumes = crate::node_record::read(self.file.clone(), "PCC record").await?;
+            state.loaded = true;
         }
-        if let Some(file) = self.file.clone() {
-            state.volumes = tokio::task::spawn_blocking(move || match std::fs::read(&file) {
-                Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                    CsiError::Internal(format!("{}: not a PCC record: {e}", file.display()))
-                }),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-                Err(e) => Err(CsiError::io(&file, e)),
-            })
-            .await
-            .map_err(|e| CsiError::Internal(format!("reading the PCC record: {e}")))??;
-        }
-        state.loaded = true;
         Ok(())
     }
 
     async fn save(&self, volumes: &BTreeMap<String, Cached>) -> Result<()> {
-        let Some(file) = self.file.clone() else {
-            return Ok(());
-        };
-        let bytes = serde_json::to_vec_pretty(volumes)
-            .map_err(|e| CsiError::Internal(format!("PCC record: {e}")))?;
-        tokio::task::spawn_blocking(move || crate::client_tunables::write_atomic(&file, &bytes))
-            .await
-            .map_err(|e| CsiError::Internal(format!("writing the PCC record: {e}")))?
+        crate::node_record::write(self.file.clone(), volumes, "PCC record").await
     }
 }
 

@@ -193,7 +193,7 @@ impl NodeService {
                         ..request
                     })
                     .await?;
-                self.hold_node_state(req, &path, volume).await?;
+                self.hold_node_state(req, &path, volume, false).await?;
                 return Ok(NodePublishVolumeResponse {});
             }
             Target::Dir {
@@ -207,7 +207,7 @@ impl NodeService {
                     })
                     .await?
                 {
-                    self.hold_node_state(req, &path, volume).await?;
+                    self.hold_node_state(req, &path, volume, false).await?;
                     Ok(NodePublishVolumeResponse {})
                 } else {
                     Err(CsiError::AlreadyExists(format!(
@@ -242,7 +242,7 @@ impl NodeService {
             }
             return Err(e.into());
         }
-        if let Err(e) = self.hold_node_state(req, &target, volume).await {
+        if let Err(e) = self.hold_node_state(req, &target, volume, true).await {
             // A publish that fails leaves nothing mounted or made.
             if let Err(undo) = backend.unmount(&target).await {
                 tracing::warn!(target = %target.display(), error = %undo,
@@ -411,70 +411,64 @@ impl NodeService {
 
     /// What a publish at `target` holds on this node beyond its mount: the volume's client
     /// tunables, its Persistent Client Cache (see [`crate::pcc_node`]) and, for an HSM
-    /// volume, its restore daemon (see [`crate::hsm_node`]). All or nothing: a failure lets
-    /// go of what this publish took.
+    /// volume, its restore daemon (see [`crate::hsm_node`]). A fresh publish is all or
+    /// nothing: when a step fails it lets go of what it took. A republish of a mounted target
+    /// (kubelet's) lets go of nothing: the pod still uses what it holds.
     async fn hold_node_state(
         &self,
         req: &NodePublishVolumeRequest,
         target: &Path,
         volume: &crate::volume::NodeVolume,
+        fresh: bool,
     ) -> Result<()> {
         let holder = NodeTunables::holder(&req.volume_id, target);
         let backend = Arc::clone(self.driver.service.backend());
-        if !volume.tunables.is_empty() {
-            self.driver
-                .tunables
-                .hold(backend.as_ref(), &holder, &volume.tunables)
-                .await?;
-        }
-        if let Some(pcc) = crate::volume::node_pcc(&req.volume_context)? {
-            let held = self.hold_pcc(req, target, volume, &pcc, &backend).await;
-            if let Err(e) = held {
-                if let Err(undo) = self
-                    .driver
+        let held = async {
+            if !volume.tunables.is_empty() {
+                self.driver
                     .tunables
-                    .release(backend.as_ref(), &holder)
-                    .await
-                {
-                    tracing::warn!(error = %undo, "could not let go of the client tunables");
-                }
-                return Err(e);
+                    .hold(backend.as_ref(), &holder, &volume.tunables)
+                    .await?;
             }
+            if let Some(pcc) = crate::volume::node_pcc(&req.volume_context)? {
+                self.hold_pcc(req, target, volume, &pcc, &backend).await?;
+            }
+            if let Some(hsm) = &volume.hsm {
+                self.driver
+                    .restore
+                    .hold(
+                        &backend,
+                        &req.volume_id,
+                        &holder,
+                        &volume.path,
+                        hsm,
+                        &req.secrets,
+                    )
+                    .await?;
+            }
+            Ok(())
         }
-        if let Some(hsm) = &volume.hsm {
-            let held = self
+        .await;
+        if held.is_err() && fresh {
+            // Each release is a no-op for what this publish did not take.
+            if let Err(undo) = self
                 .driver
-                .restore
-                .hold(
-                    &backend,
-                    &req.volume_id,
-                    &holder,
-                    &volume.path,
-                    hsm,
-                    &req.secrets,
-                )
-                .await;
-            if let Err(e) = held {
-                if let Err(undo) = self
-                    .driver
-                    .pcc
-                    .release(&backend, &req.volume_id, target, true)
-                    .await
-                {
-                    tracing::warn!(error = %undo, "could not remove the PCC registration");
-                }
-                if let Err(undo) = self
-                    .driver
-                    .tunables
-                    .release(backend.as_ref(), &holder)
-                    .await
-                {
-                    tracing::warn!(error = %undo, "could not let go of the client tunables");
-                }
-                return Err(e);
+                .pcc
+                .release(&backend, &req.volume_id, target, true)
+                .await
+            {
+                tracing::warn!(error = %undo, "could not remove the PCC registration");
+            }
+            if let Err(undo) = self
+                .driver
+                .tunables
+                .release(backend.as_ref(), &holder)
+                .await
+            {
+                tracing::warn!(error = %undo, "could not let go of the client tunables");
             }
         }
-        Ok(())
+        held
     }
 
     /// Registers the volume's PCC on the client mount at `target` (see [`crate::pcc_node`]).
