@@ -223,49 +223,74 @@ async fn a_tenant_volume_lives_under_its_root_and_is_refused_on_a_node_not_its_o
 }
 
 /// A network namespace with a veth end holding `addr`, removed (with the veth pair) on drop.
+/// It is held by a child process (`unshare --net sleep`), not made with `ip netns add`: that
+/// turns `/run/netns` into a bind mount of itself, under which the namespaces the container
+/// runtime had already mounted there can no longer be removed, so the cluster's pods of the
+/// moment could never finish terminating.
 struct NetNs {
-    name: String,
+    holder: std::process::Child,
 }
 
 impl NetNs {
     fn new(addr: &str) -> NetNs {
-        let pid = std::process::id();
-        let (name, host_end, ns_end) = (
-            format!("lkt{pid}"),
-            format!("lkta{pid}"),
-            format!("lktb{pid}"),
-        );
-        let ip = |args: &[&str]| {
-            let status = std::process::Command::new("ip")
+        let holder = std::process::Command::new("unshare")
+            .args(["--net", "sleep", "3600"])
+            .spawn()
+            .expect("run unshare");
+        let ns = NetNs { holder };
+        // The child is in its own namespace once its /proc entry says so.
+        let own = std::fs::read_link("/proc/self/ns/net").expect("our netns");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::read_link(ns.path()).ok().as_ref() == Some(&own) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "unshare --net did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let pid = ns.holder.id().to_string();
+        let (host_end, ns_end) = (format!("lkta{pid}"), format!("lktb{pid}"));
+        let run = |program: &str, args: &[&str]| {
+            let status = std::process::Command::new(program)
                 .args(args)
                 .status()
-                .expect("run ip");
-            assert!(status.success(), "ip {args:?} failed");
+                .unwrap_or_else(|e| panic!("run {program}: {e}"));
+            assert!(status.success(), "{program} {args:?} failed");
         };
-        ip(&["netns", "add", &name]);
-        let ns = NetNs { name };
-        ip(&[
-            "link", "add", &host_end, "type", "veth", "peer", "name", &ns_end,
-        ]);
-        ip(&["link", "set", &ns_end, "netns", &ns.name]);
-        ip(&["-n", &ns.name, "addr", "add", addr, "dev", &ns_end]);
-        ip(&["-n", &ns.name, "link", "set", &ns_end, "up"]);
-        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
-        ip(&["link", "set", &host_end, "up"]);
+        let inside = |args: &[&str]| {
+            let mut all = vec!["-t", pid.as_str(), "-n", "ip"];
+            all.extend_from_slice(args);
+            run("nsenter", &all);
+        };
+        run(
+            "ip",
+            &[
+                "link", "add", &host_end, "type", "veth", "peer", "name", &ns_end,
+            ],
+        );
+        run("ip", &["link", "set", &ns_end, "netns", &pid]);
+        inside(&["addr", "add", addr, "dev", &ns_end]);
+        inside(&["link", "set", &ns_end, "up"]);
+        inside(&["link", "set", "lo", "up"]);
+        run("ip", &["link", "set", &host_end, "up"]);
         ns
+    }
+
+    /// The namespace, as a path `setns` can open.
+    fn path(&self) -> String {
+        format!("/proc/{}/ns/net", self.holder.id())
     }
 }
 
 impl Drop for NetNs {
     fn drop(&mut self) {
-        // Deleting the namespace destroys its veth end, and so the pair.
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+        // The last holder gone, the namespace goes, with its veth end and so the pair.
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
     }
 }
 
-/// Runs a node plugin on `socket` in the network namespace `ns`: a thread of its own joins
+/// Runs a node plugin on `socket` in the network namespace at the path `ns`: a thread of its own joins
 /// the namespace and runs its own runtime, so every address it reads is the namespace's.
 async fn node_in_netns(
     ns: &str,
@@ -275,7 +300,7 @@ async fn node_in_netns(
 ) -> (oneshot::Sender<()>, std::thread::JoinHandle<()>) {
     let (stop, stopped) = oneshot::channel();
     let (ready, is_ready) = oneshot::channel();
-    let path = format!("/run/netns/{ns}");
+    let path = ns.to_string();
     let (root, socket, node_id) = (
         root.to_path_buf(),
         socket.to_path_buf(),
@@ -343,7 +368,7 @@ async fn a_volume_of_one_tenant_is_refused_on_the_other_tenants_node() {
 
     let ns = NetNs::new("10.250.7.7/24");
     let socket = dir.path().join("node-beta.sock");
-    let (stop, thread) = node_in_netns(&ns.name, &root, &socket, "node-beta").await;
+    let (stop, thread) = node_in_netns(&ns.path(), &root, &socket, "node-beta").await;
     let mut n = csi::grpc::node_client::NodeClient::new(connect(&socket).await);
 
     let far_target = dir.path().join("far-target");
