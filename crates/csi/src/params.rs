@@ -403,6 +403,15 @@ impl VolumeParams {
     }
 }
 
+/// The first (in sorted order) of `keys` the parameters give: a key that needs another one
+/// that is missing, named in the error.
+fn first_given<'a>(parameters: &HashMap<String, String>, keys: &[&'a str]) -> Option<&'a str> {
+    keys.iter()
+        .copied()
+        .filter(|k| parameters.contains_key(*k))
+        .min()
+}
+
 /// `90`, `90s`, `30m`, `72h`, `7d`: a positive duration in seconds, as parameter `key`.
 pub fn parse_duration_secs(key: &str, text: &str) -> Result<u64> {
     let bad = || {
@@ -797,13 +806,7 @@ impl HsmParams {
     pub fn parse(parameters: &HashMap<String, String>) -> Result<Option<Self>> {
         let get = |k: &str| parameters.get(k).map(String::as_str);
         let Some(store_text) = get(keys::HSM_STORE) else {
-            let mut orphans: Vec<&str> = keys::HSM
-                .iter()
-                .copied()
-                .filter(|k| parameters.contains_key(*k))
-                .collect();
-            orphans.sort_unstable();
-            return match orphans.first() {
+            return match first_given(parameters, keys::HSM) {
                 None => Ok(None),
                 Some(first) => Err(CsiError::invalid(format!(
                     "parameter {first} needs {} (the archive store URL)",
@@ -941,13 +944,7 @@ impl PccParams {
             }
         };
         if !enabled {
-            let mut orphans: Vec<&str> = keys::PCC[1..]
-                .iter()
-                .copied()
-                .filter(|k| parameters.contains_key(*k))
-                .collect();
-            orphans.sort_unstable();
-            return match orphans.first() {
+            return match first_given(parameters, &keys::PCC[1..]) {
                 None => Ok(None),
                 Some(first) => Err(CsiError::invalid(format!(
                     "parameter {first} needs {}=\"true\"",
