@@ -29,6 +29,7 @@ pub mod encryption;
 pub mod error;
 pub mod grpc;
 pub mod hsm_node;
+pub mod hsm_status;
 pub mod hsm_volume;
 pub mod inflight;
 pub mod kmip;

@@ -33,8 +33,9 @@ fn latency_histogram() -> Histogram {
     Histogram::new(BUCKETS)
 }
 
-/// The driver's counters. Labels are method names and gRPC codes only: nothing from a
-/// request (names, secrets, paths) reaches a metric.
+/// The driver's counters. Labels are method names and gRPC codes, and the volume ID of the
+/// HSM volumes' metrics: nothing else from a request (names, secrets, paths) reaches a
+/// metric.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -44,6 +45,8 @@ pub struct Metrics {
     ready: Gauge,
     /// The node's PCC caches (`hotNodes` volumes), shared by their purges.
     pcc: std::sync::Arc<hsm::pcc::PccMetrics>,
+    /// HSM volumes: their engines' operations, reads held, policy passes (label `volume`).
+    hsm_volumes: std::sync::Arc<hsm::metrics::VolumeMetrics>,
 }
 
 impl Default for Metrics {
@@ -78,7 +81,10 @@ impl Default for Metrics {
         );
         let pcc = std::sync::Arc::new(hsm::pcc::PccMetrics::new());
         pcc.register(&mut registry);
+        let hsm_volumes = std::sync::Arc::new(hsm::metrics::VolumeMetrics::new());
+        hsm_volumes.register(&mut registry);
         Self {
+            hsm_volumes,
             registry,
             requests,
             latency,
@@ -113,6 +119,12 @@ fn code_name(code: tonic::Code) -> &'static str {
 }
 
 impl Metrics {
+    /// The per-volume HSM metrics, for the node's restore daemons and policies and the
+    /// controller's imports.
+    pub fn hsm_volumes(&self) -> std::sync::Arc<hsm::metrics::VolumeMetrics> {
+        std::sync::Arc::clone(&self.hsm_volumes)
+    }
+
     /// The PCC metrics, for the node's purges.
     pub fn pcc(&self) -> std::sync::Arc<hsm::pcc::PccMetrics> {
         std::sync::Arc::clone(&self.pcc)

@@ -32,6 +32,26 @@ pub mod context {
     pub const HSM_STORE: &str = "hsmStore";
     pub const HSM_READ_MODE: &str = "hsmReadMode";
     pub const HSM_PREFETCH: &str = "hsmPrefetch";
+    /// An HSM volume's policy, as the StorageClass gave it (canonical forms: seconds,
+    /// bytes, percentages, comma-separated globs): the node that runs the policy reads it.
+    pub const HSM_ARCHIVE_AFTER: &str = "hsmArchiveAfter";
+    pub const HSM_INCLUDE: &str = "hsmInclude";
+    pub const HSM_EXCLUDE: &str = "hsmExclude";
+    pub const HSM_MIN_SIZE: &str = "hsmMinSize";
+    pub const HSM_RELEASE_HIGH: &str = "hsmReleaseHigh";
+    pub const HSM_RELEASE_LOW: &str = "hsmReleaseLow";
+    /// The HSM entries, as the node reads them back.
+    pub const HSM: &[&str] = &[
+        HSM_STORE,
+        HSM_READ_MODE,
+        HSM_PREFETCH,
+        HSM_ARCHIVE_AFTER,
+        HSM_INCLUDE,
+        HSM_EXCLUDE,
+        HSM_MIN_SIZE,
+        HSM_RELEASE_HIGH,
+        HSM_RELEASE_LOW,
+    ];
     /// The client tunables in their canonical form (see [`lustre_model::ClientTunables`]).
     pub const CLIENT_TUNABLES: &str = "clientTunables";
     /// `block` for a block volume (an image file in the share, published as a device);
@@ -50,6 +70,12 @@ pub mod context {
         HSM_STORE,
         HSM_READ_MODE,
         HSM_PREFETCH,
+        HSM_ARCHIVE_AFTER,
+        HSM_INCLUDE,
+        HSM_EXCLUDE,
+        HSM_MIN_SIZE,
+        HSM_RELEASE_HIGH,
+        HSM_RELEASE_LOW,
         CLIENT_TUNABLES,
         VOLUME_MODE,
         // A PCC volume's entries: the StorageClass keys (`params::keys::PCC`), spelt out.
@@ -149,6 +175,23 @@ pub fn hsm_context(hsm: Option<&HsmParams>) -> Vec<(String, String)> {
     if !hsm.prefetch.is_empty() {
         out.push((context::HSM_PREFETCH.to_string(), hsm.prefetch.join(",")));
     }
+    let mut put = |key: &str, value: String| out.push((key.to_string(), value));
+    if let Some(secs) = hsm.archive_after_secs {
+        put(context::HSM_ARCHIVE_AFTER, secs.to_string());
+    }
+    if !hsm.include.is_empty() {
+        put(context::HSM_INCLUDE, hsm.include.join(","));
+    }
+    if !hsm.exclude.is_empty() {
+        put(context::HSM_EXCLUDE, hsm.exclude.join(","));
+    }
+    if let Some(bytes) = hsm.min_size_bytes {
+        put(context::HSM_MIN_SIZE, bytes.to_string());
+    }
+    if let Some(w) = &hsm.watermarks {
+        put(context::HSM_RELEASE_HIGH, w.high_percent.to_string());
+        put(context::HSM_RELEASE_LOW, w.low_percent.to_string());
+    }
     out
 }
 
@@ -158,6 +201,8 @@ pub struct NodeHsm {
     pub store: String,
     pub read_mode: ReadMode,
     pub prefetch: Vec<String>,
+    /// The archive and release policy (`None`: the volume has neither).
+    pub policy: Option<VolumePolicy>,
 }
 
 /// The context CreateVolume returns for a share, with `extra` entries (an HSM volume's).
@@ -351,21 +396,75 @@ pub fn node_volume(
 /// The HSM entries of a volume context, checked as the StorageClass parameters are (a static
 /// PV may name them by hand).
 fn node_hsm(ctx: &HashMap<String, String>) -> Result<Option<NodeHsm>> {
-    let as_params: HashMap<String, String> = [
-        context::HSM_STORE,
-        context::HSM_READ_MODE,
-        context::HSM_PREFETCH,
-    ]
-    .iter()
-    .filter_map(|k| ctx.get(*k).map(|v| (k.to_string(), v.clone())))
-    .collect();
+    let as_params: HashMap<String, String> = context::HSM
+        .iter()
+        .filter_map(|k| ctx.get(*k).map(|v| (k.to_string(), v.clone())))
+        .collect();
     let hsm = HsmParams::parse(&as_params)
         .map_err(|e| CsiError::invalid(format!("volume context: {e}")))?;
     Ok(hsm.map(|h| NodeHsm {
+        policy: VolumePolicy::of(&h),
         store: h.store,
         read_mode: h.read_mode,
         prefetch: h.prefetch,
     }))
+}
+
+/// An HSM volume's archive and release policy (StorageClass `hsmArchiveAfter`,
+/// `hsmInclude`, `hsmExclude`, `hsmMinSize`, `hsmReleaseHigh`, `hsmReleaseLow`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumePolicy {
+    /// Archive files left unchanged this long (`None`: no archiving).
+    pub archive_after_secs: Option<u64>,
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    pub min_size_bytes: Option<u64>,
+    /// Release when the volume's quota is fuller than the high watermark (`None`: never).
+    pub watermarks: Option<crate::params::Watermarks>,
+}
+
+impl VolumePolicy {
+    /// The policy of `hsm`, `None` when it neither archives nor releases.
+    pub fn of(hsm: &HsmParams) -> Option<Self> {
+        (hsm.archive_after_secs.is_some() || hsm.watermarks.is_some()).then(|| Self {
+            archive_after_secs: hsm.archive_after_secs,
+            include: hsm.include.clone(),
+            exclude: hsm.exclude.clone(),
+            min_size_bytes: hsm.min_size_bytes,
+            watermarks: hsm.watermarks,
+        })
+    }
+
+    /// The policy engine's configuration for the volume's directory `share_dir` (below
+    /// the filesystem root): release measures the share's own project quota.
+    pub fn config(&self, share_dir: &str, interval_secs: u64) -> hsm::policy::PolicyConfig {
+        hsm::policy::PolicyConfig {
+            path: None,
+            dry_run: false,
+            rate_limit: None,
+            scan_workers: 2,
+            archive: self
+                .archive_after_secs
+                .map(|secs| hsm::policy::ArchiveRule {
+                    older_than_minutes: secs as f64 / 60.0,
+                    include: self.include.clone(),
+                    exclude: self.exclude.clone(),
+                    min_size: self.min_size_bytes.map(hsm::policy::Size),
+                    max_size: None,
+                }),
+            release: self.watermarks.map(|w| hsm::policy::ReleaseRule {
+                high_watermark: f64::from(w.high_percent),
+                low_watermark: f64::from(w.low_percent),
+                share: Some(share_dir.to_string()),
+                capacity: None,
+                min_size: None,
+            }),
+            watch: hsm::policy::WatchConfig {
+                debounce_ms: 2000,
+                interval_secs,
+            },
+        }
+    }
 }
 
 /// Whether a capability is one we serve: a mount (the share directory) or a block device
@@ -559,6 +658,11 @@ mod tests {
             ),
             ("hsmPrefetch".to_string(), "a/*,b".to_string()),
             ("hsmImportFrom".to_string(), "x".to_string()),
+            ("hsmArchiveAfter".to_string(), "2h".to_string()),
+            ("hsmInclude".to_string(), "*.h5,data/**".to_string()),
+            ("hsmMinSize".to_string(), "1MiB".to_string()),
+            ("hsmReleaseHigh".to_string(), "90%".to_string()),
+            ("hsmReleaseLow".to_string(), "70".to_string()),
         ]);
         let hsm = HsmParams::parse(&params).unwrap().unwrap();
         let ctx: HashMap<String, String> = hsm_context(Some(&hsm)).into_iter().collect();
@@ -573,8 +677,27 @@ mod tests {
                 store: "az://c/p?use_emulator=true".into(),
                 read_mode: ReadMode::Block,
                 prefetch: vec!["a/*".into(), "b".into()],
+                policy: Some(VolumePolicy {
+                    archive_after_secs: Some(7200),
+                    include: vec!["*.h5".into(), "data/**".into()],
+                    exclude: vec![],
+                    min_size_bytes: Some(1 << 20),
+                    watermarks: Some(crate::params::Watermarks {
+                        high_percent: 90,
+                        low_percent: 70,
+                    }),
+                }),
             })
         );
+        // What the policy engine is given: the share's own quota, ages in minutes.
+        let cfg = v.hsm.unwrap().policy.unwrap().config("shares/pvc-1", 60);
+        let release = cfg.release.unwrap();
+        assert_eq!(release.share.as_deref(), Some("shares/pvc-1"));
+        assert_eq!(
+            (release.high_watermark, release.low_watermark),
+            (90.0, 70.0)
+        );
+        assert_eq!(cfg.archive.unwrap().older_than_minutes, 120.0);
         let orphan = HashMap::from([(context::HSM_READ_MODE.to_string(), "block".to_string())]);
         assert_eq!(
             node_volume(id, &orphan, &s).unwrap_err().code(),

@@ -683,3 +683,193 @@ async fn a_pod_reads_a_released_file_and_gets_its_bytes_across_a_plugin_restart(
     assert!(!pod2.exists());
     d.stop().await.unwrap();
 }
+
+/// The per-volume policy on the node that publishes the volume: files written through a
+/// pod's target are archived once idle for `hsmArchiveAfter`, then released down to
+/// `hsmReleaseLow` of the volume's quota once above `hsmReleaseHigh`; a pod still reads
+/// every byte; the status (written outside the share) reaches NodeGetVolumeStats and the
+/// node's per-volume metrics; a second node publishing the volume stands by; the last
+/// unpublish stops the policy and DeleteVolume removes the status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
+async fn the_volume_policy_archives_and_releases_on_the_publishing_node() {
+    let fs = btrfs_root(512);
+    let root = fs.root.clone();
+    let spec = format!("file://{}", root.join("store").display());
+    std::fs::create_dir_all(root.join("store")).unwrap();
+    let options = |node: &str| csi::DriverOptions {
+        name: "test.csi.lustrekit.io".into(),
+        node_id: node.into(),
+        mode: Mode::All,
+        fs_timeout: csi::DEFAULT_FS_TIMEOUT,
+        quota_margin: Default::default(),
+        hsm_import_timeout: csi::DEFAULT_HSM_IMPORT_TIMEOUT,
+        node_state_dir: Some(fs.dir.path().join(format!("{node}-state"))),
+    };
+    let d = Running::start_with_options(
+        &root,
+        &fs.dir.path().join("n1.sock"),
+        false,
+        options("node-1"),
+    )
+    .await;
+    let volume = d
+        .controller()
+        .create_volume(request(
+            "pvc-policy",
+            &[
+                ("hsmStore", spec.as_str()),
+                ("hsmArchiveAfter", "1s"),
+                ("hsmExclude", "scratch/**"),
+                ("hsmReleaseHigh", "50"),
+                ("hsmReleaseLow", "20"),
+            ],
+            &[],
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    assert_eq!(volume.volume_context["hsmArchiveAfter"], "1");
+    assert_eq!(volume.volume_context["hsmReleaseHigh"], "50");
+    let dir = root.join("shares/pvc-policy");
+    let (pod, other) = (
+        fs.dir.path().join("pod"),
+        fs.dir.path().join("pod-other-node"),
+    );
+    let _unmount = LazyUnmount(vec![pod.clone(), other.clone()]);
+    let mut n = d.node();
+    n.node_publish_volume(publish(&volume, &pod)).await.unwrap();
+    // A second node publishes the same volume: it stands by (one policy per volume).
+    let d2 = Running::start_with_options(
+        &root,
+        &fs.dir.path().join("n2.sock"),
+        false,
+        options("node-2"),
+    )
+    .await;
+    d2.node()
+        .node_publish_volume(publish(&volume, &other))
+        .await
+        .unwrap();
+
+    // 6 MiB in a 10 MiB quota (60 %, above 50 %): four 1.5 MiB files, plus one excluded.
+    let content = |i: usize| {
+        (0..3 << 19)
+            .map(|j| (i * 7 + j % 251) as u8)
+            .collect::<Vec<u8>>()
+    };
+    for i in 0..4 {
+        std::fs::write(pod.join(format!("f{i}.dat")), content(i)).unwrap();
+    }
+    std::fs::create_dir(pod.join("scratch")).unwrap();
+    std::fs::write(pod.join("scratch/tmp"), b"never archived").unwrap();
+
+    // The policy archives the four, then releases the oldest until usage is under 20 %.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let released = loop {
+        let mut released = 0;
+        for i in 0..4 {
+            let st = hsm_state(&d, &dir.join(format!("f{i}.dat"))).await;
+            if st.flags.released {
+                released += 1;
+            }
+        }
+        if released >= 3 {
+            break released;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {released} released"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(
+        released >= 3,
+        "60 % down to under 20 % releases at least three of four"
+    );
+    let scratch = hsm_state(&d, &dir.join("scratch/tmp")).await;
+    assert!(!scratch.flags.archived, "excluded: {scratch:?}");
+
+    // The status: written by node-1 (node-2 stands by), quoted by NodeGetVolumeStats.
+    let status_file = root.join("shares/.lustrekit/hsm-status/pvc-policy");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status: serde_json::Value = loop {
+        if let Ok(text) = std::fs::read(&status_file) {
+            let v: serde_json::Value = serde_json::from_slice(&text).unwrap();
+            if v["states"]["released"]["files"].as_u64() >= Some(3) {
+                break v;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no status with the releases"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(status["node"], "node-1", "{status}");
+    assert_eq!(status["volume_id"], volume.volume_id.as_str());
+    assert_eq!(status["store_reachable"], true);
+    let stats = n
+        .node_get_volume_stats(NodeGetVolumeStatsRequest {
+            volume_id: volume.volume_id.clone(),
+            volume_path: pod.display().to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let message = stats.volume_condition.unwrap().message;
+    assert!(message.contains("files released ("), "{message}");
+    let metrics = d.driver.metrics().render();
+    let vid = &volume.volume_id;
+    for want in [
+        format!(
+            "lustrekit_hsm_volume_operations_total{{volume=\"{vid}\",op=\"archive\",result=\"ok\"}} 4"
+        ),
+        format!("lustrekit_hsm_volume_store_reachable{{volume=\"{vid}\"}} 1"),
+        format!("lustrekit_hsm_volume_policy_passes_total{{volume=\"{vid}\",result=\"ok\"}}"),
+    ] {
+        assert!(metrics.contains(&want), "{want} missing from:\n{metrics}");
+    }
+    assert!(
+        !d2.driver
+            .metrics()
+            .render()
+            .contains("lustrekit_hsm_volume_policy_passes_total"),
+        "node-2 ran a pass"
+    );
+
+    // Every byte reads back through the pod (restored on access).
+    for i in 0..4 {
+        assert!(
+            std::fs::read(pod.join(format!("f{i}.dat"))).unwrap() == content(i),
+            "f{i}.dat"
+        );
+    }
+
+    // The last unpublishes stop it; DeleteVolume removes the status.
+    d2.node()
+        .node_unpublish_volume(unpublish(&volume, &other))
+        .await
+        .unwrap();
+    n.node_unpublish_volume(unpublish(&volume, &pod))
+        .await
+        .unwrap();
+    assert!(d.driver.restore().watching().await.is_empty());
+    assert!(
+        !d.driver.metrics().render().contains(vid.as_str()),
+        "series of a gone volume"
+    );
+    d.controller()
+        .delete_volume(DeleteVolumeRequest {
+            volume_id: volume.volume_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(!status_file.exists());
+    d2.stop().await.unwrap();
+    d.stop().await.unwrap();
+}

@@ -336,6 +336,8 @@ struct Pending {
     pid: i32,
     range: Option<(u64, u64)>,
     resp: Arc<Responder>,
+    /// When the event was read (a held read's wait is measured from here).
+    received: Instant,
 }
 
 impl Pending {
@@ -358,6 +360,7 @@ impl Pending {
             pid: ev.pid,
             range: ev.range,
             resp: resp.clone(),
+            received: Instant::now(),
         })
     }
 
@@ -990,6 +993,10 @@ impl Shared {
             .and_then(|mut m| m.remove(&id))
             .unwrap_or_default();
         self.in_flight_changed.notify_waiters();
+        let metrics = self.engine.metrics();
+        for held in std::iter::once(&p).chain(&waiters) {
+            metrics.record_read_wait(held.received.elapsed());
+        }
         match res {
             Ok(Ok(())) => {
                 self.resp.stats.restored.fetch_add(1, Ordering::Relaxed);

@@ -353,6 +353,9 @@ impl ControllerService {
                     _ => None,
                 };
                 service.delete(&share.name, DeleteMode::Purge).await?;
+                if share.labels.contains_key(labels::HSM_STORE) {
+                    crate::hsm_status::remove(service, &share.name).await?;
+                }
                 if share.labels.contains_key(labels::HSM_IMPORT_FROM) {
                     hsm_volume::forget(service, &share.name).await?;
                 }

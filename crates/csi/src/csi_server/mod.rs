@@ -67,10 +67,17 @@ pub struct DriverOptions {
 impl Driver {
     pub fn new(service: Arc<ShareService>, options: DriverOptions) -> Arc<Self> {
         let metrics = Arc::new(Metrics::default());
+        let restore = crate::hsm_node::NodeRestore::new(
+            options.node_state_dir.clone(),
+            Arc::clone(&service),
+            &options.node_id,
+            metrics.hsm_volumes(),
+        );
         Arc::new(Self {
             service,
             inflight: InFlight::default(),
             pcc: crate::pcc_node::NodePcc::new(options.node_state_dir.clone(), metrics.pcc()),
+            restore,
             metrics,
             name: options.name,
             node_id: options.node_id,
@@ -80,7 +87,6 @@ impl Driver {
             hsm_import_timeout: options.hsm_import_timeout,
             statfs: std::sync::Mutex::new(None),
             tunables: crate::client_tunables::NodeTunables::new(options.node_state_dir.clone()),
-            restore: crate::hsm_node::NodeRestore::new(options.node_state_dir),
         })
     }
 

@@ -552,7 +552,14 @@ impl NodeService {
                 )));
             }
         };
-        let stats = self.volume_stats(&req.volume_id, &fs).await?;
+        let mut stats = self.volume_stats(&req.volume_id, &fs).await?;
+        // An HSM volume's message says what its last policy pass found (released bytes
+        // first). A status that cannot be read only leaves it out: stats stay answerable.
+        match self.driver.restore.status(&req.volume_id).await {
+            Ok(Some(status)) => stats.message = format!("{}; {}", stats.message, status.summary()),
+            Ok(None) => {}
+            Err(e) => tracing::debug!(volume_id = %req.volume_id, error = %e, "no HSM status"),
+        }
         Ok(NodeGetVolumeStatsResponse {
             usage: stats.usage,
             volume_condition: Some(VolumeCondition {

@@ -35,6 +35,7 @@ pub use rate::RateLimiter;
 
 use crate::engine::{HsmEngine, Outcome, PathError, blocking};
 use crate::error::{HsmError, Result};
+use crate::metrics::StateCount;
 
 /// A file the scan found.
 #[derive(Debug, Clone)]
@@ -91,6 +92,42 @@ pub struct PassReport {
     pub release: Option<ReleaseSummary>,
     pub errors: Vec<PathError>,
     pub elapsed_ms: u64,
+    /// The scanned files by HSM state once the pass's actions are done.
+    pub states: StateSummary,
+}
+
+/// Files and bytes (their sizes) by HSM state, as a pass leaves them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct StateSummary {
+    /// Released: the data is only in the store.
+    pub released: StateCount,
+    /// Archived and unchanged since: present, with a good copy in the store.
+    pub archived: StateCount,
+    /// Archived, then changed: the store's copy is stale.
+    pub dirty: StateCount,
+    /// Never archived.
+    pub unarchived: StateCount,
+}
+
+impl StateSummary {
+    /// The counts in [`crate::metrics::VOLUME_STATES`] order.
+    pub fn as_array(&self) -> [StateCount; 4] {
+        [self.released, self.archived, self.dirty, self.unarchived]
+    }
+
+    fn count(&mut self, flags: &lustre_model::HsmFlags, size: u64) {
+        let slot = if flags.released {
+            &mut self.released
+        } else if flags.archived && flags.dirty {
+            &mut self.dirty
+        } else if flags.archived {
+            &mut self.archived
+        } else {
+            &mut self.unarchived
+        };
+        slot.files += 1;
+        slot.bytes += size;
+    }
 }
 
 impl PassReport {
@@ -173,6 +210,10 @@ fn path_error(path: &Path, e: &HsmError) -> PathError {
         error: e.to_string(),
     }
 }
+
+/// How a pass of [`Policy::watch_outcomes`] ended: its report, or its error and how long
+/// it ran.
+pub type PassOutcome<'a> = std::result::Result<&'a PassReport, (&'a HsmError, Duration)>;
 
 /// A policy bound to an engine.
 pub struct Policy {
@@ -484,7 +525,19 @@ impl Policy {
                 }
             }
         }
+        let released: std::collections::HashSet<&Path> = actions
+            .iter()
+            .filter(|a| a.op == "release" && a.done)
+            .map(|a| a.path.as_path())
+            .collect();
+        let mut states = StateSummary::default();
+        for (c, st) in &files {
+            let mut flags = st.flags;
+            flags.released |= released.contains(c.path.as_path());
+            states.count(&flags, c.size);
+        }
         let report = PassReport {
+            states,
             trigger: trigger.to_string(),
             dry_run: dry,
             scanned_files: files.len(),
@@ -509,6 +562,21 @@ impl Policy {
         &self,
         stop: impl Future<Output = ()>,
         each: &(dyn Fn(&PassReport) + Send + Sync),
+    ) -> Result<()> {
+        self.watch_outcomes(stop, &|outcome| {
+            if let Ok(report) = outcome {
+                each(report)
+            }
+        })
+        .await
+    }
+
+    /// [`Policy::watch`], and each pass that failed goes to `each` too (with the time it
+    /// took), for whoever counts failures.
+    pub async fn watch_outcomes(
+        &self,
+        stop: impl Future<Output = ()>,
+        each: &(dyn Fn(PassOutcome<'_>) + Send + Sync),
     ) -> Result<()> {
         let interval = Duration::from_secs(self.cfg.watch.interval_secs);
         let debounce = Duration::from_millis(self.cfg.watch.debounce_ms);
@@ -546,9 +614,13 @@ impl Policy {
         tokio::pin!(stop);
         let mut trigger = "start";
         loop {
+            let started = Instant::now();
             match self.pass(trigger).await {
-                Ok(r) => each(&r),
-                Err(e) => tracing::warn!(error = %e, "policy pass failed"),
+                Ok(r) => each(Ok(&r)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "policy pass failed");
+                    each(Err((&e, started.elapsed())));
+                }
             }
             let next_interval = tokio::time::sleep(interval);
             tokio::pin!(next_interval);

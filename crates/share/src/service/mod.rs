@@ -202,6 +202,16 @@ impl ShareService {
             .await
     }
 
+    /// Takes `role` for `name` (say `hsm-policy`): a lock of its own beside the share's, so
+    /// one process among every node and controller does that work for the share at a time.
+    /// Waits for a holder elsewhere as the share's lock does, then answers Busy.
+    pub async fn hold_role(&self, role: &str, name: &ShareName) -> Result<Held> {
+        let key = format!("{role}.{}", name.as_str());
+        self.locks
+            .acquire(&self.fs, &key, self.layout.lock(&key)?)
+            .await
+    }
+
     /// Runs `f` under the share's lock, releasing it whatever `f` returns (and, should this
     /// future be dropped midway, from the lock's `Drop`).
     async fn locked<T>(&self, name: &ShareName, f: impl AsyncFnOnce() -> Result<T>) -> Result<T> {

@@ -1,0 +1,247 @@
+//! An HSM volume's status, as its last policy pass left it: files and bytes by HSM state,
+//! when the pass ended, how it went and whether the store answered. The node that runs the
+//! volume's policy ([`crate::hsm_node`]) writes it to `<prefix>/.lustrekit/hsm-status/<share>`
+//! (outside the share, so no tenant can forge it); `NodeGetVolumeStats` quotes it and the
+//! controller copies it onto the PVC's annotations (see the `lustrekit` binary's
+//! `pvc_annotations`). DeleteVolume removes it.
+
+use std::collections::BTreeMap;
+
+use hsm::policy::{PassReport, StateSummary};
+use lustre_model::{RelPath, ShareName};
+use serde::{Deserialize, Serialize};
+use share::ShareService;
+
+use crate::error::Result;
+
+/// The status of one HSM volume (see the module doc).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HsmStatus {
+    pub volume_id: String,
+    /// The node whose plugin ran the pass.
+    pub node: String,
+    /// When the pass ended (Unix seconds).
+    pub pass_at: u64,
+    /// `start`, `change` or `interval`.
+    pub trigger: String,
+    pub states: StateSummary,
+    /// Files the pass archived and released.
+    pub archived_now: u64,
+    pub released_now: u64,
+    /// Errors of the pass (files it could not archive or release).
+    pub errors: u64,
+    /// Whether the store answered its last check.
+    pub store_reachable: bool,
+}
+
+impl HsmStatus {
+    /// The status a pass left.
+    pub fn of_pass(
+        volume_id: &str,
+        node: &str,
+        report: &PassReport,
+        store_reachable: bool,
+        pass_at: u64,
+    ) -> Self {
+        let done = |op: &str| {
+            report
+                .actions
+                .iter()
+                .filter(|a| a.op == op && a.done)
+                .count() as u64
+        };
+        Self {
+            volume_id: volume_id.to_string(),
+            node: node.to_string(),
+            pass_at,
+            trigger: report.trigger.clone(),
+            states: report.states,
+            archived_now: done("archive"),
+            released_now: done("release"),
+            errors: report.errors.len() as u64,
+            store_reachable,
+        }
+    }
+
+    /// One line for `NodeGetVolumeStats`'s message.
+    pub fn summary(&self) -> String {
+        let s = &self.states;
+        format!(
+            "HSM: {} files released ({} bytes), {} archived ({} bytes), {} dirty, {} not archived; last policy pass {} s ago{}{}",
+            s.released.files,
+            s.released.bytes,
+            s.archived.files,
+            s.archived.bytes,
+            s.dirty.files,
+            s.unarchived.files,
+            now_secs().saturating_sub(self.pass_at),
+            if self.errors > 0 {
+                format!(", {} errors", self.errors)
+            } else {
+                String::new()
+            },
+            if self.store_reachable {
+                ""
+            } else {
+                ", store unreachable"
+            },
+        )
+    }
+
+    /// The PVC annotations that carry it (`lustrekit.io/hsm-*`).
+    pub fn annotations(&self) -> BTreeMap<String, String> {
+        let s = &self.states;
+        let pass_at = chrono_free_rfc3339(self.pass_at);
+        [
+            ("released-files", s.released.files.to_string()),
+            ("released-bytes", s.released.bytes.to_string()),
+            ("archived-files", s.archived.files.to_string()),
+            ("archived-bytes", s.archived.bytes.to_string()),
+            ("dirty-files", s.dirty.files.to_string()),
+            ("dirty-bytes", s.dirty.bytes.to_string()),
+            ("unarchived-files", s.unarchived.files.to_string()),
+            ("last-policy-pass", pass_at),
+            ("policy-errors", self.errors.to_string()),
+            ("store-reachable", self.store_reachable.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (format!("{ANNOTATION_PREFIX}{k}"), v))
+        .collect()
+    }
+}
+
+/// Now, in Unix seconds.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The prefix of the PVC annotations.
+pub const ANNOTATION_PREFIX: &str = "lustrekit.io/hsm-";
+
+/// `secs` since the epoch as RFC 3339 UTC (`2026-12-03T23:59:07Z`).
+fn chrono_free_rfc3339(secs: u64) -> String {
+    // Civil from days (Howard Hinnant's algorithm): no date crate for one format.
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn dir(service: &ShareService) -> Result<RelPath> {
+    Ok(service
+        .settings()
+        .prefix
+        .join(&ShareName::new(share::META_DIR)?)
+        .join(&ShareName::new("hsm-status")?))
+}
+
+/// Writes `share`'s status.
+pub async fn write(service: &ShareService, share: &ShareName, status: &HsmStatus) -> Result<()> {
+    let dir = dir(service)?;
+    let backend = service.backend();
+    backend.ensure_dir(&dir).await?;
+    let text = serde_json::to_vec(status)
+        .map_err(|e| crate::error::CsiError::Internal(format!("HSM status: {e}")))?;
+    backend.write_file(&dir.join(share), &text).await?;
+    Ok(())
+}
+
+/// `share`'s status, `None` when no pass wrote one (or it is unreadable: logged).
+pub async fn read(service: &ShareService, share: &ShareName) -> Result<Option<HsmStatus>> {
+    let file = dir(service)?.join(share);
+    let Some(text) = service.backend().read_file(&file).await? else {
+        return Ok(None);
+    };
+    match serde_json::from_slice(&text) {
+        Ok(status) => Ok(Some(status)),
+        Err(e) => {
+            tracing::warn!(file = %file, error = %e, "unreadable HSM status; ignored");
+            Ok(None)
+        }
+    }
+}
+
+/// Every HSM volume's status, by share.
+pub async fn read_all(service: &ShareService) -> Result<Vec<(ShareName, HsmStatus)>> {
+    let dir = dir(service)?;
+    let mut out = Vec::new();
+    for name in service.backend().list_dir(&dir).await? {
+        // Temporaries of an atomic write and anything else not a share name are skipped.
+        let Ok(share) = ShareName::new(&name) else {
+            continue;
+        };
+        if let Some(status) = read(service, &share).await? {
+            out.push((share, status));
+        }
+    }
+    Ok(out)
+}
+
+/// Removes `share`'s status (its volume is deleted); an absent one is fine.
+pub async fn remove(service: &ShareService, share: &ShareName) -> Result<()> {
+    let file = dir(service)?.join(share);
+    service.backend().remove_file(&file).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_of_known_instants() {
+        assert_eq!(chrono_free_rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(chrono_free_rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(chrono_free_rfc3339(1_796_342_347), "2026-12-03T23:59:07Z");
+    }
+
+    #[test]
+    fn annotations_and_summary_carry_the_counts() {
+        let mut states = StateSummary::default();
+        states.released.files = 3;
+        states.released.bytes = 3 << 20;
+        states.dirty.files = 1;
+        let status = HsmStatus {
+            volume_id: "v".into(),
+            node: "n".into(),
+            pass_at: 1_796_342_347,
+            trigger: "interval".into(),
+            states,
+            archived_now: 0,
+            released_now: 3,
+            errors: 2,
+            store_reachable: false,
+        };
+        let a = status.annotations();
+        assert_eq!(a["lustrekit.io/hsm-released-files"], "3");
+        assert_eq!(a["lustrekit.io/hsm-released-bytes"], "3145728");
+        assert_eq!(a["lustrekit.io/hsm-dirty-files"], "1");
+        assert_eq!(
+            a["lustrekit.io/hsm-last-policy-pass"],
+            "2026-12-03T23:59:07Z"
+        );
+        assert_eq!(a["lustrekit.io/hsm-store-reachable"], "false");
+        let line = status.summary();
+        assert!(
+            line.starts_with("HSM: 3 files released (3145728 bytes)"),
+            "{line}"
+        );
+        assert!(line.ends_with(", 2 errors, store unreachable"), "{line}");
+    }
+}
