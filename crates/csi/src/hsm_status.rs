@@ -5,7 +5,11 @@
 //! controller copies it onto the PVC's annotations (see the `lustrekit` binary's
 //! `pvc_annotations`). DeleteVolume removes it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 
 use hsm::policy::{PassReport, StateSummary};
 use lustre_model::{RelPath, ShareName};
@@ -198,6 +202,102 @@ pub async fn remove(service: &ShareService, share: &ShareName) -> Result<()> {
     let file = dir(service)?.join(share);
     service.backend().remove_file(&file).await?;
     Ok(())
+}
+
+/// How often the controller copies the statuses onto the PVCs (each PVC at most once per
+/// round, and only when its status changed).
+pub const ANNOTATE_EVERY: Duration = Duration::from_secs(30);
+/// How long one PVC's annotation may take.
+const ANNOTATE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What [`PvcAnnotator::annotate`] returns.
+pub type AnnotateFuture<'a> =
+    Pin<Box<dyn Future<Output = std::result::Result<(), String>> + Send + 'a>>;
+
+/// Sets annotations on a PVC (the binary does it with the Kubernetes API: this crate has no
+/// Kubernetes client).
+pub trait PvcAnnotator: Send + Sync + std::fmt::Debug {
+    /// Merges `annotations` into the PVC `namespace/name`'s.
+    fn annotate<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        annotations: &'a BTreeMap<String, String>,
+    ) -> AnnotateFuture<'a>;
+}
+
+/// The controller's loop: every `every`, [`annotate_once`] (see the module doc). Runs until
+/// the process ends.
+pub async fn annotate_pvcs(
+    service: Arc<ShareService>,
+    annotator: Arc<dyn PvcAnnotator>,
+    every: Duration,
+) {
+    let mut sent = HashMap::new();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = annotate_once(&service, annotator.as_ref(), &mut sent).await {
+            tracing::warn!(error = %e, "copying HSM statuses to PVCs failed; retrying later");
+        }
+    }
+}
+
+/// Copies each HSM volume's status onto its PVC (named by the share's `pvc` label, from
+/// the provisioner's `--extra-create-metadata`) where it changed since `sent`; returns how
+/// many PVCs it annotated. A PVC that cannot be annotated is logged and tried next round.
+pub async fn annotate_once(
+    service: &ShareService,
+    annotator: &dyn PvcAnnotator,
+    sent: &mut HashMap<String, BTreeMap<String, String>>,
+) -> Result<usize> {
+    let mut done = 0;
+    let mut seen = std::collections::HashSet::new();
+    for (name, status) in read_all(service).await? {
+        let Some(share) = service.find(&name).await? else {
+            continue;
+        };
+        // A status left by an earlier volume of the same name is not this one's.
+        if share.volume_id.to_string() != status.volume_id {
+            continue;
+        }
+        let Some((namespace, pvc)) = share
+            .labels
+            .get(crate::params::labels::PVC)
+            .and_then(|l| l.split_once('/'))
+        else {
+            continue;
+        };
+        seen.insert(status.volume_id.clone());
+        let annotations = status.annotations();
+        if sent.get(&status.volume_id) == Some(&annotations) {
+            continue;
+        }
+        match tokio::time::timeout(
+            ANNOTATE_TIMEOUT,
+            annotator.annotate(namespace, pvc, &annotations),
+        )
+        .await
+        {
+            Ok(Ok(())) => {
+                done += 1;
+                sent.insert(status.volume_id.clone(), annotations);
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(namespace, pvc, error = %e, "cannot annotate the PVC with its HSM status")
+            }
+            Err(_) => {
+                tracing::warn!(
+                    namespace,
+                    pvc,
+                    "annotating the PVC with its HSM status timed out"
+                )
+            }
+        }
+    }
+    sent.retain(|volume, _| seen.contains(volume));
+    Ok(done)
 }
 
 #[cfg(test)]

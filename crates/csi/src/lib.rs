@@ -78,6 +78,13 @@ pub async fn run(options: RunOptions, config: &std::path::Path) -> Result<()> {
             tenancy::RECONCILE_EVERY,
         ));
     }
+    if let (true, Some(annotator)) = (options.mode.controller(), options.pvc_annotator) {
+        tokio::spawn(hsm_status::annotate_pvcs(
+            Arc::clone(&service),
+            annotator,
+            hsm_status::ANNOTATE_EVERY,
+        ));
+    }
     let driver = Driver::new(
         service,
         DriverOptions {

@@ -57,6 +57,9 @@ pub struct RunOptions {
     /// How long CreateVolume's import of an HSM volume may take (see [`crate::hsm_volume`]).
     pub hsm_import_timeout: Duration,
     pub registration: RegistrationOptions,
+    /// Where the controller copies HSM volumes' statuses (PVC annotations); `None`: nowhere
+    /// (see [`crate::hsm_status`]).
+    pub pvc_annotator: Option<std::sync::Arc<dyn crate::hsm_status::PvcAnnotator>>,
 }
 
 impl RunOptions {

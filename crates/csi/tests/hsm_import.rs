@@ -684,6 +684,25 @@ async fn a_pod_reads_a_released_file_and_gets_its_bytes_across_a_plugin_restart(
     d.stop().await.unwrap();
 }
 
+/// Records the annotations the controller would set.
+#[derive(Debug, Default)]
+struct Recorder(Mutex<Vec<(String, String, BTreeMap<String, String>)>>);
+
+impl csi::hsm_status::PvcAnnotator for Recorder {
+    fn annotate<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        annotations: &'a BTreeMap<String, String>,
+    ) -> csi::hsm_status::AnnotateFuture<'a> {
+        self.0
+            .lock()
+            .unwrap()
+            .push((namespace.into(), name.into(), annotations.clone()));
+        Box::pin(async { Ok(()) })
+    }
+}
+
 /// The per-volume policy on the node that publishes the volume: files written through a
 /// pod's target are archived once idle for `hsmArchiveAfter`, then released down to
 /// `hsmReleaseLow` of the volume's quota once above `hsmReleaseHigh`; a pod still reads
@@ -723,6 +742,8 @@ async fn the_volume_policy_archives_and_releases_on_the_publishing_node() {
                 ("hsmExclude", "scratch/**"),
                 ("hsmReleaseHigh", "50"),
                 ("hsmReleaseLow", "20"),
+                ("csi.storage.k8s.io/pvc/name", "data"),
+                ("csi.storage.k8s.io/pvc/namespace", "team-a"),
             ],
             &[],
         ))
@@ -839,6 +860,34 @@ async fn the_volume_policy_archives_and_releases_on_the_publishing_node() {
             .render()
             .contains("lustrekit_hsm_volume_policy_passes_total"),
         "node-2 ran a pass"
+    );
+
+    // The controller copies the status onto the PVC, once while it does not change.
+    let annotator = Recorder::default();
+    let mut sent = HashMap::new();
+    let service = d.driver.service();
+    assert_eq!(
+        csi::hsm_status::annotate_once(service, &annotator, &mut sent)
+            .await
+            .unwrap(),
+        1
+    );
+    let calls = annotator.0.lock().unwrap().clone();
+    let (ns, pvc, annotations) = &calls[0];
+    assert_eq!((ns.as_str(), pvc.as_str()), ("team-a", "data"));
+    let released: u64 = annotations["lustrekit.io/hsm-released-files"]
+        .parse()
+        .unwrap();
+    assert!(released >= 3, "{annotations:?}");
+    assert!(annotations.contains_key("lustrekit.io/hsm-last-policy-pass"));
+    let again = csi::hsm_status::annotate_once(service, &annotator, &mut sent)
+        .await
+        .unwrap();
+    let calls_now = annotator.0.lock().unwrap().len();
+    // A pass in between may have changed it (its time); otherwise nothing is sent again.
+    assert!(
+        again == 0 && calls_now == 1 || again == 1 && calls_now == 2,
+        "{again} {calls_now}"
     );
 
     // Every byte reads back through the pod (restored on access).

@@ -64,6 +64,12 @@ pub struct CsiArgs {
     #[arg(long, env = "CSI_HSM_IMPORT_TIMEOUT", default_value_t = csi::DEFAULT_HSM_IMPORT_TIMEOUT_SECS,
         value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub hsm_import_timeout: u64,
+    /// Copy each HSM volume's status (files and bytes released, archived, dirty; the last
+    /// policy pass) onto its PVC's `lustrekit.io/hsm-*` annotations, at most every 30 s per
+    /// PVC and only when it changed (controller and all modes; needs the Kubernetes API:
+    /// in-cluster or KUBECONFIG, and `patch` on persistentvolumeclaims).
+    #[arg(long, env = "CSI_HSM_PVC_ANNOTATIONS")]
+    pub hsm_pvc_annotations: bool,
     /// Self-registration with the kubelet's plugin watcher (instead of node-driver-registrar).
     #[command(flatten)]
     pub registration: RegistrationArgs,
@@ -85,7 +91,8 @@ pub struct RegistrationArgs {
 }
 
 impl CsiArgs {
-    /// The driver's options; the endpoint and the metrics address are checked here.
+    /// The driver's options; the endpoint and the metrics address are checked here. No PVC
+    /// annotator yet: [`run`] adds it.
     pub fn options(self) -> Result<csi::RunOptions, csi::CsiError> {
         Ok(csi::RunOptions {
             socket: csi::parse_endpoint(&self.endpoint)?,
@@ -100,13 +107,28 @@ impl CsiArgs {
                 kubelet_registration_path: self.registration.kubelet_registration_path,
                 plugin_registration_dir: self.registration.plugin_registration_dir,
             },
+            pvc_annotator: None,
         })
     }
 }
 
 /// `lustrekit csi`: serves until SIGTERM or SIGINT.
 pub async fn run(args: CsiArgs, config: &Path) -> anyhow::Result<()> {
-    Ok(csi::run(args.options()?, config).await?)
+    let annotate = args.hsm_pvc_annotations && csi::Mode::from(args.mode).controller();
+    let mut options = args.options()?;
+    if annotate {
+        // Err: a provider is already installed, which is as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = kube::Client::try_default().await.map_err(|e| {
+            anyhow::anyhow!(
+                "--hsm-pvc-annotations: cannot reach the Kubernetes API (in-cluster or KUBECONFIG): {e}"
+            )
+        })?;
+        options.pvc_annotator = Some(std::sync::Arc::new(
+            crate::pvc_annotations::KubePvcAnnotator::new(client),
+        ));
+    }
+    Ok(csi::run(options, config).await?)
 }
 
 #[cfg(test)]

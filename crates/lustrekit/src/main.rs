@@ -10,6 +10,7 @@ mod hsm_cmd;
 mod operator_cmd;
 mod output;
 mod pcc_cmd;
+mod pvc_annotations;
 mod share_cmd;
 
 use std::path::PathBuf;
