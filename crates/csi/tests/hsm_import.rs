@@ -686,7 +686,10 @@ async fn a_pod_reads_a_released_file_and_gets_its_bytes_across_a_plugin_restart(
 
 /// Records the annotations the controller would set.
 #[derive(Debug, Default)]
-struct Recorder(Mutex<Vec<(String, String, BTreeMap<String, String>)>>);
+struct Recorder(Mutex<Vec<Annotated>>);
+
+/// A PVC's namespace, name and the annotations set on it.
+type Annotated = (String, String, BTreeMap<String, String>);
 
 impl csi::hsm_status::PvcAnnotator for Recorder {
     fn annotate<'a>(
