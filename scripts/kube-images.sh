@@ -94,11 +94,16 @@ image_lustrekit() {
   local bin="${LUSTREKIT_BIN:-$repo/target/debug/lustrekit}"
   [ -x "$bin" ] || { log "no lustrekit binary at $bin: run cargo build -p lustrekit"; exit 1; }
   local out="$images/lustrekit-dev.tar" root lib stamp
-  stamp="$(sha256sum "$bin" | cut -c1-16)"
+  # The stamp names the image's layout too (v2: CA certificates), so a change here rebuilds it.
+  stamp="$(sha256sum "$bin" | cut -c1-16)-v2"
   if [ ! -f "$out" ] || [ "$(cat "$out.stamp" 2>/dev/null)" != "$stamp" ]; then
     root="$(mktemp -d)"
     populate_busybox "$root"
     mkdir -p "$root/usr/local/bin"
+    # The CA bundle, as the Dockerfile's ca-certificates has it: the HSM stores' HTTP client
+    # (rustls-platform-verifier) refuses to build without system roots, even for http://.
+    mkdir -p "$root/etc/ssl/certs"
+    cp -L /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/"
     # Debug info is most of a debug binary; the image does not need it.
     objcopy --strip-debug "$bin" "$root/usr/local/bin/lustrekit"
     # The binary's shared libraries (glibc), at the paths the loader looks for them.

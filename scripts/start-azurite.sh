@@ -3,6 +3,8 @@
 # the test container. Prints the env line the HSM tests read.
 #   scripts/start-azurite.sh            start (idempotent: reuses a running one)
 #   scripts/start-azurite.sh stop       stop the one this script started
+# AZURITE_PORT, AZURITE_DATA: another instance (its own port and data); AZURITE_ACCESS_LOG=1
+# keeps Azurite's request log (one line per request) in $AZURITE_DATA/azurite.log.
 set -euo pipefail
 CACHE="${LUSTREKIT_CACHE:-$HOME/.cache/lustrekit}/azurite"
 DATA="${AZURITE_DATA:-/tmp/lustrekit-azurite}"
@@ -19,9 +21,11 @@ if [[ ! -x "$CACHE/node_modules/.bin/azurite-blob" || ! -d "$CACHE/node_modules/
     echo "installing azurite@3 and @azure/storage-blob into $CACHE" >&2
     (cd "$CACHE" && npm install --silent --no-audit --no-fund azurite@3 @azure/storage-blob@12 >&2)
 fi
+quiet=--silent
+[[ "${AZURITE_ACCESS_LOG:-}" == 1 ]] && quiet=
 if ! (exec 3<>/dev/tcp/127.0.0.1/"$PORT") 2>/dev/null; then
     nohup "$CACHE/node_modules/.bin/azurite-blob" --location "$DATA" --blobHost 127.0.0.1 \
-        --blobPort "$PORT" --skipApiVersionCheck --loose --silent >"$DATA/azurite.log" 2>&1 &
+        --blobPort "$PORT" --skipApiVersionCheck --loose $quiet >"$DATA/azurite.log" 2>&1 &
     echo $! >"$PIDFILE"
     for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/"$PORT") 2>/dev/null && break; sleep 0.2; done
 fi

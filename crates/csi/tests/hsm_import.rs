@@ -764,6 +764,13 @@ async fn the_volume_policy_archives_and_releases_on_the_publishing_node() {
     );
     let _unmount = LazyUnmount(vec![pod.clone(), other.clone()]);
     let mut n = d.node();
+    // Read-only: refused at publish, not EPERM at the first read of a released file.
+    let mut read_only = publish(&volume, &pod);
+    read_only.readonly = true;
+    let err = n.node_publish_volume(read_only).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    assert!(err.message().contains("publish it read-write"), "{err}");
+    assert!(!pod.exists() || std::fs::read_dir(&pod).unwrap().next().is_none());
     n.node_publish_volume(publish(&volume, &pod)).await.unwrap();
     // A second node publishes the same volume: it stands by (one policy per volume).
     let d2 = Running::start_with_options(

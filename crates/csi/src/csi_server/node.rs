@@ -110,6 +110,24 @@ impl NodeService {
         )
         .await?;
         let read_only = req.readonly || is_read_only_mode(cap);
+        if read_only
+            && volume.hsm.is_some()
+            && !self
+                .driver
+                .service
+                .backend()
+                .capabilities()
+                .restore_on_access
+        {
+            // Said at publish rather than as EPERM on the first read of a released file.
+            return Err(CsiError::FailedPrecondition(format!(
+                "volume {:?} is an HSM volume: on this backend a read-only publish cannot restore \
+                 released files (the restore daemon's fanotify event descriptors are opened \
+                 read-write, which a read-only mount refuses, so such reads would fail with \
+                 EPERM); publish it read-write",
+                req.volume_id
+            )));
+        }
         let options = mount_flags(cap)?;
         let _guard = self
             .driver
