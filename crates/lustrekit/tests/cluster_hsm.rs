@@ -545,7 +545,7 @@ fn tc4_with_the_store_down_reads_fail_clearly_and_succeed_once_it_is_back() {
             Duration::from_secs(1),
             || {
                 let out = cluster.exec(ns.as_str(), pod_name, "cat /data/a.txt");
-                out.status.success().then(|| out.stdout)
+                out.status.success().then_some(out.stdout)
             },
         );
         assert!(
