@@ -59,6 +59,9 @@ struct Watch {
     /// Reads of released files fail with EAGAIN while they are restored (`fail-fast`).
     #[serde(default)]
     fail_fast: bool,
+    /// How long a read of a released file waits for its restore (seconds; 0: the default).
+    #[serde(default)]
+    restore_timeout_secs: u64,
     /// Publishes holding it (`<volume ID> <target>`).
     holders: BTreeSet<String>,
 }
@@ -202,7 +205,7 @@ impl NodeRestore {
             let engine = self.engine(backend, volume_id, share_path, &hsm.store, secrets)?;
             let daemon = if daemon_needed {
                 tracing::info!(volume_id, share = %share_path, "restore on access: watching");
-                Some(start(&engine, fail_fast, secrets)?)
+                Some(start(&engine, fail_fast, hsm.restore_timeout, secrets)?)
             } else {
                 None
             };
@@ -230,6 +233,7 @@ impl NodeRestore {
                 share_path: share_path.as_str().to_string(),
                 store: hsm.store.clone(),
                 fail_fast: hsm.read_mode == ReadMode::FailFast,
+                restore_timeout_secs: hsm.restore_timeout.as_secs(),
                 holders: BTreeSet::new(),
             });
         watch.holders.insert(holder.to_string());
@@ -289,7 +293,11 @@ impl NodeRestore {
                 .and_then(|path| {
                     let engine =
                         self.engine(backend, &volume_id, &path, &watch.store, &HashMap::new())?;
-                    start(&engine, watch.fail_fast, &HashMap::new())
+                    let timeout = match watch.restore_timeout_secs {
+                        0 => Duration::from_secs(crate::params::DEFAULT_RESTORE_TIMEOUT_SECS),
+                        secs => Duration::from_secs(secs),
+                    };
+                    start(&engine, watch.fail_fast, timeout, &HashMap::new())
                 });
             match started {
                 Ok(daemon) => {
@@ -447,10 +455,12 @@ fn first_byte(dir: &std::os::fd::OwnedFd, rel: &std::path::Path) -> std::io::Res
 fn start(
     engine: &Arc<HsmEngine>,
     fail_fast: bool,
+    restore_timeout: Duration,
     secrets: &HashMap<String, String>,
 ) -> Result<RestoreDaemon> {
     let cfg = DaemonConfig {
         fail_fast,
+        restore_timeout,
         ..DaemonConfig::default()
     };
     RestoreDaemon::start(Arc::clone(engine), cfg).map_err(|e| {

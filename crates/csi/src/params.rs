@@ -50,6 +50,7 @@ pub mod keys {
     pub const HSM_RELEASE_LOW: &str = "hsmReleaseLow";
     pub const HSM_PREFETCH: &str = "hsmPrefetch";
     pub const HSM_READ_MODE: &str = "hsmReadMode";
+    pub const HSM_RESTORE_TIMEOUT: &str = "hsmRestoreTimeout";
     /// Persistent Client Cache (see [`super::PccParams`]).
     pub const HOT_NODES: &str = "hotNodes";
     pub const PCC_CACHE: &str = "pccCache";
@@ -90,6 +91,7 @@ pub mod keys {
         HSM_RELEASE_LOW,
         HSM_PREFETCH,
         HSM_READ_MODE,
+        HSM_RESTORE_TIMEOUT,
         HOT_NODES,
         PCC_CACHE,
         PCC_AUTOCACHE,
@@ -125,6 +127,7 @@ pub mod keys {
         HSM_RELEASE_LOW,
         HSM_PREFETCH,
         HSM_READ_MODE,
+        HSM_RESTORE_TIMEOUT,
         HSM_ARCHIVE_PLAINTEXT,
     ];
 }
@@ -798,7 +801,13 @@ pub struct HsmParams {
     /// Globs restored at NodePublishVolume.
     pub prefetch: Vec<String>,
     pub read_mode: ReadMode,
+    /// How long a read of a released file is held for its restore before it fails (EIO);
+    /// `None`: [`DEFAULT_RESTORE_TIMEOUT_SECS`].
+    pub restore_timeout_secs: Option<u64>,
 }
+
+/// How long a read of a released file waits for its restore by default (`hsmRestoreTimeout`).
+pub const DEFAULT_RESTORE_TIMEOUT_SECS: u64 = 600;
 
 impl HsmParams {
     /// The HSM parameters, `None` when the StorageClass names no `hsmStore` (and then no
@@ -886,6 +895,9 @@ impl HsmParams {
             watermarks,
             prefetch: globs(keys::HSM_PREFETCH)?,
             read_mode,
+            restore_timeout_secs: get(keys::HSM_RESTORE_TIMEOUT)
+                .map(|t| parse_duration_secs(keys::HSM_RESTORE_TIMEOUT, t))
+                .transpose()?,
         }))
     }
 }
@@ -1407,6 +1419,8 @@ mod tests {
             (keys::HSM_MIN_SIZE, "-1"),
             (keys::HSM_READ_MODE, "Block"),
             (keys::HSM_READ_MODE, "wait"),
+            (keys::HSM_RESTORE_TIMEOUT, "0"),
+            (keys::HSM_RESTORE_TIMEOUT, "forever"),
         ];
         for (key, value) in cases {
             refused_naming(&[store, (key, value)], key);

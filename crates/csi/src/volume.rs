@@ -40,6 +40,8 @@ pub mod context {
     pub const HSM_MIN_SIZE: &str = "hsmMinSize";
     pub const HSM_RELEASE_HIGH: &str = "hsmReleaseHigh";
     pub const HSM_RELEASE_LOW: &str = "hsmReleaseLow";
+    /// How long a read of a released file waits for its restore (seconds).
+    pub const HSM_RESTORE_TIMEOUT: &str = "hsmRestoreTimeout";
     /// The HSM entries, as the node reads them back.
     pub const HSM: &[&str] = &[
         HSM_STORE,
@@ -51,6 +53,7 @@ pub mod context {
         HSM_MIN_SIZE,
         HSM_RELEASE_HIGH,
         HSM_RELEASE_LOW,
+        HSM_RESTORE_TIMEOUT,
     ];
     /// The client tunables in their canonical form (see [`lustre_model::ClientTunables`]).
     pub const CLIENT_TUNABLES: &str = "clientTunables";
@@ -76,6 +79,7 @@ pub mod context {
         HSM_MIN_SIZE,
         HSM_RELEASE_HIGH,
         HSM_RELEASE_LOW,
+        HSM_RESTORE_TIMEOUT,
         CLIENT_TUNABLES,
         VOLUME_MODE,
         // A PCC volume's entries: the StorageClass keys (`params::keys::PCC`), spelt out.
@@ -192,6 +196,9 @@ pub fn hsm_context(hsm: Option<&HsmParams>) -> Vec<(String, String)> {
         put(context::HSM_RELEASE_HIGH, w.high_percent.to_string());
         put(context::HSM_RELEASE_LOW, w.low_percent.to_string());
     }
+    if let Some(secs) = hsm.restore_timeout_secs {
+        put(context::HSM_RESTORE_TIMEOUT, secs.to_string());
+    }
     out
 }
 
@@ -203,6 +210,8 @@ pub struct NodeHsm {
     pub prefetch: Vec<String>,
     /// The archive and release policy (`None`: the volume has neither).
     pub policy: Option<VolumePolicy>,
+    /// How long a read of a released file waits for its restore.
+    pub restore_timeout: std::time::Duration,
 }
 
 /// The context CreateVolume returns for a share, with `extra` entries (an HSM volume's).
@@ -404,6 +413,10 @@ fn node_hsm(ctx: &HashMap<String, String>) -> Result<Option<NodeHsm>> {
         .map_err(|e| CsiError::invalid(format!("volume context: {e}")))?;
     Ok(hsm.map(|h| NodeHsm {
         policy: VolumePolicy::of(&h),
+        restore_timeout: std::time::Duration::from_secs(
+            h.restore_timeout_secs
+                .unwrap_or(crate::params::DEFAULT_RESTORE_TIMEOUT_SECS),
+        ),
         store: h.store,
         read_mode: h.read_mode,
         prefetch: h.prefetch,
@@ -663,6 +676,7 @@ mod tests {
             ("hsmMinSize".to_string(), "1MiB".to_string()),
             ("hsmReleaseHigh".to_string(), "90%".to_string()),
             ("hsmReleaseLow".to_string(), "70".to_string()),
+            ("hsmRestoreTimeout".to_string(), "45s".to_string()),
         ]);
         let hsm = HsmParams::parse(&params).unwrap().unwrap();
         let ctx: HashMap<String, String> = hsm_context(Some(&hsm)).into_iter().collect();
@@ -677,6 +691,7 @@ mod tests {
                 store: "az://c/p?use_emulator=true".into(),
                 read_mode: ReadMode::Block,
                 prefetch: vec!["a/*".into(), "b".into()],
+                restore_timeout: std::time::Duration::from_secs(45),
                 policy: Some(VolumePolicy {
                     archive_after_secs: Some(7200),
                     include: vec!["*.h5".into(), "data/**".into()],

@@ -283,7 +283,8 @@ fn tc1_tc2_tc5_an_imported_volume_lists_without_data_reads_and_restores_exact_by
     let class = hsm_class(
         &format!("lk-{prefix}"),
         &az.url(&prefix),
-        json!({"hsmImportFrom": "dataset", "hsmArchiveAfter": "1h"}),
+        // AC4's example bound: a released file is back within 30 s, or the read fails.
+        json!({"hsmImportFrom": "dataset", "hsmArchiveAfter": "1h", "hsmRestoreTimeout": "30s"}),
     );
     let log_start = az.log().len();
     let pv = bound_pvc(&ns, "imported", &class.0, "20Mi", "ReadWriteMany");
@@ -332,7 +333,13 @@ fn tc1_tc2_tc5_an_imported_volume_lists_without_data_reads_and_restores_exact_by
     // TC2: the exact bytes of a released file; it ends archived and present.
     let (rel, _, content) = &files[3];
     let scratch = std::env::temp_dir().join(unique("tc2-digest"));
+    let started = Instant::now();
     let digest = cluster.exec_ok(ns.as_str(), &pod_name, &format!("sha256sum /data/{rel}"));
+    eprintln!(
+        "TC2: {} bytes restored and read through the pod in {:?}",
+        content.len(),
+        started.elapsed()
+    );
     assert_eq!(
         digest.split_whitespace().next(),
         Some(sha256_of(content, &scratch).as_str()),
