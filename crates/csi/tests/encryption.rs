@@ -438,3 +438,129 @@ async fn a_trashed_volume_keeps_its_key() {
     assert_eq!(key.len(), 32);
     d.stop().await.expect("stop");
 }
+
+/// A request name of its own per run: the shared PyKMIP server keeps keys between runs.
+fn unique(what: &str) -> String {
+    format!(
+        "{what}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default()
+    )
+}
+
+/// True if the KMIP server has no active key named for request `name`: finding-or-making
+/// one makes it (and that new key is destroyed again).
+async fn no_active_key_for(kmip: &TestKmip, name: &str) -> bool {
+    let client = kmip.client();
+    let key = client
+        .find_or_create_key(&csi::encryption::kmip_key_name(name))
+        .await
+        .expect("locate");
+    client.destroy_key(&key.id).await.expect("destroy probe");
+    key.created
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
+async fn a_create_that_fails_after_its_key_was_made_undoes_the_key_and_what_it_made() {
+    let Some(kmip) = TestKmip::from_env() else {
+        return;
+    };
+    let fs = ext4_encrypt();
+    let root = fs.mnt.join("root");
+    let work = tempfile::tempdir().expect("tempdir");
+    let secrets = kmip.secrets();
+    let d = node(&root, work.path(), "node-a").await;
+    let service = d.driver.service();
+
+    // Fails after the share, the key and the policy were made: a block volume's image
+    // cannot be made in the locked directory (the controller never holds the key).
+    let name = unique("pvc-blk");
+    let mut req = encrypted_req(&name, &kmip.endpoint, &secrets);
+    req.volume_capabilities = vec![VolumeCapability {
+        access_type: Some(volume_capability::AccessType::Block(
+            volume_capability::BlockVolume {},
+        )),
+        access_mode: Some(volume_capability::AccessMode {
+            mode: volume_capability::access_mode::Mode::SingleNodeWriter as i32,
+        }),
+    }];
+    for _ in 0..2 {
+        let err = d
+            .controller()
+            .create_volume(req.clone())
+            .await
+            .expect_err("no image in a locked directory");
+        assert!(!err.message().contains("is left there"), "{err:?}");
+        let share_name = lustre_model::ShareName::new(&name).expect("name");
+        assert!(service.find(&share_name).await.expect("find").is_none());
+        assert!(!root.join("shares").join(&name).exists());
+        assert!(no_active_key_for(&kmip, &name).await, "the key was left");
+    }
+
+    // Fails when the share turns out to be another request's (ALREADY_EXISTS): the key
+    // made for this request goes, and the other request's share stays.
+    let fixed = unique("fixed");
+    let plain = d
+        .controller()
+        .create_volume(create_req(
+            &unique("pvc-plain"),
+            16 * MIB,
+            &[("subdirTemplate", &fixed)],
+        ))
+        .await
+        .expect("plain volume")
+        .into_inner()
+        .volume
+        .expect("volume");
+    let other = unique("pvc-other");
+    let mut req = encrypted_req(&other, &kmip.endpoint, &secrets);
+    req.parameters
+        .insert("subdirTemplate".into(), fixed.clone());
+    let err = d
+        .controller()
+        .create_volume(req)
+        .await
+        .expect_err("the name is taken");
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+    assert!(root.join(&plain.volume_context["sharePath"]).is_dir());
+    assert!(no_active_key_for(&kmip, &other).await, "the key was left");
+
+    // A retry of a finished volume that fails (another size) leaves its key: it is in use.
+    let done = unique("pvc-done");
+    let volume = d
+        .controller()
+        .create_volume(encrypted_req(&done, &kmip.endpoint, &secrets))
+        .await
+        .expect("create")
+        .into_inner()
+        .volume
+        .expect("volume");
+    let mut bigger = encrypted_req(&done, &kmip.endpoint, &secrets);
+    bigger.capacity_range = Some(CapacityRange {
+        required_bytes: 64 * MIB,
+        limit_bytes: 0,
+    });
+    let err = d
+        .controller()
+        .create_volume(bigger)
+        .await
+        .expect_err("other size");
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+    let key_id = &volume.volume_context["kmipKeyId"];
+    assert_eq!(kmip.client().get_key(key_id).await.expect("kept").len(), 32);
+    // And the same request again is the same volume, with the same key.
+    let again = d
+        .controller()
+        .create_volume(encrypted_req(&done, &kmip.endpoint, &secrets))
+        .await
+        .expect("retry")
+        .into_inner()
+        .volume
+        .expect("volume");
+    assert_eq!(again.volume_context, volume.volume_context);
+    d.stop().await.expect("stop");
+}
