@@ -77,6 +77,14 @@ pub async fn run(options: RunOptions, config: &std::path::Path) -> Result<()> {
             tenancy::RECONCILE_EVERY,
         ));
     }
+    if options.mode.controller() {
+        // Crypto-erase of purged trash: keys whose data is gone (see encryption).
+        tokio::spawn(encryption::keep_erasing(
+            Arc::clone(&service),
+            options.kmip_credentials_dir.clone(),
+            encryption::ERASE_EVERY,
+        ));
+    }
     let driver = Driver::new(
         service,
         DriverOptions {

@@ -57,6 +57,10 @@ pub struct RunOptions {
     /// How long CreateVolume's import of an HSM volume may take (see [`crate::hsm_volume`]).
     pub hsm_import_timeout: Duration,
     pub registration: RegistrationOptions,
+    /// The controller's own KMIP credentials (a mounted Secret's directory, see
+    /// [`crate::encryption::credentials_from_dir`]), with which it destroys the keys of
+    /// purged trash; `None`: those keys are reported, not destroyed.
+    pub kmip_credentials_dir: Option<PathBuf>,
 }
 
 impl RunOptions {

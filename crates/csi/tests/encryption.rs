@@ -564,3 +564,84 @@ async fn a_create_that_fails_after_its_key_was_made_undoes_the_key_and_what_it_m
     assert_eq!(again.volume_context, volume.volume_context);
     d.stop().await.expect("stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
+async fn a_purged_trashed_volume_loses_its_key_and_a_restored_one_keeps_it() {
+    let Some(kmip) = TestKmip::from_env() else {
+        return;
+    };
+    let fs = ext4_encrypt();
+    let root = fs.mnt.join("root");
+    let work = tempfile::tempdir().expect("tempdir");
+    let secrets = kmip.secrets();
+    let credentials = kmip.credentials();
+    let d = node(&root, work.path(), "node-a").await;
+    let service = d.driver.service();
+    let erase = async |with: Option<&csi::kmip::KmipCredentials>| {
+        csi::encryption::erase_unused_keys(service, with)
+            .await
+            .expect("erase round")
+    };
+    let name = unique("pvc-tr");
+    let mut req = encrypted_req(&name, &kmip.endpoint, &secrets);
+    req.parameters
+        .insert("reclaimPolicy".into(), "trash".into());
+    req.parameters.insert("trashTTL".into(), "1".into());
+    let volume = d
+        .controller()
+        .create_volume(req)
+        .await
+        .expect("create")
+        .into_inner()
+        .volume
+        .expect("volume");
+    let key_id = volume.volume_context["kmipKeyId"].clone();
+    let delete = DeleteVolumeRequest {
+        volume_id: volume.volume_id.clone(),
+        secrets: secrets.clone(),
+    };
+    let share_name = lustre_model::ShareName::new(&name).expect("name");
+    let key_is_active = async || kmip.client().get_key(&key_id).await.is_ok();
+
+    // In the trash, then restored: the key stays through both.
+    d.controller()
+        .delete_volume(delete.clone())
+        .await
+        .expect("trash");
+    let round = erase(Some(&credentials)).await;
+    assert!(round.destroyed.is_empty() && round.in_use == 1, "{round:?}");
+    service.restore(&share_name).await.expect("restore");
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(
+        service
+            .purge_expired_trash()
+            .await
+            .expect("purge")
+            .is_empty()
+    );
+    let round = erase(Some(&credentials)).await;
+    assert!(round.destroyed.is_empty() && round.in_use == 1, "{round:?}");
+    assert!(key_is_active().await);
+
+    // Trashed again and purged: the data goes first, then (with credentials) the key.
+    d.controller()
+        .delete_volume(delete.clone())
+        .await
+        .expect("trash again");
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(erase(Some(&credentials)).await.destroyed.is_empty());
+    assert_eq!(service.purge_expired_trash().await.expect("purge").len(), 1);
+    let round = erase(None).await;
+    assert_eq!(round.left, vec![key_id.clone()], "{round:?}");
+    assert!(key_is_active().await, "no credentials, no erase");
+    let round = erase(Some(&credentials)).await;
+    assert_eq!(round.destroyed, vec![key_id.clone()], "{round:?}");
+    let err = kmip.client().get_key(&key_id).await.expect_err("destroyed");
+    assert!(
+        matches!(err, csi::kmip::KmipError::KeyNotFound { .. }),
+        "{err}"
+    );
+    assert_eq!(erase(Some(&credentials)).await, Default::default());
+    d.stop().await.expect("stop");
+}

@@ -64,6 +64,12 @@ pub struct CsiArgs {
     #[arg(long, env = "CSI_HSM_IMPORT_TIMEOUT", default_value_t = csi::DEFAULT_HSM_IMPORT_TIMEOUT_SECS,
         value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub hsm_import_timeout: u64,
+    /// The controller's KMIP credentials: a directory with the files kmipClientCert,
+    /// kmipClientKey and kmipCaCert (a mounted Secret, the provisioner secret's keys). With
+    /// them the controller destroys the keys of encrypted volumes once their trash is purged;
+    /// without, it reports those keys in its log.
+    #[arg(long, env = "CSI_KMIP_CREDENTIALS_DIR")]
+    pub kmip_credentials_dir: Option<PathBuf>,
     /// Self-registration with the kubelet's plugin watcher (instead of node-driver-registrar).
     #[command(flatten)]
     pub registration: RegistrationArgs,
@@ -100,6 +106,7 @@ impl CsiArgs {
                 kubelet_registration_path: self.registration.kubelet_registration_path,
                 plugin_registration_dir: self.registration.plugin_registration_dir,
             },
+            kmip_credentials_dir: self.kmip_credentials_dir,
         })
     }
 }
@@ -143,6 +150,13 @@ mod tests {
         assert_eq!(options.node_id.as_deref(), Some("n1"));
         assert_eq!(options.fs_timeout, csi::DEFAULT_FS_TIMEOUT);
         assert!(options.registration.kubelet_registration_path.is_none());
+        assert!(options.kmip_credentials_dir.is_none());
+        let cli =
+            Cli::try_parse_from(["csi", "--kmip-credentials-dir", "/etc/lustrekit/kmip"]).unwrap();
+        assert_eq!(
+            cli.csi.options().unwrap().kmip_credentials_dir.as_deref(),
+            Some(Path::new("/etc/lustrekit/kmip"))
+        );
         assert!(Cli::try_parse_from(["csi", "--mode", "both"]).is_err());
         assert!(Cli::try_parse_from(["csi", "--fs-timeout", "0"]).is_err());
         let bad_endpoint = Cli::try_parse_from(["csi", "--endpoint", "tcp://x:1"]).unwrap();

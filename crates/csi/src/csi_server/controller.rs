@@ -409,6 +409,20 @@ impl ControllerService {
                 }
             }
             ReclaimPolicy::Trash { ttl_secs } => {
+                if let (Some(endpoint), Some(key_id)) = (
+                    share.labels.get(encryption::labels::KMIP_ENDPOINT),
+                    share.labels.get(encryption::labels::KMIP_KEY_ID),
+                ) {
+                    // The key stays while the trashed data may come back; this record lets
+                    // the controller destroy it once the trash is purged (whoever purges).
+                    encryption::PendingErase {
+                        volume_id: req.volume_id.clone(),
+                        kmip_endpoint: endpoint.clone(),
+                        kmip_key_id: key_id.clone(),
+                    }
+                    .record_for_trash(service, share.project_id)
+                    .await?;
+                }
                 service
                     .delete(&share.name, DeleteMode::Trash { ttl_secs })
                     .await?
