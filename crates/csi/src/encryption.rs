@@ -547,16 +547,24 @@ impl CreateUndo {
     }
 
     /// Undoes what the call made, bounded by [`UNDO_TIMEOUT`], and returns `error` with a
-    /// note if the key could not be destroyed (its KMIP ID only).
+    /// note if the key could not be destroyed (its KMIP ID only). The undo runs as a task
+    /// holding the claims, so a call dropped meanwhile (its deadline) does not cut it short.
     pub async fn undo(mut self, error: CsiError) -> CsiError {
         let work = self.work();
+        let claims = self.claims.take();
         self.key_id.clear();
-        match work.run().await {
-            Ok(()) => error,
-            Err(note) => CsiError::Noted {
-                source: Box::new(error),
-                note,
-            },
+        let task = tokio::spawn(async move {
+            let _claims = claims;
+            work.run().await
+        });
+        let note = match task.await {
+            Ok(Ok(())) => return error,
+            Ok(Err(note)) => note,
+            Err(e) => format!("undoing what it made failed: {e}"),
+        };
+        CsiError::Noted {
+            source: Box::new(error),
+            note,
         }
     }
 
