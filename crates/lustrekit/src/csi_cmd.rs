@@ -111,9 +111,27 @@ impl CsiArgs {
     }
 }
 
-/// `lustrekit csi`: serves until SIGTERM or SIGINT.
+/// `lustrekit csi`: serves until SIGTERM or SIGINT. A controller whose configuration
+/// declares tenants reads namespaces' `lustrekit.io/tenant` labels from the API server
+/// (in-cluster or the kubeconfig); without one it warns and goes by the configuration's
+/// `namespaces` alone.
 pub async fn run(args: CsiArgs, config: &Path) -> anyhow::Result<()> {
-    Ok(csi::run(args.options()?, config).await?)
+    let options = args.options()?;
+    let mut namespaces = None;
+    if options.mode.controller() && !share::Config::load(config)?.settings()?.tenants.is_empty() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        match kube::Client::try_default().await {
+            Ok(client) => {
+                let view: std::sync::Arc<dyn csi::tenancy::NamespaceTenants> =
+                    crate::namespace_tenants::WatchedNamespaces::start(client);
+                namespaces = Some(view);
+            }
+            Err(e) => tracing::warn!(error = %e,
+                "no Kubernetes API: namespace tenant labels are not read (the configuration's \
+                 namespaces still are)"),
+        }
+    }
+    Ok(csi::run_with(options, config, namespaces).await?)
 }
 
 #[cfg(test)]

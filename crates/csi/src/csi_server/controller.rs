@@ -129,6 +129,7 @@ impl ControllerService {
             &req.parameters,
             &params.metadata,
             self.driver.service.settings(),
+            self.driver.namespace_tenants.get().map(|t| t.as_ref()),
         )?
         .map(|t| t.name.to_string());
         let name = params.share_name(&req.name)?;
