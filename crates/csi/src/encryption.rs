@@ -250,13 +250,18 @@ impl NodeEncryption {
 /// and removes it once the key is destroyed, so a retry after the key server failed (the
 /// share already gone) still destroys the key.
 fn erase_marker(service: &ShareService, name: &ShareName) -> Result<(RelPath, RelPath)> {
-    let dir = service
+    let dir = erase_dir(service)?;
+    let file = dir.join(name);
+    Ok((dir, file))
+}
+
+/// `<prefix>/.lustrekit/kmip-erase`: every key waiting for its crypto-erase.
+fn erase_dir(service: &ShareService) -> Result<RelPath> {
+    Ok(service
         .settings()
         .prefix
         .join(&ShareName::new(share::META_DIR)?)
-        .join(&ShareName::new("kmip-erase")?);
-    let file = dir.join(name);
-    Ok((dir, file))
+        .join(&ShareName::new("kmip-erase")?))
 }
 
 /// A key to destroy once the data of `volume_id` is gone.
@@ -355,7 +360,7 @@ impl PendingErase {
             })
             .take(128)
             .collect();
-        let (dir, _) = erase_marker(service, &ShareName::new("x")?)?;
+        let dir = erase_dir(service)?;
         let file = dir.join(&ShareName::new(&format!("trashed-{project}-{id}"))?);
         service.backend().ensure_dir(&dir).await?;
         service
@@ -406,7 +411,7 @@ pub async fn erase_unused_keys(
     service: &ShareService,
     credentials: Option<&KmipCredentials>,
 ) -> Result<EraseRound> {
-    let (dir, _) = erase_marker(service, &ShareName::new("x")?)?;
+    let dir = erase_dir(service)?;
     let files = service.backend().list_dir(&dir).await?;
     let mut round = EraseRound::default();
     if files.is_empty() {

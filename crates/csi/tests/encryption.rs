@@ -562,6 +562,29 @@ async fn a_create_that_fails_after_its_key_was_made_undoes_the_key_and_what_it_m
         .volume
         .expect("volume");
     assert_eq!(again.volume_context, volume.volume_context);
+
+    // The same request naming another key server: its share's key ID means nothing there,
+    // so a key is made there (and undone, the share being the first server's), and the
+    // first server's key stays.
+    let own = kmip.own_server(&work.path().join("kmip"), 15698);
+    let err = d
+        .controller()
+        .create_volume(encrypted_req(&done, &own.endpoint(), &secrets))
+        .await
+        .expect_err("another server");
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+    assert_eq!(kmip.client().get_key(key_id).await.expect("kept").len(), 32);
+    let there = csi::kmip::KmipClient::new(
+        &own.endpoint(),
+        &kmip.credentials(),
+        std::time::Duration::from_secs(5),
+    )
+    .expect("client");
+    let probe = there
+        .find_or_create_key(&csi::encryption::kmip_key_name(&done))
+        .await
+        .expect("locate");
+    assert!(probe.created, "the key made on the other server was left");
     d.stop().await.expect("stop");
 }
 

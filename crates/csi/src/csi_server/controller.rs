@@ -158,9 +158,14 @@ impl ControllerService {
                     "provisioner",
                     crate::kmip::DEFAULT_TIMEOUT,
                 )?;
+                // Only a key of the same server: an ID means nothing on another one.
                 let recorded = existing
                     .as_ref()
                     .filter(|s| s.labels.get(labels::REQUEST_NAME) == Some(&req.name))
+                    .filter(|s| {
+                        s.labels.get(encryption::labels::KMIP_ENDPOINT)
+                            == Some(&encryption.kmip_endpoint)
+                    })
                     .and_then(|s| s.labels.get(encryption::labels::KMIP_KEY_ID))
                     .cloned();
                 let key_id = match recorded {
