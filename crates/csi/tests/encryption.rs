@@ -668,3 +668,43 @@ async fn a_purged_trashed_volume_loses_its_key_and_a_restored_one_keeps_it() {
     assert_eq!(erase(Some(&credentials)).await, Default::default());
     d.stop().await.expect("stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_dropped_at_its_deadline_undoes_its_key_in_a_task_that_keeps_its_claims() {
+    let Some(kmip) = TestKmip::from_env() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let service = common::service(&dir.path().join("root")).await;
+    let client = kmip.client();
+    let name = unique("pvc-dropped");
+    let key = client
+        .find_or_create_key(&csi::encryption::kmip_key_name(&name))
+        .await
+        .expect("key");
+    assert!(key.created);
+    let inflight = csi::inflight::InFlight::default();
+    let claims = inflight.claim([format!("create:{name}")]).expect("claim");
+    let undo = csi::encryption::CreateUndo::new(
+        service,
+        client.clone(),
+        key.id.clone(),
+        name.clone(),
+        claims,
+    );
+    // What tonic does to a call whose deadline passed: the future, and so this, is dropped.
+    drop(undo);
+    // A retry meanwhile is ABORTED: the undo holds the call's claims until it is done (it
+    // has a TLS connection to make first, so it is still at it here).
+    assert!(inflight.claim([format!("create:{name}")]).is_err());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while inflight.claim([format!("create:{name}")]).is_err() {
+        assert!(std::time::Instant::now() < deadline, "the undo did not end");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let err = client.get_key(&key.id).await.expect_err("destroyed");
+    assert!(
+        matches!(err, csi::kmip::KmipError::KeyNotFound { .. }),
+        "{err}"
+    );
+}
