@@ -708,3 +708,43 @@ async fn a_create_dropped_at_its_deadline_undoes_its_key_in_a_task_that_keeps_it
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undo_that_cannot_destroy_the_key_says_so_by_its_id_and_keeps_the_code() {
+    let Some(kmip) = TestKmip::from_env() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let service = common::service(&dir.path().join("root")).await;
+    let own = kmip.own_server(&dir.path().join("kmip"), 15699);
+    let client = csi::kmip::KmipClient::new(
+        &own.endpoint(),
+        &kmip.credentials(),
+        std::time::Duration::from_secs(2),
+    )
+    .expect("client");
+    let name = unique("pvc-undo");
+    let key = client
+        .find_or_create_key(&csi::encryption::kmip_key_name(&name))
+        .await
+        .expect("key");
+    own.stop();
+    let claims = csi::inflight::InFlight::default()
+        .claim([format!("create:{name}")])
+        .expect("claim");
+    let undo =
+        csi::encryption::CreateUndo::new(service, client.clone(), key.id.clone(), name, claims);
+    let err = undo
+        .undo(csi::CsiError::FailedPrecondition("the step failed".into()))
+        .await;
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    let message = err.to_string();
+    assert!(message.starts_with("the step failed; "), "{message}");
+    assert!(
+        message.contains(&format!("its key {} at KMIP server", key.id)),
+        "{message}"
+    );
+    assert!(message.contains("is left there"), "{message}");
+    own.start();
+    client.destroy_key(&key.id).await.expect("clean up");
+}
