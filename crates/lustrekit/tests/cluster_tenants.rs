@@ -129,8 +129,9 @@ async fn create_until(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a cluster"]
 async fn a_namespace_label_places_volumes_under_its_tenant() {
+    // Not kube::shared(): this test runs its own controller, which no disruption of the
+    // chart's driver touches.
     let cluster = Cluster::get();
-    let _shared = kube::shared();
     let dir = tempfile::tempdir().expect("tempdir");
     let labelled = Namespace::new("tenant-label");
     let undeclared = Namespace::new("tenant-undeclared");
