@@ -451,6 +451,31 @@ fn unique(what: &str) -> String {
     )
 }
 
+/// A TCP relay to the KMIP server at `to` that drops its `drop_nth` connection (from 1) at
+/// once: the key server failing in the middle of a call. Relays until the test ends.
+async fn flaky_relay(to: String, drop_nth: usize) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let task = tokio::spawn(async move {
+        let mut seen = 0;
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            seen += 1;
+            if seen == drop_nth {
+                continue;
+            }
+            let to = to.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (format!("127.0.0.1:{port}"), task)
+}
+
 /// True if the KMIP server has no active key named for request `name`: finding-or-making
 /// one makes it (and that new key is destroyed again).
 async fn no_active_key_for(kmip: &TestKmip, name: &str) -> bool {
@@ -476,30 +501,22 @@ async fn a_create_that_fails_after_its_key_was_made_undoes_the_key_and_what_it_m
     let d = node(&root, work.path(), "node-a").await;
     let service = d.driver.service();
 
-    // Fails after the share, the key and the policy were made: a block volume's image
-    // cannot be made in the locked directory (the controller never holds the key).
-    let name = unique("pvc-blk");
-    let mut req = encrypted_req(&name, &kmip.endpoint, &secrets);
-    req.volume_capabilities = vec![VolumeCapability {
-        access_type: Some(volume_capability::AccessType::Block(
-            volume_capability::BlockVolume {},
-        )),
-        access_mode: Some(volume_capability::AccessMode {
-            mode: volume_capability::access_mode::Mode::SingleNodeWriter as i32,
-        }),
-    }];
-    for _ in 0..2 {
-        let err = d
-            .controller()
-            .create_volume(req.clone())
-            .await
-            .expect_err("no image in a locked directory");
-        assert!(!err.message().contains("is left there"), "{err:?}");
-        let share_name = lustre_model::ShareName::new(&name).expect("name");
-        assert!(service.find(&share_name).await.expect("find").is_none());
-        assert!(!root.join("shares").join(&name).exists());
-        assert!(no_active_key_for(&kmip, &name).await, "the key was left");
-    }
+    // Fails after the key and the share were made: the key server drops the connection
+    // that would fetch the key for the policy (the second one of the call).
+    let name = unique("pvc-flaky");
+    let (relay, _relay) = flaky_relay(kmip.endpoint.clone(), 2).await;
+    let err = d
+        .controller()
+        .create_volume(encrypted_req(&name, &relay, &secrets))
+        .await
+        .expect_err("the key server failed");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(!err.message().contains("is left there"), "{err:?}");
+    let share_name = lustre_model::ShareName::new(&name).expect("name");
+    assert!(service.find(&share_name).await.expect("find").is_none());
+    assert!(!root.join("shares").join(&name).exists());
+    // The relay's endpoint is another name for the same server: look there by name.
+    assert!(no_active_key_for(&kmip, &name).await, "the key was left");
 
     // Fails when the share turns out to be another request's (ALREADY_EXISTS): the key
     // made for this request goes, and the other request's share stays.
