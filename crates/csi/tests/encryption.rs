@@ -501,6 +501,28 @@ async fn a_create_that_fails_after_its_key_was_made_undoes_the_key_and_what_it_m
     let d = node(&root, work.path(), "node-a").await;
     let service = d.driver.service();
 
+    // An encrypted block volume is refused before anything is made (its image could not
+    // be made in the locked directory).
+    let name = unique("pvc-blk");
+    let mut req = encrypted_req(&name, &kmip.endpoint, &secrets);
+    req.volume_capabilities = vec![VolumeCapability {
+        access_type: Some(volume_capability::AccessType::Block(
+            volume_capability::BlockVolume {},
+        )),
+        access_mode: Some(volume_capability::AccessMode {
+            mode: volume_capability::access_mode::Mode::SingleNodeWriter as i32,
+        }),
+    }];
+    let err = d
+        .controller()
+        .create_volume(req)
+        .await
+        .expect_err("block and encryption");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("encryption"), "{err:?}");
+    assert!(!root.join("shares").join(&name).exists());
+    assert!(no_active_key_for(&kmip, &name).await, "a key was made");
+
     // Fails after the key and the share were made: the key server drops the connection
     // that would fetch the key for the policy (the second one of the call).
     let name = unique("pvc-flaky");

@@ -123,7 +123,12 @@ impl ControllerService {
             None => (0, 0),
         };
         if kind == AccessKind::Block {
-            check_block_possible(&self.driver, params.hsm.is_some(), params.layout.is_some())?;
+            check_block_possible(
+                &self.driver,
+                params.hsm.is_some(),
+                params.layout.is_some(),
+                params.encryption.is_some(),
+            )?;
         }
         let tenant = crate::tenancy::volume_tenant(
             &req.parameters,
@@ -644,7 +649,7 @@ fn kind_of_share(share: &Share) -> AccessKind {
 
 /// Whether a block volume can be made here: the backend keeps block images, and the
 /// volume asks for nothing that only a directory has.
-fn check_block_possible(driver: &Driver, hsm: bool, layout: bool) -> Result<()> {
+fn check_block_possible(driver: &Driver, hsm: bool, layout: bool, encryption: bool) -> Result<()> {
     if !driver.service.backend().capabilities().block_volumes {
         return Err(CsiError::invalid(format!(
             "block volumes are not supported on the {} backend",
@@ -659,6 +664,14 @@ fn check_block_possible(driver: &Driver, hsm: bool, layout: bool) -> Result<()> 
     if layout {
         return Err(CsiError::invalid(
             "stripe parameters are for directory volumes, not block volumes",
+        ));
+    }
+    if encryption {
+        // The image would have to be made in the encrypted directory, which the
+        // controller never unlocks (ENOKEY, every retry).
+        return Err(CsiError::invalid(
+            "encryption is for directory volumes: a block volume's image cannot be made in \
+             its encrypted directory",
         ));
     }
     Ok(())
