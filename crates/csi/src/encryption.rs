@@ -106,6 +106,16 @@ impl EncryptionParams {
                 keys::KMIP_ENDPOINT
             )));
         }
+        if hsm.is_some_and(|h| h.import_from.is_some()) {
+            // The controller imports before any node holds the key, into a directory it
+            // never unlocks: every stub would fail with ENOKEY.
+            return Err(CsiError::invalid(format!(
+                "{}: {FSCRYPT} with {}: the import would write into the encrypted directory, \
+                 which the controller never unlocks",
+                keys::ENCRYPTION,
+                keys::HSM_IMPORT_FROM
+            )));
+        }
         if hsm.is_some() && !plaintext_archive {
             return Err(CsiError::invalid(format!(
                 "{}: {FSCRYPT} with {}: archiving would send the files' plaintext to the store; \
@@ -720,6 +730,25 @@ mod tests {
             assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad:?}");
             assert!(err.to_string().contains(named), "{bad:?}: {err}");
         }
+    }
+
+    #[test]
+    fn an_encrypted_volume_imports_nothing() {
+        let p = params(&[
+            ("encryption", "fscrypt"),
+            ("kmipEndpoint", "kms.example:5696"),
+            ("hsmStore", "file:///store"),
+            ("hsmArchivePlaintext", "true"),
+            ("hsmImportFrom", "/"),
+        ]);
+        let hsm = HsmParams::parse(&p).unwrap();
+        let err = EncryptionParams::parse(&p, hsm.as_ref()).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.to_string().contains("hsmImportFrom"), "{err}");
+        let mut p = p;
+        p.remove("hsmImportFrom");
+        let hsm = HsmParams::parse(&p).unwrap();
+        assert!(EncryptionParams::parse(&p, hsm.as_ref()).unwrap().is_some());
     }
 
     #[test]
