@@ -8,14 +8,19 @@
 //! and the context) and the kernel's key identifier (the context) are recorded.
 //! NodePublishVolume fetches the key and adds it to the filesystem (held per node, see
 //! [`crate::client_tunables`]); the last unpublish on the node removes it. DeleteVolume
-//! destroys the key after the data is gone; a trashed or retained volume keeps it.
+//! destroys the key after the data is gone; a retained volume keeps it, and a trashed one
+//! until no share record names it (the trash purged): the controller's [`keep_erasing`]
+//! destroys it then, with its own credentials. A CreateVolume that fails undoes its share
+//! and its key ([`CreateUndo`]).
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use backend::fscrypt::KeyIdentifier;
 use lustre_model::{RelPath, ShareName};
-use share::ShareService;
+use share::{DeleteMode, ShareService};
 use zeroize::Zeroizing;
 
 use crate::error::{CsiError, Result};
@@ -101,6 +106,16 @@ impl EncryptionParams {
                 keys::KMIP_ENDPOINT
             )));
         }
+        if hsm.is_some_and(|h| h.import_from.is_some()) {
+            // The controller imports before any node holds the key, into a directory it
+            // never unlocks: every stub would fail with ENOKEY.
+            return Err(CsiError::invalid(format!(
+                "{}: {FSCRYPT} with {}: the import would write into the encrypted directory, \
+                 which the controller never unlocks",
+                keys::ENCRYPTION,
+                keys::HSM_IMPORT_FROM
+            )));
+        }
         if hsm.is_some() && !plaintext_archive {
             return Err(CsiError::invalid(format!(
                 "{}: {FSCRYPT} with {}: archiving would send the files' plaintext to the store; \
@@ -116,14 +131,9 @@ impl EncryptionParams {
     }
 }
 
-/// The KMIP client for `endpoint` with the PEM files of a request's `secrets`. A missing
-/// key is named; no value is ever quoted.
-pub fn kmip_client(
-    endpoint: &str,
-    secrets: &HashMap<String, String>,
-    which: &str,
-    timeout: Duration,
-) -> Result<KmipClient> {
+/// The KMIP credentials in a request's `secrets`. A missing key is named; no value is ever
+/// quoted.
+fn credentials_from(secrets: &HashMap<String, String>, which: &str) -> Result<KmipCredentials> {
     let get = |k: &'static str| {
         secrets
             .get(k)
@@ -138,11 +148,39 @@ pub fn kmip_client(
                 ))
             })
     };
-    let credentials = KmipCredentials {
+    Ok(KmipCredentials {
         client_cert_pem: get(secret_keys::CLIENT_CERT)?,
         client_key_pem: Zeroizing::new(get(secret_keys::CLIENT_KEY)?),
         ca_pem: get(secret_keys::CA_CERT)?,
+    })
+}
+
+/// The controller's own KMIP credentials: a directory holding the files `kmipClientCert`,
+/// `kmipClientKey` and `kmipCaCert` (a mounted Secret, with the provisioner secret's keys),
+/// read afresh each time so a rotated Secret is picked up.
+pub async fn credentials_from_dir(dir: &Path) -> Result<KmipCredentials> {
+    let read = async |name: &str| {
+        let path = dir.join(name);
+        tokio::fs::read(&path)
+            .await
+            .map_err(|e| CsiError::io(&path, e))
     };
+    Ok(KmipCredentials {
+        client_cert_pem: read(secret_keys::CLIENT_CERT).await?,
+        client_key_pem: Zeroizing::new(read(secret_keys::CLIENT_KEY).await?),
+        ca_pem: read(secret_keys::CA_CERT).await?,
+    })
+}
+
+/// The KMIP client for `endpoint` with the PEM files of a request's `secrets`. A missing
+/// key is named; no value is ever quoted.
+pub fn kmip_client(
+    endpoint: &str,
+    secrets: &HashMap<String, String>,
+    which: &str,
+    timeout: Duration,
+) -> Result<KmipClient> {
+    let credentials = credentials_from(secrets, which)?;
     Ok(KmipClient::new(endpoint, &credentials, timeout)?)
 }
 
@@ -222,13 +260,18 @@ impl NodeEncryption {
 /// and removes it once the key is destroyed, so a retry after the key server failed (the
 /// share already gone) still destroys the key.
 fn erase_marker(service: &ShareService, name: &ShareName) -> Result<(RelPath, RelPath)> {
-    let dir = service
+    let dir = erase_dir(service)?;
+    let file = dir.join(name);
+    Ok((dir, file))
+}
+
+/// `<prefix>/.lustrekit/kmip-erase`: every key waiting for its crypto-erase.
+fn erase_dir(service: &ShareService) -> Result<RelPath> {
+    Ok(service
         .settings()
         .prefix
         .join(&ShareName::new(share::META_DIR)?)
-        .join(&ShareName::new("kmip-erase")?);
-    let file = dir.join(name);
-    Ok((dir, file))
+        .join(&ShareName::new("kmip-erase")?))
 }
 
 /// A key to destroy once the data of `volume_id` is gone.
@@ -303,6 +346,338 @@ impl PendingErase {
     }
 }
 
+impl PendingErase {
+    /// Records, before a volume goes into the trash, that its key is to be destroyed once
+    /// no share record (live in any state, or in the trash) names it any more: that is once
+    /// the trash is purged, by whoever purges it (the controller, `lustrekit share trash
+    /// purge`, `ensure`). A volume restored from the trash names its key again, so the key
+    /// stays with it. One marker per key (`trashed-<project>-<key id>`), so trashing two
+    /// volumes of one name keeps both.
+    pub async fn record_for_trash(
+        &self,
+        service: &ShareService,
+        project: lustre_model::ProjectId,
+    ) -> Result<()> {
+        let id: String = self
+            .kmip_key_id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(128)
+            .collect();
+        let dir = erase_dir(service)?;
+        let file = dir.join(&ShareName::new(&format!("trashed-{project}-{id}"))?);
+        service.backend().ensure_dir(&dir).await?;
+        service
+            .backend()
+            .write_file(&file, self.text().as_bytes())
+            .await?;
+        Ok(())
+    }
+
+    fn named_by(&self, record: &std::collections::BTreeMap<String, String>) -> bool {
+        record.get(labels::KMIP_KEY_ID) == Some(&self.kmip_key_id)
+            && record.get(labels::KMIP_ENDPOINT) == Some(&self.kmip_endpoint)
+    }
+}
+
+/// Whether any share record, live in any state or in the trash, names key `key_id` of
+/// `endpoint`: while one does, data under that key may exist, and the key stays.
+pub async fn key_in_use(service: &ShareService, endpoint: &str, key_id: &str) -> Result<bool> {
+    let key = PendingErase {
+        volume_id: String::new(),
+        kmip_endpoint: endpoint.into(),
+        kmip_key_id: key_id.into(),
+    };
+    Ok(service
+        .all_record_labels()
+        .await?
+        .iter()
+        .any(|l| key.named_by(l)))
+}
+
+/// What one round of [`erase_unused_keys`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct EraseRound {
+    /// KMIP IDs of the keys destroyed (their data was gone).
+    pub destroyed: Vec<String>,
+    /// Keys recorded for erase that a share (live or trashed) still names.
+    pub in_use: usize,
+    /// Keys whose data is gone that could not be destroyed this round (no credentials, or
+    /// the key server failed); they stay recorded.
+    pub left: Vec<String>,
+}
+
+/// Destroys every key recorded for erase (see [`PendingErase`]) that no share record names
+/// any more, with the controller's own `credentials`, and forgets it: the crypto-erase of
+/// purged trash, and of a DeleteVolume whose key server failed. Without credentials the
+/// keys are only counted. If any record cannot be read nothing is destroyed.
+pub async fn erase_unused_keys(
+    service: &ShareService,
+    credentials: Option<&KmipCredentials>,
+) -> Result<EraseRound> {
+    let dir = erase_dir(service)?;
+    let files = service.backend().list_dir(&dir).await?;
+    let mut round = EraseRound::default();
+    if files.is_empty() {
+        return Ok(round);
+    }
+    let in_use = service.all_record_labels().await?;
+    for file in files {
+        let Ok(name) = ShareName::new(&file) else {
+            continue;
+        };
+        let path = dir.join(&name);
+        let Some(bytes) = service.backend().read_file(&path).await? else {
+            continue;
+        };
+        let Some(erase) = PendingErase::parse(&String::from_utf8_lossy(&bytes)) else {
+            tracing::warn!(marker = %path.as_str(), "skipping an unreadable key-erase record");
+            continue;
+        };
+        if in_use.iter().any(|l| erase.named_by(l)) {
+            round.in_use += 1;
+            continue;
+        }
+        let Some(credentials) = credentials else {
+            round.left.push(erase.kmip_key_id);
+            continue;
+        };
+        let destroyed = match KmipClient::new(
+            &erase.kmip_endpoint,
+            credentials,
+            crate::kmip::DEFAULT_TIMEOUT,
+        ) {
+            Ok(client) => client.destroy_key(&erase.kmip_key_id).await,
+            Err(e) => Err(e),
+        };
+        match destroyed {
+            Ok(()) => {
+                service.backend().remove_file(&path).await?;
+                tracing::info!(volume_id = %erase.volume_id, endpoint = %erase.kmip_endpoint,
+                    kmip_key_id = %erase.kmip_key_id, "key of a purged volume destroyed");
+                round.destroyed.push(erase.kmip_key_id);
+            }
+            Err(e) => {
+                tracing::warn!(volume_id = %erase.volume_id, kmip_key_id = %erase.kmip_key_id,
+                    error = %e, "could not destroy the key of a purged volume; retrying later");
+                round.left.push(erase.kmip_key_id);
+            }
+        }
+    }
+    Ok(round)
+}
+
+/// How often the controller looks for keys whose data is gone (the trash purge's rhythm).
+pub const ERASE_EVERY: Duration = crate::server::TRASH_PURGE_INTERVAL;
+
+/// The controller's crypto-erase loop: every `every`, [`erase_unused_keys`] with the
+/// credentials read afresh from `credentials_dir` (none: the keys waiting are reported).
+/// One task; a failed round is logged and tried again at the next.
+pub async fn keep_erasing(
+    service: Arc<ShareService>,
+    credentials_dir: Option<PathBuf>,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let credentials = match &credentials_dir {
+            Some(dir) => match credentials_from_dir(dir).await {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the controller's KMIP credentials");
+                    None
+                }
+            },
+            None => None,
+        };
+        match erase_unused_keys(&service, credentials.as_ref()).await {
+            Ok(round) if !round.left.is_empty() => tracing::warn!(
+                keys = ?round.left,
+                credentials = credentials.is_some(),
+                "keys of purged volumes wait in the key server to be destroyed (give the \
+                 controller --kmip-credentials-dir)"
+            ),
+            Ok(round) if !round.destroyed.is_empty() => {
+                tracing::info!(keys = ?round.destroyed, "keys of purged volumes destroyed")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "key erase round failed; retrying later"),
+        }
+    }
+}
+
+/// How long undoing a failed CreateVolume (its half-made share, then its key) may take.
+pub const UNDO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The key a CreateVolume made or found, and what to undo if the call goes no further: the
+/// share this call made (purged first) and then the key, unless a share record names it
+/// (one made by an earlier call that finished, or one in the trash). Undone in place by
+/// [`undo`](Self::undo) on an error, or by a task when the call is dropped (its deadline
+/// passed): that task keeps the call's in-flight claims, so a retry waits (ABORTED) until
+/// it is done.
+pub struct CreateUndo {
+    service: Arc<ShareService>,
+    client: KmipClient,
+    key_id: String,
+    request_name: String,
+    share: Option<ShareName>,
+    claims: Option<crate::inflight::Guard>,
+}
+
+impl CreateUndo {
+    pub fn new(
+        service: Arc<ShareService>,
+        client: KmipClient,
+        key_id: String,
+        request_name: String,
+        claims: crate::inflight::Guard,
+    ) -> Self {
+        Self {
+            service,
+            client,
+            key_id,
+            request_name,
+            share: None,
+            claims: Some(claims),
+        }
+    }
+
+    /// This call makes (or finishes) share `name` for the volume: undo purges it if its
+    /// record is this request's and names this key (so never a share made for another).
+    pub fn share_made(&mut self, name: ShareName) {
+        self.share = Some(name);
+    }
+
+    /// The volume is complete: nothing is undone (the claims go with `self`).
+    pub fn keep(mut self) {
+        self.key_id.clear();
+    }
+
+    /// Undoes what the call made, bounded by [`UNDO_TIMEOUT`], and returns `error` with a
+    /// note if the key could not be destroyed (its KMIP ID only). The undo runs as a task
+    /// holding the claims, so a call dropped meanwhile (its deadline) does not cut it short.
+    pub async fn undo(mut self, error: CsiError) -> CsiError {
+        let work = self.work();
+        let claims = self.claims.take();
+        self.key_id.clear();
+        let task = tokio::spawn(async move {
+            let _claims = claims;
+            work.run().await
+        });
+        let note = match task.await {
+            Ok(Ok(())) => return error,
+            Ok(Err(note)) => note,
+            Err(e) => format!("undoing what it made failed: {e}"),
+        };
+        CsiError::Noted {
+            source: Box::new(error),
+            note,
+        }
+    }
+
+    fn work(&mut self) -> UndoWork {
+        UndoWork {
+            service: Arc::clone(&self.service),
+            client: self.client.clone(),
+            key_id: self.key_id.clone(),
+            request_name: self.request_name.clone(),
+            share: self.share.take(),
+        }
+    }
+}
+
+impl Drop for CreateUndo {
+    fn drop(&mut self) {
+        if self.key_id.is_empty() {
+            return;
+        }
+        let work = self.work();
+        let claims = self.claims.take();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    let _claims = claims;
+                    let _ = work.run().await;
+                });
+            }
+            Err(_) => tracing::warn!(kmip_key_id = %work.key_id,
+                "a dropped CreateVolume could not undo its key: no runtime"),
+        }
+    }
+}
+
+struct UndoWork {
+    service: Arc<ShareService>,
+    client: KmipClient,
+    key_id: String,
+    request_name: String,
+    share: Option<ShareName>,
+}
+
+impl UndoWork {
+    /// Purges the share, then destroys the key unless a record names it. `Err` says what
+    /// was left, naming the key by its KMIP ID.
+    async fn run(self) -> std::result::Result<(), String> {
+        let endpoint = self.client.endpoint().to_string();
+        let key_id = self.key_id.clone();
+        let left = |why: String| {
+            tracing::warn!(endpoint = %endpoint, kmip_key_id = %key_id, reason = %why,
+                "the key of a failed CreateVolume is left in the key server");
+            format!("its key {key_id} at KMIP server {endpoint} is left there: {why}")
+        };
+        let work = async {
+            let ours = |share: &share::Share| {
+                share.labels.get(crate::params::labels::REQUEST_NAME) == Some(&self.request_name)
+                    && share.labels.get(labels::KMIP_KEY_ID) == Some(&self.key_id)
+            };
+            let made = match &self.share {
+                Some(name) => self
+                    .service
+                    .find(name)
+                    .await
+                    .map_err(|e| format!("cannot read its share {name}: {e}"))?
+                    .filter(ours)
+                    .map(|_| name),
+                None => None,
+            };
+            if let Some(name) = made {
+                self.service
+                    .delete(name, DeleteMode::Purge)
+                    .await
+                    .map_err(|e| format!("its share {name} could not be removed: {e}"))?;
+                tracing::info!(share = %name, "the share of a failed CreateVolume removed");
+            }
+            let used = key_in_use(&self.service, self.client.endpoint(), &self.key_id)
+                .await
+                .map_err(|e| format!("cannot tell whether a share uses it: {e}"))?;
+            if used {
+                // A share (finished by an earlier call, or in the trash) holds data under it.
+                return Ok(());
+            }
+            self.client
+                .destroy_key(&self.key_id)
+                .await
+                .map_err(|e| e.to_string())?;
+            tracing::info!(endpoint = %self.client.endpoint(), kmip_key_id = %self.key_id,
+                "the key of a failed CreateVolume destroyed");
+            Ok(())
+        };
+        match tokio::time::timeout(UNDO_TIMEOUT, work).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(why)) => Err(left(why)),
+            Err(_) => Err(left(format!("undo took longer than {UNDO_TIMEOUT:?}"))),
+        }
+    }
+}
+
 const HOLD_PREFIX: &str = "fscrypt-key ";
 
 pub fn hold_name(identifier: &KeyIdentifier) -> String {
@@ -355,6 +730,25 @@ mod tests {
             assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad:?}");
             assert!(err.to_string().contains(named), "{bad:?}: {err}");
         }
+    }
+
+    #[test]
+    fn an_encrypted_volume_imports_nothing() {
+        let p = params(&[
+            ("encryption", "fscrypt"),
+            ("kmipEndpoint", "kms.example:5696"),
+            ("hsmStore", "file:///store"),
+            ("hsmArchivePlaintext", "true"),
+            ("hsmImportFrom", "/"),
+        ]);
+        let hsm = HsmParams::parse(&p).unwrap();
+        let err = EncryptionParams::parse(&p, hsm.as_ref()).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.to_string().contains("hsmImportFrom"), "{err}");
+        let mut p = p;
+        p.remove("hsmImportFrom");
+        let hsm = HsmParams::parse(&p).unwrap();
+        assert!(EncryptionParams::parse(&p, hsm.as_ref()).unwrap().is_some());
     }
 
     #[test]

@@ -68,6 +68,10 @@ pub enum CsiError {
     Kmip(#[from] crate::kmip::KmipError),
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// An error, and what the clean-up after it could not do (a volume key left in the key
+    /// server, named by its KMIP ID only): the code stays the error's.
+    #[error("{source}; {note}")]
+    Noted { source: Box<CsiError>, note: String },
     #[error("{}: {source}", path.display())]
     Io {
         path: std::path::PathBuf,
@@ -119,6 +123,7 @@ impl CsiError {
             Self::Share(e) => share_code(e),
             Self::Backend(e) => backend_code(e),
             Self::Kmip(e) => kmip_code(e),
+            Self::Noted { source, .. } => source.code(),
         }
     }
 }

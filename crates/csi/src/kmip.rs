@@ -80,6 +80,13 @@ impl std::fmt::Debug for KmipCredentials {
     }
 }
 
+/// A volume key's KMIP identifier, and whether the call that returned it made the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeKeyId {
+    pub id: String,
+    pub created: bool,
+}
+
 /// A KMIP server at `host:port` with a client certificate. Each call opens its own
 /// connection (a publish fetches one key; nothing to keep open between them).
 #[derive(Clone)]
@@ -156,10 +163,16 @@ impl KmipClient {
     /// KMIP identifier. A key of that name already active on the server is reused, so a
     /// retried CreateVolume makes no second key.
     pub async fn create_key(&self, name: &str) -> Result<String, KmipError> {
+        Ok(self.find_or_create_key(name).await?.id)
+    }
+
+    /// [`create_key`](Self::create_key), saying whether this call made the key or found
+    /// it by its name.
+    pub async fn find_or_create_key(&self, name: &str) -> Result<VolumeKeyId, KmipError> {
         let name = name.to_string();
         self.call("create", move |c| {
             if let Some(id) = c.locate_active(&name)? {
-                return Ok(id);
+                return Ok(VolumeKeyId { id, created: false });
             }
             let template = TemplateAttribute::unnamed(vec![
                 Attribute::CryptographicAlgorithm(CryptographicAlgorithm::AES),
@@ -182,12 +195,21 @@ impl KmipClient {
                 ResponsePayload::Create(created) => created.unique_identifier.0,
                 other => return Err(c.unexpected("create", &other)),
             };
-            c.request(
+            if let Err(error) = c.request(
                 "activate",
                 &id,
                 RequestPayload::Activate(Some(UniqueIdentifier(id.clone()))),
-            )?;
-            Ok(id)
+            ) {
+                // A key never activated serves no volume (a retry locates active keys
+                // only): it goes now, while it can (a pre-active key may be destroyed).
+                let destroy = RequestPayload::Destroy(Some(UniqueIdentifier(id.clone())));
+                if let Err(e) = c.request("destroy", &id, destroy) {
+                    tracing::warn!(endpoint = %c.endpoint, kmip_key_id = %id, error = %e,
+                        "a key that could not be activated is left in the key server");
+                }
+                return Err(error);
+            }
+            Ok(VolumeKeyId { id, created: true })
         })
         .await
     }

@@ -59,6 +59,16 @@ pub use options::{
 /// `lustrekit csi`: loads the configuration (the same TOML the share service reads), opens
 /// the backend and the share service, and serves until SIGTERM or SIGINT.
 pub async fn run(options: RunOptions, config: &std::path::Path) -> Result<()> {
+    run_with(options, config, None).await
+}
+
+/// [`run`], with the controller's view of namespaces' tenant labels (the binary's watch of
+/// the API server).
+pub async fn run_with(
+    options: RunOptions,
+    config: &std::path::Path,
+    namespace_tenants: Option<Arc<dyn tenancy::NamespaceTenants>>,
+) -> Result<()> {
     let node_id = if options.mode.node() {
         node_id_or_host_name(options.node_id.as_deref())?
     } else {
@@ -85,6 +95,14 @@ pub async fn run(options: RunOptions, config: &std::path::Path) -> Result<()> {
             hsm_status::ANNOTATE_EVERY,
         ));
     }
+    if options.mode.controller() {
+        // Crypto-erase of purged trash: keys whose data is gone (see encryption).
+        tokio::spawn(encryption::keep_erasing(
+            Arc::clone(&service),
+            options.kmip_credentials_dir.clone(),
+            encryption::ERASE_EVERY,
+        ));
+    }
     let driver = Driver::new(
         service,
         DriverOptions {
@@ -97,6 +115,9 @@ pub async fn run(options: RunOptions, config: &std::path::Path) -> Result<()> {
             node_state_dir: Some(node_state_dir),
         },
     );
+    if let Some(tenants) = namespace_tenants {
+        driver.set_namespace_tenants(tenants);
+    }
     registration::serve_registered(
         registration,
         driver,

@@ -60,6 +60,10 @@ pub struct RunOptions {
     /// Where the controller copies HSM volumes' statuses (PVC annotations); `None`: nowhere
     /// (see [`crate::hsm_status`]).
     pub pvc_annotator: Option<std::sync::Arc<dyn crate::hsm_status::PvcAnnotator>>,
+    /// The controller's own KMIP credentials (a mounted Secret's directory, see
+    /// [`crate::encryption::credentials_from_dir`]), with which it destroys the keys of
+    /// purged trash; `None`: those keys are reported, not destroyed.
+    pub kmip_credentials_dir: Option<PathBuf>,
 }
 
 impl RunOptions {

@@ -1,5 +1,6 @@
 //! Tenancy in the CSI driver: which tenant a new volume belongs to (the StorageClass's
-//! `tenant`, else its PVC namespace's, from the driver configuration), and the node-side
+//! `tenant`, else its PVC namespace's, from the driver configuration or the namespace's
+//! `lustrekit.io/tenant` label through [`NamespaceTenants`]), and the node-side
 //! check that refuses a tenant's volume on a node that is not the tenant's, where the
 //! servers do not enforce nodemaps themselves (on Lustre the tenant's nodemap refuses the
 //! mount; on `local` nothing would).
@@ -21,18 +22,90 @@ use crate::error::{CsiError, Result};
 use crate::params::{ClaimMetadata, keys};
 use crate::volume::context;
 
+/// The namespace label naming the tenant of a namespace's volumes.
+pub const NAMESPACE_TENANT_LABEL: &str = "lustrekit.io/tenant";
+
+/// What the controller knows of one namespace's [`NAMESPACE_TENANT_LABEL`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamespaceLabel {
+    /// The namespace carries the label, with this value.
+    Tenant(String),
+    /// The namespace is known and has no such label.
+    Unlabelled,
+    /// Not known (yet): the controller's view has not listed namespaces, or has not seen
+    /// this one. A volume is not placed on a guess.
+    Unknown,
+}
+
+/// Where the controller reads namespaces' tenant labels: the binary watches the API server
+/// (`lustrekit csi`, in a cluster), tests give a map. Synchronous: a lookup in what the
+/// watch has already seen, never a call.
+pub trait NamespaceTenants: Send + Sync {
+    fn label(&self, namespace: &str) -> NamespaceLabel;
+}
+
+impl NamespaceTenants for HashMap<String, NamespaceLabel> {
+    fn label(&self, namespace: &str) -> NamespaceLabel {
+        self.get(namespace)
+            .cloned()
+            .unwrap_or(NamespaceLabel::Unknown)
+    }
+}
+
+/// The tenant of namespace `ns`: its `namespaces` entry in the configuration, or its
+/// [`NAMESPACE_TENANT_LABEL`], which must name a tenant of the configuration
+/// (FAILED_PRECONDITION naming it if not, or if the two disagree); UNAVAILABLE while the
+/// label is not known yet.
+fn namespace_tenant<'a>(
+    ns: &str,
+    settings: &'a ShareSettings,
+    labels: Option<&dyn NamespaceTenants>,
+) -> Result<Option<&'a Tenant>> {
+    let by_config = settings.tenant_of_namespace(ns);
+    let by_label = match labels.map(|l| l.label(ns)) {
+        None | Some(NamespaceLabel::Unlabelled) => None,
+        Some(NamespaceLabel::Unknown) => {
+            return Err(CsiError::Unavailable(format!(
+                "namespace {ns:?} is not known to the controller yet (its tenant label is read \
+                 from a watch of namespaces); retry"
+            )));
+        }
+        Some(NamespaceLabel::Tenant(name)) => Some(settings.tenant(&name).ok_or_else(|| {
+            CsiError::FailedPrecondition(format!(
+                "namespace {ns:?} is labelled {NAMESPACE_TENANT_LABEL}={name:?}, which is no \
+                 tenant of the driver configuration"
+            ))
+        })?),
+    };
+    match (by_config, by_label) {
+        (Some(config), Some(label)) if config.name != label.name => {
+            Err(CsiError::FailedPrecondition(format!(
+                "namespace {ns:?} belongs to tenant {} in the driver configuration but is \
+                 labelled {NAMESPACE_TENANT_LABEL}={:?}",
+                config.name, label.name
+            )))
+        }
+        (config, label) => Ok(config.or(label)),
+    }
+}
+
 /// The tenant a new volume belongs to: the class's `tenant` parameter, else the tenant of
-/// the PVC's namespace. A class naming a tenant that the namespace is not in is refused: a
-/// namespace of one tenant never gets another's volumes.
+/// the PVC's namespace (see [`namespace_tenant`]; `labels` is the controller's view of
+/// namespace labels, if it has one). A class naming a tenant that the namespace is not in is
+/// INVALID_ARGUMENT: the request contradicts itself (the provisioner, the caller, may do all
+/// it asks; what it asks cannot be), and a retry cannot mend it, so the final code fits;
+/// PERMISSION_DENIED would say the caller lacks a right. A namespace of one tenant never
+/// gets another's volumes.
 pub fn volume_tenant<'a>(
     parameters: &HashMap<String, String>,
     metadata: &ClaimMetadata,
     settings: &'a ShareSettings,
+    labels: Option<&dyn NamespaceTenants>,
 ) -> Result<Option<&'a Tenant>> {
-    let by_namespace = metadata
-        .pvc_namespace
-        .as_deref()
-        .and_then(|ns| settings.tenant_of_namespace(ns));
+    let by_namespace = match metadata.pvc_namespace.as_deref() {
+        Some(ns) => namespace_tenant(ns, settings, labels)?,
+        None => None,
+    };
     let Some(name) = parameters.get(keys::TENANT) else {
         return Ok(by_namespace);
     };
@@ -192,18 +265,85 @@ mod tests {
         };
         let name = |t: Option<&Tenant>| t.map(|t| t.name.to_string());
         let none = ClaimMetadata::default();
-        assert_eq!(name(volume_tenant(&params(&[]), &none, &s).unwrap()), None);
         assert_eq!(
-            name(volume_tenant(&params(&[]), &ns("team-a"), &s).unwrap()).as_deref(),
+            name(volume_tenant(&params(&[]), &none, &s, None).unwrap()),
+            None
+        );
+        assert_eq!(
+            name(volume_tenant(&params(&[]), &ns("team-a"), &s, None).unwrap()).as_deref(),
             Some("alpha")
         );
         assert_eq!(
-            name(volume_tenant(&params(&[("tenant", "beta")]), &ns("other"), &s).unwrap())
+            name(volume_tenant(&params(&[("tenant", "beta")]), &ns("other"), &s, None).unwrap())
                 .as_deref(),
             Some("beta")
         );
-        assert!(volume_tenant(&params(&[("tenant", "beta")]), &ns("team-a"), &s).is_err());
-        assert!(volume_tenant(&params(&[("tenant", "gamma")]), &none, &s).is_err());
+        assert!(volume_tenant(&params(&[("tenant", "beta")]), &ns("team-a"), &s, None).is_err());
+        assert!(volume_tenant(&params(&[("tenant", "gamma")]), &none, &s, None).is_err());
+    }
+
+    #[test]
+    fn a_namespace_label_names_the_tenant_when_it_is_declared_and_agrees() {
+        let s = settings();
+        let ns = |n: &str| ClaimMetadata {
+            pvc_namespace: Some(n.into()),
+            ..ClaimMetadata::default()
+        };
+        let labels: HashMap<String, NamespaceLabel> = [
+            ("team-a", NamespaceLabel::Unlabelled),
+            ("team-b", NamespaceLabel::Tenant("beta".into())),
+            ("team-c", NamespaceLabel::Tenant("gamma".into())),
+            ("team-d", NamespaceLabel::Unlabelled),
+            ("team-e", NamespaceLabel::Tenant("alpha".into())),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let tenant = |p: &[(&str, &str)], n: &str| {
+            volume_tenant(&params(p), &ns(n), &s, Some(&labels))
+                .map(|t| t.map(|t| t.name.to_string()))
+        };
+        // The label, the configuration, or neither.
+        assert_eq!(tenant(&[], "team-b").unwrap().as_deref(), Some("beta"));
+        assert_eq!(tenant(&[], "team-a").unwrap().as_deref(), Some("alpha"));
+        assert_eq!(tenant(&[], "team-d").unwrap(), None);
+        // The class agreeing with the label, and disagreeing (INVALID_ARGUMENT).
+        assert_eq!(
+            tenant(&[("tenant", "beta")], "team-b").unwrap().as_deref(),
+            Some("beta")
+        );
+        let err = tenant(&[("tenant", "alpha")], "team-b").unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+        assert!(err.to_string().contains("team-b") && err.to_string().contains("beta"));
+        // A label naming no declared tenant: FAILED_PRECONDITION naming it.
+        let err = tenant(&[], "team-c").unwrap_err();
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+        assert!(err.to_string().contains("\"gamma\""), "{err}");
+        // The configuration and the label disagreeing: FAILED_PRECONDITION naming both.
+        let mut conflicting = labels.clone();
+        conflicting.insert("team-a".into(), NamespaceLabel::Tenant("beta".into()));
+        let err = volume_tenant(&params(&[]), &ns("team-a"), &s, Some(&conflicting)).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+        assert!(err.to_string().contains("alpha") && err.to_string().contains("beta"));
+        // Agreeing is fine.
+        conflicting.insert("team-a".into(), NamespaceLabel::Tenant("alpha".into()));
+        assert_eq!(
+            volume_tenant(&params(&[]), &ns("team-a"), &s, Some(&conflicting))
+                .unwrap()
+                .map(|t| t.name.as_str()),
+            Some("alpha")
+        );
+        // A namespace the watch has not seen: UNAVAILABLE (retry), never placed on a guess.
+        let err = tenant(&[("tenant", "beta")], "new-ns").unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
+        // No PVC namespace (no --extra-create-metadata): the class alone.
+        let none = ClaimMetadata::default();
+        assert_eq!(
+            volume_tenant(&params(&[("tenant", "beta")]), &none, &s, Some(&labels))
+                .unwrap()
+                .map(|t| t.name.as_str()),
+            Some("beta")
+        );
     }
 
     #[test]

@@ -70,6 +70,12 @@ pub struct CsiArgs {
     /// in-cluster or KUBECONFIG, and `patch` on persistentvolumeclaims).
     #[arg(long, env = "CSI_HSM_PVC_ANNOTATIONS")]
     pub hsm_pvc_annotations: bool,
+    /// The controller's KMIP credentials: a directory with the files kmipClientCert,
+    /// kmipClientKey and kmipCaCert (a mounted Secret, the provisioner secret's keys). With
+    /// them the controller destroys the keys of encrypted volumes once their trash is purged;
+    /// without, it reports those keys in its log.
+    #[arg(long, env = "CSI_KMIP_CREDENTIALS_DIR")]
+    pub kmip_credentials_dir: Option<PathBuf>,
     /// Self-registration with the kubelet's plugin watcher (instead of node-driver-registrar).
     #[command(flatten)]
     pub registration: RegistrationArgs,
@@ -108,27 +114,54 @@ impl CsiArgs {
                 plugin_registration_dir: self.registration.plugin_registration_dir,
             },
             pvc_annotator: None,
+            kmip_credentials_dir: self.kmip_credentials_dir,
         })
     }
 }
 
-/// `lustrekit csi`: serves until SIGTERM or SIGINT.
+/// `lustrekit csi`: serves until SIGTERM or SIGINT. A controller whose configuration
+/// declares tenants reads namespaces' `lustrekit.io/tenant` labels from the API server
+/// (in-cluster or the kubeconfig); without one it warns and goes by the configuration's
+/// `namespaces` alone.
 pub async fn run(args: CsiArgs, config: &Path) -> anyhow::Result<()> {
     let annotate = args.hsm_pvc_annotations && csi::Mode::from(args.mode).controller();
     let mut options = args.options()?;
-    if annotate {
+    let tenants_declared = options.mode.controller()
+        && !share::Config::load(config)?.settings()?.tenants.is_empty();
+    let client = if annotate || tenants_declared {
         // Err: a provider is already installed, which is as good.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = kube::Client::try_default().await.map_err(|e| {
-            anyhow::anyhow!(
+        Some(kube::Client::try_default().await)
+    } else {
+        None
+    };
+    if annotate {
+        let client = match &client {
+            Some(Ok(client)) => client.clone(),
+            Some(Err(e)) => anyhow::bail!(
                 "--hsm-pvc-annotations: cannot reach the Kubernetes API (in-cluster or KUBECONFIG): {e}"
-            )
-        })?;
+            ),
+            None => anyhow::bail!("--hsm-pvc-annotations: no Kubernetes client was made"),
+        };
         options.pvc_annotator = Some(std::sync::Arc::new(
             crate::pvc_annotations::KubePvcAnnotator::new(client),
         ));
     }
-    Ok(csi::run(options, config).await?)
+    let mut namespaces = None;
+    if tenants_declared {
+        match &client {
+            Some(Ok(client)) => {
+                let view: std::sync::Arc<dyn csi::tenancy::NamespaceTenants> =
+                    crate::namespace_tenants::WatchedNamespaces::start(client.clone());
+                namespaces = Some(view);
+            }
+            Some(Err(e)) => tracing::warn!(error = %e,
+                "no Kubernetes API: namespace tenant labels are not read (the configuration's \
+                 namespaces still are)"),
+            None => {}
+        }
+    }
+    Ok(csi::run_with(options, config, namespaces).await?)
 }
 
 #[cfg(test)]
@@ -165,6 +198,13 @@ mod tests {
         assert_eq!(options.node_id.as_deref(), Some("n1"));
         assert_eq!(options.fs_timeout, csi::DEFAULT_FS_TIMEOUT);
         assert!(options.registration.kubelet_registration_path.is_none());
+        assert!(options.kmip_credentials_dir.is_none());
+        let cli =
+            Cli::try_parse_from(["csi", "--kmip-credentials-dir", "/etc/lustrekit/kmip"]).unwrap();
+        assert_eq!(
+            cli.csi.options().unwrap().kmip_credentials_dir.as_deref(),
+            Some(Path::new("/etc/lustrekit/kmip"))
+        );
         assert!(Cli::try_parse_from(["csi", "--mode", "both"]).is_err());
         assert!(Cli::try_parse_from(["csi", "--fs-timeout", "0"]).is_err());
         let bad_endpoint = Cli::try_parse_from(["csi", "--endpoint", "tcp://x:1"]).unwrap();

@@ -7,6 +7,7 @@ mod bench;
 mod csi_cmd;
 mod demo;
 mod hsm_cmd;
+mod namespace_tenants;
 mod operator_cmd;
 mod output;
 mod pcc_cmd;

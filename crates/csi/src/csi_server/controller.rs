@@ -123,12 +123,18 @@ impl ControllerService {
             None => (0, 0),
         };
         if kind == AccessKind::Block {
-            check_block_possible(&self.driver, params.hsm.is_some(), params.layout.is_some())?;
+            check_block_possible(
+                &self.driver,
+                params.hsm.is_some(),
+                params.layout.is_some(),
+                params.encryption.is_some(),
+            )?;
         }
         let tenant = crate::tenancy::volume_tenant(
             &req.parameters,
             &params.metadata,
             self.driver.service.settings(),
+            self.driver.namespace_tenants.get().map(|t| t.as_ref()),
         )?
         .map(|t| t.name.to_string());
         let name = params.share_name(&req.name)?;
@@ -136,11 +142,19 @@ impl ControllerService {
         if kind == AccessKind::Block {
             wanted_labels.insert(labels::VOLUME_MODE.into(), AccessKind::BLOCK.into());
         }
-        let _guard = self
+        let claims = self
             .driver
             .inflight
             .claim([format!("create:{}", req.name), format!("share:{name}")])?;
-        // The volume's key first: found by name on a retry, so the labels come out the same.
+        let service = &self.driver.service;
+        let existing = service.find(&name).await?;
+        // The volume's key first: the one its share names when an earlier call made the
+        // share, else found by name (a call cut short after making it) or made; so a retry
+        // never makes a second key, and the labels come out the same. From here on, a
+        // failure undoes what this call made: its share, then the key unless a share
+        // (finished earlier, or in the trash) names it.
+        let mut claims = Some(claims);
+        let mut undo = None;
         let kmip = match &params.encryption {
             Some(encryption) => {
                 let client = encryption::kmip_client(
@@ -149,60 +163,109 @@ impl ControllerService {
                     "provisioner",
                     crate::kmip::DEFAULT_TIMEOUT,
                 )?;
-                let key_id = client
-                    .create_key(&encryption::kmip_key_name(&req.name))
-                    .await?;
+                // Only a key of the same server: an ID means nothing on another one.
+                let recorded = existing
+                    .as_ref()
+                    .filter(|s| s.labels.get(labels::REQUEST_NAME) == Some(&req.name))
+                    .filter(|s| {
+                        s.labels.get(encryption::labels::KMIP_ENDPOINT)
+                            == Some(&encryption.kmip_endpoint)
+                    })
+                    .and_then(|s| s.labels.get(encryption::labels::KMIP_KEY_ID))
+                    .cloned();
+                let key_id = match recorded {
+                    Some(id) => id,
+                    None => {
+                        let key = client
+                            .find_or_create_key(&encryption::kmip_key_name(&req.name))
+                            .await?;
+                        tracing::info!(request = %req.name, kmip_key_id = %key.id,
+                            created = key.created, "volume key");
+                        key.id
+                    }
+                };
                 wanted_labels.insert(encryption::labels::KMIP_KEY_ID.into(), key_id.clone());
+                if let Some(claims) = claims.take() {
+                    undo = Some(encryption::CreateUndo::new(
+                        Arc::clone(service),
+                        client.clone(),
+                        key_id.clone(),
+                        req.name.clone(),
+                        claims,
+                    ));
+                }
                 Some((client, key_id))
             }
             None => None,
         };
-
-        let service = &self.driver.service;
-        let existing = service.find(&name).await?;
-        let import = match &params.hsm {
-            Some(hsm) => hsm.import_from.as_deref().map(|prefix| ImportSource {
-                hsm,
-                prefix,
-                secrets: &req.secrets,
-            }),
-            None => None,
-        };
-        let mut import_done = false;
-        if let Some(source) = &import {
-            import_done = match &existing {
-                Some(share) if share.state == share::ShareState::Ready => {
-                    hsm_volume::imported(service, share).await?
-                }
-                _ => false,
+        let result: Result<CreateVolumeResponse> = async {
+            let import = match &params.hsm {
+                Some(hsm) => hsm.import_from.as_deref().map(|prefix| ImportSource {
+                    hsm,
+                    prefix,
+                    secrets: &req.secrets,
+                }),
+                None => None,
             };
-            if !import_done {
-                // Before anything is made: a wrong prefix or an unreachable store leaves
-                // nothing behind.
-                source.check().await?;
+            let mut import_done = false;
+            if let Some(source) = &import {
+                import_done = match &existing {
+                    Some(share) if share.state == share::ShareState::Ready => {
+                        hsm_volume::imported(service, share).await?
+                    }
+                    _ => false,
+                };
+                if !import_done {
+                    // Before anything is made: a wrong prefix or an unreachable store leaves
+                    // nothing behind.
+                    source.check().await?;
+                }
             }
-        }
-        let share = match existing {
-            Some(existing) => {
-                check_compatible(
-                    &existing,
-                    &req.name,
-                    &wanted_labels,
-                    required,
-                    limit,
-                    params.inode_limit,
-                )?;
-                if existing.state == share::ShareState::Ready {
-                    existing
-                } else {
-                    // A create that crashed half-way: the share service finishes it.
+            if let Some(undo) = undo.as_mut()
+                && existing
+                    .as_ref()
+                    .is_none_or(|s| s.state != share::ShareState::Ready)
+            {
+                // Made (or finished) by this call: a failure from here removes it.
+                undo.share_made(name.clone());
+            }
+            let share = match existing {
+                Some(existing) => {
+                    check_compatible(
+                        &existing,
+                        &req.name,
+                        &wanted_labels,
+                        required,
+                        limit,
+                        params.inode_limit,
+                    )?;
+                    if existing.state == share::ShareState::Ready {
+                        existing
+                    } else {
+                        // A create that crashed half-way: the share service finishes it.
+                        service
+                            .create_in(
+                                CreateShare {
+                                    name: name.clone(),
+                                    size_bytes: existing.size_bytes,
+                                    inode_limit: existing.inode_limit,
+                                    labels: existing.labels.clone(),
+                                    layout: params.layout.clone(),
+                                    compression: params.compression,
+                                },
+                                tenant.as_deref(),
+                            )
+                            .await?
+                    }
+                }
+                None => {
                     service
                         .create_in(
                             CreateShare {
                                 name: name.clone(),
-                                size_bytes: existing.size_bytes,
-                                inode_limit: existing.inode_limit,
-                                labels: existing.labels.clone(),
+                                size_bytes: size,
+                                inode_limit: params.inode_limit,
+                                labels: wanted_labels.clone(),
                                 layout: params.layout.clone(),
                                 compression: params.compression,
                             },
@@ -210,91 +273,86 @@ impl ControllerService {
                         )
                         .await?
                 }
+            };
+            // Another replica may have made the share first, for another request.
+            check_compatible(
+                &share,
+                &req.name,
+                &wanted_labels,
+                required,
+                limit,
+                params.inode_limit,
+            )?;
+            let encryption_context = match (&params.encryption, &kmip) {
+                (Some(encryption), Some((client, key_id))) => {
+                    let backend = service.backend();
+                    let identifier = match backend.encryption_policy(&share.path).await? {
+                        Some(identifier) => identifier,
+                        None => {
+                            let key = std::sync::Arc::new(client.get_key(key_id).await?);
+                            backend.encrypt_empty_dir(&share.path, key).await?
+                        }
+                    };
+                    tracing::info!(request = %req.name, share = %name, kmip_key_id = %key_id,
+                        key_identifier = %identifier, "volume directory encrypted");
+                    encryption::volume_context(encryption, key_id, &identifier)
+                }
+                _ => Vec::new(),
+            };
+            if let Some(source) = import.as_ref().filter(|_| !import_done) {
+                match hsm_volume::import(service, &share, source, self.driver.hsm_import_timeout).await
+                {
+                    Ok(report) => {
+                        tracing::info!(request = %req.name, share = %name, files = report.files,
+                            dirs = report.dirs, symlinks = report.symlinks, skipped = report.skipped,
+                            bytes = report.bytes, ms = report.elapsed_ms, "volume imported as released stubs");
+                    }
+                    Err(error) if error.code() == tonic::Code::InvalidArgument => {
+                        // A final error: the provisioner takes it that no volume exists, so the
+                        // half-filled share (never returned to anyone) goes.
+                        if let Err(purge) = service.delete(&share.name, DeleteMode::Purge).await {
+                            tracing::warn!(share = %name, error = %purge,
+                                "could not remove the share of a failed import");
+                        }
+                        return Err(error);
+                    }
+                    Err(error) => return Err(error),
+                }
             }
-            None => {
+            if kind == AccessKind::Block {
+                // After the share (and its quota), so the image is inside the quota from the
+                // start; a retry after a crash between the two makes it here.
                 service
-                    .create_in(
-                        CreateShare {
-                            name: name.clone(),
-                            size_bytes: size,
-                            inode_limit: params.inode_limit,
-                            labels: wanted_labels.clone(),
-                            layout: params.layout.clone(),
-                            compression: params.compression,
-                        },
-                        tenant.as_deref(),
-                    )
-                    .await?
+                    .backend()
+                    .ensure_block_image(&share.path, share.size_bytes)
+                    .await?;
             }
-        };
-        // Another replica may have made the share first, for another request.
-        check_compatible(
-            &share,
-            &req.name,
-            &wanted_labels,
-            required,
-            limit,
-            params.inode_limit,
-        )?;
-        let encryption_context = match (&params.encryption, &kmip) {
-            (Some(encryption), Some((client, key_id))) => {
-                let backend = service.backend();
-                let identifier = match backend.encryption_policy(&share.path).await? {
-                    Some(identifier) => identifier,
-                    None => {
-                        let key = std::sync::Arc::new(client.get_key(key_id).await?);
-                        backend.encrypt_empty_dir(&share.path, key).await?
-                    }
-                };
-                tracing::info!(request = %req.name, share = %name, kmip_key_id = %key_id,
-                    key_identifier = %identifier, "volume directory encrypted");
-                encryption::volume_context(encryption, key_id, &identifier)
+            let mut extra = hsm_context(params.hsm.as_ref());
+            extra.extend(block_context(kind));
+            extra.extend(tunables_context(&params.tunables));
+            extra.extend(pcc_context(params.pcc.as_ref()));
+            extra.extend(encryption_context);
+            let volume = self.volume(&share, params.mount_mode.as_str(), extra);
+            if volume.volume_id.len() > 128 {
+                tracing::warn!(volume_id = %volume.volume_id,
+                    "volume ID is longer than the 128 bytes the CSI spec recommends; use a shorter subdirTemplate");
             }
-            _ => Vec::new(),
-        };
-        if let Some(source) = import.as_ref().filter(|_| !import_done) {
-            match hsm_volume::import(service, &share, source, self.driver.hsm_import_timeout).await
-            {
-                Ok(report) => {
-                    tracing::info!(request = %req.name, share = %name, files = report.files,
-                        dirs = report.dirs, symlinks = report.symlinks, skipped = report.skipped,
-                        bytes = report.bytes, ms = report.elapsed_ms, "volume imported as released stubs");
-                }
-                Err(error) if error.code() == tonic::Code::InvalidArgument => {
-                    // A final error: the provisioner takes it that no volume exists, so the
-                    // half-filled share (never returned to anyone) goes.
-                    if let Err(purge) = service.delete(&share.name, DeleteMode::Purge).await {
-                        tracing::warn!(share = %name, error = %purge,
-                            "could not remove the share of a failed import");
-                    }
-                    return Err(error);
-                }
-                Err(error) => return Err(error),
+            tracing::info!(request = %req.name, share = %name, volume_id = %volume.volume_id,
+                size = share.size_bytes, "volume ready");
+            Ok(CreateVolumeResponse {
+                volume: Some(volume),
+            })
+        }
+        .await;
+        drop(claims);
+        match (result, undo) {
+            (Ok(response), Some(undo)) => {
+                undo.keep();
+                Ok(response)
             }
+            (Err(error), Some(undo)) => Err(undo.undo(error).await),
+            (result, None) => result,
         }
-        if kind == AccessKind::Block {
-            // After the share (and its quota), so the image is inside the quota from the
-            // start; a retry after a crash between the two makes it here.
-            service
-                .backend()
-                .ensure_block_image(&share.path, share.size_bytes)
-                .await?;
-        }
-        let mut extra = hsm_context(params.hsm.as_ref());
-        extra.extend(block_context(kind));
-        extra.extend(tunables_context(&params.tunables));
-        extra.extend(pcc_context(params.pcc.as_ref()));
-        extra.extend(encryption_context);
-        let volume = self.volume(&share, params.mount_mode.as_str(), extra);
-        if volume.volume_id.len() > 128 {
-            tracing::warn!(volume_id = %volume.volume_id,
-                "volume ID is longer than the 128 bytes the CSI spec recommends; use a shorter subdirTemplate");
-        }
-        tracing::info!(request = %req.name, share = %name, volume_id = %volume.volume_id,
-            size = share.size_bytes, "volume ready");
-        Ok(CreateVolumeResponse {
-            volume: Some(volume),
-        })
     }
 
     async fn delete(&self, req: DeleteVolumeRequest) -> Result<DeleteVolumeResponse> {
@@ -365,6 +423,20 @@ impl ControllerService {
                 }
             }
             ReclaimPolicy::Trash { ttl_secs } => {
+                if let (Some(endpoint), Some(key_id)) = (
+                    share.labels.get(encryption::labels::KMIP_ENDPOINT),
+                    share.labels.get(encryption::labels::KMIP_KEY_ID),
+                ) {
+                    // The key stays while the trashed data may come back; this record lets
+                    // the controller destroy it once the trash is purged (whoever purges).
+                    encryption::PendingErase {
+                        volume_id: req.volume_id.clone(),
+                        kmip_endpoint: endpoint.clone(),
+                        kmip_key_id: key_id.clone(),
+                    }
+                    .record_for_trash(service, share.project_id)
+                    .await?;
+                }
                 service
                     .delete(&share.name, DeleteMode::Trash { ttl_secs })
                     .await?
@@ -580,7 +652,7 @@ fn kind_of_share(share: &Share) -> AccessKind {
 
 /// Whether a block volume can be made here: the backend keeps block images, and the
 /// volume asks for nothing that only a directory has.
-fn check_block_possible(driver: &Driver, hsm: bool, layout: bool) -> Result<()> {
+fn check_block_possible(driver: &Driver, hsm: bool, layout: bool, encryption: bool) -> Result<()> {
     if !driver.service.backend().capabilities().block_volumes {
         return Err(CsiError::invalid(format!(
             "block volumes are not supported on the {} backend",
@@ -595,6 +667,14 @@ fn check_block_possible(driver: &Driver, hsm: bool, layout: bool) -> Result<()> 
     if layout {
         return Err(CsiError::invalid(
             "stripe parameters are for directory volumes, not block volumes",
+        ));
+    }
+    if encryption {
+        // The image would have to be made in the encrypted directory, which the
+        // controller never unlocks (ENOKEY, every retry).
+        return Err(CsiError::invalid(
+            "encryption is for directory volumes: a block volume's image cannot be made in \
+             its encrypted directory",
         ));
     }
     Ok(())

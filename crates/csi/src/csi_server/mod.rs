@@ -42,6 +42,9 @@ pub struct Driver {
     pub(crate) restore: crate::hsm_node::NodeRestore,
     /// Persistent Client Caches of the `hotNodes` volumes published on this node.
     pub(crate) pcc: crate::pcc_node::NodePcc,
+    /// The controller's view of namespaces' tenant labels, if it has one (see
+    /// [`crate::tenancy::NamespaceTenants`]).
+    pub(crate) namespace_tenants: std::sync::OnceLock<Arc<dyn crate::tenancy::NamespaceTenants>>,
 }
 
 /// How a [`Driver`] is set up, apart from its share service.
@@ -87,7 +90,16 @@ impl Driver {
             hsm_import_timeout: options.hsm_import_timeout,
             statfs: std::sync::Mutex::new(None),
             tunables: crate::client_tunables::NodeTunables::new(options.node_state_dir.clone()),
+            namespace_tenants: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Gives the controller its view of namespaces' tenant labels (once; a second is
+    /// ignored).
+    pub fn set_namespace_tenants(&self, tenants: Arc<dyn crate::tenancy::NamespaceTenants>) {
+        if self.namespace_tenants.set(tenants).is_err() {
+            tracing::warn!("namespace tenant labels were given twice; the first view is kept");
+        }
     }
 
     /// The node's restore daemons (see [`crate::hsm_node`]).

@@ -95,6 +95,44 @@ impl ShareService {
         Ok(records)
     }
 
+    /// The labels of every share record there is: live in any state (deleting included) and
+    /// in the trash. What a caller tied to a label (a volume's encryption key) is in use while
+    /// one of these names it. Strict: a record that cannot be read is an error, not skipped,
+    /// so no caller takes "unlisted" for "unused".
+    pub async fn all_record_labels(
+        &self,
+    ) -> Result<Vec<std::collections::BTreeMap<String, String>>> {
+        let mut out = Vec::new();
+        let dirs = [
+            (self.layout.records_dir()?, false),
+            (self.layout.trash_dir()?, true),
+        ];
+        for (dir, trash) in dirs {
+            for file in self.fs.list_dir(&dir).await? {
+                let Some(stem) = file.strip_suffix(".json") else {
+                    continue;
+                };
+                let path = if trash {
+                    self.layout.trash_record(stem)?
+                } else {
+                    // Not a share's name: not a record (as `records` reads them).
+                    let Ok(name) = ShareName::new(stem) else {
+                        continue;
+                    };
+                    self.layout.record(&name)?
+                };
+                let Some(bytes) = self.fs.read_file(&path).await? else {
+                    continue;
+                };
+                let record: Record = serde_json::from_slice(&bytes).map_err(|e| {
+                    ShareError::Config(format!("unreadable share record {}: {e}", path.as_str()))
+                })?;
+                out.push(record.labels);
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn trash_list(&self) -> Result<Vec<TrashEntry>> {
         Ok(self
             .trash_records()
