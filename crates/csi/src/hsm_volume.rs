@@ -53,6 +53,8 @@ pub struct ImportSource<'a> {
     /// Below the store's prefix, no leading or trailing `/`; empty for all of it.
     pub prefix: &'a str,
     pub secrets: &'a HashMap<String, String>,
+    /// Where the import is counted, under the volume's ID (the controller's /metrics).
+    pub metrics: std::sync::Arc<hsm::metrics::VolumeMetrics>,
 }
 
 impl ImportSource<'_> {
@@ -176,7 +178,11 @@ pub async fn import(
             root: root.clone(),
             ..EngineConfig::default()
         },
-    );
+    )
+    .with_metrics(std::sync::Arc::new(hsm::Metrics::for_volume(
+        std::sync::Arc::clone(&source.metrics),
+        &share.volume_id.to_string(),
+    )));
     let options = ImportOptions {
         source_prefix: (!source.prefix.is_empty()).then(|| source.prefix.to_string()),
         target: root,

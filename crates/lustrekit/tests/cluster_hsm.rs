@@ -390,6 +390,12 @@ fn tc1_tc2_tc5_an_imported_volume_lists_without_data_reads_and_restores_exact_by
         &["method=\"CreateVolume\"", "code=\"OK\""],
     );
     assert!(created >= Some(1.0), "CreateVolume calls: {created:?}");
+    let imported = sample(
+        &controller,
+        "lustrekit_hsm_volume_operations_total",
+        &[&vol, "op=\"import\"", "result=\"ok\""],
+    );
+    assert_eq!(imported, Some(1.0), "the volume's import on the controller");
 
     // The policy's status reaches the PVC's annotations (a pass at the first publish; the
     // controller copies it within its 30 s round).
@@ -434,7 +440,8 @@ fn tc1_tc2_tc5_an_imported_volume_lists_without_data_reads_and_restores_exact_by
 #[test]
 #[ignore = "needs a cluster: scripts/kube-up.sh (and Azurite)"]
 fn tc3_idle_files_are_archived_then_released_above_the_watermark() {
-    let _guard = kube::shared();
+    // It restarts the controller: no other test of the driver may run meanwhile.
+    let _guard = kube::exclusive();
     let cluster = Cluster::get();
     let az = Azurite::start(10030);
     let prefix = unique("tc3");

@@ -204,6 +204,7 @@ impl ControllerService {
                     hsm,
                     prefix,
                     secrets: &req.secrets,
+                    metrics: self.driver.metrics.hsm_volumes(),
                 }),
                 None => None,
             };
@@ -413,6 +414,8 @@ impl ControllerService {
                 service.delete(&share.name, DeleteMode::Purge).await?;
                 if share.labels.contains_key(labels::HSM_STORE) {
                     crate::hsm_status::remove(service, &share.name).await?;
+                    // The import's series on the controller's /metrics go with the volume.
+                    self.driver.metrics.hsm_volumes().forget(&req.volume_id);
                 }
                 if share.labels.contains_key(labels::HSM_IMPORT_FROM) {
                     hsm_volume::forget(service, &share.name).await?;
