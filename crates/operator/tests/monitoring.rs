@@ -1,8 +1,8 @@
 //! The Grafana dashboard and the PrometheusRule of `deploy/monitoring/` against the metrics the
 //! processes expose: every `lustrekit_*` name they mention must be a sample name one of the
 //! registries renders (a renamed metric would otherwise leave an empty panel and an alert that
-//! can never fire), every metric family must have a panel, and the files must have the shape
-//! Grafana and the Prometheus Operator read.
+//! can never fire), every query must parse as PromQL, every metric family must have a panel,
+//! and the files must have the shape Grafana and the Prometheus Operator read.
 //!
 //! It lives in the operator's tests because this crate sees every registry: its own, the CSI
 //! driver's (which holds the PCC and per-volume HSM metrics) and the HSM engines'.
@@ -376,4 +376,56 @@ fn durations_are_read_as_prometheus_reads_them() {
     for bad in ["", "5", "m", "5 m", "5min", "-5m"] {
         assert!(!is_duration(bad), "{bad}");
     }
+}
+
+/// Every query of the dashboard (Grafana's variables replaced by what they expand to) and
+/// every alert's expression, with where it is.
+fn queries() -> Vec<(String, String)> {
+    let (_, text) = monitoring_file("grafana-dashboard.json");
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("the dashboard parses");
+    let mut queries = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = str_at(target, "/expr")
+                .replace("$__rate_interval", "5m")
+                .replace("$volume", ".*");
+            queries.push((format!("panel {}", str_at(panel, "/title")), expr));
+        }
+    }
+    let (_, text) = monitoring_file("prometheusrule.yaml");
+    let rule: serde_yaml::Value = serde_yaml::from_str(&text).expect("the rule parses");
+    for group in rule["spec"]["groups"].as_sequence().expect("groups") {
+        for alert in group["rules"].as_sequence().expect("rules") {
+            let name = alert["alert"].as_str().unwrap_or_default();
+            let expr = alert["expr"].as_str().unwrap_or_default();
+            queries.push((format!("alert {name}"), expr.to_string()));
+        }
+    }
+    queries
+}
+
+#[test]
+fn every_query_is_promql() {
+    let queries = queries();
+    assert!(queries.len() >= 40, "only {} queries", queries.len());
+    let wrong: Vec<String> = queries
+        .iter()
+        .filter_map(|(place, expr)| {
+            let error = promql_parser::parser::parse(expr).err()?;
+            Some(format!("{place}: {error}: {expr}"))
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "queries that do not parse:\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn a_broken_query_is_caught() {
+    assert!(
+        promql_parser::parser::parse("sum by (volume) (rate(lustrekit_csi_ready[5m])").is_err()
+    );
+    assert!(promql_parser::parser::parse("lustrekit_csi_ready ==").is_err());
 }
