@@ -169,10 +169,12 @@ if rendered != committed:
     sys.exit(f"rendered {sorted(rendered)} != deploy/crds {sorted(committed)} (or their contents differ)")
 PY
         # The alerts and the dashboard: the chart's monitoring/ is a symlink to deploy/monitoring/
-        # (one copy), rendered only when enabled (the `monitoring` value set enables both), and
-        # equal to those files. kubernetes-validate has no PrometheusRule schema, so the rule
-        # is checked here (only fields the CRD knows; the spec of deploy/monitoring/) and left
-        # out of what it validates; the dashboard's ConfigMap is validated with the rest.
+        # (one copy), rendered only when enabled (the `monitoring` value set enables them and
+        # the PodMonitor), and equal to those files. kubernetes-validate has no schema for the
+        # Prometheus Operator's kinds, so the rule (only fields its CRD knows; the spec of
+        # deploy/monitoring/) and the PodMonitor (it selects the controller, node and operator
+        # pods by a port they have) are checked here and left out of what it validates; the
+        # dashboard's ConfigMap is validated with the rest.
         [[ -L "$chart/monitoring" && "$(readlink "$chart/monitoring")" == "../../monitoring" ]] \
             || fail "$chart/monitoring must be the symlink ../../monitoring (deploy/monitoring/ is the one copy)"
         expect_monitoring=no
@@ -185,12 +187,40 @@ rendered, rest, expect, rule_path, dashboard_path = sys.argv[1:6]
 with open(rendered) as f:
     docs = [d for d in yaml.safe_load_all(f) if d]
 rules = [d for d in docs if d.get("kind") == "PrometheusRule"]
+monitors = [d for d in docs if d.get("kind") == "PodMonitor"]
 dashboards = [d for d in docs if d.get("kind") == "ConfigMap"
               and d["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
 want = 1 if expect == "yes" else 0
-if len(rules) != want or len(dashboards) != want:
-    sys.exit(f"expected {want} PrometheusRule and {want} dashboard ConfigMap, "
-             f"rendered {len(rules)} and {len(dashboards)}")
+if len(rules) != want or len(monitors) != want or len(dashboards) != want:
+    sys.exit(f"expected {want} PrometheusRule, PodMonitor and dashboard ConfigMap each, "
+             f"rendered {len(rules)}, {len(monitors)} and {len(dashboards)}")
+# The PodMonitor must select the controller, the node plugin and (when there) the operator,
+# each through a container port of the name it scrapes.
+for m in monitors:
+    spec = m.get("spec", {})
+    if m.get("apiVersion") != "monitoring.coreos.com/v1" or set(spec) != {"selector", "podMetricsEndpoints"}:
+        sys.exit(f"PodMonitor: apiVersion {m.get('apiVersion')!r}, spec fields {sorted(spec)}")
+    selector = spec["selector"].get("matchLabels", {})
+    ports = {e.get("port") for e in spec["podMetricsEndpoints"]}
+    if not selector or len(ports) != 1 or set().union(*map(set, spec["podMetricsEndpoints"])) - {"port", "path", "interval"}:
+        sys.exit(f"PodMonitor: selector {selector}, endpoints {spec['podMetricsEndpoints']}")
+    port = ports.pop()
+    selected = {}
+    for d in docs:
+        if d.get("kind") not in ("Deployment", "DaemonSet"):
+            continue
+        pod = d["spec"]["template"]
+        labels = pod["metadata"].get("labels", {})
+        if all(labels.get(k) == v for k, v in selector.items()):
+            named = {p.get("name") for c in pod["spec"]["containers"] for p in c.get("ports", [])}
+            if port not in named:
+                sys.exit(f"PodMonitor: {d['kind']} {d['metadata']['name']} has no container port {port!r}")
+            selected[labels.get("app.kubernetes.io/component")] = d["metadata"]["name"]
+    components = {"controller", "node"} | ({"operator"} if any(
+        d.get("kind") == "Deployment" and d["spec"]["template"]["metadata"].get("labels", {})
+        .get("app.kubernetes.io/component") == "operator" for d in docs) else set())
+    if set(selected) != components:
+        sys.exit(f"PodMonitor selects {selected}, not the components {sorted(components)}")
 with open(rule_path) as f:
     source = yaml.safe_load(f)
 group_fields = {"name", "interval", "rules", "limit", "query_offset", "labels", "partial_response_strategy"}
@@ -219,7 +249,7 @@ for d in dashboards:
     if list(data) != ["lustrekit.json"] or json.loads(data["lustrekit.json"]) != dashboard:
         sys.exit(f"ConfigMap {d['metadata']['name']} does not hold {dashboard_path} as lustrekit.json")
 with open(rest, "w") as f:
-    yaml.safe_dump_all([d for d in docs if d.get("kind") != "PrometheusRule"], f)
+    yaml.safe_dump_all([d for d in docs if d.get("kind") not in ("PrometheusRule", "PodMonitor")], f)
 PY
         before=$validated
         validate "$rendered.k8s" "helm template ($name, Kubernetes $kube)" "$kube"
