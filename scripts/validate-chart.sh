@@ -267,4 +267,4 @@ for example in "$chart"/examples/*.yaml; do
 done
 
 names="$(for v in "${value_sets[@]}"; do basename "$v" -values.yaml; done | paste -sd,)"
-echo "validate-chart: OK: helm lint --strict and template of ${renders} renders (values ${names} x Kubernetes ${kube_versions[*]}): ${rendered_docs} rendered + ${examples} example manifests valid under kubernetes-validate ${KV_VERSION} --strict; self-checks rejected an unknown Deployment field and an unknown kind"
+echo "validate-chart: OK: helm lint --strict and template of ${renders} renders (values ${names} x Kubernetes ${kube_versions[*]}): ${rendered_docs} rendered + ${examples} example manifests valid under kubernetes-validate ${KV_VERSION} --strict; PrometheusRule, PodMonitor and Grafana dashboard match deploy/monitoring/ and select the pods; self-checks rejected an unknown Deployment field and an unknown kind"
