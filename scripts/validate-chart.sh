@@ -2,12 +2,14 @@
 # Validates the Helm chart the way the API server would see it: `helm lint --strict`, then
 # `helm template --include-crds` for each backend (deploy/helm/lustrekit/ci/*-values.yaml) and
 # Kubernetes version, with every rendered manifest (the CRDs of crds/, a symlink to deploy/crds/,
-# checked to be those, so the chart cannot ship stale ones), and the chart's examples/, checked by
+# checked to be those, so the chart cannot ship stale ones; likewise the dashboard ConfigMap of
+# monitoring/, a symlink to deploy/monitoring/), and the chart's examples/, checked by
 # kubernetes-validate in strict mode (unknown fields are errors) against the Kubernetes JSON
 # schemas that package bundles, so it runs offline. The driver's TOML in the ConfigMap is
-# parsed too. Before any of that, self-checks feed the validator a Deployment with an unknown
-# field, and a manifest of a kind it has no schema for, and fail unless both are rejected: a
-# validator that accepts everything proves nothing.
+# parsed too, and the PrometheusRule (no schema here) checked field by field and against
+# deploy/monitoring/prometheusrule.yaml. Before any of that, self-checks feed the validator a
+# Deployment with an unknown field, and a manifest of a kind it has no schema for, and fail
+# unless both are rejected: a validator that accepts everything proves nothing.
 #
 # Usage: scripts/validate-chart.sh
 #   KUBE_VERSIONS  Kubernetes versions to validate against (default: "1.26.0 1.37.0", the
@@ -166,8 +168,91 @@ if not committed:
 if rendered != committed:
     sys.exit(f"rendered {sorted(rendered)} != deploy/crds {sorted(committed)} (or their contents differ)")
 PY
+        # The alerts and the dashboard: the chart's monitoring/ is a symlink to deploy/monitoring/
+        # (one copy), rendered only when enabled (the `monitoring` value set enables them and
+        # the PodMonitor), and equal to those files. kubernetes-validate has no schema for the
+        # Prometheus Operator's kinds, so the rule (only fields its CRD knows; the spec of
+        # deploy/monitoring/) and the PodMonitor (it selects the controller, node and operator
+        # pods by a port they have) are checked here and left out of what it validates; the
+        # dashboard's ConfigMap is validated with the rest.
+        [[ -L "$chart/monitoring" && "$(readlink "$chart/monitoring")" == "../../monitoring" ]] \
+            || fail "$chart/monitoring must be the symlink ../../monitoring (deploy/monitoring/ is the one copy)"
+        expect_monitoring=no
+        [[ "$name" == monitoring ]] && expect_monitoring=yes
+        "$venv/bin/python" - "$rendered" "$rendered.k8s" "$expect_monitoring" \
+            deploy/monitoring/prometheusrule.yaml deploy/monitoring/grafana-dashboard.json <<'PY' \
+            || fail "helm template ($name): the monitoring manifests are wrong or differ from deploy/monitoring/"
+import json, sys, yaml
+rendered, rest, expect, rule_path, dashboard_path = sys.argv[1:6]
+with open(rendered) as f:
+    docs = [d for d in yaml.safe_load_all(f) if d]
+rules = [d for d in docs if d.get("kind") == "PrometheusRule"]
+monitors = [d for d in docs if d.get("kind") == "PodMonitor"]
+dashboards = [d for d in docs if d.get("kind") == "ConfigMap"
+              and d["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
+want = 1 if expect == "yes" else 0
+if len(rules) != want or len(monitors) != want or len(dashboards) != want:
+    sys.exit(f"expected {want} PrometheusRule, PodMonitor and dashboard ConfigMap each, "
+             f"rendered {len(rules)}, {len(monitors)} and {len(dashboards)}")
+# The PodMonitor must select the controller, the node plugin and (when there) the operator,
+# each through a container port of the name it scrapes.
+for m in monitors:
+    spec = m.get("spec", {})
+    if m.get("apiVersion") != "monitoring.coreos.com/v1" or set(spec) != {"selector", "podMetricsEndpoints"}:
+        sys.exit(f"PodMonitor: apiVersion {m.get('apiVersion')!r}, spec fields {sorted(spec)}")
+    selector = spec["selector"].get("matchLabels", {})
+    ports = {e.get("port") for e in spec["podMetricsEndpoints"]}
+    if not selector or len(ports) != 1 or set().union(*map(set, spec["podMetricsEndpoints"])) - {"port", "path", "interval"}:
+        sys.exit(f"PodMonitor: selector {selector}, endpoints {spec['podMetricsEndpoints']}")
+    port = ports.pop()
+    selected = {}
+    for d in docs:
+        if d.get("kind") not in ("Deployment", "DaemonSet"):
+            continue
+        pod = d["spec"]["template"]
+        labels = pod["metadata"].get("labels", {})
+        if all(labels.get(k) == v for k, v in selector.items()):
+            named = {p.get("name") for c in pod["spec"]["containers"] for p in c.get("ports", [])}
+            if port not in named:
+                sys.exit(f"PodMonitor: {d['kind']} {d['metadata']['name']} has no container port {port!r}")
+            selected[labels.get("app.kubernetes.io/component")] = d["metadata"]["name"]
+    components = {"controller", "node"} | ({"operator"} if any(
+        d.get("kind") == "Deployment" and d["spec"]["template"]["metadata"].get("labels", {})
+        .get("app.kubernetes.io/component") == "operator" for d in docs) else set())
+    if set(selected) != components:
+        sys.exit(f"PodMonitor selects {selected}, not the components {sorted(components)}")
+with open(rule_path) as f:
+    source = yaml.safe_load(f)
+group_fields = {"name", "interval", "rules", "limit", "query_offset", "labels", "partial_response_strategy"}
+rule_fields = {"alert", "record", "expr", "for", "keep_firing_for", "labels", "annotations"}
+for r in rules:
+    if r.get("apiVersion") != "monitoring.coreos.com/v1" or set(r) != {"apiVersion", "kind", "metadata", "spec"}:
+        sys.exit(f"PrometheusRule: apiVersion {r.get('apiVersion')!r}, fields {sorted(r)}")
+    if not r["metadata"].get("name") or not r["metadata"].get("namespace"):
+        sys.exit("PrometheusRule: no metadata.name or metadata.namespace")
+    if set(r["spec"]) != {"groups"} or not r["spec"]["groups"]:
+        sys.exit(f"PrometheusRule: spec fields {sorted(r['spec'])}, or no groups")
+    for g in r["spec"]["groups"]:
+        if set(g) - group_fields or not g.get("name") or not g.get("rules"):
+            sys.exit(f"PrometheusRule group {g.get('name')!r}: unknown fields "
+                     f"{sorted(set(g) - group_fields)}, or no name or rules")
+        for rule in g["rules"]:
+            if set(rule) - rule_fields or not rule.get("expr") or ("alert" in rule) == ("record" in rule):
+                sys.exit(f"PrometheusRule rule {rule.get('alert') or rule.get('record')!r}: unknown fields "
+                         f"{sorted(set(rule) - rule_fields)}, no expr, or not one of alert and record")
+    if r["spec"] != source["spec"]:
+        sys.exit(f"the rendered PrometheusRule's spec differs from {rule_path}'s")
+with open(dashboard_path) as f:
+    dashboard = json.load(f)
+for d in dashboards:
+    data = d.get("data", {})
+    if list(data) != ["lustrekit.json"] or json.loads(data["lustrekit.json"]) != dashboard:
+        sys.exit(f"ConfigMap {d['metadata']['name']} does not hold {dashboard_path} as lustrekit.json")
+with open(rest, "w") as f:
+    yaml.safe_dump_all([d for d in docs if d.get("kind") not in ("PrometheusRule", "PodMonitor")], f)
+PY
         before=$validated
-        validate "$rendered" "helm template ($name, Kubernetes $kube)" "$kube"
+        validate "$rendered.k8s" "helm template ($name, Kubernetes $kube)" "$kube"
         rendered_docs=$((rendered_docs + validated - before))
         renders=$((renders + 1))
     done
@@ -182,4 +267,4 @@ for example in "$chart"/examples/*.yaml; do
 done
 
 names="$(for v in "${value_sets[@]}"; do basename "$v" -values.yaml; done | paste -sd,)"
-echo "validate-chart: OK: helm lint --strict and template of ${renders} renders (values ${names} x Kubernetes ${kube_versions[*]}): ${rendered_docs} rendered + ${examples} example manifests valid under kubernetes-validate ${KV_VERSION} --strict; self-checks rejected an unknown Deployment field and an unknown kind"
+echo "validate-chart: OK: helm lint --strict and template of ${renders} renders (values ${names} x Kubernetes ${kube_versions[*]}): ${rendered_docs} rendered + ${examples} example manifests valid under kubernetes-validate ${KV_VERSION} --strict; PrometheusRule, PodMonitor and Grafana dashboard match deploy/monitoring/ and select the pods; self-checks rejected an unknown Deployment field and an unknown kind"
