@@ -126,8 +126,8 @@ impl CsiArgs {
 pub async fn run(args: CsiArgs, config: &Path) -> anyhow::Result<()> {
     let annotate = args.hsm_pvc_annotations && csi::Mode::from(args.mode).controller();
     let mut options = args.options()?;
-    let tenants_declared = options.mode.controller()
-        && !share::Config::load(config)?.settings()?.tenants.is_empty();
+    let tenants_declared =
+        options.mode.controller() && !share::Config::load(config)?.settings()?.tenants.is_empty();
     let client = if annotate || tenants_declared {
         // Err: a provider is already installed, which is as good.
         let _ = rustls::crypto::ring::default_provider().install_default();

@@ -345,6 +345,60 @@ async fn release_if_unused_locked(shared: &Path) -> Result<()> {
     }
 }
 
+/// What [`on_shared_mount`] does with an fscrypt key, which decides what it does with the
+/// mount itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum KeyStep {
+    /// Adding a key before the volume's bind: the shared mount is made when absent (and
+    /// removed again when adding fails and nothing uses it).
+    Add,
+    /// Removing a key after the volume's unmount: nothing to do when the shared mount is
+    /// gone (its keys went with it); an unused one is unmounted afterwards, so a mount made
+    /// for a key whose publish then failed does not linger.
+    Remove,
+}
+
+/// Runs `f` on the root of the shared client mount (opened without following symlinks),
+/// under that mount's lock and on the blocking pool, bounded by the command timeout. `None`
+/// when removing and nothing is mounted.
+pub(super) async fn on_shared_mount<T: Send + 'static>(
+    b: &LustreBackend,
+    step: KeyStep,
+    f: impl FnOnce(std::os::fd::BorrowedFd<'_>, &str) -> Result<T> + Send + 'static,
+) -> Result<Option<T>> {
+    let shared = b.shared_mount_path();
+    let lock = shared_lock(&shared);
+    let _serialised = lock.lock().await;
+    let mut mounted_here = false;
+    if top_mount(&mount_table()?, &shared).is_none() {
+        if step == KeyStep::Remove {
+            return Ok(None);
+        }
+        mount_shared(b, &shared).await?;
+        mounted_here = true;
+    }
+    let timeout = b.runner(On::Node).default_timeout();
+    let root = shared.clone();
+    let result = bounded(
+        format!("fscrypt on {}", shared.display()),
+        timeout,
+        move || {
+            use std::os::fd::AsFd;
+            let fd = super::encryption::open_mount_root(&root)?;
+            f(fd.as_fd(), &root.display().to_string())
+        },
+    )
+    .await
+    .and_then(|r| r);
+    if step == KeyStep::Remove || (mounted_here && result.is_err()) {
+        if let Err(cleanup) = release_if_unused_locked(&shared).await {
+            tracing::warn!(shared = %shared.display(), %cleanup,
+                "could not remove the unused shared client mount");
+        }
+    }
+    result.map(Some)
+}
+
 /// The lock of one shared mount. Process-wide and keyed by path, so two backends on the same
 /// filesystem (or a backend rebuilt after a configuration reload) still exclude each other.
 fn shared_lock(shared: &Path) -> Arc<tokio::sync::Mutex<()>> {
@@ -356,7 +410,7 @@ fn shared_lock(shared: &Path) -> Arc<tokio::sync::Mutex<()>> {
 
 /// Runs a blocking step on the blocking pool under a timeout: a path lookup on a hung Lustre
 /// server blocks in the kernel, and the caller (holding a lock) must not wait for it.
-async fn bounded<T: Send + 'static>(
+pub(super) async fn bounded<T: Send + 'static>(
     what: String,
     timeout: Duration,
     f: impl FnOnce() -> T + Send + 'static,
