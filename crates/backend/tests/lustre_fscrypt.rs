@@ -36,6 +36,21 @@ fn config(mount_root: &Path) -> LustreConfig {
     config
 }
 
+/// Detaches what a failed test left mounted at these targets, before the image goes.
+struct Targets(Vec<std::path::PathBuf>);
+
+impl Drop for Targets {
+    fn drop(&mut self) {
+        for target in &self.0 {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(target)
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
 #[tokio::test]
 #[ignore = "needs root"]
 async fn a_bind_volume_reads_only_while_its_key_is_added() {
@@ -66,6 +81,7 @@ async fn a_bind_volume_reads_only_while_its_key_is_added() {
     // keeps the shared mount up meanwhile, so what is left can be looked at.
     std::fs::create_dir_all(fs.mnt.join("shares/plain")).expect("mkdir");
     let (target, other) = (fs.dir.path().join("target"), fs.dir.path().join("other"));
+    let _cleanup = Targets(vec![target.clone(), other.clone()]);
     bind(&b, "shares/plain", &other).await;
     assert_eq!(b.add_encryption_key(key(7)).await.expect("add"), id);
     bind(&b, "shares/a", &target).await;
