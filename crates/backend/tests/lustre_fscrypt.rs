@@ -84,12 +84,21 @@ async fn a_bind_volume_reads_only_while_its_key_is_added() {
     let _cleanup = Targets(vec![target.clone(), other.clone()]);
     bind(&b, "shares/plain", &other).await;
     assert_eq!(b.add_encryption_key(key(7)).await.expect("add"), id);
+    // The other volume's last unmount, between this publish's key and its bind, leaves the
+    // shared mount (and so the key) up for the bind.
+    b.unmount(&other).await.expect("unmount the plain volume");
+    assert_eq!(
+        b.shared_mount_users().expect("users"),
+        Some(0),
+        "kept for the key"
+    );
     bind(&b, "shares/a", &target).await;
     std::fs::write(target.join("data"), b"secret words").expect("write with the key");
     assert_eq!(
         std::fs::read(target.join("data")).expect("read"),
         b"secret words"
     );
+    bind(&b, "shares/plain", &other).await;
     b.unmount(&target).await.expect("unmount");
     let removal = b.remove_encryption_key(&id).await.expect("remove");
     assert!(!removal.files_busy, "{removal:?}");

@@ -122,8 +122,11 @@ impl Encryption for LustreBackend {
 
     async fn add_encryption_key(&self, key: Arc<SecretKey>) -> Result<KeyIdentifier> {
         self.check_fscrypt_client().await?;
+        let shared = self.shared_mount_path();
         let added = mount::on_shared_mount(self, KeyStep::Add, move |fd, what| {
-            fscrypt::add_key(fd, &key).map_err(|e| fscrypt::add_key_error(what, e))
+            let id = fscrypt::add_key(fd, &key).map_err(|e| fscrypt::add_key_error(what, e))?;
+            mount::hold_key(&shared, id);
+            Ok(id)
         })
         .await?;
         added.ok_or_else(|| {
@@ -134,17 +137,26 @@ impl Encryption for LustreBackend {
     async fn remove_encryption_key(&self, id: &KeyIdentifier) -> Result<KeyRemoval> {
         // No version check: a node that could not add a key has none to remove, and an
         // unpublish must not fail for it.
-        let id = *id;
+        let (id, shared) = (*id, self.shared_mount_path());
+        let held = shared.clone();
         let removed = mount::on_shared_mount(self, KeyStep::Remove, move |fd, what| {
-            match fscrypt::remove_key(fd, &id) {
+            let removal = match fscrypt::remove_key(fd, &id) {
                 // No fscrypt on this mount: no key was ever added to it.
                 Err(Errno::ENOTTY | Errno::EOPNOTSUPP) => Ok(KeyRemoval::default()),
                 other => other.map_err(|e| fscrypt::errno_error(what, e)),
-            }
+            }?;
+            mount::forget_key(&held, &id);
+            Ok(removal)
         })
         .await?;
-        // Not mounted: the key went with the client mount.
-        Ok(removed.unwrap_or_default())
+        match removed {
+            Some(removal) => Ok(removal),
+            None => {
+                // Not mounted: the key went with the client mount.
+                mount::forget_key(&shared, &id);
+                Ok(KeyRemoval::default())
+            }
+        }
     }
 
     async fn encryption_policy(&self, dir: &RelPath) -> Result<Option<KeyIdentifier>> {

@@ -19,7 +19,7 @@
 //! Unmounting a target is the shared bounded cascade of [`crate::mount::unmount_cascade`].
 
 use async_trait::async_trait;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
@@ -31,6 +31,7 @@ use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::Mode;
 
 use super::{LustreBackend, On};
+use crate::fscrypt::KeyIdentifier;
 use crate::mount::{
     MountInfoEntry, UNMOUNT_STEP_TIMEOUT, bind_flags, bind_mount, mount_table, top_mount,
     unmount_cascade,
@@ -333,6 +334,12 @@ pub(super) async fn unmount(b: &LustreBackend, target: &Path) -> Result<()> {
 async fn release_if_unused_locked(shared: &Path) -> Result<()> {
     match shared_mount_users(&mount_table()?, shared) {
         None => Ok(()),
+        Some(0) if keys_held(shared) => {
+            // A publish added its key and has not bound yet: a new client mount would lack it.
+            tracing::debug!(shared = %shared.display(),
+                "no bind mount is left, but a volume key added here is still held");
+            Ok(())
+        }
         Some(0) => {
             tracing::info!(shared = %shared.display(),
                 "no bind mount is left: unmounting the shared client mount");
@@ -343,6 +350,33 @@ async fn release_if_unused_locked(shared: &Path) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The fscrypt keys this process added to each shared client mount and has not removed:
+/// while one is held the mount stays, even with no bind mount yet, so the publish that added
+/// the key binds from the mount that has it. Changed only under the mount's lock. After a
+/// restart it is empty, and the bind mounts alone keep the mount (and its keys) up.
+static HELD_KEYS: LazyLock<Mutex<HashMap<PathBuf, HashSet<KeyIdentifier>>>> =
+    LazyLock::new(Mutex::default);
+
+pub(super) fn hold_key(shared: &Path, id: KeyIdentifier) {
+    let mut held = HELD_KEYS.lock().unwrap_or_else(PoisonError::into_inner);
+    held.entry(shared.to_path_buf()).or_default().insert(id);
+}
+
+pub(super) fn forget_key(shared: &Path, id: &KeyIdentifier) {
+    let mut held = HELD_KEYS.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(ids) = held.get_mut(shared) {
+        ids.remove(id);
+        if ids.is_empty() {
+            held.remove(shared);
+        }
+    }
+}
+
+fn keys_held(shared: &Path) -> bool {
+    let held = HELD_KEYS.lock().unwrap_or_else(PoisonError::into_inner);
+    held.get(shared).is_some_and(|ids| !ids.is_empty())
 }
 
 /// What [`on_shared_mount`] does with an fscrypt key, which decides what it does with the
