@@ -424,11 +424,10 @@ pub(super) async fn on_shared_mount<T: Send + 'static>(
     )
     .await
     .and_then(|r| r);
-    if step == KeyStep::Remove || (mounted_here && result.is_err()) {
-        if let Err(cleanup) = release_if_unused_locked(&shared).await {
-            tracing::warn!(shared = %shared.display(), %cleanup,
-                "could not remove the unused shared client mount");
-        }
+    let release = step == KeyStep::Remove || (mounted_here && result.is_err());
+    if release && let Err(cleanup) = release_if_unused_locked(&shared).await {
+        tracing::warn!(shared = %shared.display(), %cleanup,
+            "could not remove the unused shared client mount");
     }
     result.map(Some)
 }
