@@ -220,3 +220,35 @@ async fn a_client_older_than_2_14_is_refused_by_name() {
     assert!(err.to_string().contains("2.14"), "{err}");
     fake.assert_done();
 }
+
+#[tokio::test]
+async fn a_key_is_added_on_the_shared_client_mount_mounted_for_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let shared = tmp.path().join("testfs");
+    // mount-lustre.md (a): the whole filesystem, `<mgs nodes>:/<fsname>`. The fake mounts
+    // nothing, which the backend notices before it adds anything anywhere.
+    let fake = Arc::new(
+        FakeRunner::new()
+            .expect(VERSION, "version=2.16.0_ddn56b\n", "", 0)
+            .expect(
+                [
+                    "mount",
+                    "-t",
+                    "lustre",
+                    "10.0.0.1@tcp:/testfs",
+                    shared.to_str().expect("utf-8"),
+                ],
+                "",
+                "",
+                0,
+            ),
+    );
+    let b = LustreBackend::with_runner(config(tmp.path()), fake.clone()).expect("backend");
+    let err = b.add_encryption_key(key(7)).await.expect_err("not mounted");
+    assert!(err.to_string().contains("is not a mount point"), "{err}");
+    // Nothing mounted: nothing to remove, and nothing is run.
+    let id = backend::fscrypt::KeyIdentifier([7; 16]);
+    let removal = b.remove_encryption_key(&id).await.expect("nothing there");
+    assert_eq!(removal, backend::fscrypt::KeyRemoval::default());
+    fake.assert_done();
+}
