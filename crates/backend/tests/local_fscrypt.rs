@@ -22,6 +22,7 @@ async fn a_file_reads_only_while_its_key_is_added() {
     let root = fs.mnt.join("root");
     let b = LocalBackend::open(&root).await.expect("open");
     assert!(b.capabilities().encryption, "ext4 -O encrypt does fscrypt");
+    b.check_encryption().await.expect("fscrypt here");
     std::fs::create_dir_all(root.join("shares/a")).expect("mkdir");
     let dir = RelPath::parse("shares/a").expect("rel");
 
@@ -78,6 +79,7 @@ async fn a_root_without_fscrypt_says_so() {
     let dir = tempfile::tempdir_in("/dev/shm").expect("tempdir");
     let b = LocalBackend::open(dir.path()).await.expect("open");
     assert!(!b.capabilities().encryption);
+    assert!(b.check_encryption().await.is_err());
     let err = b.add_encryption_key(key(1)).await.expect_err("unsupported");
     assert!(err.to_string().contains("fscrypt"), "{err}");
     let _ = KeyIdentifier([0; 16]);

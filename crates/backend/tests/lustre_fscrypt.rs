@@ -178,6 +178,7 @@ async fn commands_over_ssh_have_no_encryption_and_say_why() {
     let b = LustreBackend::with_runner(config, fake.clone()).expect("backend");
     assert!(!b.capabilities().encryption);
     for err in [
+        b.check_encryption().await.expect_err("no ioctls over SSH"),
         b.encrypt_empty_dir(&rel("shares/a"), key(7))
             .await
             .expect_err("no ioctls over SSH"),
@@ -202,7 +203,10 @@ async fn a_client_older_than_2_14_is_refused_by_name() {
     let fake = Arc::new(
         FakeRunner::new()
             .expect(VERSION, "version=2.12.9\n", "", 0)
-            .expect(VERSION, "version=2.12.9\n", "", 0),
+            .expect(VERSION, "version=2.12.9\n", "", 0)
+            .expect(VERSION, "version=2.12.9\n", "", 0)
+            // Upgraded: seen, and not asked again.
+            .expect(VERSION, "version=2.14.0\n", "", 0),
     );
     let b = LustreBackend::with_runner(config(Path::new("/var/lib/lustrekit/mnt")), fake.clone())
         .expect("backend");
@@ -218,6 +222,11 @@ async fn a_client_older_than_2_14_is_refused_by_name() {
     );
     let err = b.add_encryption_key(key(7)).await.expect_err("too old");
     assert!(err.to_string().contains("2.14"), "{err}");
+    // What CreateVolume asks before it makes a key or a share.
+    let err = b.check_encryption().await.expect_err("too old");
+    assert!(err.to_string().contains("2.14"), "{err}");
+    b.check_encryption().await.expect("2.14");
+    b.check_encryption().await.expect("known");
     fake.assert_done();
 }
 

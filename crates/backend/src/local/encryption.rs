@@ -29,6 +29,10 @@ impl LocalBackend {
 
 #[async_trait]
 impl Encryption for LocalBackend {
+    async fn check_encryption(&self) -> Result<()> {
+        self.check_fscrypt()
+    }
+
     async fn encrypt_empty_dir(&self, dir: &RelPath, key: Arc<SecretKey>) -> Result<KeyIdentifier> {
         self.check_fscrypt()?;
         let dir = dir.clone();

@@ -113,6 +113,11 @@ pub(super) fn open_mount_root(root: &Path) -> Result<OwnedFd> {
 
 #[async_trait]
 impl Encryption for LustreBackend {
+    async fn check_encryption(&self) -> Result<()> {
+        self.check_controller_encryption()?;
+        self.check_fscrypt_client().await
+    }
+
     async fn encrypt_empty_dir(&self, dir: &RelPath, key: Arc<SecretKey>) -> Result<KeyIdentifier> {
         self.on_share_dir(dir, move |fd, what| {
             fscrypt::encrypt_empty_dir(fd.as_fd(), &key, what)

@@ -118,6 +118,8 @@ impl ControllerService {
             )));
         }
         if params.encryption.is_some() {
+            // Before a key or a share is made: a Lustre client older than 2.14, say.
+            self.driver.service.backend().check_encryption().await?;
             encryption::check_mount_mode(
                 self.driver
                     .service
