@@ -60,6 +60,9 @@ async fn a_bind_volume_reads_only_while_its_key_is_added() {
     let fake = Arc::new(FakeRunner::new().expect(VERSION, "version=2.15.4\n", "", 0));
     let b = LustreBackend::with_runner(config(&mount_root), fake.clone()).expect("backend");
     assert!(b.capabilities().encryption, "commands run on this host");
+    b.check_encryption()
+        .await
+        .expect("a 2.15 client with fscrypt");
     assert_eq!(b.shared_mount_path(), fs.mnt);
     std::fs::create_dir_all(fs.mnt.join("shares/a")).expect("mkdir");
     let dir = rel("shares/a");
@@ -205,11 +208,13 @@ async fn a_client_older_than_2_14_is_refused_by_name() {
             .expect(VERSION, "version=2.12.9\n", "", 0)
             .expect(VERSION, "version=2.12.9\n", "", 0)
             .expect(VERSION, "version=2.12.9\n", "", 0)
-            // Upgraded: seen, and not asked again.
+            // Upgraded: seen, and not asked again; then the mount itself is probed.
             .expect(VERSION, "version=2.14.0\n", "", 0),
     );
-    let b = LustreBackend::with_runner(config(Path::new("/var/lib/lustrekit/mnt")), fake.clone())
-        .expect("backend");
+    // tmpfs stands in for a client mounted with `noencrypt`: no fscrypt there.
+    let tmp = tempfile::tempdir_in("/dev/shm").expect("tempdir");
+    std::fs::create_dir(tmp.path().join("testfs")).expect("mkdir");
+    let b = LustreBackend::with_runner(config(tmp.path()), fake.clone()).expect("backend");
     let err = b
         .encrypt_empty_dir(&rel("shares/a"), key(7))
         .await
@@ -225,8 +230,14 @@ async fn a_client_older_than_2_14_is_refused_by_name() {
     // What CreateVolume asks before it makes a key or a share.
     let err = b.check_encryption().await.expect_err("too old");
     assert!(err.to_string().contains("2.14"), "{err}");
-    b.check_encryption().await.expect("2.14");
-    b.check_encryption().await.expect("known");
+    for _ in 0..2 {
+        let err = b.check_encryption().await.expect_err("no fscrypt");
+        assert!(
+            err.to_string()
+                .contains("has no fscrypt (a Lustre client mounted with noencrypt"),
+            "{err}"
+        );
+    }
     fake.assert_done();
 }
 

@@ -86,23 +86,29 @@ impl LustreBackend {
         let (dir, what) = (dir.clone(), self.path(dir));
         let timeout = self.runner(On::Mds).default_timeout();
         mount::bounded(format!("fscrypt on {what}"), timeout, move || {
-            let root_fd = open_mount_root(&root)?;
-            if !fscrypt::supported(root_fd.as_fd()) {
-                return Err(BackendError::unsupported(
-                    "encryption",
-                    format!(
-                        "{} has no fscrypt (a Lustre client mounted with noencrypt, or \
-                         nothing mounted there)",
-                        root.display()
-                    ),
-                ));
-            }
+            let root_fd = open_fscrypt_root(&root)?;
             let fd = beneath::open_dir(root_fd.as_fd(), Some(&dir))
                 .map_err(|e| fscrypt::errno_error(&what, e))?;
             f(&fd, &what)
         })
         .await?
     }
+}
+
+/// The controller's client mount, which must do fscrypt.
+fn open_fscrypt_root(root: &Path) -> Result<OwnedFd> {
+    let root_fd = open_mount_root(root)?;
+    if !fscrypt::supported(root_fd.as_fd()) {
+        return Err(BackendError::unsupported(
+            "encryption",
+            format!(
+                "{} has no fscrypt (a Lustre client mounted with noencrypt, or nothing \
+                 mounted there)",
+                root.display()
+            ),
+        ));
+    }
+    Ok(root_fd)
 }
 
 /// The client mount's root, the trusted start of every lookup beneath it.
@@ -115,7 +121,11 @@ pub(super) fn open_mount_root(root: &Path) -> Result<OwnedFd> {
 impl Encryption for LustreBackend {
     async fn check_encryption(&self) -> Result<()> {
         self.check_controller_encryption()?;
-        self.check_fscrypt_client().await
+        self.check_fscrypt_client().await?;
+        let root = PathBuf::from(&self.inner.mount_point);
+        let timeout = self.runner(On::Mds).default_timeout();
+        let what = format!("fscrypt probe of {}", root.display());
+        mount::bounded(what, timeout, move || open_fscrypt_root(&root).map(drop)).await?
     }
 
     async fn encrypt_empty_dir(&self, dir: &RelPath, key: Arc<SecretKey>) -> Result<KeyIdentifier> {
