@@ -391,6 +391,11 @@ pub trait ClientParams: Send + Sync {
 /// taken and given as [`SecretKey`]; only their identifiers come back.
 #[async_trait]
 pub trait Encryption: Send + Sync {
+    /// Whether policies can be set here, checked against what the host has (on `lustre`,
+    /// the client's version): CreateVolume asks before it makes a key or a share.
+    async fn check_encryption(&self) -> Result<()> {
+        Err(no_encryption())
+    }
     /// Gives `key` to the filesystem, sets a v2 policy for it on the empty directory `dir`,
     /// then takes the key away again (a node adds it when it publishes). Returns the key's
     /// identifier. The same key again on a directory that already has its policy is success.

@@ -373,6 +373,45 @@ pub fn supported(fd: BorrowedFd<'_>) -> bool {
     policy_of(fd).is_ok()
 }
 
+/// Gives `key` to the filesystem of the empty directory `dir`, sets the v2 policy for it,
+/// then takes the key away again: the controller never keeps a key (nodes add it when they
+/// publish). The same key again on a directory with its policy is success. `what` names the
+/// directory in errors; the key never appears in one.
+pub(crate) fn encrypt_empty_dir(
+    dir: BorrowedFd<'_>,
+    key: &SecretKey,
+    what: &str,
+) -> crate::Result<KeyIdentifier> {
+    let id = add_key(dir, key).map_err(|e| add_key_error(what, e))?;
+    let set = match set_policy(dir, &id) {
+        Ok(()) => Ok(()),
+        Err(Errno::ENOTEMPTY) => Err(crate::BackendError::InvalidState(format!(
+            "{what}: not empty, so it cannot be encrypted"
+        ))),
+        Err(Errno::EEXIST) => Err(crate::BackendError::InvalidState(format!(
+            "{what}: already encrypted with another key"
+        ))),
+        Err(e) => Err(errno_error(what, e)),
+    };
+    let removed = remove_key(dir, &id);
+    set?;
+    removed.map_err(|e| errno_error(what, e))?;
+    Ok(id)
+}
+
+/// [`add_key`]'s failure as a backend error naming `what`.
+pub(crate) fn add_key_error(what: &str, e: AddKeyError) -> crate::BackendError {
+    match e {
+        AddKeyError::Key(e) => crate::BackendError::InvalidState(format!("{what}: {e}")),
+        AddKeyError::Kernel(errno) => errno_error(what, errno),
+    }
+}
+
+/// A failed ioctl as the I/O error of `what`.
+pub(crate) fn errno_error(what: &str, e: Errno) -> crate::BackendError {
+    crate::BackendError::io(std::path::Path::new(what), std::io::Error::from(e))
+}
+
 /// What removing a key left behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct KeyRemoval {

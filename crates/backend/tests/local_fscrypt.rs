@@ -1,7 +1,6 @@
 //! fscrypt v2 on the local backend, for real: an ext4 image made with `-O encrypt` on a loop
 //! device. Needs root (`#[ignore = "needs root"]`; CI runs them with `--include-ignored`).
 
-use std::process::Command;
 use std::sync::Arc;
 
 use backend::fscrypt::{KeyIdentifier, SecretKey};
@@ -9,46 +8,8 @@ use backend::local::LocalBackend;
 use backend::{Encryption, Filesystem};
 use lustre_model::RelPath;
 
-struct Ext4 {
-    _dir: tempfile::TempDir,
-    mnt: std::path::PathBuf,
-}
-
-impl Drop for Ext4 {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mnt).status();
-    }
-}
-
-fn ext4_encrypt() -> Ext4 {
-    let ok = |cmd: &mut Command| cmd.output().map(|o| o.status.success()).unwrap_or(false);
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "needs root (loop devices, mount)"
-    );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let image = dir.path().join("fs.img");
-    let mnt = dir.path().join("mnt");
-    std::fs::create_dir_all(&mnt).expect("mkdir");
-    std::fs::File::create(&image)
-        .and_then(|f| f.set_len(64 << 20))
-        .expect("image");
-    assert!(
-        ok(Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-O", "encrypt"])
-            .arg(&image)),
-        "mkfs.ext4 -O encrypt failed (e2fsprogs)"
-    );
-    assert!(
-        ok(Command::new("mount")
-            .arg("-o")
-            .arg("loop")
-            .arg(&image)
-            .arg(&mnt)),
-        "cannot mount a loop device here"
-    );
-    Ext4 { _dir: dir, mnt }
-}
+mod fscrypt_common;
+use fscrypt_common::ext4_encrypt;
 
 fn key(byte: u8) -> Arc<SecretKey> {
     Arc::new(SecretKey::from_slice(&[byte; 32]).expect("key"))
@@ -61,6 +22,7 @@ async fn a_file_reads_only_while_its_key_is_added() {
     let root = fs.mnt.join("root");
     let b = LocalBackend::open(&root).await.expect("open");
     assert!(b.capabilities().encryption, "ext4 -O encrypt does fscrypt");
+    b.check_encryption().await.expect("fscrypt here");
     std::fs::create_dir_all(root.join("shares/a")).expect("mkdir");
     let dir = RelPath::parse("shares/a").expect("rel");
 
@@ -117,6 +79,7 @@ async fn a_root_without_fscrypt_says_so() {
     let dir = tempfile::tempdir_in("/dev/shm").expect("tempdir");
     let b = LocalBackend::open(dir.path()).await.expect("open");
     assert!(!b.capabilities().encryption);
+    assert!(b.check_encryption().await.is_err());
     let err = b.add_encryption_key(key(1)).await.expect_err("unsupported");
     assert!(err.to_string().contains("fscrypt"), "{err}");
     let _ = KeyIdentifier([0; 16]);

@@ -62,8 +62,8 @@ fn capabilities_and_paths() {
     assert_eq!(caps.inode_quota, QuotaEnforcement::Enforced);
     assert!(caps.nodemaps_enforced_by_server && caps.restore_on_access);
     assert!(
-        !caps.encryption,
-        "claimed only once the ioctls run on the client mount"
+        caps.encryption,
+        "commands run on this host: the ioctls go to its client mount"
     );
     assert!(caps.quota_outlives_directory && caps.bind_from_shared_client_mount);
     assert_eq!(

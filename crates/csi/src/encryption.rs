@@ -30,6 +30,21 @@ use crate::params::{HsmParams, keys};
 /// The only scheme there is.
 pub const FSCRYPT: &str = "fscrypt";
 
+/// On a backend whose bind volumes share one client mount per node (`lustre`), an encrypted
+/// volume must be one of them: a key is added to the filesystem of that shared mount, and a
+/// `direct` volume is a client mount (a filesystem instance) of its own, made after the key
+/// is added, which would never see it.
+pub fn check_mount_mode(shared_client_mount: bool, mode: backend::MountMode) -> Result<()> {
+    if shared_client_mount && mode == backend::MountMode::Direct {
+        return Err(CsiError::invalid(format!(
+            "{} needs {}=bind on this backend: the key is added to the node's shared client              mount, and a direct volume is a client mount of its own",
+            keys::ENCRYPTION,
+            keys::MOUNT_MODE
+        )));
+    }
+    Ok(())
+}
+
 /// Secret keys (provisioner and node-publish secrets) holding the KMIP client's PEM files.
 pub mod secret_keys {
     pub const CLIENT_CERT: &str = "kmipClientCert";
@@ -692,6 +707,16 @@ pub fn held_key(hold: &str) -> Option<KeyIdentifier> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_encrypted_volume_on_a_shared_client_mount_is_a_bind_volume() {
+        use backend::MountMode;
+        let err = check_mount_mode(true, MountMode::Direct).expect_err("direct");
+        assert!(err.to_string().contains("needs mountMode=bind"), "{err}");
+        check_mount_mode(true, MountMode::Bind).expect("bind");
+        // `local` mounts are all bind mounts of its root: either mode is fine.
+        check_mount_mode(false, MountMode::Direct).expect("local");
+    }
 
     fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs

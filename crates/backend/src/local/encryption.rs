@@ -6,18 +6,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use lustre_model::RelPath;
-use nix::errno::Errno;
 
 use super::{LocalBackend, beneath, io};
-use crate::fscrypt::{self, AddKeyError, KeyIdentifier, KeyRemoval, SecretKey};
+use crate::fscrypt::{self, KeyIdentifier, KeyRemoval, SecretKey};
 use crate::{BackendError, Encryption, Result};
-
-fn add_key_error(what: &str, e: AddKeyError) -> BackendError {
-    match e {
-        AddKeyError::Key(e) => BackendError::InvalidState(format!("{what}: {e}")),
-        AddKeyError::Kernel(errno) => io(what, errno),
-    }
-}
 
 impl LocalBackend {
     fn check_fscrypt(&self) -> Result<()> {
@@ -37,31 +29,17 @@ impl LocalBackend {
 
 #[async_trait]
 impl Encryption for LocalBackend {
+    async fn check_encryption(&self) -> Result<()> {
+        self.check_fscrypt()
+    }
+
     async fn encrypt_empty_dir(&self, dir: &RelPath, key: Arc<SecretKey>) -> Result<KeyIdentifier> {
         self.check_fscrypt()?;
         let dir = dir.clone();
         self.run(move |inner| {
             let fd = beneath::open_dir(inner.root_fd.as_fd(), Some(&dir))
                 .map_err(|e| io(dir.as_str(), e))?;
-            let id =
-                fscrypt::add_key(fd.as_fd(), &key).map_err(|e| add_key_error(dir.as_str(), e))?;
-            let set = match fscrypt::set_policy(fd.as_fd(), &id) {
-                Ok(()) => Ok(()),
-                Err(Errno::ENOTEMPTY) => Err(BackendError::InvalidState(format!(
-                    "{}: not empty, so it cannot be encrypted",
-                    dir.as_str()
-                ))),
-                Err(Errno::EEXIST) => Err(BackendError::InvalidState(format!(
-                    "{}: already encrypted with another key",
-                    dir.as_str()
-                ))),
-                Err(e) => Err(io(dir.as_str(), e)),
-            };
-            // The controller never keeps a key: nodes add it when they publish.
-            let removed = fscrypt::remove_key(fd.as_fd(), &id);
-            set?;
-            removed.map_err(|e| io(dir.as_str(), e))?;
-            Ok(id)
+            fscrypt::encrypt_empty_dir(fd.as_fd(), &key, dir.as_str())
         })
         .await
     }
@@ -70,7 +48,7 @@ impl Encryption for LocalBackend {
         self.check_fscrypt()?;
         self.run(move |inner| {
             fscrypt::add_key(inner.root_fd.as_fd(), &key)
-                .map_err(|e| add_key_error(&inner.root.display().to_string(), e))
+                .map_err(|e| fscrypt::add_key_error(&inner.root.display().to_string(), e))
         })
         .await
     }

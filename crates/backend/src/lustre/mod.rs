@@ -16,6 +16,7 @@
 
 pub mod config;
 mod dirs;
+mod encryption;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;
 mod hsm;
@@ -65,6 +66,8 @@ struct Inner {
     node: Arc<dyn CommandRunner>,
     /// The PCC syntax of this node's client, read once (see [`pcc`]).
     pcc_dialect: std::sync::OnceLock<lustre_model::PccDialect>,
+    /// Set once this host's client is seen to do fscrypt (see [`encryption`]).
+    fscrypt_client: std::sync::OnceLock<()>,
 }
 
 /// Where a command runs.
@@ -128,6 +131,7 @@ impl LustreBackend {
                 mgs,
                 node,
                 pcc_dialect: std::sync::OnceLock::new(),
+                fscrypt_client: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -256,10 +260,6 @@ fn mgs_spec(nodes: &[String]) -> Result<String> {
     }
     Ok(out.join(":"))
 }
-/// fscrypt on the Lustre client mount is the same ioctls as on `local` (see
-/// [`crate::fscrypt`]); not wired to the client mount yet, so every call says so.
-impl crate::Encryption for LustreBackend {}
-
 impl Filesystem for LustreBackend {
     fn kind(&self) -> BackendKind {
         BackendKind::Lustre
@@ -270,8 +270,10 @@ impl Filesystem for LustreBackend {
             quota: QuotaEnforcement::Enforced,
             inode_quota: QuotaEnforcement::Enforced,
             nodemaps_enforced_by_server: true,
-            // Not until the fscrypt ioctls run on the client mount (see `Encryption` above).
-            encryption: false,
+            // The controller sets policies with ioctls on its own client mount, which it has
+            // only when commands run on this host (see [`encryption`]); a client older than
+            // 2.14 is refused when it is asked.
+            encryption: self.encryption_absent_because().is_none(),
             restore_on_access: true,
             quota_write_reserve: 0,
             quota_outlives_directory: true,

@@ -19,7 +19,7 @@
 //! Unmounting a target is the shared bounded cascade of [`crate::mount::unmount_cascade`].
 
 use async_trait::async_trait;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
@@ -31,6 +31,7 @@ use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::Mode;
 
 use super::{LustreBackend, On};
+use crate::fscrypt::KeyIdentifier;
 use crate::mount::{
     MountInfoEntry, UNMOUNT_STEP_TIMEOUT, bind_flags, bind_mount, mount_table, top_mount,
     unmount_cascade,
@@ -333,6 +334,12 @@ pub(super) async fn unmount(b: &LustreBackend, target: &Path) -> Result<()> {
 async fn release_if_unused_locked(shared: &Path) -> Result<()> {
     match shared_mount_users(&mount_table()?, shared) {
         None => Ok(()),
+        Some(0) if keys_held(shared) => {
+            // A publish added its key and has not bound yet: a new client mount would lack it.
+            tracing::debug!(shared = %shared.display(),
+                "no bind mount is left, but a volume key added here is still held");
+            Ok(())
+        }
         Some(0) => {
             tracing::info!(shared = %shared.display(),
                 "no bind mount is left: unmounting the shared client mount");
@@ -343,6 +350,86 @@ async fn release_if_unused_locked(shared: &Path) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The fscrypt keys this process added to each shared client mount and has not removed:
+/// while one is held the mount stays, even with no bind mount yet, so the publish that added
+/// the key binds from the mount that has it. Changed only under the mount's lock. After a
+/// restart it is empty, and the bind mounts alone keep the mount (and its keys) up.
+static HELD_KEYS: LazyLock<Mutex<HashMap<PathBuf, HashSet<KeyIdentifier>>>> =
+    LazyLock::new(Mutex::default);
+
+pub(super) fn hold_key(shared: &Path, id: KeyIdentifier) {
+    let mut held = HELD_KEYS.lock().unwrap_or_else(PoisonError::into_inner);
+    held.entry(shared.to_path_buf()).or_default().insert(id);
+}
+
+pub(super) fn forget_key(shared: &Path, id: &KeyIdentifier) {
+    let mut held = HELD_KEYS.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(ids) = held.get_mut(shared) {
+        ids.remove(id);
+        if ids.is_empty() {
+            held.remove(shared);
+        }
+    }
+}
+
+fn keys_held(shared: &Path) -> bool {
+    let held = HELD_KEYS.lock().unwrap_or_else(PoisonError::into_inner);
+    held.get(shared).is_some_and(|ids| !ids.is_empty())
+}
+
+/// What [`on_shared_mount`] does with an fscrypt key, which decides what it does with the
+/// mount itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum KeyStep {
+    /// Adding a key before the volume's bind: the shared mount is made when absent (and
+    /// removed again when adding fails and nothing uses it).
+    Add,
+    /// Removing a key after the volume's unmount: nothing to do when the shared mount is
+    /// gone (its keys went with it); an unused one is unmounted afterwards, so a mount made
+    /// for a key whose publish then failed does not linger.
+    Remove,
+}
+
+/// Runs `f` on the root of the shared client mount (opened without following symlinks),
+/// under that mount's lock and on the blocking pool, bounded by the command timeout. `None`
+/// when removing and nothing is mounted.
+pub(super) async fn on_shared_mount<T: Send + 'static>(
+    b: &LustreBackend,
+    step: KeyStep,
+    f: impl FnOnce(std::os::fd::BorrowedFd<'_>, &str) -> Result<T> + Send + 'static,
+) -> Result<Option<T>> {
+    let shared = b.shared_mount_path();
+    let lock = shared_lock(&shared);
+    let _serialised = lock.lock().await;
+    let mut mounted_here = false;
+    if top_mount(&mount_table()?, &shared).is_none() {
+        if step == KeyStep::Remove {
+            return Ok(None);
+        }
+        mount_shared(b, &shared).await?;
+        mounted_here = true;
+    }
+    let timeout = b.runner(On::Node).default_timeout();
+    let root = shared.clone();
+    let result = bounded(
+        format!("fscrypt on {}", shared.display()),
+        timeout,
+        move || {
+            use std::os::fd::AsFd;
+            let fd = super::encryption::open_mount_root(&root)?;
+            f(fd.as_fd(), &root.display().to_string())
+        },
+    )
+    .await
+    .and_then(|r| r);
+    let release = step == KeyStep::Remove || (mounted_here && result.is_err());
+    if release && let Err(cleanup) = release_if_unused_locked(&shared).await {
+        tracing::warn!(shared = %shared.display(), %cleanup,
+            "could not remove the unused shared client mount");
+    }
+    result.map(Some)
 }
 
 /// The lock of one shared mount. Process-wide and keyed by path, so two backends on the same
@@ -356,7 +443,7 @@ fn shared_lock(shared: &Path) -> Arc<tokio::sync::Mutex<()>> {
 
 /// Runs a blocking step on the blocking pool under a timeout: a path lookup on a hung Lustre
 /// server blocks in the kernel, and the caller (holding a lock) must not wait for it.
-async fn bounded<T: Send + 'static>(
+pub(super) async fn bounded<T: Send + 'static>(
     what: String,
     timeout: Duration,
     f: impl FnOnce() -> T + Send + 'static,

@@ -117,6 +117,18 @@ impl ControllerService {
                 self.driver.service.backend().kind_name()
             )));
         }
+        if params.encryption.is_some() {
+            // Before a key or a share is made: a Lustre client older than 2.14, say.
+            self.driver.service.backend().check_encryption().await?;
+            encryption::check_mount_mode(
+                self.driver
+                    .service
+                    .backend()
+                    .capabilities()
+                    .bind_from_shared_client_mount,
+                params.mount_mode,
+            )?;
+        }
         let size = capacity::size_for(req.capacity_range.as_ref())?;
         let (required, limit) = match &req.capacity_range {
             Some(range) => capacity::validate(range)?,

@@ -164,6 +164,11 @@ impl NodeService {
                 .await;
         }
         if let Some(encryption) = &volume.encryption {
+            // A static volume's context is not checked by CreateVolume.
+            crate::encryption::check_mount_mode(
+                backend.capabilities().bind_from_shared_client_mount,
+                volume.mount_mode,
+            )?;
             self.unlock(encryption, &req.secrets, &req.volume_id, &target)
                 .await?;
         }
