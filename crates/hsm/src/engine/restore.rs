@@ -201,8 +201,8 @@ impl HsmEngine {
         let mut hasher = blake3::Hasher::new();
         // Each GET is a task of its own, so its body keeps arriving while the parts before
         // it are hashed and written (a body nobody polls stalls its connection). At most
-        // `concurrency` are spawned at once (`buffered` pulls the next only when one is
-        // done), and those left when this stream is dropped (an error, a timeout) are
+        // `concurrency` are spawned at once (`buffered` pulls the next only while fewer are
+        // pending), and those left when this stream is dropped (an error, a timeout) are
         // aborted.
         let mut gets = futures::stream::iter(ranges.into_iter().map(|r| {
             let store = self.store.clone();
