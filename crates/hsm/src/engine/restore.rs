@@ -9,6 +9,7 @@ use std::time::Instant;
 use futures::{StreamExt, TryStreamExt};
 use lustre_model::{HS_ARCHIVED, HS_DIRTY, HS_EXISTS, HS_RELEASED, HsmState};
 use object_store::path::Path as ObjPath;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::{HsmEngine, OpReport, Outcome, RESTORE_TEMP_PREFIX, blocking, flags};
 use crate::error::{HsmError, Result};
@@ -198,15 +199,24 @@ impl HsmEngine {
             .collect();
         let started = Instant::now();
         let mut hasher = blake3::Hasher::new();
+        // Each GET is a task of its own, so its body keeps arriving while the parts before
+        // it are hashed and written (a body nobody polls stalls its connection). At most
+        // `concurrency` are spawned at once (`buffered` pulls the next only while fewer are
+        // pending), and those left when this stream is dropped (an error, a timeout) are
+        // aborted.
         let mut gets = futures::stream::iter(ranges.into_iter().map(|r| {
             let store = self.store.clone();
             let key = key.clone();
             let if_match = if_match.map(str::to_string);
-            async move {
+            let get = AbortOnDropHandle::new(tokio::spawn(async move {
                 store
                     .get_range_if(&key, r.clone(), if_match.as_deref())
                     .await
                     .map(|b| (r, b))
+            }));
+            async move {
+                get.await
+                    .map_err(|e| HsmError::from_join("ranged GET", e))?
             }
         }))
         .buffered(self.cfg.concurrency);
