@@ -56,7 +56,7 @@ mount -o loop "$WORK/btrfs.img" "$MNT"
 TPL="$WORK/template"; rm -rf "$TPL"; mkdir -p "$TPL/ns/d"
 head -c 100 /dev/zero | tr '\0' x >"$TPL/ns/d/f"
 chmod 0640 "$TPL/ns/d/f"; chown 1000:1000 "$TPL/ns/d/f" "$TPL/ns/d"
-setfattr -n user.origin -v bench "$TPL/ns/d/f" 2>/dev/null || true
+python3 -c 'import os, sys; os.setxattr(sys.argv[1], "user.origin", b"bench")' "$TPL/ns/d/f"
 "$WORK/bin/after" hsm --no-progress --store "file://$TPL/store" --root "$TPL/ns" \
     archive -r "$TPL/ns/d" >/dev/null
 FILE_META="$TPL/store/.lustrekit-meta/d/f.meta"

@@ -455,6 +455,42 @@ impl Drop for TempGuard {
     }
 }
 
+/// What a stub made from `info` at `key` pins: the exact version it was made from, so a
+/// later archive of another file at this key (or an out-of-band overwrite) can never change
+/// what it restores.
+fn stub_pin(key: &ObjPath, info: &ObjectInfo, meta: &FileMeta) -> crate::pin::Pin {
+    crate::pin::Pin {
+        key: key.to_string(),
+        etag: info.e_tag.clone(),
+        version: info.version_id(key),
+        checksum: meta.checksum.clone(),
+        size: info.size,
+    }
+}
+
+/// A released stub's temporary in `dir`, not yet marked: a fresh exclusive file of the
+/// pinned size with the (sanitized) metadata and the pin. On a blocking thread; failing,
+/// it removes what it made.
+fn stub_temp(
+    dir: &Arc<OwnedFd>,
+    shown_dir: &Path,
+    meta: &FileMeta,
+    pinned: &crate::pin::Pin,
+) -> Result<(TempGuard, std::fs::File)> {
+    let (guard, file) = exclusive_temp(dir, "stub", shown_dir)?;
+    let tmp_path = shown_dir.join(&guard.name);
+    let made = file
+        .set_len(pinned.size)
+        .map_err(|e| HsmError::io(&tmp_path, e))
+        .and_then(|()| posix::apply_fd(&tmp_path, file.as_fd(), meta))
+        .and_then(|()| crate::pin::write(file.as_fd(), &tmp_path, pinned));
+    if let Err(e) = made {
+        guard.remove_here();
+        return Err(e);
+    }
+    Ok((guard, file))
+}
+
 /// Renames our temporary `tmp` (inode `id`) to `name` in `dir`: over what is there only
 /// when `replace`, else the name must still be free (`RENAME_NOREPLACE`).
 fn place(
@@ -1005,13 +1041,29 @@ impl HsmEngine {
         let (parents, name) = comps.split_at(comps.len() - 1);
         let name = name[0].clone();
         let path = posix::display_join(&ctx.target, &comps);
-        let (dir, ex) = {
+        // A stub's temporary is made in the same trip to a blocking thread when the name
+        // is free (the usual case: one hand-over less per stub); anything else there goes
+        // through the conflict rules below first.
+        let fresh_stub = match &info {
+            Some(info) if meta.kind == EntryKind::File && !ctx.opts.with_data => {
+                Some((stub_pin(key, info, &meta), meta.clone()))
+            }
+            _ => None,
+        };
+        let (dir, ex, temp) = {
             let (target, shown, parents) = (ctx.dir.clone(), ctx.target.clone(), parents.to_vec());
             let (name, path, made) = (name.clone(), path.clone(), ctx.made.clone());
             blocking(move || {
                 let dir = parent_dir(&target, &shown, &parents, (uid, gid), &made)?;
                 let ex = existing(&dir, &name, &path)?;
-                Ok((dir, ex))
+                let temp = match (&ex, fresh_stub) {
+                    (Existing::None, Some((pinned, meta))) => {
+                        let shown_dir = path.parent().unwrap_or(&path);
+                        Some(stub_temp(&dir, shown_dir, &meta, &pinned)?)
+                    }
+                    _ => None,
+                };
+                Ok((dir, ex, temp))
             })
             .await?
         };
@@ -1126,7 +1178,7 @@ impl HsmEngine {
             return done(EntryKind::Symlink, 0, dropped);
         }
         let stub = self
-            .make_stub(&dir, &name, &path, key, info, &meta, replace)
+            .make_stub(&dir, &name, &path, key, info, &meta, replace, temp)
             .await?;
         done(EntryKind::File, stub.info.size, dropped)
     }
@@ -1298,8 +1350,9 @@ impl HsmEngine {
 
     /// Makes the released stub of one object version at `name` in `dir`: a sparse file of
     /// the object's size under a fresh exclusive temporary name, with the (sanitized)
-    /// metadata, marked archived and released, then renamed into place (over an existing
-    /// entry only when `replace`). Every step checks that the names still hold our inode.
+    /// metadata (made here unless `temp` is that temporary, [`stub_temp`]), marked archived
+    /// and released, then renamed into place (over an existing entry only when `replace`).
+    /// Every step checks that the names still hold our inode.
     #[allow(clippy::too_many_arguments)]
     async fn make_stub(
         &self,
@@ -1310,35 +1363,16 @@ impl HsmEngine {
         info: ObjectInfo,
         meta: &FileMeta,
         replace: bool,
+        temp: Option<(TempGuard, std::fs::File)>,
     ) -> Result<NewStub> {
         let shown_dir = path.parent().unwrap_or(path).to_path_buf();
-        // The stub pins the exact version it was made from, so a later archive of another
-        // file at this key (or an out-of-band overwrite) can never change what it restores.
-        let pinned = crate::pin::Pin {
-            key: key.to_string(),
-            etag: info.e_tag.clone(),
-            version: info.version_id(key),
-            checksum: meta.checksum.clone(),
-            size: info.size,
-        };
-        let (guard, file) = {
-            let (dir, meta, shown_dir, size) =
-                (dir.clone(), meta.clone(), shown_dir.clone(), info.size);
-            blocking(move || {
-                let (guard, file) = exclusive_temp(&dir, "stub", &shown_dir)?;
-                let tmp_path = shown_dir.join(&guard.name);
-                let made = file
-                    .set_len(size)
-                    .map_err(|e| HsmError::io(&tmp_path, e))
-                    .and_then(|()| posix::apply_fd(&tmp_path, file.as_fd(), &meta))
-                    .and_then(|()| crate::pin::write(file.as_fd(), &tmp_path, &pinned));
-                if let Err(e) = made {
-                    guard.remove_here();
-                    return Err(e);
-                }
-                Ok((guard, file))
-            })
-            .await?
+        let (guard, file) = match temp {
+            Some(made) => made,
+            None => {
+                let (dir, meta, shown_dir) = (dir.clone(), meta.clone(), shown_dir.clone());
+                let pinned = stub_pin(key, &info, &meta);
+                blocking(move || stub_temp(&dir, &shown_dir, &meta, &pinned)).await?
+            }
         };
         let (tmp, id) = (guard.name.clone(), guard.id);
         let tmp_path = shown_dir.join(&tmp);
