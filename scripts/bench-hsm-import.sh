@@ -143,7 +143,7 @@ for store in $STORES; do
     spec=$(spec_of "$store")
     echo "== $store" >&2
     t0=$(now)
-    "$WORK/bin/list-store" "$spec" >"$WORK/list.$store"
+    "$WORK/bin/list-store" "$spec" data >"$WORK/list.$store"
     t1=$(now)
     R[$store,list]=$(echo "$t1 - $t0" | bc -l)
     R[$store,listed]=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["objects"])' "$WORK/list.$store")

@@ -26,7 +26,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The local store keeps directories and metadata in a sidecar tree, which import lists
     // too; cloud stores have none.
     let mut sidecars = 0u64;
-    let mut listing = store.list_sidecars();
+    let mut listing = store.list_sidecars((!key.as_ref().is_empty()).then_some(&key));
     while let Some(k) = listing.next().await {
         k?;
         sidecars += 1;

@@ -943,10 +943,11 @@ impl HsmEngine {
         if !sidecars_too {
             return;
         }
-        let mut sidecars = self.store().list_sidecars();
+        let under = (!prefix.as_ref().is_empty()).then_some(prefix);
+        let mut sidecars = self.store().list_sidecars(under);
         while let Some(k) = sidecars.next().await {
             let item = match k {
-                Ok(k) if k.as_ref().starts_with(prefix.as_ref()) && !objects.contains(&k) => {
+                Ok(k) if !objects.contains(&k) => {
                     count += 1;
                     counters.set_totals(count, bytes);
                     Listed::SidecarOnly(k)

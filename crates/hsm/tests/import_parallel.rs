@@ -275,3 +275,39 @@ async fn an_object_with_bad_metadata_or_name_fails_alone_named_by_its_key() {
     assert!(!dst.join("d/f017").exists());
     assert!(dst.join("d/f016").exists() && dst.join("d/f018").exists());
 }
+
+/// A source prefix is a key prefix path segment by path segment: `src` takes nothing of
+/// `src2`, not even a directory known only from its sidecar (the local store), which was
+/// once matched by its name's first bytes and made at the wrong place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_prefix_takes_no_directory_of_a_longer_name() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let spec = format!("file://{}", tmp.path().join("store").display());
+    let env = env_with(&spec, tmp, small_cfg()).await;
+    let e = &env.engine;
+    let file = e.store().key_for(&["src", "d", "f"]);
+    e.store()
+        .put(&file, vec![b'y'; 10].into(), &file_meta(1).to_map().0)
+        .await
+        .expect("put");
+    for dir in [["src", "kept"], ["src2", "other"]] {
+        let key = e.store().key_for(&dir);
+        e.store()
+            .put_folder(&key, &dir_meta(0).to_map().0)
+            .await
+            .expect("put dir");
+    }
+    let dst = env.ns.join("dst");
+    let o = ImportOptions {
+        preserve_owner: false,
+        ..opts(dst.clone())
+    };
+    let rep = e.import(&o).await.expect("import");
+    assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+    assert!(dst.join("d/f").is_file() && dst.join("kept").is_dir());
+    assert!(
+        !dst.join("other").exists(),
+        "a directory of `src2` made from `src`"
+    );
+    assert_eq!((rep.files, rep.dirs), (1, 1));
+}
