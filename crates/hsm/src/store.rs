@@ -824,7 +824,7 @@ impl ArchiveStore {
         }
         let mut root = ObjPath::from(SIDECAR_ROOT);
         for part in under.into_iter().flat_map(|k| k.parts()) {
-            root = root.child(part);
+            root = root.join(part);
         }
         let name = self.name.clone();
         self.inner
