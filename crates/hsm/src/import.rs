@@ -730,8 +730,8 @@ impl HsmEngine {
     /// before it. So a crash leaves, per entry: nothing; a temporary
     /// (`.lustrekit-import-*`, never the object's name, possibly without all its
     /// attributes); or the whole stub at its name. A stub renamed but not yet re-marked
-    /// (the rename moved its ctime) reads as released and dirty: restore still fetches its
-    /// pinned version. A resumed import (`ConflictMode::Skip`) keeps what is at a name, so
+    /// (the rename moved its ctime) may read as released and dirty: restore still fetches
+    /// its pinned version, and it is never released again without an archive. A resumed import (`ConflictMode::Skip`) keeps what is at a name, so
     /// it never keeps a half-made stub; temporaries a crash left are not swept (a tenant
     /// could name a file like one). Before it returns, the import `syncfs`es the target's
     /// filesystem once, so a caller that records completion (CreateVolume's marker) never
