@@ -232,7 +232,7 @@ pub fn xattr_importable(name: &str, allow: &[String]) -> bool {
 }
 
 /// What [`sanitize`] took out of one entry's metadata.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Dropped {
     setid: bool,
     xattrs: Vec<String>,
@@ -639,6 +639,25 @@ fn restore_dir_times(
 
 /// Objects whose metadata is being fetched at once (a HEAD each on a cloud store).
 pub const DESCRIBES_IN_FLIGHT: usize = 64;
+/// Commits of the target's filesystem an entry refused with EDQUOT waits for before it
+/// fails (see `import_entry`).
+const QUOTA_RETRIES: usize = 3;
+
+/// Whether `e` is, at its root, EDQUOT.
+fn quota_exceeded(e: &HsmError) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.raw_os_error() == Some(libc::EDQUOT))
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
 /// Listed keys waiting for their metadata: the listing runs at most this far ahead.
 const LISTED_AHEAD: usize = 4096;
 
@@ -666,6 +685,7 @@ enum Listed {
 }
 
 /// One listed key, decoded: where it goes and what it is.
+#[derive(Clone)]
 struct Described {
     key: ObjPath,
     /// Its path components below the target.
@@ -715,13 +735,12 @@ impl HsmEngine {
     /// is listed, then each entry (made, skipped or failed) as it is done.
     ///
     /// A pipeline in one future (dropping it stops everything, and every temporary is
-    /// removed by its guard): the listing feeds a bounded channel ([`LISTED_AHEAD`]);
+    /// removed by its guard): the listing feeds a bounded channel ([`LISTED_AHEAD`]) while
     /// [`DESCRIBES_IN_FLIGHT`] keys are decoded at once (name checks, the HEAD or sidecar,
-    /// the metadata); `file_concurrency` entries are made at once, every syscall on a
-    /// blocking thread. Entries finish in any order:
-    /// each makes its missing parents, a directory's own entry gets its metadata even when
-    /// a child made it first (in this import), and directory times are set at the end. The
-    /// report lists errors in key order, as a sequential import would.
+    /// the metadata); then the directories are made in key order, one at a time, and the
+    /// other entries `file_concurrency` at once, every syscall on a blocking thread, in
+    /// any order (each makes its missing parents; directory times are set at the end).
+    /// The report lists errors in key order, as a sequential import would.
     ///
     /// **Durability.** No stub is fsynced: a stub is renamed into place only once its
     /// size, metadata, pin and HSM record are set, and the filesystems we run on (ext4,
@@ -790,18 +809,32 @@ impl HsmEngine {
             let listed = futures::stream::unfold(listed_rx, |mut rx| async move {
                 rx.recv().await.map(|item| (item, rx))
             });
-            let results = listed
+            let mut described: Vec<_> = listed
                 .map(|item| self.describe_for_import(ctx, item))
                 .buffer_unordered(DESCRIBES_IN_FLIGHT)
-                .map(|(key, described)| async move {
-                    let res = match described {
-                        Ok(Some(d)) => self.import_described(ctx, d).await,
-                        Ok(None) => Ok(None),
-                        Err(e) => Err(e),
-                    };
-                    (key, res)
-                })
-                .buffer_unordered(at_once);
+                .collect()
+                .await;
+            // Directories first, one at a time, parents before children: each gets its
+            // metadata as it is made, before anything is made in it, so an import cut
+            // anywhere (and resumed with `skip`, which leaves an existing directory) never
+            // keeps a directory a child made with the defaults.
+            described.sort_by(|a, b| a.0.cmp(&b.0));
+            let (dirs, rest): (Vec<_>, Vec<_>) = described
+                .into_iter()
+                .partition(|(_, d)| matches!(d, Ok(Some(d)) if d.meta.kind == EntryKind::Dir));
+            let make = |(key, described): (Option<ObjPath>, Result<Option<Described>>)| async move {
+                let res = match described {
+                    Ok(Some(d)) => self.import_entry(ctx, d).await,
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(e),
+                };
+                (key, res)
+            };
+            let results = futures::stream::iter(dirs).then(make).chain(
+                futures::stream::iter(rest)
+                    .map(make)
+                    .buffer_unordered(at_once),
+            );
             let mut results = std::pin::pin!(results);
             while let Some((key, mut res)) = results.next().await {
                 if failed.len() > opts.max_errors {
@@ -1025,6 +1058,31 @@ impl HsmEngine {
             info,
             dropped,
         }))
+    }
+
+    /// [`import_described`](Self::import_described), tried again (at most
+    /// [`QUOTA_RETRIES`] times) after a commit of the target's filesystem when it failed
+    /// with EDQUOT: btrfs charges a subvolume's qgroup with the metadata its running
+    /// transaction has reserved until that transaction commits, so entries made many at
+    /// once into a small volume can be refused for room a commit gives back. A failed
+    /// attempt leaves no temporary; a stub it already renamed into place is found there
+    /// and handled by the conflict mode like any existing entry.
+    async fn import_entry(&self, ctx: &Ctx<'_>, d: Described) -> Result<Option<Imported>> {
+        let mut tries = 0;
+        loop {
+            match self.import_described(ctx, d.clone()).await {
+                Err(e) if tries < QUOTA_RETRIES && quota_exceeded(&e) => {
+                    tries += 1;
+                    tracing::debug!(key = %d.key, error = %e, "import: committing, then again");
+                    let (dir, shown) = (ctx.dir.clone(), ctx.target.clone());
+                    blocking(move || {
+                        nix::unistd::syncfs(dir.as_fd()).map_err(|e| HsmError::io(&shown, e.into()))
+                    })
+                    .await?;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// The making stage: one decoded entry made below the target (a directory, a symlink,
