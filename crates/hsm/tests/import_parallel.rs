@@ -25,7 +25,7 @@ fn file_meta(i: usize) -> FileMeta {
         mtime_ns: 1_600_000_000_000_000_000 + i as i64 * 1_000_001,
         atime_ns: Some(1_650_000_000_000_000_000 + i as i64),
         size: Some((i % 7 * 1000) as u64),
-        xattrs: if i % 10 == 0 {
+        xattrs: if i.is_multiple_of(10) {
             vec![("user.note".into(), format!("n{i}").into_bytes())]
         } else {
             Vec::new()
@@ -213,8 +213,8 @@ async fn a_parallel_import_makes_the_tree_one_at_a_time_makes() {
             assert_eq!(pin.size, m.size.unwrap_or(0));
             assert!(pin.key.ends_with(&format!("src/d{:02}/f{i:05}", i % DIRS)));
             assert_eq!(s.hsm, Some((true, true, true, false)), "{label}");
-            let note =
-                (i % 10 == 0).then(|| ("user.note".to_string(), format!("n{i}").into_bytes()));
+            let note = (i.is_multiple_of(10))
+                .then(|| ("user.note".to_string(), format!("n{i}").into_bytes()));
             assert_eq!(s.xattrs, note.into_iter().collect::<Vec<_>>());
         }
         // Resumed over itself: everything is there, nothing is made again.
