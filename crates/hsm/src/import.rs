@@ -232,7 +232,7 @@ pub fn xattr_importable(name: &str, allow: &[String]) -> bool {
 }
 
 /// What [`sanitize`] took out of one entry's metadata.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Dropped {
     setid: bool,
     xattrs: Vec<String>,
@@ -455,6 +455,42 @@ impl Drop for TempGuard {
     }
 }
 
+/// What a stub made from `info` at `key` pins: the exact version it was made from, so a
+/// later archive of another file at this key (or an out-of-band overwrite) can never change
+/// what it restores.
+fn stub_pin(key: &ObjPath, info: &ObjectInfo, meta: &FileMeta) -> crate::pin::Pin {
+    crate::pin::Pin {
+        key: key.to_string(),
+        etag: info.e_tag.clone(),
+        version: info.version_id(key),
+        checksum: meta.checksum.clone(),
+        size: info.size,
+    }
+}
+
+/// A released stub's temporary in `dir`, not yet marked: a fresh exclusive file of the
+/// pinned size with the (sanitized) metadata and the pin. On a blocking thread; failing,
+/// it removes what it made.
+fn stub_temp(
+    dir: &Arc<OwnedFd>,
+    shown_dir: &Path,
+    meta: &FileMeta,
+    pinned: &crate::pin::Pin,
+) -> Result<(TempGuard, std::fs::File)> {
+    let (guard, file) = exclusive_temp(dir, "stub", shown_dir)?;
+    let tmp_path = shown_dir.join(&guard.name);
+    let made = file
+        .set_len(pinned.size)
+        .map_err(|e| HsmError::io(&tmp_path, e))
+        .and_then(|()| posix::apply_fd(&tmp_path, file.as_fd(), meta))
+        .and_then(|()| crate::pin::write(file.as_fd(), &tmp_path, pinned));
+    if let Err(e) = made {
+        guard.remove_here();
+        return Err(e);
+    }
+    Ok((guard, file))
+}
+
 /// Renames our temporary `tmp` (inode `id`) to `name` in `dir`: over what is there only
 /// when `replace`, else the name must still be free (`RENAME_NOREPLACE`).
 fn place(
@@ -525,19 +561,53 @@ fn open_target(root: &Path, comps: &[String]) -> Result<OwnedFd> {
     Ok(cur)
 }
 
+/// The directories one import made (their components below the target), under the one lock
+/// that every directory creation and every directory's metadata takes: a child that makes
+/// its missing parent must not put the default owner and mode back over the metadata the
+/// parent's own entry just applied (workers run at once, in any order).
+#[derive(Default)]
+struct MadeDirs(std::sync::Mutex<std::collections::HashSet<Vec<String>>>);
+
+impl MadeDirs {
+    /// The set, locked: poisoned only by a panic in another worker, and the set is still
+    /// whole then (only inserts happen under it).
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<Vec<String>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// The directory `parents` below the target, made where missing (0755, owned by `owner`),
-/// never through a symlink.
+/// never through a symlink. Where it exists (nearly always) that is one `openat2` of the
+/// whole relative path beneath the target; a missing component is made under `made`'s lock
+/// and recorded there.
 fn parent_dir(
     target: &Arc<OwnedFd>,
     shown: &Path,
     parents: &[String],
     owner: (u32, u32),
+    made: &MadeDirs,
 ) -> Result<Arc<OwnedFd>> {
+    if parents.is_empty() {
+        return Ok(target.clone());
+    }
+    // Failing, a component is missing (made below) or not a directory (refused below,
+    // by name).
+    if let Ok(fd) = backend::local::beneath::open_dir_at(target.as_fd(), &parents.join("/")) {
+        return Ok(Arc::new(fd));
+    }
     let mut cur = target.clone();
     let mut at = shown.to_path_buf();
-    for c in parents {
+    for (i, c) in parents.iter().enumerate() {
         at.push(c);
-        cur = Arc::new(posix::dir_at(cur.as_fd(), c, 0o755, Some(owner), &at)?.0);
+        let mut made_dirs = made.lock();
+        let (fd, new) = posix::dir_at(cur.as_fd(), c, 0o755, Some(owner), &at)?;
+        if new {
+            made_dirs.insert(parents[..=i].to_vec());
+        }
+        drop(made_dirs);
+        cur = Arc::new(fd);
     }
     Ok(cur)
 }
@@ -548,12 +618,13 @@ fn restore_dir_times(
     target: &Arc<OwnedFd>,
     shown: &Path,
     owner: (u32, u32),
+    made: &MadeDirs,
     dirs: Vec<DirTimes>,
 ) -> Vec<PathError> {
     let mut failed = Vec::new();
     for d in dirs {
         let path = posix::display_join(shown, &d.comps);
-        let set = parent_dir(target, shown, &d.comps, owner)
+        let set = parent_dir(target, shown, &d.comps, owner, made)
             .and_then(|fd| posix::set_times_fd(&path, fd.as_fd(), d.atime_ns, d.mtime_ns));
         if let Err(e) = set {
             failed.push(PathError {
@@ -566,6 +637,30 @@ fn restore_dir_times(
     failed
 }
 
+/// Objects whose metadata is being fetched at once (a HEAD each on a cloud store).
+pub const DESCRIBES_IN_FLIGHT: usize = 64;
+/// Commits of the target's filesystem an entry refused with EDQUOT waits for before it
+/// fails (see `import_entry`).
+const QUOTA_RETRIES: usize = 3;
+
+/// Whether `e` is, at its root, EDQUOT.
+fn quota_exceeded(e: &HsmError) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.raw_os_error() == Some(libc::EDQUOT))
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// Listed keys waiting for their metadata: the listing runs at most this far ahead.
+const LISTED_AHEAD: usize = 4096;
+
 /// One import, set up: the options, the target opened beneath the root, and the owner of
 /// entries whose owner does not come from their object.
 struct Ctx<'a> {
@@ -577,6 +672,29 @@ struct Ctx<'a> {
     /// Key segments of the source prefix, left out of the paths made.
     strip: usize,
     owner: (u32, u32),
+    /// The directories this import made.
+    made: Arc<MadeDirs>,
+}
+
+/// What the listing found: an object, a key known only from a sidecar (a directory on the
+/// local store), or a listing error.
+enum Listed {
+    Object(ObjPath),
+    SidecarOnly(ObjPath),
+    Failed(HsmError),
+}
+
+/// One listed key, decoded: where it goes and what it is.
+#[derive(Clone)]
+struct Described {
+    key: ObjPath,
+    /// Its path components below the target.
+    comps: Vec<String>,
+    /// Its metadata, sanitized.
+    meta: FileMeta,
+    /// What its HEAD said (`None` for a directory known only from its sidecar).
+    info: Option<ObjectInfo>,
+    dropped: Dropped,
 }
 
 /// One entry made.
@@ -613,8 +731,30 @@ impl HsmEngine {
             .await
     }
 
-    /// [`import`](Self::import), filling in `counters` as it goes: the totals once the
-    /// source is listed, then each entry (made, skipped or failed) as it is done.
+    /// [`import`](Self::import), filling in `counters` as it goes: the totals as the source
+    /// is listed, then each entry (made, skipped or failed) as it is done.
+    ///
+    /// A pipeline in one future (dropping it stops everything, and every temporary is
+    /// removed by its guard): the listing feeds a bounded channel ([`LISTED_AHEAD`]) while
+    /// [`DESCRIBES_IN_FLIGHT`] keys are decoded at once (name checks, the HEAD or sidecar,
+    /// the metadata); then the directories are made in key order, one at a time, and the
+    /// other entries `file_concurrency` at once, every syscall on a blocking thread, in
+    /// any order (each makes its missing parents; directory times are set at the end).
+    /// The report lists errors in key order, as a sequential import would.
+    ///
+    /// **Durability.** No stub is fsynced: a stub is renamed into place only once its
+    /// size, metadata, pin and HSM record are set, and the filesystems we run on (ext4,
+    /// XFS and btrfs journal or commit metadata in order; a Lustre MDT commits its
+    /// transactions in order) never keep a rename without what was done to the inode
+    /// before it. So a crash leaves, per entry: nothing; a temporary
+    /// (`.lustrekit-import-*`, never the object's name, possibly without all its
+    /// attributes); or the whole stub at its name. A stub renamed but not yet re-marked
+    /// (the rename moved its ctime) may read as released and dirty: restore still fetches
+    /// its pinned version, and it is never released again without an archive. A resumed import (`ConflictMode::Skip`) keeps what is at a name, so
+    /// it never keeps a half-made stub; temporaries a crash left are not swept (a tenant
+    /// could name a file like one). Before it returns, the import `syncfs`es the target's
+    /// filesystem once, so a caller that records completion (CreateVolume's marker) never
+    /// records an import whose stubs a crash could still take back.
     pub async fn import_counted(
         &self,
         opts: &ImportOptions,
@@ -655,105 +795,126 @@ impl HsmEngine {
             dir,
             strip: src_segs.len(),
             owner,
+            made: Arc::new(MadeDirs::default()),
         };
         let mut report = ImportReport::default();
-
-        // Directories known only from sidecars (local store) first, then objects.
-        let mut keys: Vec<(ObjPath, bool)> = Vec::new();
-        let mut sidecars = self.store().list_sidecars();
-        while let Some(k) = sidecars.next().await {
-            match k {
-                Ok(k) if k.as_ref().starts_with(list_prefix.as_ref()) => keys.push((k, false)),
-                Ok(_) => {}
-                Err(e) => report.errors.push(PathError {
-                    path: PathBuf::new(),
-                    kind: e.kind().into(),
-                    error: e.to_string(),
-                }),
-            }
-        }
-        let mut listing = self.store().list(Some(&list_prefix));
-        let mut listed_bytes = 0u64;
-        while let Some(m) = listing.next().await {
-            match m {
-                Ok(m) => {
-                    listed_bytes += m.size;
-                    keys.push((m.location, true))
-                }
-                Err(e) => {
-                    report.errors.push(PathError {
-                        path: PathBuf::new(),
-                        kind: e.kind().into(),
-                        error: e.to_string(),
-                    });
+        let mut made_dirs: Vec<DirTimes> = Vec::new();
+        // Errors of entries, keyed for the report's order.
+        let mut failed: Vec<(String, PathError)> = Vec::new();
+        let at_once = self.config().file_concurrency.max(1);
+        let (listed_tx, listed_rx) = tokio::sync::mpsc::channel(LISTED_AHEAD);
+        let lister = self.list_for_import(&list_prefix, counters, listed_tx);
+        let ctx = &ctx;
+        let collect = async {
+            let listed = futures::stream::unfold(listed_rx, |mut rx| async move {
+                rx.recv().await.map(|item| (item, rx))
+            });
+            let mut described: Vec<_> = listed
+                .map(|item| self.describe_for_import(ctx, item))
+                .buffer_unordered(DESCRIBES_IN_FLIGHT)
+                .collect()
+                .await;
+            // Directories first, one at a time, parents before children: each gets its
+            // metadata as it is made, before anything is made in it, so an import cut
+            // anywhere (and resumed with `skip`, which leaves an existing directory) never
+            // keeps a directory a child made with the defaults.
+            described.sort_by(|a, b| a.0.cmp(&b.0));
+            let (dirs, rest): (Vec<_>, Vec<_>) = described
+                .into_iter()
+                .partition(|(_, d)| matches!(d, Ok(Some(d)) if d.meta.kind == EntryKind::Dir));
+            let make = |(key, described): (Option<ObjPath>, Result<Option<Described>>)| async move {
+                let res = match described {
+                    Ok(Some(d)) => self.import_entry(ctx, d).await,
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(e),
+                };
+                (key, res)
+            };
+            let results = futures::stream::iter(dirs).then(make).chain(
+                futures::stream::iter(rest)
+                    .map(make)
+                    .buffer_unordered(at_once),
+            );
+            let mut results = std::pin::pin!(results);
+            while let Some((key, mut res)) = results.next().await {
+                if failed.len() > opts.max_errors {
+                    report.stopped = true;
                     break;
                 }
-            }
-        }
-        // Parents before children; a key listed twice (sidecar and object) once.
-        keys.sort_by(|a, b| a.0.as_ref().cmp(b.0.as_ref()).then(b.1.cmp(&a.1)));
-        keys.dedup_by(|a, b| a.0 == b.0);
-        counters.set_totals(keys.len() as u64, listed_bytes);
-
-        let mut made_dirs: Vec<DirTimes> = Vec::new();
-        // Stubs are made one at a time; a copy with data fetches `file_concurrency` files at
-        // once (each entry makes its missing parents, so order only matters for the report).
-        let at_once = if opts.with_data {
-            self.config().file_concurrency.max(1)
-        } else {
-            1
-        };
-        let ctx = &ctx;
-        let mut results = futures::stream::iter(keys.into_iter().map(|(key, listed)| async move {
-            let res = self.import_one(ctx, &key, listed).await;
-            (key, res)
-        }))
-        .buffered(at_once);
-        while let Some((key, mut res)) = results.next().await {
-            if report.errors.len() > opts.max_errors {
-                report.stopped = true;
-                break;
-            }
-            if let Ok(Some(done)) = &mut res
-                && let Some(times) = done.dir_times.take()
-            {
-                made_dirs.push(times);
-            }
-            counters.add_done(
-                1,
-                match &res {
-                    Ok(Some(done)) => done.bytes,
-                    _ => 0,
-                },
-            );
-            match res {
-                Ok(Some(done)) => {
-                    match done.kind {
-                        EntryKind::File => {
-                            report.files += 1;
-                            report.bytes += done.bytes;
+                if let Ok(Some(done)) = &mut res
+                    && let Some(times) = done.dir_times.take()
+                {
+                    made_dirs.push(times);
+                }
+                if key.is_some() {
+                    counters.add_done(
+                        1,
+                        match &res {
+                            Ok(Some(done)) => done.bytes,
+                            _ => 0,
+                        },
+                    );
+                }
+                match res {
+                    Ok(Some(done)) => {
+                        match done.kind {
+                            EntryKind::File => {
+                                report.files += 1;
+                                report.bytes += done.bytes;
+                            }
+                            EntryKind::Dir => report.dirs += 1,
+                            EntryKind::Symlink => report.symlinks += 1,
                         }
-                        EntryKind::Dir => report.dirs += 1,
-                        EntryKind::Symlink => report.symlinks += 1,
+                        report.note(done.dropped);
                     }
-                    report.note(done.dropped);
-                }
-                Ok(None) => report.skipped += 1,
-                Err(e) => {
-                    tracing::warn!(key = %key, error = %e, "import");
-                    report.errors.push(PathError {
-                        path: PathBuf::from(key.to_string()),
-                        kind: e.kind().into(),
-                        error: e.to_string(),
-                    })
+                    Ok(None) => report.skipped += 1,
+                    Err(e) => {
+                        let key = key.map(|k| k.to_string()).unwrap_or_default();
+                        tracing::warn!(key = %key, error = %e, "import");
+                        failed.push((
+                            key.clone(),
+                            PathError {
+                                path: PathBuf::from(key),
+                                kind: e.kind().into(),
+                                error: e.to_string(),
+                            },
+                        ))
+                    }
                 }
             }
-        }
+        };
+        // The listing stops at its next send once the collector is gone.
+        futures::join!(lister, collect);
+        // Key order (listing errors, which have no key, first): the order a sequential
+        // import reported them in.
+        failed.sort_by(|a, b| a.0.cmp(&b.0));
+        report.errors.extend(failed.into_iter().map(|(_, e)| e));
+        let target_fd = ctx.dir.clone();
         if !made_dirs.is_empty() {
-            let (target, shown, owner) = (ctx.dir.clone(), ctx.target.clone(), ctx.owner);
+            let (target, shown, owner, made) = (
+                ctx.dir.clone(),
+                ctx.target.clone(),
+                ctx.owner,
+                ctx.made.clone(),
+            );
             let failed =
-                blocking(move || Ok(restore_dir_times(&target, &shown, owner, made_dirs))).await?;
+                blocking(move || Ok(restore_dir_times(&target, &shown, owner, &made, made_dirs)))
+                    .await?;
             report.errors.extend(failed);
+        }
+        if report.files + report.dirs + report.symlinks > 0 {
+            let shown = ctx.target.clone();
+            let synced = blocking(move || {
+                nix::unistd::syncfs(target_fd.as_fd()).map_err(|e| HsmError::io(&shown, e.into()))
+            })
+            .await;
+            if let Err(e) = synced {
+                report.errors.push(PathError {
+                    path: ctx.target.clone(),
+                    kind: e.kind().into(),
+                    error: e.to_string(),
+                });
+            }
         }
         if report.errors.len() > opts.max_errors {
             report.stopped = true;
@@ -776,12 +937,87 @@ impl HsmEngine {
         Ok(report)
     }
 
-    async fn import_one(
+    /// The listing stage: every object under `prefix`, then (local store) the keys known
+    /// only from sidecars, which are directories or nothing, into `out`. The totals grow as
+    /// it goes. An object listing error ends the object listing (what was listed is still
+    /// imported); a sidecar listing error is one error and the listing goes on.
+    async fn list_for_import(
+        &self,
+        prefix: &ObjPath,
+        counters: &crate::CopyCounters,
+        out: tokio::sync::mpsc::Sender<Listed>,
+    ) {
+        let sidecars_too = !self.store().folder_blobs();
+        // Objects listed, so that a file's sidecar is not taken for a directory's.
+        let mut objects = std::collections::HashSet::new();
+        let (mut count, mut bytes) = (0u64, 0u64);
+        let mut listing = self.store().list(Some(prefix));
+        while let Some(m) = listing.next().await {
+            let item = match m {
+                Ok(m) => {
+                    count += 1;
+                    bytes += m.size;
+                    counters.set_totals(count, bytes);
+                    if sidecars_too {
+                        objects.insert(m.location.clone());
+                    }
+                    Listed::Object(m.location)
+                }
+                Err(e) => {
+                    let _ = out.send(Listed::Failed(e)).await;
+                    break;
+                }
+            };
+            if out.send(item).await.is_err() {
+                return;
+            }
+        }
+        drop(listing);
+        if !sidecars_too {
+            return;
+        }
+        let under = (!prefix.as_ref().is_empty()).then_some(prefix);
+        let mut sidecars = self.store().list_sidecars(under);
+        while let Some(k) = sidecars.next().await {
+            let item = match k {
+                Ok(k) if !objects.contains(&k) => {
+                    count += 1;
+                    counters.set_totals(count, bytes);
+                    Listed::SidecarOnly(k)
+                }
+                Ok(_) => continue,
+                Err(e) => Listed::Failed(e),
+            };
+            if out.send(item).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// The decoding stage: a listed key's place below the target (its name checked) and
+    /// its sanitized metadata (a HEAD, or the sidecar of a directory). `Ok(None)`: nothing
+    /// to make (outside the source prefix, our own records, a file's sidecar). An error is
+    /// this key's alone.
+    async fn describe_for_import(
+        &self,
+        ctx: &Ctx<'_>,
+        item: Listed,
+    ) -> (Option<ObjPath>, Result<Option<Described>>) {
+        let (key, listed) = match item {
+            Listed::Object(k) => (k, true),
+            Listed::SidecarOnly(k) => (k, false),
+            Listed::Failed(e) => return (None, Err(e)),
+        };
+        let res = self.describe(ctx, &key, listed).await;
+        (Some(key), res)
+    }
+
+    async fn describe(
         &self,
         ctx: &Ctx<'_>,
         key: &ObjPath,
         listed: bool,
-    ) -> Result<Option<Imported>> {
+    ) -> Result<Option<Described>> {
         let Some(segs) = self.store().rel_of(key) else {
             return Ok(None);
         };
@@ -815,16 +1051,78 @@ impl HsmEngine {
             (m, None)
         };
         let dropped = sanitize(&mut meta, ctx.opts, ctx.owner);
+        Ok(Some(Described {
+            key: key.clone(),
+            comps,
+            meta,
+            info,
+            dropped,
+        }))
+    }
+
+    /// [`import_described`](Self::import_described), tried again (at most
+    /// [`QUOTA_RETRIES`] times) after a commit of the target's filesystem when it failed
+    /// with EDQUOT: btrfs charges a subvolume's qgroup with the metadata its running
+    /// transaction has reserved until that transaction commits, so entries made many at
+    /// once into a small volume can be refused for room a commit gives back. A failed
+    /// attempt leaves no temporary; a stub it already renamed into place is found there
+    /// and handled by the conflict mode like any existing entry.
+    async fn import_entry(&self, ctx: &Ctx<'_>, d: Described) -> Result<Option<Imported>> {
+        let mut tries = 0;
+        loop {
+            match self.import_described(ctx, d.clone()).await {
+                Err(e) if tries < QUOTA_RETRIES && quota_exceeded(&e) => {
+                    tries += 1;
+                    tracing::debug!(key = %d.key, error = %e, "import: committing, then again");
+                    let (dir, shown) = (ctx.dir.clone(), ctx.target.clone());
+                    blocking(move || {
+                        nix::unistd::syncfs(dir.as_fd()).map_err(|e| HsmError::io(&shown, e.into()))
+                    })
+                    .await?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The making stage: one decoded entry made below the target (a directory, a symlink,
+    /// a released stub or, with data, a plain file), as the conflict mode says.
+    async fn import_described(&self, ctx: &Ctx<'_>, d: Described) -> Result<Option<Imported>> {
+        let Described {
+            key,
+            comps,
+            meta,
+            info,
+            dropped,
+        } = d;
+        let key = &key;
+        let (uid, gid) = ctx.owner;
         let (parents, name) = comps.split_at(comps.len() - 1);
         let name = name[0].clone();
         let path = posix::display_join(&ctx.target, &comps);
-        let (dir, ex) = {
+        // A stub's temporary is made in the same trip to a blocking thread when the name
+        // is free (the usual case: one hand-over less per stub); anything else there goes
+        // through the conflict rules below first.
+        let fresh_stub = match &info {
+            Some(info) if meta.kind == EntryKind::File && !ctx.opts.with_data => {
+                Some((stub_pin(key, info, &meta), meta.clone()))
+            }
+            _ => None,
+        };
+        let (dir, ex, temp) = {
             let (target, shown, parents) = (ctx.dir.clone(), ctx.target.clone(), parents.to_vec());
-            let (name, path) = (name.clone(), path.clone());
+            let (name, path, made) = (name.clone(), path.clone(), ctx.made.clone());
             blocking(move || {
-                let dir = parent_dir(&target, &shown, &parents, (uid, gid))?;
+                let dir = parent_dir(&target, &shown, &parents, (uid, gid), &made)?;
                 let ex = existing(&dir, &name, &path)?;
-                Ok((dir, ex))
+                let temp = match (&ex, fresh_stub) {
+                    (Existing::None, Some((pinned, meta))) => {
+                        let shown_dir = path.parent().unwrap_or(&path);
+                        Some(stub_temp(&dir, shown_dir, &meta, &pinned)?)
+                    }
+                    _ => None,
+                };
+                Ok((dir, ex, temp))
             })
             .await?
         };
@@ -840,7 +1138,6 @@ impl HsmEngine {
 
         if meta.kind == EntryKind::Dir {
             match ex {
-                Existing::Dir if conflict != ConflictMode::OverwriteAlways => return Ok(None),
                 Existing::None | Existing::Dir => {}
                 _ => {
                     return Err(HsmError::Conflict {
@@ -849,12 +1146,24 @@ impl HsmEngine {
                     });
                 }
             }
-            let (p, m) = (path.clone(), meta.clone());
-            blocking(move || {
-                let (fd, _) = posix::dir_at(dir.as_fd(), &name, 0o700, None, &p)?;
-                posix::apply_fd(&p, fd.as_fd(), &m)
+            let (p, m, c, made) = (path.clone(), meta.clone(), comps.clone(), ctx.made.clone());
+            let overwrite = conflict == ConflictMode::OverwriteAlways;
+            let applied = blocking(move || {
+                let mut made_dirs = made.lock();
+                let (fd, new) = posix::dir_at(dir.as_fd(), &name, 0o700, None, &p)?;
+                // A directory that was there before this import is left (unless
+                // overwrite_always); one a child made in this import gets its metadata.
+                if !new && !overwrite && !made_dirs.contains(&c) {
+                    return Ok(false);
+                }
+                posix::apply_fd(&p, fd.as_fd(), &m)?;
+                made_dirs.insert(c);
+                Ok(true)
             })
             .await?;
+            if !applied {
+                return Ok(None);
+            }
             return Ok(Some(Imported {
                 kind: EntryKind::Dir,
                 bytes: 0,
@@ -928,7 +1237,7 @@ impl HsmEngine {
             return done(EntryKind::Symlink, 0, dropped);
         }
         let stub = self
-            .make_stub(&dir, &name, &path, key, info, &meta, replace)
+            .make_stub(&dir, &name, &path, key, info, &meta, replace, temp)
             .await?;
         done(EntryKind::File, stub.info.size, dropped)
     }
@@ -1100,8 +1409,9 @@ impl HsmEngine {
 
     /// Makes the released stub of one object version at `name` in `dir`: a sparse file of
     /// the object's size under a fresh exclusive temporary name, with the (sanitized)
-    /// metadata, marked archived and released, then renamed into place (over an existing
-    /// entry only when `replace`). Every step checks that the names still hold our inode.
+    /// metadata (made here unless `temp` is that temporary, [`stub_temp`]), marked archived
+    /// and released, then renamed into place (over an existing entry only when `replace`).
+    /// Every step checks that the names still hold our inode.
     #[allow(clippy::too_many_arguments)]
     async fn make_stub(
         &self,
@@ -1112,35 +1422,16 @@ impl HsmEngine {
         info: ObjectInfo,
         meta: &FileMeta,
         replace: bool,
+        temp: Option<(TempGuard, std::fs::File)>,
     ) -> Result<NewStub> {
         let shown_dir = path.parent().unwrap_or(path).to_path_buf();
-        // The stub pins the exact version it was made from, so a later archive of another
-        // file at this key (or an out-of-band overwrite) can never change what it restores.
-        let pinned = crate::pin::Pin {
-            key: key.to_string(),
-            etag: info.e_tag.clone(),
-            version: info.version_id(key),
-            checksum: meta.checksum.clone(),
-            size: info.size,
-        };
-        let (guard, file) = {
-            let (dir, meta, shown_dir, size) =
-                (dir.clone(), meta.clone(), shown_dir.clone(), info.size);
-            blocking(move || {
-                let (guard, file) = exclusive_temp(&dir, "stub", &shown_dir)?;
-                let tmp_path = shown_dir.join(&guard.name);
-                let made = file
-                    .set_len(size)
-                    .map_err(|e| HsmError::io(&tmp_path, e))
-                    .and_then(|()| posix::apply_fd(&tmp_path, file.as_fd(), &meta))
-                    .and_then(|()| crate::pin::write(file.as_fd(), &tmp_path, &pinned));
-                if let Err(e) = made {
-                    guard.remove_here();
-                    return Err(e);
-                }
-                Ok((guard, file))
-            })
-            .await?
+        let (guard, file) = match temp {
+            Some(made) => made,
+            None => {
+                let (dir, meta, shown_dir) = (dir.clone(), meta.clone(), shown_dir.clone());
+                let pinned = stub_pin(key, &info, &meta);
+                blocking(move || stub_temp(&dir, &shown_dir, &meta, &pinned)).await?
+            }
         };
         let (tmp, id) = (guard.name.clone(), guard.id);
         let tmp_path = shown_dir.join(&tmp);

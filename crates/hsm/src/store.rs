@@ -816,12 +816,16 @@ impl ArchiveStore {
             .boxed()
     }
 
-    /// Directory keys known only from sidecars (local store).
-    pub fn list_sidecars(&self) -> BoxStream<'static, Result<ObjPath>> {
+    /// Keys that have a sidecar (local store), below `under` (a key, path segment by
+    /// path segment) or all of them: the sidecar tree below that key alone is listed.
+    pub fn list_sidecars(&self, under: Option<&ObjPath>) -> BoxStream<'static, Result<ObjPath>> {
         if self.native_metadata {
             return futures::stream::empty().boxed();
         }
-        let root = ObjPath::from(SIDECAR_ROOT);
+        let mut root = ObjPath::from(SIDECAR_ROOT);
+        for part in under.into_iter().flat_map(|k| k.parts()) {
+            root = root.join(part);
+        }
         let name = self.name.clone();
         self.inner
             .list(Some(&root))
