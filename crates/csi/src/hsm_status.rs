@@ -114,13 +114,8 @@ impl HsmStatus {
     }
 }
 
-/// Now, in Unix seconds.
-pub fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+/// Now, in Unix seconds (the share service's clock function).
+pub use share::now_secs;
 
 /// The prefix of the PVC annotations.
 pub const ANNOTATION_PREFIX: &str = "lustrekit.io/hsm-";

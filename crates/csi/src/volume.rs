@@ -27,21 +27,14 @@ pub mod context {
     /// csi-provisioner adds `storage.kubernetes.io/csiProvisionerIdentity` to every PV.
     pub const PROVISIONER_PREFIX: &str = "storage.kubernetes.io/";
 
-    /// An HSM volume's store URL (credential-free; the node publish secret has the keys),
-    /// read mode and prefetch globs: what the node needs to restore on access.
-    pub const HSM_STORE: &str = "hsmStore";
-    pub const HSM_READ_MODE: &str = "hsmReadMode";
-    pub const HSM_PREFETCH: &str = "hsmPrefetch";
-    /// An HSM volume's policy, as the StorageClass gave it (canonical forms: seconds,
-    /// bytes, percentages, comma-separated globs): the node that runs the policy reads it.
-    pub const HSM_ARCHIVE_AFTER: &str = "hsmArchiveAfter";
-    pub const HSM_INCLUDE: &str = "hsmInclude";
-    pub const HSM_EXCLUDE: &str = "hsmExclude";
-    pub const HSM_MIN_SIZE: &str = "hsmMinSize";
-    pub const HSM_RELEASE_HIGH: &str = "hsmReleaseHigh";
-    pub const HSM_RELEASE_LOW: &str = "hsmReleaseLow";
-    /// How long a read of a released file waits for its restore (seconds).
-    pub const HSM_RESTORE_TIMEOUT: &str = "hsmRestoreTimeout";
+    /// An HSM volume's entries are its StorageClass keys (`params::keys`), in canonical forms
+    /// (seconds, bytes, percentages, comma-separated globs): the store URL (credential-free;
+    /// the node publish secret has the keys), read mode, prefetch globs, restore timeout and
+    /// the policy the publishing node runs. `hsmImportFrom` is the controller's alone.
+    pub use super::keys::{
+        HSM_ARCHIVE_AFTER, HSM_EXCLUDE, HSM_INCLUDE, HSM_MIN_SIZE, HSM_PREFETCH, HSM_READ_MODE,
+        HSM_RELEASE_HIGH, HSM_RELEASE_LOW, HSM_RESTORE_TIMEOUT, HSM_STORE,
+    };
     /// The HSM entries, as the node reads them back.
     pub const HSM: &[&str] = &[
         HSM_STORE,

@@ -25,6 +25,6 @@ pub use error::{Result, ShareError};
 /// The share service's own directory under the prefix (records, claims, locks, trash);
 /// other services keep their per-share state there too.
 pub use layout::META_DIR;
-pub use lock::Held;
+pub use lock::{Held, now_secs};
 pub use model::*;
 pub use service::ShareService;

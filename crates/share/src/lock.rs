@@ -66,6 +66,7 @@ pub struct Held {
     _local: OwnedMutexGuard<()>,
 }
 
+/// Now, in Unix seconds (0 before the epoch).
 pub fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
