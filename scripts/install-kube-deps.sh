@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the one-node test cluster needs (scripts/kube-up.sh): etcd,
-# containerd, runc, the CNI plugins, busybox-static (the test image), and the C toolchain bits
+# containerd, runc, the CNI plugins, busybox-static (the test image), the CA bundle the driver image copies, and the C toolchain bits
 # the pause image is built with. Idempotent; without root it only reports what is missing.
 # The Kubernetes binaries themselves are built by scripts/kube-build.sh (cached by version).
 set -euo pipefail
 
 packages=(etcd-server containerd runc containernetworking-plugins busybox-static
-          btrfs-progs openssl iproute2 iptables conntrack socat ethtool util-linux gcc libc6-dev curl bc binutils)
+          btrfs-progs openssl iproute2 iptables conntrack socat ethtool util-linux gcc libc6-dev curl bc binutils
+          ca-certificates)
 
 missing=()
 for p in "${packages[@]}"; do
