@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the one-node test cluster needs (scripts/kube-up.sh): etcd,
-# containerd, runc, the CNI plugins, busybox-static (the test image), the CA bundle the driver image copies, and the C toolchain bits
-# the pause image is built with. Idempotent; without root it only reports what is missing.
+# containerd, runc, the CNI plugins, busybox-static (the test image), the CA bundle the
+# driver image copies, and the C toolchain bits the pause image is built with. Idempotent;
+# without root it only reports what is missing.
 # The Kubernetes binaries themselves are built by scripts/kube-build.sh (cached by version).
 set -euo pipefail
 
