@@ -49,6 +49,17 @@ pub enum BackendError {
     },
     #[error("invalid state: {0}")]
     InvalidState(String),
+    /// A mount reached a directory that is not the volume's: its root shows another project
+    /// ID than the volume's. It was not left visible.
+    #[error(
+        "{path}: the mounted directory has project ID {found}, not the volume's {expected}; \
+         it is not this volume (another tenant's directory of the same name?), so it was refused"
+    )]
+    WrongDirectory {
+        path: PathBuf,
+        expected: u32,
+        found: u32,
+    },
     /// Work on the blocking pool panicked (a bug, not a property of the filesystem).
     #[error("{task} panicked: {message}")]
     Panic { task: String, message: String },

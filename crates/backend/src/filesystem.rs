@@ -260,6 +260,18 @@ pub struct MountRequest {
     pub options: Vec<String>,
     /// Direct fileset mount or bind mount from the node's shared client mount.
     pub mode: MountMode,
+    /// The fileset this node's nodemap roots its client mounts at (its tenant's root), where
+    /// the servers enforce nodemaps: the share is then named relative to it, since the
+    /// server puts what a client asks for beneath that fileset. `None` on a node of no
+    /// tenant. Backends without server-side filesets ignore it.
+    pub fileset: Option<RelPath>,
+    /// The project ID the share's root must show on this node. `lustre` checks the mounted
+    /// (direct) or opened (bind) root against it before a pod can see it, since the server
+    /// decides what a path names there: another directory, such as a same-named one a tenant
+    /// made under its own fileset, is refused ([`BackendError::WrongDirectory`]) and left
+    /// unmounted. `local` binds the host path itself, so it has nothing to check. `None`
+    /// when it cannot be known on this node (no project, or one its nodemap squashes).
+    pub expect_project: Option<ProjectId>,
 }
 
 /// A filesystem lustrekit manages shares on: the name callers use. Its methods come from the

@@ -69,6 +69,38 @@ pub fn bind_flags(read_only: bool, options: &[String]) -> Result<MsFlags> {
     Ok(flags)
 }
 
+// ---------------------------------------------------------------- project IDs
+
+/// `struct fsxattr` (`linux/fs.h`), what `FS_IOC_FSGETXATTR` fills in.
+#[repr(C)]
+#[derive(Default)]
+struct FsXattr {
+    xflags: u32,
+    extsize: u32,
+    nextents: u32,
+    projid: u32,
+    cowextsize: u32,
+    pad: [u8; 8],
+}
+
+nix::ioctl_read!(fs_ioc_fsgetxattr, b'X', 31, FsXattr);
+
+/// The project ID of the directory open at `dir` (0: none). An `O_PATH` descriptor is
+/// enough: the directory is reopened read-only through it (`openat(dir, ".")`), never by
+/// path, so what is read is what `dir` holds.
+pub fn project_id_of(dir: std::os::fd::BorrowedFd<'_>) -> std::result::Result<u32, Errno> {
+    use std::os::fd::AsRawFd;
+    let flags = nix::fcntl::OFlag::O_RDONLY
+        | nix::fcntl::OFlag::O_DIRECTORY
+        | nix::fcntl::OFlag::O_NOFOLLOW
+        | nix::fcntl::OFlag::O_CLOEXEC;
+    let readable = nix::fcntl::openat(dir, ".", flags, nix::sys::stat::Mode::empty())?;
+    let mut attr = FsXattr::default();
+    // SAFETY: `attr` is a `struct fsxattr` the ioctl fills; the descriptor is open.
+    unsafe { fs_ioc_fsgetxattr(readable.as_raw_fd(), &mut attr) }?;
+    Ok(attr.projid)
+}
+
 // ---------------------------------------------------------------- the mount table
 
 /// This process's mount table, parsed. Reading it never waits on a filesystem server; a

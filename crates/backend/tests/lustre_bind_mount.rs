@@ -169,6 +169,8 @@ fn request(share: &str, target: &Path, read_only: bool) -> MountRequest {
         read_only,
         options: vec!["nosuid".into(), "flock".into()],
         mode: MountMode::Bind,
+        fileset: None,
+        expect_project: None,
     }
 }
 

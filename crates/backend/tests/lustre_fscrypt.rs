@@ -159,6 +159,8 @@ async fn bind(b: &LustreBackend, share: &str, target: &Path) {
         read_only: false,
         options: vec![],
         mode: MountMode::Bind,
+        fileset: None,
+        expect_project: None,
     })
     .await
     .expect("bind");

@@ -39,6 +39,8 @@ async fn mount_builds_the_fileset_device() {
         read_only,
         options,
         mode: MountMode::Direct,
+        fileset: None,
+        expect_project: None,
     };
     b.mount(&request(
         "tenants/a",
@@ -68,6 +70,83 @@ async fn mount_builds_the_fileset_device() {
     fake.assert_done();
 }
 
+#[tokio::test]
+async fn a_tenants_node_names_the_share_from_its_fileset() {
+    // mount-lustre.md, fileset behaviour: the server roots a tenant node's mounts at the
+    // nodemap's fileset and puts the requested path beneath it (≤2.16 always; 2.17 unless
+    // the path starts with a fileset). So `shares/alpha/pvc-1` on a node of the tenant whose
+    // fileset is `/shares/alpha` is asked for as `pvc-1`, and the fileset itself as no path.
+    let fake = Arc::new(
+        FakeRunner::new()
+            .expect(
+                [
+                    "mount",
+                    "-t",
+                    "lustre",
+                    "10.0.0.1@tcp:10.0.0.2@tcp:/testfs/pvc-1",
+                    "/mnt/a",
+                ],
+                "",
+                "",
+                0,
+            )
+            .expect(
+                [
+                    "mount",
+                    "-t",
+                    "lustre",
+                    "-o",
+                    "ro",
+                    "10.0.0.1@tcp:10.0.0.2@tcp:/testfs",
+                    "/mnt/root",
+                ],
+                "",
+                "",
+                0,
+            ),
+    );
+    let b = backend(&fake);
+    let request = |share: &str, target: &str, read_only: bool| MountRequest {
+        share: rel(share),
+        target: target.into(),
+        read_only,
+        options: vec![],
+        mode: MountMode::Direct,
+        fileset: Some(rel("shares/alpha")),
+        expect_project: None,
+    };
+    b.mount(&request("shares/alpha/pvc-1", "/mnt/a", false))
+        .await
+        .unwrap();
+    b.mount(&request("shares/alpha", "/mnt/root", true))
+        .await
+        .unwrap();
+    // Outside the fileset, or ambiguous between releases: refused before anything runs.
+    let err = b
+        .mount(&request("shares/beta/pvc-1", "/mnt/b", false))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BackendError::InvalidState(_)), "{err}");
+    let err = b
+        .mount(&request("shares/alpha/shares/alpha/x", "/mnt/c", false))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("ambiguous"), "{err}");
+    // Bind mode cannot bind the shared mount's own root as a volume.
+    let err = b
+        .mount(&MountRequest {
+            mode: MountMode::Bind,
+            ..request("shares/alpha", "/mnt/d", false)
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, BackendError::Unsupported { ref why, .. } if why.contains("mountMode direct")),
+        "{err}"
+    );
+    fake.assert_done();
+}
+
 /// A bind-mode request for `share` at `target`.
 fn bind_request(share: &str, target: &Path, read_only: bool, options: &[&str]) -> MountRequest {
     MountRequest {
@@ -76,6 +155,8 @@ fn bind_request(share: &str, target: &Path, read_only: bool, options: &[&str]) -
         read_only,
         options: options.iter().map(|o| o.to_string()).collect(),
         mode: MountMode::Bind,
+        fileset: None,
+        expect_project: None,
     }
 }
 

@@ -158,6 +158,8 @@ fn backend_code(error: &BackendError) -> Code {
         // The request is fine; the filesystem's release is too old for it.
         BackendError::NeedsVersion { .. } => Code::FailedPrecondition,
         BackendError::Timeout { .. } => Code::DeadlineExceeded,
+        // What the node reached is not the volume: not this node's to see.
+        BackendError::WrongDirectory { .. } => Code::PermissionDenied,
         // The server could not be reached: the sidecar retries with backoff.
         BackendError::Ssh { .. } => Code::Unavailable,
         BackendError::Command { status, .. } if transport_failure(status) => Code::Unavailable,

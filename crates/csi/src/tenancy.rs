@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lustre_model::RelPath;
+use lustre_model::{IdType, ProjectId, RelPath};
 use share::tenant::{self, Tenant};
 use share::{ShareService, ShareSettings};
 
@@ -136,15 +136,10 @@ pub fn context_entry(share: &share::Share) -> Option<(String, String)> {
 
 /// The tenant whose root holds `path` (the root itself or anything below it).
 pub fn tenant_of_path<'a>(settings: &'a ShareSettings, path: &RelPath) -> Option<&'a Tenant> {
-    settings.tenants.iter().find(|t| {
-        tenant::root_dir(&settings.prefix, t).is_ok_and(|root| {
-            path.as_str() == root.as_str()
-                || path
-                    .as_str()
-                    .strip_prefix(root.as_str())
-                    .is_some_and(|rest| rest.starts_with('/'))
-        })
-    })
+    settings
+        .tenants
+        .iter()
+        .find(|t| tenant::root_dir(&settings.prefix, t).is_ok_and(|root| path.is_within(&root)))
 }
 
 /// This node's own interface addresses, in its network namespace.
@@ -179,15 +174,33 @@ pub fn check_node(
     )))
 }
 
-/// NodePublishVolume's check: where the servers do not enforce nodemaps, a tenant's volume
-/// is published only on a node whose own addresses are in the tenant's ranges.
+/// Where a volume may be published on this node, and how the node names it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// The tenant fileset the servers root this node's mounts at (its tenant's root), where
+    /// they enforce nodemaps; the backend names the share relative to it.
+    pub fileset: Option<RelPath>,
+    /// The project ID the share's root must show on this node, checked at mount.
+    pub expect_project: Option<ProjectId>,
+}
+
+/// NodePublishVolume's check. A node belongs to the tenant whose ranges hold one of its
+/// addresses (as the servers match its NIDs), and sees that tenant's volumes only:
+/// - a tenant's volume on a node that is not the tenant's is refused (PERMISSION_DENIED);
+///   on Lustre the nodemap would refuse it too, or root the mount in the other tenant's
+///   fileset, where a same-named directory could stand in for the volume;
+/// - a tenant's node is refused a volume of no tenant (its nodemap's fileset hides those);
+/// - on the tenant's own node, where the servers enforce nodemaps, the share is named
+///   relative to the tenant's fileset, and its project ID (as the node sees it through the
+///   tenant's idmaps) is checked at mount.
 pub async fn check_publish(
     settings: &ShareSettings,
     nodemaps_enforced_by_server: bool,
     node_id: &str,
     path: &RelPath,
+    project: Option<ProjectId>,
     ctx: &HashMap<String, String>,
-) -> Result<()> {
+) -> Result<Placement> {
     let tenant = tenant_of_path(settings, path);
     if let Some(named) = ctx.get(context::TENANT)
         && tenant.map(|t| t.name.as_str()) != Some(named.as_str())
@@ -198,17 +211,70 @@ pub async fn check_publish(
             path.as_str()
         )));
     }
-    let Some(tenant) = tenant else {
-        return Ok(());
-    };
-    if nodemaps_enforced_by_server {
-        return Ok(());
+    if settings.tenants.is_empty() {
+        return Ok(Placement::default());
     }
     // getifaddrs is a netlink round trip: off the async threads.
     let addrs = tokio::task::spawn_blocking(node_addresses)
         .await
         .map_err(|e| CsiError::Internal(format!("reading this node's addresses: {e}")))??;
-    check_node(settings, tenant, node_id, &addrs)
+    placement(
+        settings,
+        nodemaps_enforced_by_server,
+        node_id,
+        path,
+        project,
+        &addrs,
+    )
+}
+
+/// [`check_publish`] once the node's addresses are known.
+pub fn placement(
+    settings: &ShareSettings,
+    nodemaps_enforced_by_server: bool,
+    node_id: &str,
+    path: &RelPath,
+    project: Option<ProjectId>,
+    addrs: &[IpAddr],
+) -> Result<Placement> {
+    let volume_tenant = tenant_of_path(settings, path);
+    let node_tenant = tenant::tenant_of_addresses(&settings.tenants, addrs, settings.nid_net);
+    match (volume_tenant, node_tenant) {
+        (None, None) => Ok(Placement::default()),
+        (Some(volume), Some(node)) if volume.name == node.name => {
+            if !nodemaps_enforced_by_server {
+                return Ok(Placement::default());
+            }
+            let root = tenant::root_dir(&settings.prefix, volume)?;
+            Ok(Placement {
+                fileset: Some(root),
+                expect_project: project.and_then(|p| project_seen_by(volume, p)),
+            })
+        }
+        (Some(volume), _) => {
+            check_node(settings, volume, node_id, addrs).map(|()| Placement::default())
+        }
+        (None, Some(node)) => Err(CsiError::PermissionDenied(format!(
+            "node {node_id:?} belongs to tenant {}, whose nodes see only its volumes, and this \
+             volume ({}) belongs to no tenant",
+            node.name,
+            path.as_str()
+        ))),
+    }
+}
+
+/// The project ID a tenant's node sees for `project`: the same where the tenant is trusted,
+/// else what its `projid` idmap maps it to; `None` where its nodemap would squash it (the
+/// squashed ID tells nothing about the directory).
+pub fn project_seen_by(tenant: &Tenant, project: ProjectId) -> Option<ProjectId> {
+    if tenant.trusted {
+        return Some(project);
+    }
+    tenant
+        .idmaps
+        .iter()
+        .find(|m| m.idtype == IdType::Projid && m.fs_id == project.get())
+        .and_then(|m| ProjectId::new(m.client_id).ok())
 }
 
 /// How often the controller puts the tenants' roots and nodemaps back to their desired state.
@@ -378,14 +444,106 @@ mod tests {
         let path = RelPath::parse("shares/alpha/pvc-1").unwrap();
         let ctx = params(&[(context::TENANT, "beta")]);
         assert!(matches!(
-            check_publish(&s, true, "n1", &path, &ctx).await,
+            check_publish(&s, true, "n1", &path, None, &ctx).await,
             Err(CsiError::InvalidArgument(_))
         ));
-        check_publish(&s, true, "n1", &path, &HashMap::new())
-            .await
-            .unwrap();
-        // This host's addresses are not 10.1.0.0/24 (the test network is TEST-NET-free).
+        // This host's addresses are not 10.1.0.0/24 (the test network is TEST-NET-free), so
+        // it is no node of alpha's, on either kind of backend.
+        for enforced in [true, false] {
+            let err = check_publish(&s, enforced, "n1", &path, None, &HashMap::new())
+                .await
+                .unwrap_err();
+            assert!(matches!(err, CsiError::PermissionDenied(_)), "{err}");
+        }
         let addrs = node_addresses().unwrap();
         assert!(!addrs.is_empty());
+    }
+
+    fn ip(a: &str) -> IpAddr {
+        a.parse().unwrap()
+    }
+
+    fn project(id: u32) -> ProjectId {
+        ProjectId::new(id).unwrap()
+    }
+
+    #[test]
+    fn the_tenants_node_names_the_share_from_its_fileset_where_servers_enforce_nodemaps() {
+        let s = settings();
+        let path = RelPath::parse("shares/alpha/pvc-1").unwrap();
+        let alpha_node = [ip("127.0.0.1"), ip("10.1.0.9")];
+        let placed = placement(&s, true, "n1", &path, Some(project(7)), &alpha_node).unwrap();
+        assert_eq!(
+            placed,
+            Placement {
+                fileset: Some(RelPath::parse("shares/alpha").unwrap()),
+                expect_project: Some(project(7)),
+            }
+        );
+        // Where the servers do not enforce nodemaps there is no fileset to name it from.
+        assert_eq!(
+            placement(&s, false, "n1", &path, Some(project(7)), &alpha_node).unwrap(),
+            Placement::default()
+        );
+        // A volume without a project is placed, unchecked.
+        assert_eq!(
+            placement(&s, true, "n1", &path, None, &alpha_node)
+                .unwrap()
+                .expect_project,
+            None
+        );
+    }
+
+    #[test]
+    fn another_tenants_node_and_a_tenants_node_for_no_tenants_volume_are_refused() {
+        let s = settings();
+        let alpha_volume = RelPath::parse("shares/alpha/pvc-1").unwrap();
+        let plain_volume = RelPath::parse("shares/pvc-2").unwrap();
+        let beta_node = [ip("10.2.0.7")];
+        for enforced in [true, false] {
+            let err = placement(&s, enforced, "n2", &alpha_volume, None, &beta_node).unwrap_err();
+            assert!(err.to_string().contains("alpha"), "{err}");
+            assert_eq!(
+                tonic::Status::from(err).code(),
+                tonic::Code::PermissionDenied
+            );
+            let err = placement(&s, enforced, "n2", &plain_volume, None, &beta_node).unwrap_err();
+            let message = err.to_string();
+            assert!(
+                message.contains("beta") && message.contains("no tenant"),
+                "{message}"
+            );
+            assert_eq!(
+                tonic::Status::from(err).code(),
+                tonic::Code::PermissionDenied
+            );
+            // A node of no tenant: a volume of no tenant is fine, a tenant's is not.
+            let other = [ip("192.0.2.1")];
+            assert_eq!(
+                placement(&s, enforced, "n3", &plain_volume, None, &other).unwrap(),
+                Placement::default()
+            );
+            assert!(placement(&s, enforced, "n3", &alpha_volume, None, &other).is_err());
+        }
+    }
+
+    #[test]
+    fn the_project_a_node_sees_goes_through_the_tenants_idmaps() {
+        let trusted = settings().tenant("beta").unwrap().clone();
+        assert!(trusted.trusted);
+        assert_eq!(project_seen_by(&trusted, project(7)), Some(project(7)));
+        let mapped = share::Config::from_toml(
+            "backend = \"local\"\nfsname = \"fs\"\nproject_ids = \"1-9\"\n[local]\nroot = \"/x\"\n\
+             [[tenants]]\nname = \"gamma\"\nranges = [\"10.3.0.0/24\"]\n\
+             idmaps = [\"projid:70:7\", \"uid:1000:21000\"]\n",
+        )
+        .unwrap()
+        .settings()
+        .unwrap();
+        let gamma = mapped.tenant("gamma").unwrap();
+        assert!(!gamma.trusted);
+        assert_eq!(project_seen_by(gamma, project(7)), Some(project(70)));
+        // Not mapped: the nodemap squashes it, and the squashed ID proves nothing.
+        assert_eq!(project_seen_by(gamma, project(8)), None);
     }
 }

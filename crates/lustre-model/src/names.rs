@@ -227,6 +227,20 @@ impl RelPath {
             .map(|(parent, _)| RelPath(parent.to_owned()))
     }
 
+    /// `self` as seen from `base`, when `self` is strictly beneath it: `a/b/c` relative to
+    /// `a` is `b/c`; a path equal to `base`, or outside it, has none.
+    pub fn relative_to(&self, base: &RelPath) -> Option<RelPath> {
+        self.0
+            .strip_prefix(base.as_str())
+            .and_then(|rest| rest.strip_prefix('/'))
+            .map(|rest| RelPath(rest.to_owned()))
+    }
+
+    /// Whether `self` is `base` or beneath it (component-wise: `ab` is not within `a`).
+    pub fn is_within(&self, base: &RelPath) -> bool {
+        self == base || self.relative_to(base).is_some()
+    }
+
     /// The last component.
     pub fn file_name(&self) -> &str {
         self.0.rsplit('/').next().unwrap_or(&self.0)
@@ -322,6 +336,40 @@ mod tests {
         }
         assert!(RelPath::parse("shares/ ").is_err());
         assert!(RelPath::parse("shares/a /b").is_err());
+    }
+
+    #[test]
+    fn relative_to_is_component_wise() {
+        let p = |s: &str| RelPath::parse(s).unwrap();
+        assert_eq!(
+            p("shares/alpha/pvc-1").relative_to(&p("shares/alpha")),
+            Some(p("pvc-1"))
+        );
+        assert_eq!(p("a/b/c").relative_to(&p("a")), Some(p("b/c")));
+        assert_eq!(p("shares/alphabet/x").relative_to(&p("shares/alpha")), None);
+        assert_eq!(p("shares/alpha").relative_to(&p("shares/alpha")), None);
+        assert_eq!(p("shares").relative_to(&p("shares/alpha")), None);
+        assert!(p("shares/alpha").is_within(&p("shares/alpha")));
+        assert!(p("shares/alpha/x").is_within(&p("shares/alpha")));
+        assert!(!p("shares/alphabet").is_within(&p("shares/alpha")));
+    }
+
+    proptest! {
+        #[test]
+        fn relative_to_then_rejoin_is_the_path(
+            base in "[a-c]{1,2}(/[a-c]{1,2}){0,2}",
+            rest in "[a-c]{1,2}(/[a-c]{1,2}){0,2}",
+            other in "[a-c]{1,2}(/[a-c]{1,2}){0,3}",
+        ) {
+            let (base, rest) = (RelPath::parse(&base).unwrap(), RelPath::parse(&rest).unwrap());
+            let joined = RelPath::parse(&format!("{}/{}", base.as_str(), rest.as_str())).unwrap();
+            prop_assert_eq!(joined.relative_to(&base), Some(rest));
+            // Whatever `other` is, a relative part rejoins to it.
+            let other = RelPath::parse(&other).unwrap();
+            if let Some(r) = other.relative_to(&base) {
+                prop_assert_eq!(format!("{}/{}", base.as_str(), r.as_str()), other.as_str());
+            }
+        }
     }
 
     #[test]

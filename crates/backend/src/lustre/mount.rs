@@ -38,14 +38,109 @@ use crate::mount::{
 };
 use crate::{BackendError, MountMode, MountRequest, Result, VolumeStatfs};
 
-/// `<mgs nodes>:/<fsname>/<share>`: the device of a direct (fileset) mount.
-pub(super) fn device(b: &LustreBackend, request: &MountRequest) -> String {
-    format!(
-        "{}:/{}/{}",
-        b.inner.mgs_spec,
-        b.inner.config.fsname.as_str(),
-        request.share.as_str()
-    )
+/// `<mgs nodes>:/<fsname>/<path>`: the device of a direct (fileset) mount, where `path` is
+/// the share as this node names it ([`path_on_node`]); `<mgs nodes>:/<fsname>` when the
+/// share is the node's fileset itself.
+pub(super) fn device(b: &LustreBackend, request: &MountRequest) -> Result<String> {
+    let root = shared_device(b);
+    Ok(match path_on_node(request)? {
+        Some(path) => format!("{root}/{}", path.as_str()),
+        None => root,
+    })
+}
+
+/// The share as this node's client names it. A node in a tenant's nodemap has its mounts
+/// rooted at the tenant's fileset by the server (`mount-lustre.md`, fileset behaviour): up
+/// to 2.16 the server appends the requested path to the fileset, and 2.17 does too unless
+/// the path is, or starts with, a fileset. So the share is named relative to the fileset
+/// (`None`: the fileset itself, mounted by naming no path), and a relative path that would
+/// itself start with the fileset is refused, since the two releases would read it apart.
+pub(super) fn path_on_node(request: &MountRequest) -> Result<Option<RelPath>> {
+    let Some(fileset) = &request.fileset else {
+        return Ok(Some(request.share.clone()));
+    };
+    if request.share == *fileset {
+        return Ok(None);
+    }
+    let relative = request.share.relative_to(fileset).ok_or_else(|| {
+        BackendError::InvalidState(format!(
+            "share {} is not under {}, the fileset this node's nodemap roots its mounts at",
+            request.share, fileset
+        ))
+    })?;
+    if relative.is_within(fileset) {
+        return Err(BackendError::InvalidState(format!(
+            "share {} is {} under the fileset {fileset}: Lustre 2.17 would mount that path as \
+             it is and earlier releases beneath the fileset, so it is refused as ambiguous",
+            request.share, relative
+        )));
+    }
+    Ok(Some(relative))
+}
+
+/// Checks the share's root, open at `dir` on this node, against the project ID the request
+/// expects. A root this node may not read (root squashed by its nodemap, a mode that
+/// shuts the squash user out) is let through only under a fileset, which already confines
+/// the mount to the node's own tenant, and said in the log; anything else unreadable fails.
+fn verify_project(
+    dir: std::os::fd::BorrowedFd<'_>,
+    request: &MountRequest,
+    shown_as: &Path,
+) -> Result<()> {
+    if request.expect_project.is_none() {
+        return Ok(());
+    }
+    judge_project(crate::mount::project_id_of(dir), request, shown_as)
+}
+
+/// What [`verify_project`] makes of what it read.
+fn judge_project(
+    read: std::result::Result<u32, Errno>,
+    request: &MountRequest,
+    shown_as: &Path,
+) -> Result<()> {
+    let Some(expected) = request.expect_project else {
+        return Ok(());
+    };
+    match read {
+        Ok(found) if found == expected.get() => Ok(()),
+        Ok(found) => Err(BackendError::WrongDirectory {
+            path: shown_as.to_path_buf(),
+            expected: expected.get(),
+            found,
+        }),
+        Err(errno @ (Errno::EACCES | Errno::EPERM)) if request.fileset.is_some() => {
+            tracing::warn!(share = %request.share, dir = %shown_as.display(), %errno,
+                "cannot read the share root's project ID on this node (root squashed?); \
+                 not verified, the tenant fileset alone confines this mount");
+            Ok(())
+        }
+        Err(errno) => Err(BackendError::io(
+            shown_as,
+            std::io::Error::other(format!(
+                "reading its project ID to check it is volume {}'s: {errno}",
+                request.share
+            )),
+        )),
+    }
+}
+
+/// Opens the directory mounted at `target` (no symlink followed) and checks its project ID,
+/// on the bounded pool: the mount is a Lustre client's, and its server may hang.
+async fn verify_mounted(request: &MountRequest, target: &Path, timeout: Duration) -> Result<()> {
+    if request.expect_project.is_none() {
+        return Ok(());
+    }
+    let (req, path) = (request.clone(), target.to_path_buf());
+    crate::mount::FsCalls::global()
+        .run("project check", target, timeout, move || {
+            use std::os::fd::AsFd;
+            let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+            let fd = nix::fcntl::open(&path, flags, Mode::empty())
+                .map_err(|e| BackendError::io(&path, e.into()))?;
+            verify_project(fd.as_fd(), &req, &path)
+        })
+        .await?
 }
 
 /// `<mgs nodes>:/<fsname>`: the device of the shared client mount of bind mode.
@@ -157,11 +252,12 @@ pub(super) async fn mount(b: &LustreBackend, request: &MountRequest) -> Result<(
 }
 
 async fn mount_direct(b: &LustreBackend, request: &MountRequest, target: &str) -> Result<()> {
+    let timeout = b.runner(On::Node).default_timeout();
     if crate::mount::is_mount_point(&request.target)? {
         tracing::debug!(target, "already mounted");
-        return Ok(());
+        return verify_or_unmount(request, timeout).await;
     }
-    let device = device(b, request);
+    let device = device(b, request)?;
     let options = options(request)?;
     let mut argv = vec![
         b.inner.config.mount.clone(),
@@ -175,11 +271,38 @@ async fn mount_direct(b: &LustreBackend, request: &MountRequest, target: &str) -
     argv.push(device);
     argv.push(target.to_owned());
     b.run_ok(On::Node, &argv).await?;
-    Ok(())
+    verify_or_unmount(request, timeout).await
+}
+
+/// The project check of a direct mount: what fails it is unmounted at once, so no pod ever
+/// sees a directory that is not the volume.
+async fn verify_or_unmount(request: &MountRequest, timeout: Duration) -> Result<()> {
+    let Err(error) = verify_mounted(request, &request.target, timeout).await else {
+        return Ok(());
+    };
+    tracing::warn!(share = %request.share, target = %request.target.display(), %error,
+        "the mount is not the volume's directory: unmounting it");
+    if let Err(undo) = unmount_cascade(&request.target).await {
+        tracing::warn!(target = %request.target.display(), error = %undo,
+            "could not unmount the refused mount");
+    }
+    Err(error)
 }
 
 /// Bind mode: make sure the shared client mount is there, then bind the share from it.
+/// On a tenant's node the shared mount's root is the tenant's fileset (the server roots a
+/// mount that names no path there), so the share is found relative to it.
 async fn mount_bind(b: &LustreBackend, request: &MountRequest) -> Result<()> {
+    let Some(on_node) = path_on_node(request)? else {
+        return Err(BackendError::unsupported(
+            "bind mode",
+            format!(
+                "{} is this node's whole tenant fileset, which is the shared client mount \
+                 itself; publish it with mountMode direct",
+                request.share
+            ),
+        ));
+    };
     let shared = b.shared_mount_path();
     let bind_opts = bind_options(request, &b.inner.config.node_mount_options)?;
     let flags = bind_flags(request.read_only, &bind_opts)?;
@@ -195,7 +318,7 @@ async fn mount_bind(b: &LustreBackend, request: &MountRequest) -> Result<()> {
         return match top_mount(&entries, &shared) {
             Some(s)
                 if existing.device == s.device
-                    && existing.root == s.root.join(request.share.as_str())
+                    && existing.root == s.root.join(on_node.as_str())
                     && existing.read_only == read_only =>
             {
                 tracing::debug!(target = %target.display(), "already bind-mounted");
@@ -217,7 +340,7 @@ async fn mount_bind(b: &LustreBackend, request: &MountRequest) -> Result<()> {
         mount_shared(b, &shared).await?;
     }
     let timeout = b.runner(On::Node).default_timeout();
-    let result = bind_share(&shared, &request.share, target.clone(), flags, timeout).await;
+    let result = bind_share(&shared, &on_node, request, flags, timeout).await;
     match &result {
         Ok(()) => tracing::info!(share = %request.share, target = %target.display(),
             shared = %shared.display(), read_only, "bind-mounted from the shared client mount"),
@@ -271,22 +394,29 @@ async fn mount_shared(b: &LustreBackend, shared: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Binds `<shared>/<share>` on `target`. The share is opened beneath the shared mount with
-/// `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV)` and the bind made from
-/// that descriptor, so a symlink planted on the way (or swapped in meanwhile) cannot make us
-/// mount something outside the filesystem into a pod.
+/// Binds `<shared>/<on_node>` on the request's target. The share is opened beneath the
+/// shared mount with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV)`,
+/// checked through that descriptor ([`verify_project`]), and the bind made from it, so a
+/// symlink planted on the way (or swapped in meanwhile) cannot make us mount something
+/// outside the filesystem into a pod, nor a directory other than the one checked.
 async fn bind_share(
     shared: &Path,
-    share: &RelPath,
-    target: PathBuf,
+    on_node: &RelPath,
+    request: &MountRequest,
     flags: nix::mount::MsFlags,
     timeout: Duration,
 ) -> Result<()> {
-    let (root, rel) = (shared.to_path_buf(), share.clone());
-    let what = format!("open {} beneath {}", share.as_str(), shared.display());
-    let fd = bounded(what, timeout, move || open_beneath(&root, &rel)).await??;
+    let (root, rel, req) = (shared.to_path_buf(), on_node.clone(), request.clone());
+    let what = format!("open {} beneath {}", on_node.as_str(), shared.display());
+    let fd = bounded(what, timeout, move || {
+        use std::os::fd::AsFd;
+        let fd = open_beneath(&root, &rel)?;
+        verify_project(fd.as_fd(), &req, &root.join(rel.as_str()))?;
+        Ok::<_, BackendError>(fd)
+    })
+    .await??;
     let source = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
-    let result = bind_mount(source, target, flags).await;
+    let result = bind_mount(source, request.target.clone(), flags).await;
     drop(fd);
     result
 }
@@ -564,7 +694,60 @@ mod tests {
             read_only,
             options: options.iter().map(|o| o.to_string()).collect(),
             mode: MountMode::Bind,
+            fileset: None,
+            expect_project: None,
         }
+    }
+
+    #[test]
+    fn the_project_check_refuses_another_directory_and_an_unreadable_one_outside_a_fileset() {
+        let shown = Path::new("/t");
+        let mut req = request(&[], false);
+        req.expect_project = Some(lustre_model::ProjectId::new(7).unwrap());
+        judge_project(Ok(7), &req, shown).unwrap();
+        let err = judge_project(Ok(9), &req, shown).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                BackendError::WrongDirectory {
+                    expected: 7,
+                    found: 9,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // Unreadable (root squashed): refused unless a fileset confines the mount anyway.
+        assert!(judge_project(Err(Errno::EACCES), &req, shown).is_err());
+        assert!(judge_project(Err(Errno::ENOTTY), &req, shown).is_err());
+        req.fileset = Some(RelPath::parse("shares").unwrap());
+        judge_project(Err(Errno::EACCES), &req, shown).unwrap();
+        let err = judge_project(Err(Errno::ENOTTY), &req, shown).unwrap_err();
+        assert!(err.to_string().contains("project ID"), "{err}");
+        // Nothing expected: nothing checked.
+        req.expect_project = None;
+        judge_project(Ok(9), &req, shown).unwrap();
+    }
+
+    #[test]
+    fn the_share_is_named_from_the_nodes_fileset() {
+        let mut req = request(&[], false);
+        req.share = RelPath::parse("shares/alpha/pvc-1").unwrap();
+        assert_eq!(path_on_node(&req).unwrap(), Some(req.share.clone()));
+        req.fileset = Some(RelPath::parse("shares/alpha").unwrap());
+        assert_eq!(
+            path_on_node(&req).unwrap(),
+            Some(RelPath::parse("pvc-1").unwrap())
+        );
+        req.share = RelPath::parse("shares/alpha").unwrap();
+        assert_eq!(path_on_node(&req).unwrap(), None);
+        req.share = RelPath::parse("shares/beta/pvc-1").unwrap();
+        let err = path_on_node(&req).unwrap_err();
+        assert!(err.to_string().contains("not under"), "{err}");
+        // 2.17 would take `shares/alpha/...` as it is, earlier releases beneath the fileset.
+        req.share = RelPath::parse("shares/alpha/shares/alpha/x").unwrap();
+        let err = path_on_node(&req).unwrap_err();
+        assert!(err.to_string().contains("ambiguous"), "{err}");
     }
 
     #[test]

@@ -101,11 +101,12 @@ impl NodeService {
             .backend()
             .capabilities()
             .nodemaps_enforced_by_server;
-        crate::tenancy::check_publish(
+        let placement = crate::tenancy::check_publish(
             settings,
             enforced,
             &self.driver.node_id,
             &volume.path,
+            volume.project,
             &req.volume_context,
         )
         .await?;
@@ -141,6 +142,8 @@ impl NodeService {
             read_only,
             options,
             mode: volume.mount_mode,
+            fileset: placement.fileset,
+            expect_project: placement.expect_project,
         };
         if backend.stat_dir(&volume.path).await?.is_none() {
             return Err(CsiError::NotFound(format!(
