@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(btrfs-progs e2fsprogs util-linux openssh-server openssh-client rclone bc time)
+packages=(btrfs-progs e2fsprogs xfsprogs util-linux openssh-server openssh-client rclone bc time)
 [ "${1:-}" = "--demo" ] && packages=(btrfs-progs)
 
 missing=()
