@@ -143,11 +143,8 @@ impl Node {
     }
 
     fn backend(&self, server: &Arc<FilesetServer>) -> LustreBackend {
-        let mut config = LustreConfig::new(
-            FsName::new("testfs").unwrap(),
-            vec![MGS.into()],
-            &self.fs,
-        );
+        let mut config =
+            LustreConfig::new(FsName::new("testfs").unwrap(), vec![MGS.into()], &self.fs);
         config.node_mount_root = self.dir.path().join("node");
         LustreBackend::with_runner(config, server.clone()).unwrap()
     }
@@ -237,7 +234,14 @@ async fn direct_another_tenants_same_named_directory_is_refused_and_unmounted() 
         .await
         .unwrap_err();
     assert!(
-        matches!(err, BackendError::WrongDirectory { expected: 7, found: 9, .. }),
+        matches!(
+            err,
+            BackendError::WrongDirectory {
+                expected: 7,
+                found: 9,
+                ..
+            }
+        ),
         "{err}"
     );
     assert!(err.to_string().contains("not the volume's"), "{err}");
@@ -284,12 +288,16 @@ async fn bind_the_shared_mount_is_the_tenants_root_and_the_share_is_checked_befo
     // The servers root the node at beta's fileset: the check refuses beta's directory
     // before any bind, and the shared mount made for it is not left behind.
     *server.fileset.lock().unwrap() = "shares/beta".into();
-    let err = b
-        .mount(&request(&t2, MountMode::Bind))
-        .await
-        .unwrap_err();
+    let err = b.mount(&request(&t2, MountMode::Bind)).await.unwrap_err();
     assert!(
-        matches!(err, BackendError::WrongDirectory { expected: 7, found: 9, .. }),
+        matches!(
+            err,
+            BackendError::WrongDirectory {
+                expected: 7,
+                found: 9,
+                ..
+            }
+        ),
         "{err}"
     );
     assert!(!mounted(&t2));
