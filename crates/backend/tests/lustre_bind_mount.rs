@@ -5,6 +5,9 @@
 //! code: the reference counting from `/proc/self/mountinfo`, the bind mounts from the shared
 //! mount, the read-only remount and the bounded unmount cascade.
 
+mod mount_common;
+
+use mount_common::run;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -131,28 +134,8 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-            return;
-        };
-        let mut ours: Vec<PathBuf> = backend::mount::parse_mountinfo(&info)
-            .unwrap()
-            .into_iter()
-            .map(|e| e.mount_point)
-            .filter(|m| m.starts_with(self.dir.path()))
-            .collect();
-        ours.reverse();
-        for m in ours {
-            let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
-        }
+        mount_common::detach_mounts_under(self.dir.path());
     }
-}
-
-fn run(program: &str, args: &[&str]) {
-    let status = std::process::Command::new(program)
-        .args(args)
-        .status()
-        .unwrap();
-    assert!(status.success(), "{program} {args:?}: {status}");
 }
 
 fn require_root() {

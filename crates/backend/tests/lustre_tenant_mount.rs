@@ -10,6 +10,9 @@
 //! (a node moved between tenants before the nodemaps were reconciled): then a same-named
 //! directory the other tenant made stands in for the volume, and must be refused.
 
+mod mount_common;
+
+use mount_common::run;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -158,28 +161,8 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-            return;
-        };
-        let mut ours: Vec<PathBuf> = backend::mount::parse_mountinfo(&info)
-            .unwrap()
-            .into_iter()
-            .map(|e| e.mount_point)
-            .filter(|m| m.starts_with(self.dir.path()))
-            .collect();
-        ours.reverse();
-        for m in ours {
-            let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
-        }
+        mount_common::detach_mounts_under(self.dir.path());
     }
-}
-
-fn run(program: &str, args: &[&str]) {
-    let status = std::process::Command::new(program)
-        .args(args)
-        .status()
-        .unwrap_or_else(|e| panic!("{program}: {e} (scripts/install-deps.sh installs it)"));
-    assert!(status.success(), "{program} {args:?}: {status}");
 }
 
 /// alpha's `pvc-1` (project 7), published on a node that believes it is alpha's.
