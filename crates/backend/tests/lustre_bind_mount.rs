@@ -64,18 +64,7 @@ impl CommandRunner for BindStandIn {
             )));
         }
         let target = &argv[argv.len() - 1];
-        let out = tokio::process::Command::new("mount")
-            .arg("--bind")
-            .arg(&self.fs)
-            .arg(target)
-            .output()
-            .await
-            .map_err(|e| BackendError::io("mount", e))?;
-        Ok(CommandOutput {
-            exit_code: out.status.code(),
-            stdout: out.stdout,
-            stderr: out.stderr,
-        })
+        mount_common::bind_as_client_mount(&self.fs, target).await
     }
 }
 

@@ -93,18 +93,7 @@ impl CommandRunner for FilesetServer {
                 .into_bytes(),
             });
         }
-        let out = tokio::process::Command::new("mount")
-            .arg("--bind")
-            .arg(&source)
-            .arg(target)
-            .output()
-            .await
-            .map_err(|e| BackendError::io("mount", e))?;
-        Ok(CommandOutput {
-            exit_code: out.status.code(),
-            stdout: out.stdout,
-            stderr: out.stderr,
-        })
+        mount_common::bind_as_client_mount(&source, target).await
     }
 }
 

@@ -32,3 +32,23 @@ pub fn detach_mounts_under(dir: &Path) {
         let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
     }
 }
+
+/// What a stand-in for `mount -t lustre` answers when it makes the client mount as a real
+/// `mount --bind source target`: that command's own status and output.
+pub async fn bind_as_client_mount(
+    source: &Path,
+    target: &str,
+) -> backend::Result<backend::lustre::CommandOutput> {
+    let out = tokio::process::Command::new("mount")
+        .arg("--bind")
+        .arg(source)
+        .arg(target)
+        .output()
+        .await
+        .map_err(|e| backend::BackendError::io("mount", e))?;
+    Ok(backend::lustre::CommandOutput {
+        exit_code: out.status.code(),
+        stdout: out.stdout,
+        stderr: out.stderr,
+    })
+}
