@@ -3,54 +3,23 @@
 //! `make test` exports its env). Needs root (loop devices, bind mounts).
 
 mod common;
+#[path = "../../backend/tests/fscrypt_common/mod.rs"]
+mod fscrypt_common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::*;
 use csi::grpc::*;
 use csi::{DriverOptions, Mode};
+use fscrypt_common::Ext4;
 use tonic::Code;
 
 const MIB: i64 = 1 << 20;
 
-struct Ext4 {
-    _dir: tempfile::TempDir,
-    mnt: PathBuf,
-}
-
-impl Drop for Ext4 {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-R").arg(&self.mnt).status();
-    }
-}
-
+/// An ext4 `-O encrypt` image of 128 MiB, mounted at `<tempdir>/mnt`.
 fn ext4_encrypt() -> Ext4 {
-    let ok = |cmd: &mut Command| cmd.output().map(|o| o.status.success()).unwrap_or(false);
-    assert!(is_root(), "needs root (loop devices, mount)");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let image = dir.path().join("fs.img");
-    let mnt = dir.path().join("mnt");
-    std::fs::create_dir_all(&mnt).expect("mkdir");
-    std::fs::File::create(&image)
-        .and_then(|f| f.set_len(128 << 20))
-        .expect("image");
-    assert!(
-        ok(Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-O", "encrypt"])
-            .arg(&image)),
-        "mkfs.ext4 -O encrypt failed (e2fsprogs)"
-    );
-    assert!(
-        ok(Command::new("mount")
-            .arg("-o")
-            .arg("loop")
-            .arg(&image)
-            .arg(&mnt)),
-        "cannot mount a loop device here"
-    );
-    Ext4 { _dir: dir, mnt }
+    fscrypt_common::ext4_encrypt_sized("mnt", 128 << 20)
 }
 
 /// A driver (controller and node) on `root`, with its own node state: one "node".
