@@ -227,20 +227,29 @@ impl NodeService {
                 mounted: true,
             } => {
                 let (s, t) = (source.clone(), path.clone());
-                return if self
+                if !self
                     .fs_call("stat", &path, move || {
                         node_ops::mount_matches(&s, &t, read_only)
                     })
                     .await?
                 {
-                    self.hold_node_state(req, &path, volume, false).await?;
-                    Ok(NodePublishVolumeResponse {})
-                } else {
-                    Err(CsiError::AlreadyExists(format!(
+                    return Err(CsiError::AlreadyExists(format!(
                         "target {} already has another mount (another volume, or read-only differs)",
                         path.display()
-                    )))
-                };
+                    )));
+                }
+                if request.expect_project.is_some() {
+                    // The node cannot compare with the share's host path (it may have no
+                    // such mount): the backend checks the project of what is mounted.
+                    backend
+                        .mount(&MountRequest {
+                            target: path.clone(),
+                            ..request
+                        })
+                        .await?;
+                }
+                self.hold_node_state(req, &path, volume, false).await?;
+                return Ok(NodePublishVolumeResponse {});
             }
             Target::Dir {
                 path,
