@@ -1,7 +1,7 @@
 //! Tenants through the driver: a volume is placed under its tenant's root (by the class's
-//! `tenant` or its PVC namespace's), the tenant's quota caps its volumes together, and on
-//! the `local` backend (no server-side nodemaps) NodePublishVolume refuses a tenant's volume
-//! on a node that is not the tenant's. The root test gives a node plugin its own network
+//! `tenant` or its PVC namespace's), the tenant's quota caps its volumes together, and
+//! NodePublishVolume refuses a tenant's volume on a node that is not the tenant's, and a
+//! volume of no tenant on a tenant's node (on `local` nothing else would). The root test gives a node plugin its own network
 //! namespace with its own address (a veth end), as a node of the other tenant.
 
 mod common;
@@ -222,112 +222,22 @@ async fn a_tenant_volume_lives_under_its_root_and_is_refused_on_a_node_not_its_o
     assert!(!root.join("shares/far/pvc-far").exists());
 }
 
-/// A network namespace with a veth end holding `addr`, removed (with the veth pair) on drop.
-/// It is held by a child process (`unshare --net sleep`), not made with `ip netns add`: that
-/// turns `/run/netns` into a bind mount of itself, under which the namespaces the container
-/// runtime had already mounted there can no longer be removed, so the cluster's pods of the
-/// moment could never finish terminating.
-struct NetNs {
-    holder: std::process::Child,
-}
-
-impl NetNs {
-    fn new(addr: &str) -> NetNs {
-        let holder = std::process::Command::new("unshare")
-            .args(["--net", "sleep", "3600"])
-            .spawn()
-            .expect("run unshare");
-        let ns = NetNs { holder };
-        // The child is in its own namespace once its /proc entry says so.
-        let own = std::fs::read_link("/proc/self/ns/net").expect("our netns");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::fs::read_link(ns.path()).ok().as_ref() == Some(&own) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "unshare --net did not start"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        let pid = ns.holder.id().to_string();
-        let (host_end, ns_end) = (format!("lkta{pid}"), format!("lktb{pid}"));
-        let run = |program: &str, args: &[&str]| {
-            let status = std::process::Command::new(program)
-                .args(args)
-                .status()
-                .unwrap_or_else(|e| panic!("run {program}: {e}"));
-            assert!(status.success(), "{program} {args:?} failed");
-        };
-        let inside = |args: &[&str]| {
-            let mut all = vec!["-t", pid.as_str(), "-n", "ip"];
-            all.extend_from_slice(args);
-            run("nsenter", &all);
-        };
-        run(
-            "ip",
-            &[
-                "link", "add", &host_end, "type", "veth", "peer", "name", &ns_end,
-            ],
-        );
-        run("ip", &["link", "set", &ns_end, "netns", &pid]);
-        inside(&["addr", "add", addr, "dev", &ns_end]);
-        inside(&["link", "set", &ns_end, "up"]);
-        inside(&["link", "set", "lo", "up"]);
-        run("ip", &["link", "set", &host_end, "up"]);
-        ns
-    }
-
-    /// The namespace, as a path `setns` can open.
-    fn path(&self) -> String {
-        format!("/proc/{}/ns/net", self.holder.id())
-    }
-}
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        // The last holder gone, the namespace goes, with its veth end and so the pair.
-        let _ = self.holder.kill();
-        let _ = self.holder.wait();
-    }
-}
-
-/// Runs a node plugin on `socket` in the network namespace at the path `ns`: a thread of its own joins
-/// the namespace and runs its own runtime, so every address it reads is the namespace's.
+/// Runs a node plugin on `socket` in the network namespace at the path `ns`.
 async fn node_in_netns(
     ns: &str,
     root: &Path,
     socket: &Path,
     node_id: &str,
 ) -> (oneshot::Sender<()>, std::thread::JoinHandle<()>) {
-    let (stop, stopped) = oneshot::channel();
-    let (ready, is_ready) = oneshot::channel();
-    let path = ns.to_string();
     let (root, socket, node_id) = (
         root.to_path_buf(),
         socket.to_path_buf(),
         node_id.to_string(),
     );
-    let thread = std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).expect("open the network namespace");
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let (up, is_up) = oneshot::channel();
-            let server = serve(&root, &socket, options(Mode::Node, &node_id), stopped, up);
-            let announce = async move {
-                let _ = is_up.await;
-                let _ = ready.send(());
-            };
-            tokio::join!(server, announce);
-        });
-    });
-    tokio::time::timeout(std::time::Duration::from_secs(60), is_ready)
-        .await
-        .expect("node plugin in the namespace did not start in time")
-        .expect("node plugin in the namespace failed to start");
-    (stop, thread)
+    serve_in_netns(ns, move |stopped, up| async move {
+        serve(&root, &socket, options(Mode::Node, &node_id), stopped, up).await
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -382,6 +292,26 @@ async fn a_volume_of_one_tenant_is_refused_on_the_other_tenants_node() {
         "{err:?}"
     );
     assert!(!far_target.exists());
+
+    // A volume of no tenant: beta's node sees only beta's volumes.
+    let plain = c
+        .create_volume(create("pvc-plain", 1, &[]))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let plain_target = dir.path().join("plain-target");
+    let err = n
+        .node_publish_volume(publish(&plain, &plain_target))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message().contains("beta") && err.message().contains("no tenant"),
+        "{err:?}"
+    );
+    assert!(!plain_target.exists());
 
     let beta_target = dir.path().join("beta-target");
     n.node_publish_volume(publish(&beta, &beta_target))

@@ -4,7 +4,8 @@
 //! Lustre does), and [`FilesetServer`], the node's command runner, plays the server's side
 //! of a client mount: it roots the mount at the node's nodemap fileset and puts the
 //! requested path beneath it (`mount-lustre.md`, fileset behaviour, ≤2.16), as a real bind
-//! mount.
+//! mount. The share service's directory commands run for real on the image, and `lfs
+//! project -d` is answered from the directory's real project ID; no other Lustre tool is.
 
 #![allow(dead_code)]
 
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use backend::BackendError;
-use backend::lustre::{CommandOutput, CommandRunner, LustreBackend, LustreConfig};
+use backend::lustre::{CommandOutput, CommandRunner, LocalRunner, LustreBackend, LustreConfig};
 use lustre_model::FsName;
 
 use super::mount_common::{bind_as_client_mount, detach_mounts_under, run};
@@ -65,19 +66,41 @@ impl CommandRunner for FilesetServer {
     async fn run_with_timeout(
         &self,
         argv: &[String],
-        _stdin: Option<&[u8]>,
-        _timeout: Duration,
+        stdin: Option<&[u8]>,
+        timeout: Duration,
     ) -> backend::Result<CommandOutput> {
-        self.calls.lock().unwrap().push(argv.to_vec());
-        let is_client_mount =
-            argv.len() >= 5 && argv[0] == "mount" && argv[1..3] == ["-t", "lustre"];
-        let (device, target) = (&argv[argv.len() - 2], &argv[argv.len() - 1]);
-        let Some(asked) = device.strip_prefix(&format!("{MGS}:/testfs")) else {
-            return Err(BackendError::InvalidState(format!(
-                "the stand-in only runs client mounts of testfs, not {argv:?}"
-            )));
+        let Some(program) = argv.first() else {
+            return Err(BackendError::InvalidState("an empty argv".into()));
         };
-        assert!(is_client_mount, "{argv:?}");
+        if program != "mount" {
+            // The share service's directory commands (mkdir, mv, ...) run for real on the
+            // stand-in filesystem; Lustre's own tools are not here.
+            if let [_, project, d, dir] = argv
+                && program == "lfs"
+                && project == "project"
+                && d == "-d"
+            {
+                return lfs_project_d(Path::new(dir));
+            }
+            if program == "lfs" || program == "lctl" {
+                return Err(BackendError::InvalidState(format!(
+                    "the stand-in has no Lustre tools: {argv:?}"
+                )));
+            }
+            return LocalRunner::new(timeout, 2)
+                .run_with_timeout(argv, stdin, timeout)
+                .await;
+        }
+        self.calls.lock().unwrap().push(argv.to_vec());
+        let (device, target) = (&argv[argv.len() - 2], &argv[argv.len() - 1]);
+        let asked = match device.strip_prefix(&format!("{MGS}:/testfs")) {
+            Some(asked) if argv.len() >= 5 && argv[1..3] == ["-t", "lustre"] => asked,
+            _ => {
+                return Err(BackendError::InvalidState(format!(
+                    "the stand-in only runs client mounts of testfs, not {argv:?}"
+                )));
+            }
+        };
         let fileset = self.fileset.lock().unwrap().clone();
         let source = self.fs.join(fileset).join(asked.trim_start_matches('/'));
         if !source.is_dir() {
@@ -149,4 +172,19 @@ impl Drop for TenantFs {
     fn drop(&mut self) {
         detach_mounts_under(self.dir.path());
     }
+}
+
+/// `lfs project -d DIR` as `lfs-project.md` prints it (`%5u %c %s`), from the directory's
+/// real project ID (the inherit flag shown for any project).
+fn lfs_project_d(dir: &Path) -> backend::Result<CommandOutput> {
+    use std::os::fd::AsFd;
+    let opened = std::fs::File::open(dir).map_err(|e| BackendError::io(dir, e))?;
+    let id = backend::mount::project_id_of(opened.as_fd())
+        .map_err(|e| BackendError::io(dir, e.into()))?;
+    let inherit = if id == 0 { '-' } else { 'P' };
+    Ok(CommandOutput {
+        exit_code: Some(0),
+        stdout: format!("{id:>5} {inherit} {}\n", dir.display()).into_bytes(),
+        stderr: vec![],
+    })
 }

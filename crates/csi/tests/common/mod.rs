@@ -348,3 +348,115 @@ impl Drop for OwnKmip {
         self.stop();
     }
 }
+
+/// A network namespace with a veth end holding `addr`, removed (with the veth pair) on drop.
+/// It is held by a child process (`unshare --net sleep`), not made with `ip netns add`: that
+/// turns `/run/netns` into a bind mount of itself, under which the namespaces the container
+/// runtime had already mounted there can no longer be removed, so the cluster's pods of the
+/// moment could never finish terminating.
+pub struct NetNs {
+    holder: std::process::Child,
+}
+
+impl NetNs {
+    pub fn new(addr: &str) -> NetNs {
+        let holder = std::process::Command::new("unshare")
+            .args(["--net", "sleep", "3600"])
+            .spawn()
+            .expect("run unshare");
+        let ns = NetNs { holder };
+        // The child is in its own namespace once its /proc entry says so.
+        let own = std::fs::read_link("/proc/self/ns/net").expect("our netns");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::read_link(ns.path()).ok().as_ref() == Some(&own) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "unshare --net did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let pid = ns.holder.id().to_string();
+        let (host_end, ns_end) = (format!("lkta{pid}"), format!("lktb{pid}"));
+        let run = |program: &str, args: &[&str]| {
+            let status = std::process::Command::new(program)
+                .args(args)
+                .status()
+                .unwrap_or_else(|e| panic!("run {program}: {e}"));
+            assert!(status.success(), "{program} {args:?} failed");
+        };
+        let inside = |args: &[&str]| {
+            let mut all = vec!["-t", pid.as_str(), "-n", "ip"];
+            all.extend_from_slice(args);
+            run("nsenter", &all);
+        };
+        run(
+            "ip",
+            &[
+                "link", "add", &host_end, "type", "veth", "peer", "name", &ns_end,
+            ],
+        );
+        run("ip", &["link", "set", &ns_end, "netns", &pid]);
+        inside(&["addr", "add", addr, "dev", &ns_end]);
+        inside(&["link", "set", &ns_end, "up"]);
+        inside(&["link", "set", "lo", "up"]);
+        run("ip", &["link", "set", &host_end, "up"]);
+        ns
+    }
+
+    /// The namespace, as a path `setns` can open.
+    pub fn path(&self) -> String {
+        format!("/proc/{}/ns/net", self.holder.id())
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        // The last holder gone, the namespace goes, with its veth end and so the pair.
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
+}
+
+/// Runs `serve` on a thread of its own that has joined the network namespace at the path
+/// `ns`, with its own runtime, so every address it reads is the namespace's. `serve` gets
+/// the receiver that stops it and the sender it fires once it serves; this returns when it
+/// does (or fails after a minute), with the stop sender and the thread.
+pub async fn serve_in_netns<F, Fut>(
+    ns: &str,
+    serve: F,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    std::thread::JoinHandle<()>,
+)
+where
+    F: FnOnce(tokio::sync::oneshot::Receiver<()>, tokio::sync::oneshot::Sender<()>) -> Fut
+        + Send
+        + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    use tokio::sync::oneshot;
+    let (stop, stopped) = oneshot::channel();
+    let (ready, is_ready) = oneshot::channel();
+    let path = ns.to_string();
+    let thread = std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).expect("open the network namespace");
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let (up, is_up) = oneshot::channel();
+            let announce = async move {
+                let _ = is_up.await;
+                let _ = ready.send(());
+            };
+            tokio::join!(serve(stopped, up), announce);
+        });
+    });
+    tokio::time::timeout(std::time::Duration::from_secs(60), is_ready)
+        .await
+        .expect("the server in the namespace did not start in time")
+        .expect("the server in the namespace failed to start");
+    (stop, thread)
+}
