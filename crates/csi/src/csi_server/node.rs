@@ -208,39 +208,27 @@ impl NodeService {
             Target::Dir {
                 path,
                 mounted: true,
-            } if volume.mount_mode == MountMode::Bind
-                && backend.capabilities().bind_from_shared_client_mount =>
-            {
-                // The bind comes from the node's shared client mount, not from the host path
-                // the controller sees: the backend checks it against its mount table.
-                backend
-                    .mount(&MountRequest {
-                        target: path.clone(),
-                        ..request
-                    })
-                    .await?;
-                self.hold_node_state(req, &path, volume, false).await?;
-                return Ok(NodePublishVolumeResponse {});
-            }
-            Target::Dir {
-                path,
-                mounted: true,
             } => {
+                // A bind from the node's shared client mount is not of the host path the
+                // controller sees: the backend checks it against its mount table.
+                let from_shared = volume.mount_mode == MountMode::Bind
+                    && backend.capabilities().bind_from_shared_client_mount;
                 let (s, t) = (source.clone(), path.clone());
-                if !self
-                    .fs_call("stat", &path, move || {
-                        node_ops::mount_matches(&s, &t, read_only)
-                    })
-                    .await?
+                if !from_shared
+                    && !self
+                        .fs_call("stat", &path, move || {
+                            node_ops::mount_matches(&s, &t, read_only)
+                        })
+                        .await?
                 {
                     return Err(CsiError::AlreadyExists(format!(
                         "target {} already has another mount (another volume, or read-only differs)",
                         path.display()
                     )));
                 }
-                if request.expect_project.is_some() {
-                    // The node cannot compare with the share's host path (it may have no
-                    // such mount): the backend checks the project of what is mounted.
+                // With a project to check, the backend checks what is mounted (the node may
+                // have no mount of the share's host path to compare with).
+                if from_shared || request.expect_project.is_some() {
                     backend
                         .mount(&MountRequest {
                             target: path.clone(),
