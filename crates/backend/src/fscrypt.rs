@@ -1,7 +1,7 @@
 //! fscrypt v2 through the kernel's ioctls (no `fscrypt` tool), the same on every filesystem
 //! that has it (ext4 with `-O encrypt`, a Lustre client mount), and the one type that holds
-//! a raw key: [`SecretKey`], a page of locked memory (`mlock`) that is zeroed on drop and
-//! whose `Debug` never prints the bytes.
+//! a raw key: [`SecretKey`], a page of locked memory (`mlock`) kept out of core dumps and
+//! forked children, zeroed on drop, whose `Debug` never prints the bytes.
 //!
 //! - [`add_key`] (`FS_IOC_ADD_ENCRYPTION_KEY`) gives the filesystem a key and returns its
 //!   identifier, which the kernel derives from the key (HKDF), so the identifier is safe to
@@ -32,8 +32,8 @@ const PAGE: usize = 4096;
 pub enum KeyError {
     #[error("an fscrypt key must be {MIN_KEY_SIZE} to {MAX_KEY_SIZE} bytes, not {0}")]
     Length(usize),
-    /// Keys live only in locked memory; without it there is no key.
-    #[error("cannot lock memory for a key: {0} (raise RLIMIT_MEMLOCK or grant CAP_IPC_LOCK)")]
+    /// Keys live only in locked memory kept out of core dumps; without it there is no key.
+    #[error("cannot map locked memory for a key: {0} (raise RLIMIT_MEMLOCK or grant CAP_IPC_LOCK)")]
     Lock(Errno),
 }
 
@@ -45,8 +45,11 @@ pub enum KeyError {
 /// pointers), at most one page long.
 unsafe trait Plain: Zeroize {}
 
-/// One page of locked memory holding a `T`, zeroed when dropped. A page of its own, so
-/// unlocking it never unlocks someone else's secret on the same page.
+/// One page of memory of its own holding a `T`: an anonymous mapping, locked (`mlock`: never
+/// swapped), left out of core dumps (`MADV_DONTDUMP`: a crash does not write it to disk) and
+/// wiped in a forked child (`MADV_WIPEONFORK`: the commands this process forks never hold a
+/// copy), and zeroed when dropped. A page of its own, so unlocking it never unlocks someone
+/// else's secret on the same page.
 struct Locked<T: Plain> {
     ptr: NonNull<T>,
 }
@@ -56,25 +59,31 @@ unsafe impl<T: Plain + Send> Send for Locked<T> {}
 unsafe impl<T: Plain + Sync> Sync for Locked<T> {}
 
 impl<T: Plain> Locked<T> {
-    fn layout() -> std::alloc::Layout {
-        const { assert!(std::mem::size_of::<T>() <= PAGE) };
-        // PAGE is a power of two and nonzero: this cannot fail.
-        std::alloc::Layout::from_size_align(PAGE, PAGE).expect("page layout")
-    }
-
     /// A zeroed, locked `T`.
     fn new() -> Result<Self, KeyError> {
-        let layout = Self::layout();
-        // SAFETY: the layout has a nonzero size.
-        let raw = unsafe { std::alloc::alloc_zeroed(layout) };
-        let Some(page) = NonNull::new(raw) else {
-            std::alloc::handle_alloc_error(layout);
+        use nix::sys::mman::{MapFlags, MmapAdvise, ProtFlags};
+        const { assert!(std::mem::size_of::<T>() <= PAGE) };
+        let length = const { std::num::NonZeroUsize::new(PAGE).expect("PAGE is not zero") };
+        // SAFETY: a fresh private anonymous mapping, aliasing nothing; the kernel zeroes it.
+        let page = unsafe {
+            nix::sys::mman::mmap_anonymous(
+                None,
+                length,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_PRIVATE,
+            )
+        }
+        .map_err(KeyError::Lock)?;
+        let guard = |e: Errno| {
+            // SAFETY: mapped above, PAGE long; nothing secret in it yet.
+            let _ = unsafe { nix::sys::mman::munmap(page, PAGE) };
+            KeyError::Lock(e)
         };
         // SAFETY: the page is ours and PAGE bytes long.
-        if let Err(e) = unsafe { nix::sys::mman::mlock(page.cast(), PAGE) } {
-            // SAFETY: allocated above with this layout; nothing secret in it yet.
-            unsafe { std::alloc::dealloc(raw, layout) };
-            return Err(KeyError::Lock(e));
+        unsafe {
+            nix::sys::mman::mlock(page, PAGE).map_err(guard)?;
+            nix::sys::mman::madvise(page, PAGE, MmapAdvise::MADV_DONTDUMP).map_err(guard)?;
+            nix::sys::mman::madvise(page, PAGE, MmapAdvise::MADV_WIPEONFORK).map_err(guard)?;
         }
         // Zeroed bytes are a valid T (see Plain).
         Ok(Self { ptr: page.cast() })
@@ -94,11 +103,8 @@ impl<T: Plain> Locked<T> {
 impl<T: Plain> Drop for Locked<T> {
     fn drop(&mut self) {
         self.get_mut().zeroize();
-        // SAFETY: the page was locked and allocated in `new` with this layout.
-        unsafe {
-            let _ = nix::sys::mman::munlock(self.ptr.cast(), PAGE);
-            std::alloc::dealloc(self.ptr.as_ptr().cast(), Self::layout());
-        }
+        // SAFETY: mapped in `new`, PAGE long, and no reference to it outlives `self`.
+        let _ = unsafe { nix::sys::mman::munmap(self.ptr.cast(), PAGE) };
     }
 }
 
@@ -486,6 +492,36 @@ mod tests {
             nix::request_code_readwrite!(b'f', 23, ADD_KEY_ARG_SIZE) as u32,
             0xc050_6617
         );
+    }
+
+    /// The `VmFlags` of the mapping that holds `addr`, from `/proc/self/smaps`.
+    fn vm_flags_at(addr: usize) -> Vec<String> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
+        let mut inside = false;
+        for line in smaps.lines() {
+            if let Some((range, _)) = line.split_once(' ')
+                && let Some((start, end)) = range.split_once('-')
+                && let (Ok(start), Ok(end)) = (
+                    usize::from_str_radix(start, 16),
+                    usize::from_str_radix(end, 16),
+                )
+            {
+                inside = (start..end).contains(&addr);
+            } else if inside && let Some(flags) = line.strip_prefix("VmFlags:") {
+                return flags.split_whitespace().map(str::to_owned).collect();
+            }
+        }
+        panic!("no mapping holds {addr:#x}");
+    }
+
+    #[test]
+    fn a_key_page_is_locked_kept_out_of_core_dumps_and_wiped_on_fork() {
+        let key = SecretKey::from_slice(&[7; 32]).expect("a key");
+        let flags = vm_flags_at(key.inner.ptr.as_ptr() as usize);
+        // proc_pid_smaps(5): lo = locked, dd = not in core dumps, wf = wiped on fork.
+        for flag in ["lo", "dd", "wf"] {
+            assert!(flags.iter().any(|f| f == flag), "{flag} not in {flags:?}");
+        }
     }
 
     #[test]
