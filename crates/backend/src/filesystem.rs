@@ -552,6 +552,18 @@ pub trait Hsm: Send + Sync {
             releasing: None,
         })
     }
+    /// [`Hsm::hsm_access_state`] of a file already open, such as a restore-on-access
+    /// daemon's event descriptor: the state of that very inode, whatever its name is by now
+    /// (`shown_as` names it in errors). Blocking, and only local calls: the caller runs it on
+    /// its blocking pool. `None` where the backend can tell only by path (the default).
+    fn hsm_access_state_of_open(
+        &self,
+        shown_as: &Path,
+        file: std::os::fd::BorrowedFd<'_>,
+    ) -> Result<Option<HsmAccessState>> {
+        let _ = (shown_as, file);
+        Ok(None)
+    }
 }
 
 /// Mounts on the node: publishing a share at a target, unmounting it, and what `df` shows.

@@ -4,7 +4,9 @@
 //! the filesystem of the namespace root. The kernel then holds every read of a marked file
 //! until we answer:
 //! - a file outside the root, or one that is not released: `FAN_ALLOW` at once. Each read
-//!   chunk of a present file costs one quick answer (a readlink and an xattr read). We put
+//!   chunk of a present file costs one quick answer: an `fstat` and an xattr read through
+//!   the event's own descriptor, in one blocking step (so it is that inode's state, never
+//!   that of whatever its name leads to by then; a name is looked up only for a restore). We put
 //!   no ignore mark on the inode of a present file: a release relies on every access of the
 //!   file raising an event (below), and an ignore mark would let a write slip past it
 //!   between the release's intent and its punch. (On the 6.18 kernel of this workplace the
@@ -1053,18 +1055,32 @@ impl Shared {
         // The event's descriptor stays open while `p` lives, which outlasts these blocking
         // steps unless this future is dropped, and then their answers are dropped with it.
         let raw = fd.as_raw_fd();
-        let st = crate::engine::blocking(move || {
+        // One blocking step answers the common case, a present file: its type and its state,
+        // both read through the event's own descriptor, so from the very inode being read,
+        // whatever its name is by now.
+        let backend = Arc::clone(self.engine.backend());
+        let (st, by_fd) = crate::engine::blocking(move || {
             // SAFETY: `raw` is the event's descriptor, open for as long as `p` is (above).
             let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) };
-            nix::sys::stat::fstat(fd)
-                .map_err(|e| HsmError::io(format!("fanotify event fd {raw}"), e.into()))
+            let shown_as = || PathBuf::from(format!("fanotify event fd {raw}"));
+            let st = nix::sys::stat::fstat(fd).map_err(|e| HsmError::io(shown_as(), e.into()))?;
+            if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+                return Ok((st, None));
+            }
+            let state = backend.hsm_access_state_of_open(&shown_as(), fd)?;
+            Ok((st, state))
         })
         .await?;
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
             return Ok(Access::Allow);
         }
+        let present = |a: &HsmAccessState| a.releasing.is_none() && !a.state.flags.released;
+        if by_fd.as_ref().is_some_and(present) {
+            return Ok(Access::Allow);
+        }
         let id = (st.st_dev, st.st_ino);
-        // The path may move under us (a rename): one more try on a fresh readlink.
+        // A restore needs the file's name. The path may move under us (a rename): one more
+        // try on a fresh readlink.
         let mut last = None;
         for _ in 0..2 {
             let (mount, root) = (self.root_fd.as_raw_fd(), self.root.clone());
@@ -1080,10 +1096,14 @@ impl Shared {
             })
             .await?;
             let Some(path) = named else {
+                // Outside our root: another daemon's file, if anyone's.
                 return Ok(Access::Allow);
             };
             match self.engine.backend().hsm_access_state(&path).await {
-                Ok(a) if a.releasing.is_none() && !a.state.flags.released => {
+                // Only a backend that could not tell by the descriptor is taken at its
+                // name's word for a present file: the descriptor said otherwise, and the
+                // name may by now lead to another file.
+                Ok(a) if by_fd.is_none() && present(&a) => {
                     return Ok(Access::Allow);
                 }
                 Ok(a) => {

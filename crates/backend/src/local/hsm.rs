@@ -369,8 +369,13 @@ pub(crate) fn hsm_state(root: &HsmRoot<'_>, path: &Path) -> Result<HsmState> {
 /// The HSM state of `file` with the release in progress on it, if any.
 pub(crate) fn hsm_access_state(root: &HsmRoot<'_>, path: &Path) -> Result<HsmAccessState> {
     let f = open(root, path, false)?;
-    let cur = data_version(path, &f)?;
-    let Some(rec) = read_record(path, &f)? else {
+    access_state_of(path, &f)
+}
+
+/// [`hsm_access_state`] of the file open at `f` (`path` names it in errors).
+fn access_state_of(path: &Path, f: &File) -> Result<HsmAccessState> {
+    let cur = data_version(path, f)?;
+    let Some(rec) = read_record(path, f)? else {
         return Ok(HsmAccessState {
             state: HsmState::default(),
             releasing: None,
@@ -383,7 +388,7 @@ pub(crate) fn hsm_access_state(root: &HsmRoot<'_>, path: &Path) -> Result<HsmAcc
             tid: r.tid,
             pid_ns: r.pid_ns,
             started_ns: r.started_ns,
-            releaser_alive: releaser_alive(path, &f)?,
+            releaser_alive: releaser_alive(path, f)?,
         }),
     };
     Ok(HsmAccessState {
@@ -682,6 +687,17 @@ impl crate::Hsm for LocalBackend {
         self.run(move |inner| data_version_of(&inner.hsm_root(), &file))
             .await
             .map(crate::DataVersion::Local)
+    }
+
+    /// Reads the record and the data version through a copy of the descriptor: no path,
+    /// so no name a tenant can swap between the event and the answer.
+    fn hsm_access_state_of_open(
+        &self,
+        shown_as: &Path,
+        file: std::os::fd::BorrowedFd<'_>,
+    ) -> Result<Option<crate::HsmAccessState>> {
+        let own = file.try_clone_to_owned().map_err(|e| io_err(shown_as, e))?;
+        access_state_of(shown_as, &File::from(own)).map(Some)
     }
 
     async fn hsm_release_watched(&self, file: &Path) -> Result<()> {
