@@ -136,10 +136,12 @@ for values in "${value_sets[@]}"; do
             fail "helm template ($name, Kubernetes $kube)"
         fi
         # The driver's TOML in the ConfigMap is no Kubernetes schema's business: parse it here.
-        "$venv/bin/python" - "$rendered" <<'PY' || fail "helm template ($name): lustrekit.toml does not parse"
+        "$venv/bin/python" - "$rendered" "$values" <<'PY' || fail "helm template ($name): lustrekit.toml does not parse, or its tenants are not the values'"
 import sys, tomllib, yaml
 with open(sys.argv[1]) as f:
     docs = [d for d in yaml.safe_load_all(f) if d]
+with open(sys.argv[2]) as f:
+    values = yaml.safe_load(f) or {}
 tomls = [d["data"]["lustrekit.toml"] for d in docs
          if d.get("kind") == "ConfigMap" and "lustrekit.toml" in d.get("data", {})]
 if len(tomls) != 1:
@@ -147,6 +149,12 @@ if len(tomls) != 1:
 config = tomllib.loads(tomls[0])
 if config.get("backend") not in ("local", "lustre") or config["backend"] not in config:
     sys.exit(f"lustrekit.toml: backend {config.get('backend')!r} has no [{config.get('backend')}] table")
+# Every tenant of the values, key by key under the driver's TOML names (share::config's
+# TenantSection, which refuses unknown keys), and nothing else.
+toml_key = {"denyUnknown": "deny_unknown", "squashUid": "squash_uid", "squashGid": "squash_gid"}
+want = [{toml_key.get(k, k): v for k, v in t.items()} for t in values.get("tenants") or []]
+if config.get("tenants", []) != want:
+    sys.exit(f"lustrekit.toml: tenants {config.get('tenants')!r}, values say {want!r}")
 PY
         # The chart's crds/ is a symlink to deploy/crds/: a copy in its place, or a CRD missing
         # or different, is drift.
